@@ -1,0 +1,98 @@
+"""The FastAPI app factory: clients built in the lifespan, one error handler for the tree."""
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import redis
+import redis.asyncio as aioredis
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from api.hub import EventHub
+from api.limits import BodyLimit
+from api.routes import compat, health, intents, jobs
+from api.state import AppState
+from core.db import Database
+from core.errors import IntentNotFound, InvalidRequest, OrchestratorError
+from core.settings import Settings, get_settings
+from workers.app import celery_app
+
+log = logging.getLogger(__name__)
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    settings: Settings = app.state.settings
+    client = aioredis.Redis.from_url(settings.broker.url)
+    state = AppState(settings=settings, db=Database(settings.database.url),
+                     redis=redis.Redis.from_url(settings.broker.url), aioredis=client,
+                     celery=celery_app, hub=EventHub(client))
+    await state.hub.start()
+    app.state.orch = state
+    try:
+        yield
+    finally:
+        await state.hub.stop()
+        await client.aclose()
+        state.redis.close()
+        state.db.dispose()
+
+
+def _error(status: int, message: str, **extra: object) -> JSONResponse:
+    return JSONResponse({"error": message, **extra}, status_code=status)
+
+
+async def _orchestrator_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, OrchestratorError)
+    if isinstance(exc, IntentNotFound):
+        return _error(404, str(exc), available=exc.available)
+    if isinstance(exc, InvalidRequest):
+        return _error(422, str(exc), field=exc.field)
+    return _error(exc.status_code, str(exc))
+
+
+NOT_AN_OBJECT = "the body must be a JSON object sent with 'Content-Type: application/json'"
+
+
+def _problem(err: dict[str, Any]) -> dict[str, str]:
+    field = ".".join(str(p) for p in err["loc"] if p != "body")
+    if not field and err["type"] in ("model_attributes_type", "dict_type"):
+        return {"field": "body", "message": NOT_AN_OBJECT}
+    return {"field": field or "body", "message": err["msg"]}
+
+
+async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    problems = [_problem(err) for err in exc.errors()]
+    summary = "; ".join(f"{p['field']}: {p['message']}" for p in problems)
+    return _error(422, f"invalid request: {summary}", detail=problems)
+
+
+async def _http_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    return JSONResponse({"error": str(exc.detail)}, status_code=exc.status_code,
+                        headers=exc.headers)
+
+
+async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
+    log.exception("unhandled error", exc_info=exc)
+    return _error(500, "internal error; it has been logged")
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """Build the API."""
+    app = FastAPI(title="Orchestrator", version="0.1.0", lifespan=lifespan,
+                  description="Submit intents as jobs; follow them by polling, SSE or callback.")
+    app.state.settings = settings or get_settings()
+    app.add_middleware(BodyLimit, max_bytes=app.state.settings.api.max_body_bytes)
+    app.add_exception_handler(OrchestratorError, _orchestrator_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(Exception, _unexpected)
+    for router in (jobs.router, intents.router, health.router, compat.router):
+        app.include_router(router)
+    return app

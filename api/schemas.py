@@ -1,0 +1,179 @@
+"""Request and response bodies of the API."""
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field
+
+from core.models import Job, JobStatus, JobStep, StepStatus
+
+Mode = Literal["auto", "agent", "flow", "mcp"]
+
+
+class JobCreate(BaseModel):
+    """Submit an intent with its inputs."""
+
+    model_config = ConfigDict(extra="forbid")
+    intent: str = Field(min_length=1, max_length=200, description="A registered intent name.",
+                        examples=["debug.echo"])
+    inputs: dict[str, Any] = Field(default_factory=dict, description="The intent's inputs.")
+    mode: Mode = Field("auto", description="Execution mode; `auto` takes the intent's own.")
+    callback_url: AnyHttpUrl | None = Field(None, description="Where the outcome is delivered.")
+    context: dict[str, Any] = Field(default_factory=dict, description="Tracing metadata.")
+    wait: float | bool = Field(
+        False, description="Seconds to wait for the result (true: the server's sync timeout)."
+    )
+
+
+class Links(BaseModel):
+    """Where to follow a job."""
+
+    self: str
+    events: str
+    cancel: str
+
+
+class StepPublic(BaseModel):
+    """One step of a job."""
+
+    index: int
+    intent: str
+    pool: str
+    status: StepStatus
+    attempts: int
+    output: Any = None
+    error: str | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+
+
+class JobAccepted(BaseModel):
+    """A job that was accepted and is on its way."""
+
+    job_id: str
+    status: JobStatus
+    intent: str
+    mode: str
+    links: Links
+
+
+class JobPublic(BaseModel):
+    """A job: status, progress, steps, result and timings."""
+
+    id: str
+    intent: str
+    mode: str
+    status: JobStatus
+    progress: float
+    inputs: dict[str, Any]
+    context: dict[str, Any]
+    result: Any = None
+    error: str | None = None
+    callback_url: str | None = None
+    created_at: datetime
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    duration_ms: int | None = None
+    steps: list[StepPublic] = Field(default_factory=list)
+    links: Links
+
+
+class JobPage(BaseModel):
+    """A page of jobs, newest first."""
+
+    items: list[JobPublic]
+    next_cursor: str | None = Field(None, description="Pass as `cursor` for the next page.")
+
+
+class EventPublic(BaseModel):
+    """An event in a job's log."""
+
+    id: int = Field(description="Rises by one per event of this job; the SSE `id`.")
+    job_id: str
+    type: str
+    data: dict[str, Any]
+    time: str
+
+
+class IntentPublic(BaseModel):
+    """A registered intent."""
+
+    name: str
+    pool: str
+    mode: str
+    description: str
+    input_schema: dict[str, Any]
+
+
+class ErrorBody(BaseModel):
+    """What every error answers."""
+
+    error: str = Field(description="What went wrong and what to fix.")
+    detail: Any = None
+
+
+class OrchestrateRequest(BaseModel):
+    """The `/orchestrate` contract's request."""
+
+    model_config = ConfigDict(extra="forbid")
+    intent: str = Field(min_length=1, max_length=200)
+    inputs: dict[str, Any] = Field(default_factory=dict)
+    mode: Mode = "auto"
+    callback_url: AnyHttpUrl | None = None
+    context: dict[str, Any] = Field(default_factory=dict)
+
+
+class OrchestrateSync(BaseModel):
+    """The `/orchestrate` answer when the job ended within the sync timeout."""
+
+    status: Literal["success", "error", "cancelled"]
+    result: Any = None
+    error: str | None = None
+    mode: str
+    duration_ms: int
+    job_id: str
+
+
+class OrchestrateAccepted(BaseModel):
+    """The `/orchestrate` answer when the job goes on asynchronously."""
+
+    status: Literal["accepted"] = "accepted"
+    job_id: str
+    message: str = "Job accepted for async processing"
+    mode: str
+    callback_url: str | None = None
+
+
+class CompatJob(BaseModel):
+    """`GET /jobs/{id}` of the `/orchestrate` contract."""
+
+    job_id: str
+    status: JobStatus
+    intent: str
+    mode: str
+    result: Any = None
+    error: str | None = None
+    duration_ms: int | None = None
+
+
+def links_for(job_id: str, base: str = "") -> Links:
+    root = f"{base}/v1/jobs/{job_id}"
+    return Links(self=root, events=f"{root}/events", cancel=f"{root}/cancel")
+
+
+def duration_ms(job: Job) -> int | None:
+    if job.finished_at is None:
+        return None
+    return int((job.finished_at - job.created_at).total_seconds() * 1000)
+
+
+def job_public(job: Job, steps: list[JobStep], base: str = "") -> JobPublic:
+    """The public view of a stored job and its steps."""
+    return JobPublic(
+        id=job.id, intent=job.intent, mode=job.mode, status=job.status, progress=job.progress,
+        inputs=job.inputs, context=job.context, result=job.result, error=job.error,
+        callback_url=job.callback_url, created_at=job.created_at, started_at=job.started_at,
+        finished_at=job.finished_at, duration_ms=duration_ms(job),
+        steps=[StepPublic.model_validate(step, from_attributes=True) for step in steps],
+        links=links_for(job.id, base),
+    )

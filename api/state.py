@@ -1,0 +1,40 @@
+"""What the API process holds while it runs, built in the lifespan."""
+
+import time
+from dataclasses import dataclass, field
+
+import redis
+import redis.asyncio as aioredis
+from celery import Celery
+
+from api.hub import EventHub
+from core import store
+from core.db import Database
+from core.settings import Settings
+
+KEY_CACHE_SECONDS = 30.0
+
+
+@dataclass
+class AppState:
+    """The API's clients: job store, Redis (sync and async), the Celery app, the event hub."""
+
+    settings: Settings
+    db: Database
+    redis: "redis.Redis[bytes]"
+    aioredis: "aioredis.Redis"
+    celery: Celery
+    hub: EventHub
+    _keys: dict[str, tuple[str, float]] = field(default_factory=dict)
+
+    def tenant_for_key(self, raw_key: str) -> str | None:
+        """The tenant of an API key, cached briefly so each request is not a query."""
+        cached = self._keys.get(raw_key)
+        now = time.monotonic()
+        if cached is not None and cached[1] > now:
+            return cached[0]
+        with self.db.read() as session:
+            tenant = store.tenant_for_key(session=session, raw_key=raw_key)
+        if tenant is not None:
+            self._keys[raw_key] = (tenant, now + KEY_CACHE_SECONDS)
+        return tenant

@@ -1,0 +1,193 @@
+"""The `orchestrator` command: run the API, a worker pool, the whole dev stack; submit, watch."""
+
+import json
+import os
+import secrets
+import subprocess
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+from urllib.parse import urlparse
+
+import typer
+from rich.console import Console
+
+from core.settings import DATA_DIR, get_settings
+
+app = typer.Typer(help="Orchestrator: intents in, jobs on Celery, signed callbacks out.",
+                  no_args_is_help=True, pretty_exceptions_enable=False)
+keys = typer.Typer(help="API keys.", no_args_is_help=True)
+app.add_typer(keys, name="keys")
+console = Console()
+PROCFILE = Path("Procfile")
+
+
+@app.command()
+def api() -> None:
+    """Run the HTTP API (uvicorn)."""
+    import uvicorn
+
+    settings = get_settings()
+    uvicorn.run("api.main:create_app", factory=True, host=settings.api.host,
+                port=settings.api.port, log_level="warning", access_log=False)
+
+
+@app.command()
+def worker(
+    pool: Annotated[list[str], typer.Option(help="Pool(s) to consume; repeat for several.")],
+    concurrency: Annotated[int | None, typer.Option(help="Processes (default WORKER_CONCURRENCY).")] = None,
+) -> None:
+    """Run one worker process for a pool."""
+    from workers.app import celery_app
+    from workers.pools import POOLS
+
+    unknown = [p for p in pool if p not in POOLS]
+    if unknown:
+        raise typer.BadParameter(f"unknown pool {unknown}; pools are {sorted(POOLS)}")
+    settings = get_settings()
+    prefetch = min(POOLS[p].prefetch for p in pool)
+    celery_app.worker_main([
+        "worker", "--queues", ",".join(POOLS[p].queue for p in pool),
+        "--hostname", f"{'+'.join(pool)}@%h-{os.getpid()}",
+        "--concurrency", str(concurrency or settings.worker.concurrency),
+        "--prefetch-multiplier", str(prefetch), "--loglevel", "INFO", "--without-gossip",
+        "--without-mingle",
+    ])
+
+
+@app.command()
+def flower() -> None:
+    """Run the Flower dashboard (basic auth from FLOWER_BASIC_AUTH)."""
+    from workers.app import celery_app
+
+    settings = get_settings()
+    if not settings.flower.basic_auth:
+        raise typer.BadParameter("set FLOWER_BASIC_AUTH=user:password; Flower runs with auth only")
+    celery_app.start(["flower", f"--port={settings.flower.port}", "--address=127.0.0.1",
+                      f"--basic-auth={settings.flower.basic_auth}"])
+
+
+@app.command()
+def migrate() -> None:
+    """Create or upgrade the job store's schema."""
+    from core.migrate import upgrade
+
+    upgrade(get_settings().database.url)
+
+
+@keys.command("create")
+def keys_create(tenant: Annotated[str, typer.Option(help="Tenant name.")] = "default") -> None:
+    """Create an API key for a tenant; the key is the last line printed."""
+    print(_create_key(tenant))
+
+
+def _create_key(tenant: str) -> str:
+    from core import store
+    from core.db import Database
+
+    db = Database(get_settings().database.url)
+    with db.write() as session:
+        _, raw = store.create_tenant_key(session=session, tenant_name=tenant)
+    db.dispose()
+    return raw
+
+
+def _dev_secret(path: Path, make: Any) -> str:
+    if path.exists():
+        return path.read_text().strip()
+    value = str(make())
+    path.write_text(value + "\n")
+    path.chmod(0o600)
+    return value
+
+
+@app.command()
+def dev() -> None:
+    """Set up and run the whole stack: broker, job store, API, every pool and Flower."""
+    from core import broker
+    from core.migrate import upgrade
+
+    settings = get_settings()
+    DATA_DIR.mkdir(exist_ok=True)
+    url = urlparse(settings.broker.url)
+    process = None
+    if url.hostname in ("127.0.0.1", "localhost") and not broker.is_up(settings.broker.url):
+        process = broker.start(url.port or 6379, DATA_DIR / "broker")
+        console.print(f"broker: {broker.server_binary()} on {settings.broker.url}")
+    upgrade(settings.database.url)
+    api_key = _dev_secret(DATA_DIR / "dev-api-key", lambda: _create_key("dev"))
+    flower_auth = settings.flower.basic_auth or _dev_secret(
+        DATA_DIR / "flower-auth", lambda: f"admin:{secrets.token_urlsafe(12)}")
+    base = f"http://{settings.api.host}:{settings.api.port}"
+    console.print(f"[bold]API[/]     {base}  (docs {base}/docs)\n"
+                  f"[bold]API key[/] {api_key}\n"
+                  f"[bold]Flower[/]  http://127.0.0.1:{settings.flower.port}  ({flower_auth})\n"
+                  "Ctrl-C stops everything.")
+    env = {**os.environ, "FLOWER_BASIC_AUTH": flower_auth,
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    try:
+        subprocess.run([Path(sys.executable).parent / "honcho", "start", "-f", str(PROCFILE)],
+                       env=env, check=False)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        if process is not None:
+            broker.stop(process)
+
+
+def _client(url: str | None, api_key: str | None) -> Any:
+    import httpx
+
+    settings = get_settings()
+    key = api_key or os.environ.get("ORCHESTRATOR_API_KEY") or _read(DATA_DIR / "dev-api-key")
+    if not key:
+        raise typer.BadParameter("no API key: pass --api-key or set ORCHESTRATOR_API_KEY")
+    base = url or f"http://{settings.api.host}:{settings.api.port}"
+    return httpx.Client(base_url=base, headers={"Authorization": f"Bearer {key}"}, timeout=60)
+
+
+def _read(path: Path) -> str:
+    return path.read_text().strip() if path.exists() else ""
+
+
+def _parse_inputs(pairs: list[str]) -> dict[str, Any]:
+    inputs: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise typer.BadParameter(f"--input {pair!r}: write it as key=value")
+        try:
+            inputs[key] = json.loads(value)
+        except json.JSONDecodeError:
+            inputs[key] = value
+    return inputs
+
+
+UrlOpt = Annotated[str | None, typer.Option(help="API base URL.")]
+KeyOpt = Annotated[str | None, typer.Option(help="API key (or ORCHESTRATOR_API_KEY).")]
+
+
+@app.command()
+def submit(
+    intent: str,
+    input: Annotated[list[str] | None, typer.Option("--input", "-i", help="key=value (JSON values allowed).")] = None,
+    wait: Annotated[bool, typer.Option(help="Wait for the result.")] = False,
+    url: UrlOpt = None,
+    api_key: KeyOpt = None,
+) -> None:
+    """Submit a job and print the answer."""
+    with _client(url, api_key) as client:
+        body = {"intent": intent, "inputs": _parse_inputs(input or []), "wait": wait}
+        response = client.post("/v1/jobs", json=body)
+    console.print_json(response.text)
+    if response.status_code >= 400:
+        raise typer.Exit(1)
+
+
+@app.command()
+def watch(job_id: str, url: UrlOpt = None, api_key: KeyOpt = None) -> None:
+    """A live view of a job's steps and events until it ends."""
+    from core.watch import watch_job
+
+    with _client(url, api_key) as client:
+        raise typer.Exit(watch_job(client, job_id, console))

@@ -1,0 +1,49 @@
+"""The one exception tree; the API maps it to HTTP answers."""
+
+
+class OrchestratorError(Exception):
+    """Raised when anything in the orchestrator fails; the root of every error here."""
+
+    status_code = 500
+
+
+class NotFound(OrchestratorError):
+    """Raised when a job or resource does not exist for this tenant."""
+
+    status_code = 404
+
+
+class IntentNotFound(NotFound):
+    """Raised when a request names an intent that is not registered."""
+
+    def __init__(self, name: str, available: list[str]) -> None:
+        super().__init__(f"Intent '{name}' not found")
+        self.available = available
+
+
+class InvalidRequest(OrchestratorError):
+    """Raised when a request is well-formed JSON but asks for something impossible."""
+
+    status_code = 422
+
+    def __init__(self, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+class Conflict(OrchestratorError):
+    """Raised when a request conflicts with the job's current state."""
+
+    status_code = 409
+
+
+class Unauthorized(OrchestratorError):
+    """Raised when a request has no valid API key."""
+
+    status_code = 401
+
+
+class Unavailable(OrchestratorError):
+    """Raised when a dependency (broker, database) cannot be reached."""
+
+    status_code = 503

@@ -1,0 +1,133 @@
+"""Job-store tables (SQLModel): the job, its step ledger, its event log, tenants and keys."""
+
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import JSON, Column, Index, UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+
+def utcnow() -> datetime:
+    """Aware UTC now: the one clock every row uses."""
+    return datetime.now(UTC)
+
+
+class JobStatus(StrEnum):
+    """Where a job is in its life."""
+
+    queued = "queued"
+    running = "running"
+    awaiting_approval = "awaiting_approval"
+    succeeded = "succeeded"
+    failed = "failed"
+    cancelled = "cancelled"
+
+    @property
+    def terminal(self) -> bool:
+        return self in TERMINAL
+
+
+TERMINAL = frozenset({JobStatus.succeeded, JobStatus.failed, JobStatus.cancelled})
+
+
+class StepStatus(StrEnum):
+    """Where one step is in its life."""
+
+    pending = "pending"
+    running = "running"
+    succeeded = "succeeded"
+    failed = "failed"
+    cancelled = "cancelled"
+
+
+def _json(nullable: bool = True) -> Any:
+    return Field(default=None, sa_column=Column(JSON, nullable=nullable))
+
+
+class Tenant(SQLModel, table=True):
+    """A customer: owns API keys and jobs."""
+
+    __tablename__ = "tenants"
+    id: str = Field(primary_key=True, max_length=64)
+    name: str = Field(unique=True, max_length=200)
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class ApiKey(SQLModel, table=True):
+    """A bearer key of a tenant, stored only as its SHA-256."""
+
+    __tablename__ = "api_keys"
+    id: str = Field(primary_key=True, max_length=32)
+    tenant_id: str = Field(foreign_key="tenants.id", index=True, max_length=64)
+    key_hash: str = Field(unique=True, max_length=64)
+    created_at: datetime = Field(default_factory=utcnow)
+    revoked_at: datetime | None = None
+
+
+class Job(SQLModel, table=True):
+    """One submitted intent and its outcome."""
+
+    __tablename__ = "jobs"
+    __table_args__ = (Index("ix_jobs_tenant_created", "tenant_id", "created_at"),)
+    id: str = Field(primary_key=True, max_length=40)
+    tenant_id: str = Field(foreign_key="tenants.id", max_length=64)
+    intent: str = Field(index=True, max_length=200)
+    mode: str = Field(max_length=16)
+    status: JobStatus = Field(default=JobStatus.queued, index=True, max_length=24)
+    inputs: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    context: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    result: Any = _json()
+    error: str | None = None
+    progress: float = 0.0
+    step_count: int = 0
+    event_seq: int = 0
+    idempotency_key: str | None = Field(default=None, max_length=128)
+    callback_url: str | None = Field(default=None, max_length=2048)
+    created_at: datetime = Field(default_factory=utcnow)
+    enqueued_at: datetime | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+
+
+class JobStep(SQLModel, table=True):
+    """One step of a job's chain: the ledger row that keeps a redelivered step from repeating."""
+
+    __tablename__ = "job_steps"
+    __table_args__ = (UniqueConstraint("job_id", "index", name="uq_job_steps_job_index"),)
+    id: int | None = Field(default=None, primary_key=True)
+    job_id: str = Field(foreign_key="jobs.id", max_length=40)
+    index: int
+    intent: str = Field(max_length=200)
+    task: str = Field(max_length=200)
+    pool: str = Field(max_length=32)
+    status: StepStatus = Field(default=StepStatus.pending, max_length=16)
+    inputs: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    attempts: int = 0
+    output: Any = _json()
+    error: str | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+
+
+class JobEvent(SQLModel, table=True):
+    """An append-only record of something that happened to a job; `seq` rises per job."""
+
+    __tablename__ = "job_events"
+    __table_args__ = (UniqueConstraint("job_id", "seq", name="uq_job_events_job_seq"),)
+    id: int | None = Field(default=None, primary_key=True)
+    job_id: str = Field(foreign_key="jobs.id", max_length=40)
+    seq: int
+    type: str = Field(max_length=64)
+    data: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class IdempotencyRecord(SQLModel, table=True):
+    """Maps a tenant's idempotency key to the job it created, until it expires."""
+
+    __tablename__ = "idempotency_keys"
+    tenant_id: str = Field(primary_key=True, max_length=64)
+    key: str = Field(primary_key=True, max_length=128)
+    job_id: str = Field(foreign_key="jobs.id", max_length=40)
+    expires_at: datetime

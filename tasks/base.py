@@ -1,0 +1,23 @@
+"""The base of every step task: obey the verdict the prerun signal took from the ledger."""
+
+from typing import Any
+
+from celery import Task
+from celery.exceptions import Ignore
+
+from core.store import StepStart, StepVerdict
+
+
+class StepTask(Task):  # type: ignore[misc]
+    """A chain step called as `task(job_id=…, index=…, inputs=…)`."""
+
+    acks_late = True
+    reject_on_worker_lost = True
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        start: StepStart | None = getattr(self.request, "orch_start", None)
+        if start is not None and start.verdict == StepVerdict.skip:
+            raise Ignore(start.reason)
+        if start is not None and start.verdict == StepVerdict.done:
+            return start.output
+        return self.run(*args, **kwargs)

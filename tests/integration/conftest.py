@@ -1,0 +1,113 @@
+"""The integration stack: a real broker, SQLite or Postgres, worker processes and the API."""
+
+import os
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from core import store
+from core.db import Database
+from core.migrate import upgrade
+from tests import services
+
+OTHER_POOLS = ["llm", "memory", "flow", "callbacks"]
+VISIBILITY_TIMEOUT = 6
+
+
+@dataclass
+class Stack:
+    """A running orchestrator: its API URL, environment, store and worker processes."""
+
+    url: str
+    env: dict[str, str]
+    db: Database
+    logs: Path
+    workers: dict[str, services.Process] = field(default_factory=dict)
+    api: services.Process | None = None
+
+    def new_key(self) -> str:
+        with self.db.write() as session:
+            _, raw = store.create_tenant_key(session=session,
+                                             tenant_name=f"t-{uuid.uuid4().hex[:8]}")
+        return raw
+
+    def client(self, key: str | None = None) -> httpx.Client:
+        return httpx.Client(base_url=self.url, timeout=30,
+                            headers={"Authorization": f"Bearer {key or self.new_key()}"})
+
+    def start_worker(self, name: str, pools: list[str], concurrency: int = 2) -> None:
+        self.workers[name] = services.start_worker(self.env, pools, self.logs / f"{name}.log",
+                                                   concurrency)
+
+    def wait_ready(self, timeout: float = 60) -> None:
+        services.wait_http(f"{self.url}/ready", timeout=timeout)
+
+    def stop(self) -> None:
+        for process in [*self.workers.values(), self.api]:
+            if process is not None:
+                process.stop()
+        self.db.dispose()
+
+
+def wait_job(client: httpx.Client, job_id: str, timeout: float = 30) -> dict[str, Any]:
+    """Poll a job until it is terminal."""
+    deadline = time.monotonic() + timeout
+    while True:
+        job = client.get(f"/v1/jobs/{job_id}").json()
+        if job["status"] in ("succeeded", "failed", "cancelled"):
+            return job
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"job {job_id} still {job['status']} after {timeout}s")
+        time.sleep(0.05)
+
+
+@pytest.fixture(scope="session")
+def broker_url() -> Iterator[str]:
+    with services.redis_server() as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    with services.postgres_server() as url:
+        yield url
+
+
+@pytest.fixture(scope="session", params=["sqlite", "postgres"])
+def stack(request: pytest.FixtureRequest, broker_url: str) -> Iterator[Stack]:
+    """The whole stack on one job-store backend: API, a tools worker, a worker for the rest."""
+    logs = Path(tempfile.mkdtemp(prefix=f"orch-{request.param}-"))
+    database_url = (f"sqlite:///{logs}/orchestrator.db" if request.param == "sqlite"
+                    else request.getfixturevalue("postgres_url"))
+    upgrade(database_url)
+    port = services.free_port()
+    db_index = 1 if request.param == "sqlite" else 2
+    env = {**os.environ, "REDIS_URL": broker_url.rsplit("/", 1)[0] + f"/{db_index}",
+           "DATABASE_URL": database_url, "API_PORT": str(port),
+           "WORKER_HEARTBEAT_SECONDS": "1", "BROKER_VISIBILITY_TIMEOUT": str(VISIBILITY_TIMEOUT),
+           "BROKER_RESTORE_INTERVAL": "1",
+           "ORCHESTRATOR_SYNC_TIMEOUT": "8", "PATH": f"{services.BIN}:{os.environ['PATH']}"}
+    running = Stack(url=f"http://127.0.0.1:{port}", env=env, db=Database(database_url),
+                    logs=logs)
+    try:
+        running.start_worker("tools", ["tools"])
+        running.start_worker("others", OTHER_POOLS, concurrency=1)
+        running.api = services.start_api(env, logs / "api.log")
+        running.wait_ready()
+        yield running
+    finally:
+        running.stop()
+
+
+@pytest.fixture
+def client(stack: Stack) -> Iterator[httpx.Client]:
+    """An API client of a fresh tenant, so tests never see each other's jobs."""
+    with stack.client() as http:
+        yield http

@@ -1,0 +1,162 @@
+"""The job lifecycle through the real API, broker, job store and worker processes."""
+
+import json
+import uuid
+
+import httpx
+
+from tests.integration.conftest import Stack, wait_job
+
+
+def unique() -> str:
+    return uuid.uuid4().hex
+
+
+def test_echo_with_wait_answers_200_with_the_result(client: httpx.Client) -> None:
+    # Given an echo job whose inputs are unique
+    inputs = {"hello": unique(), "n": [1, 2]}
+    # When it is submitted with wait
+    response = client.post("/v1/jobs", json={"intent": "debug.echo", "inputs": inputs,
+                                             "wait": True})
+    # Then the answer is the finished job with its result and step
+    assert response.status_code == 200, response.text
+    job = response.json()
+    assert job["status"] == "succeeded" and job["result"] == inputs
+    assert job["progress"] == 1.0 and job["duration_ms"] >= 0
+    assert [s["status"] for s in job["steps"]] == ["succeeded"]
+    assert response.headers["location"] == f"/v1/jobs/{job['id']}"
+
+
+def test_async_submit_answers_202_and_polling_sees_the_chain(client: httpx.Client) -> None:
+    response = client.post("/v1/jobs", json={"intent": "debug.chain",
+                                             "inputs": {"steps": 5, "delay": 0.01}})
+    assert response.status_code == 202, response.text
+    accepted = response.json()
+    assert accepted["status"] == "queued"
+    assert accepted["links"]["self"] == f"/v1/jobs/{accepted['job_id']}"
+    job = wait_job(client, accepted["job_id"])
+    assert job["status"] == "succeeded"
+    assert job["result"] == {"step": 5, "of": 5}
+    assert [(s["index"], s["status"], s["attempts"]) for s in job["steps"]] == [
+        (i, "succeeded", 1) for i in range(5)]
+    assert [s["output"]["step"] for s in job["steps"]] == [1, 2, 3, 4, 5]
+
+
+def test_events_are_ordered_and_contiguous(client: httpx.Client) -> None:
+    job = client.post("/v1/jobs", json={"intent": "debug.chain", "inputs": {"steps": 3},
+                                        "wait": True}).json()
+    events = client.get(f"/v1/jobs/{job['id']}/events").json()
+    assert [e["id"] for e in events] == list(range(1, len(events) + 1))
+    assert [e["type"] for e in events] == [
+        "job_queued", "job_started",
+        "step_started", "step_succeeded", "step_started", "step_succeeded",
+        "step_started", "step_succeeded", "job_succeeded"]
+    later = client.get(f"/v1/jobs/{job['id']}/events", params={"after": 7}).json()
+    assert [e["id"] for e in later] == [8, 9]
+
+
+def test_a_failing_step_fails_the_job_with_its_reason(client: httpx.Client) -> None:
+    job = client.post("/v1/jobs", json={"intent": "debug.fail",
+                                        "inputs": {"message": f"boom {unique()}"},
+                                        "wait": True}).json()
+    assert job["status"] == "failed"
+    assert "step 0 (debug.fail) failed: DebugFailure: boom" in job["error"]
+    assert job["steps"][0]["status"] == "failed"
+
+
+def test_repeated_request_returns_the_same_job(client: httpx.Client) -> None:
+    body = {"intent": "debug.echo", "inputs": {"x": unique()}}
+    first = client.post("/v1/jobs", json=body).json()
+    again = client.post("/v1/jobs", json=body).json()
+    assert first["job_id"] == again["job_id"]
+    other = client.post("/v1/jobs", json={**body, "inputs": {"x": unique()}}).json()
+    assert other["job_id"] != first["job_id"]
+
+
+def test_idempotency_key_header_wins_over_the_inputs(client: httpx.Client) -> None:
+    key = {"Idempotency-Key": unique()}
+    first = client.post("/v1/jobs", json={"intent": "debug.echo", "inputs": {"a": 1}},
+                        headers=key).json()
+    second = client.post("/v1/jobs", json={"intent": "debug.echo", "inputs": {"a": 2}},
+                         headers=key).json()
+    assert first["job_id"] == second["job_id"]
+
+
+def test_a_tenant_never_sees_another_tenants_job(stack: Stack, client: httpx.Client) -> None:
+    job = client.post("/v1/jobs", json={"intent": "debug.echo", "inputs": {"s": unique()},
+                                        "wait": True}).json()
+    with stack.client() as stranger:
+        for method, path in (("GET", f"/v1/jobs/{job['id']}"),
+                             ("GET", f"/v1/jobs/{job['id']}/events"),
+                             ("POST", f"/v1/jobs/{job['id']}/cancel"),
+                             ("GET", f"/jobs/{job['id']}")):
+            response = stranger.request(method, path)
+            assert response.status_code == 404, (path, response.text)
+        assert stranger.get("/v1/jobs").json()["items"] == []
+
+
+def test_list_filters_and_pages(client: httpx.Client) -> None:
+    ids = [client.post("/v1/jobs", json={"intent": "debug.echo", "inputs": {"i": i},
+                                         "wait": True}).json()["id"] for i in range(3)]
+    client.post("/v1/jobs", json={"intent": "debug.fail", "inputs": {}, "wait": True})
+    page = client.get("/v1/jobs", params={"intent": "debug.echo", "limit": 2}).json()
+    assert [j["id"] for j in page["items"]] == ids[::-1][:2]
+    rest = client.get("/v1/jobs", params={"intent": "debug.echo", "limit": 2,
+                                          "cursor": page["next_cursor"]}).json()
+    assert [j["id"] for j in rest["items"]] == [ids[0]]
+    failed = client.get("/v1/jobs", params={"status": "failed"}).json()["items"]
+    assert [j["intent"] for j in failed] == ["debug.fail"]
+
+
+def test_sse_streams_live_and_resumes_after_last_event_id(client: httpx.Client) -> None:
+    job_id = client.post("/v1/jobs", json={"intent": "debug.chain",
+                                           "inputs": {"steps": 3, "delay": 0.2}}).json()["job_id"]
+    seen = read_sse(client, job_id, {})
+    assert [e["id"] for e in seen] == list(range(1, 10))
+    assert seen[-1]["type"] == "job_succeeded"
+    resumed = read_sse(client, job_id, {"Last-Event-ID": "6"})
+    assert [e["id"] for e in resumed] == [7, 8, 9]
+
+
+def read_sse(client: httpx.Client, job_id: str, headers: dict[str, str]) -> list[dict]:
+    events = []
+    with client.stream("GET", f"/v1/jobs/{job_id}/events",
+                       headers={"Accept": "text/event-stream", **headers}) as response:
+        assert response.headers["content-type"].startswith("text/event-stream")
+        for line in response.iter_lines():
+            if line.startswith("data:"):
+                events.append(json.loads(line[5:]))
+    return events
+
+
+def test_cancel_stops_the_running_step_and_the_rest(client: httpx.Client) -> None:
+    job_id = client.post("/v1/jobs", json={"intent": "debug.chain",
+                                           "inputs": {"steps": 4, "delay": 1.0}}).json()["job_id"]
+    read_until(client, job_id, "step_started")
+    response = client.post(f"/v1/jobs/{job_id}/cancel")
+    assert response.status_code == 200, response.text
+    assert response.json()["status"] == "cancelled"
+    job = wait_job(client, job_id)
+    assert job["status"] == "cancelled"
+    assert [s["status"] for s in job["steps"]][1:] == ["cancelled"] * 3
+    assert all(s["attempts"] == 0 for s in job["steps"][1:])
+    again = client.post(f"/v1/jobs/{job_id}/cancel")
+    assert again.status_code == 409 and "already cancelled" in again.json()["error"]
+
+
+def test_cancel_interrupts_a_sleep(client: httpx.Client) -> None:
+    job_id = client.post("/v1/jobs", json={"intent": "debug.sleep",
+                                           "inputs": {"seconds": 4.5}}).json()["job_id"]
+    read_until(client, job_id, "step_started")
+    client.post(f"/v1/jobs/{job_id}/cancel")
+    events = [e["type"] for e in client.get(f"/v1/jobs/{job_id}/events").json()]
+    assert events[-1] == "job_cancelled"
+    assert "step_succeeded" not in events
+
+
+def read_until(client: httpx.Client, job_id: str, event_type: str) -> None:
+    with client.stream("GET", f"/v1/jobs/{job_id}/events",
+                       headers={"Accept": "text/event-stream"}) as response:
+        for line in response.iter_lines():
+            if line.startswith("event:") and line.split(":", 1)[1].strip() == event_type:
+                return

@@ -1,0 +1,138 @@
+"""Real services for the tests: a private broker, a throwaway Postgres, worker and API processes."""
+
+import glob
+import os
+import pwd
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+
+from core import broker
+
+BIN = Path(sys.executable).parent
+REQUIRED = os.environ.get("CI") == "true"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextmanager
+def redis_server() -> Iterator[str]:
+    """A private broker on a free loopback port, without persistence."""
+    port = free_port()
+    data = Path(tempfile.mkdtemp(prefix="orch-broker-"))
+    process = broker.start(port, data, persist=False)
+    try:
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        broker.stop(process)
+        shutil.rmtree(data, ignore_errors=True)
+
+
+def _pg_bin(name: str) -> str:
+    found = shutil.which(name) or next(iter(sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"),
+                                                   reverse=True)), None)
+    if found is None:
+        raise RuntimeError(f"{name} not found: install PostgreSQL (apt-get install postgresql)")
+    return found
+
+
+def _as_user() -> list[str]:
+    """Postgres refuses to run as root: run its programs as the `postgres` user then."""
+    if os.geteuid() != 0:
+        return []
+    pwd.getpwnam("postgres")
+    return ["runuser", "-u", "postgres", "--"]
+
+
+@contextmanager
+def postgres_server() -> Iterator[str]:
+    """A throwaway Postgres cluster (initdb in a temp dir) on a free loopback port."""
+    root = Path(tempfile.mkdtemp(prefix="orch-pg-"))
+    root.chmod(0o777)
+    data, port, prefix = root / "data", free_port(), _as_user()
+    if prefix:
+        shutil.chown(root, user="postgres")
+    subprocess.run([*prefix, _pg_bin("initdb"), "-D", str(data), "-U", "postgres", "-A", "trust",
+                    "--no-sync"], check=True, capture_output=True)
+    options = f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off " \
+              "-c synchronous_commit=off -c full_page_writes=off -c max_connections=200"
+    subprocess.run([*prefix, _pg_bin("pg_ctl"), "-D", str(data), "-o", options, "-l",
+                    str(root / "log"), "-w", "start"], check=True, capture_output=True)
+    try:
+        subprocess.run([*prefix, _pg_bin("createdb"), "-h", "127.0.0.1", "-p", str(port), "-U",
+                        "postgres", "orchestrator"], check=True, capture_output=True)
+        yield f"postgresql+psycopg://postgres@127.0.0.1:{port}/orchestrator"
+    finally:
+        subprocess.run([*prefix, _pg_bin("pg_ctl"), "-D", str(data), "-m", "immediate", "stop"],
+                       capture_output=True)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+class Process:
+    """A child process of the test run, with its output in a log file."""
+
+    def __init__(self, args: list[str], env: dict[str, str], log: Path) -> None:
+        self.log = log
+        self.handle = open(log, "ab")  # noqa: SIM115 - closed in stop()
+        self.popen = subprocess.Popen(args, env=env, stdout=self.handle, stderr=subprocess.STDOUT,
+                                      start_new_session=True)
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    def kill(self, sig: int = signal.SIGKILL) -> None:
+        """Signal the process alone (not its children)."""
+        os.kill(self.popen.pid, sig)
+
+    def stop(self) -> None:
+        if self.popen.poll() is None:
+            os.killpg(self.popen.pid, signal.SIGTERM)
+            try:
+                self.popen.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.popen.pid, signal.SIGKILL)
+                self.popen.wait()
+        else:
+            try:
+                os.killpg(self.popen.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        self.handle.close()
+
+
+def start_worker(env: dict[str, str], pools: list[str], log: Path, concurrency: int = 2) -> Process:
+    args = [str(BIN / "orchestrator"), "worker", "--concurrency", str(concurrency)]
+    for pool in pools:
+        args += ["--pool", pool]
+    return Process(args, env, log)
+
+
+def start_api(env: dict[str, str], log: Path) -> Process:
+    return Process([str(BIN / "orchestrator"), "api"], env, log)
+
+
+def wait_http(url: str, timeout: float = 30.0, expect: int = 200) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if httpx.get(url, timeout=2).status_code == expect:
+                return
+        except httpx.HTTPError:
+            pass
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{url} did not answer {expect} within {timeout}s")
+        time.sleep(0.1)

@@ -1,0 +1,45 @@
+"""The one Celery app: JSON only, late acks, a queue per pool, routing by task module."""
+
+from celery import Celery
+from kombu import Queue
+
+from core.settings import get_settings
+from workers.pools import POOLS
+
+TASK_MODULES = ["tasks.tools"]
+
+
+def create_celery() -> Celery:
+    """Build the Celery app from settings; nothing connects until a task is sent or consumed."""
+    settings = get_settings()
+    app = Celery("orchestrator", broker=settings.broker.url, include=TASK_MODULES)
+    app.conf.update(
+        task_serializer="json",
+        result_serializer="json",
+        accept_content=["json"],
+        result_backend=None,
+        task_ignore_result=True,
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        task_acks_on_failure_or_timeout=True,
+        worker_prefetch_multiplier=1,
+        worker_send_task_events=settings.worker.send_events,
+        task_send_sent_event=settings.worker.send_events,
+        worker_hijack_root_logger=False,
+        broker_connection_retry_on_startup=True,
+        broker_transport_options={
+            "visibility_timeout": settings.broker.visibility_timeout,
+            "unacked_restore_interval": settings.broker.restore_interval,
+            "unacked_restore_throttle": 1,
+        },
+        task_queues=[Queue(pool.queue) for pool in POOLS.values()],
+        task_default_queue="tools",
+        task_routes={f"tasks.{name}.*": {"queue": pool.queue} for name, pool in POOLS.items()},
+        enable_utc=True,
+    )
+    return app
+
+
+celery_app = create_celery()
+
+import workers.signals  # noqa: E402,F401  (connects the step-recording signals)
