@@ -17,6 +17,8 @@ run: install
 	$(BIN)/orchestrator dev
 
 test: install
+	$(BIN)/ruff check .
+	$(BIN)/mypy .
 	$(BIN)/pytest
 
 lint: install

@@ -21,7 +21,7 @@ class AppState:
 
     settings: Settings
     db: Database
-    redis: "redis.Redis[bytes]"
+    redis: redis.Redis
     aioredis: "aioredis.Redis"
     celery: Celery
     hub: EventHub

@@ -38,7 +38,8 @@ def wait_ready(url: str, process: subprocess.Popen[bytes] | None = None,
     deadline = time.monotonic() + timeout
     while True:
         if process is not None and process.poll() is not None:
-            raise RuntimeError(f"broker exited: {process.stderr.read().decode() if process.stderr else ''}")
+            output = process.stderr.read().decode() if process.stderr else ""
+            raise RuntimeError(f"broker exited: {output}")
         try:
             client.ping()
             return

@@ -35,7 +35,8 @@ def api() -> None:
 @app.command()
 def worker(
     pool: Annotated[list[str], typer.Option(help="Pool(s) to consume; repeat for several.")],
-    concurrency: Annotated[int | None, typer.Option(help="Processes (default WORKER_CONCURRENCY).")] = None,
+    concurrency: Annotated[
+        int | None, typer.Option(help="Processes (default WORKER_CONCURRENCY).")] = None,
 ) -> None:
     """Run one worker process for a pool."""
     from workers.app import celery_app
@@ -170,7 +171,8 @@ KeyOpt = Annotated[str | None, typer.Option(help="API key (or ORCHESTRATOR_API_K
 @app.command()
 def submit(
     intent: str,
-    input: Annotated[list[str] | None, typer.Option("--input", "-i", help="key=value (JSON values allowed).")] = None,
+    input: Annotated[list[str] | None, typer.Option(
+        "--input", "-i", help="key=value (JSON values allowed).")] = None,
     wait: Annotated[bool, typer.Option(help="Wait for the result.")] = False,
     url: UrlOpt = None,
     api_key: KeyOpt = None,

@@ -1,5 +1,6 @@
 """Live job events on Redis pub/sub: the job store is the record, this is the doorbell."""
 
+import contextlib
 import json
 from typing import Any
 
@@ -22,12 +23,10 @@ def event_dict(event: JobEvent) -> dict[str, Any]:
     }
 
 
-def publish(client: "redis.Redis[bytes]", events: list[JobEvent]) -> None:
+def publish(client: redis.Redis, events: list[JobEvent]) -> None:
     """Announce committed events; a lost message only delays readers who fall back to the store."""
     if not events:
         return
     payload = json.dumps([event_dict(e) for e in events], default=str)
-    try:
+    with contextlib.suppress(redis.RedisError):
         client.publish(CHANNEL, payload)
-    except redis.RedisError:
-        pass

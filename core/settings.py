@@ -86,12 +86,12 @@ class Settings(BaseSettings):
     """Every concern's settings."""
 
     model_config = _config("")
-    api: ApiSettings = Field(default_factory=ApiSettings)
-    broker: BrokerSettings = Field(default_factory=BrokerSettings)
-    database: DatabaseSettings = Field(default_factory=DatabaseSettings)
-    orchestrator: OrchestratorSettings = Field(default_factory=OrchestratorSettings)
-    worker: WorkerSettings = Field(default_factory=WorkerSettings)
-    flower: FlowerSettings = Field(default_factory=FlowerSettings)
+    api: ApiSettings = Field(default_factory=lambda: ApiSettings())
+    broker: BrokerSettings = Field(default_factory=lambda: BrokerSettings())
+    database: DatabaseSettings = Field(default_factory=lambda: DatabaseSettings())
+    orchestrator: OrchestratorSettings = Field(default_factory=lambda: OrchestratorSettings())
+    worker: WorkerSettings = Field(default_factory=lambda: WorkerSettings())
+    flower: FlowerSettings = Field(default_factory=lambda: FlowerSettings())
 
 
 @lru_cache

@@ -1,7 +1,7 @@
 """The one Celery app: JSON only, late acks, a queue per pool, routing by task module."""
 
 from celery import Celery
-from kombu import Queue
+from kombu.entity import Queue
 
 from core.settings import get_settings
 from workers.pools import POOLS

@@ -6,9 +6,9 @@ KEY = "orch:cancelled:{job_id}"
 TTL_SECONDS = 24 * 3600
 
 
-def flag(client: "redis.Redis[bytes]", job_id: str) -> None:
+def flag(client: redis.Redis, job_id: str) -> None:
     client.set(KEY.format(job_id=job_id), b"1", ex=TTL_SECONDS)
 
 
-def is_cancelled(client: "redis.Redis[bytes]", job_id: str) -> bool:
+def is_cancelled(client: redis.Redis, job_id: str) -> bool:
     return bool(client.exists(KEY.format(job_id=job_id)))

@@ -1,5 +1,6 @@
 """Worker liveness in Redis: each worker stamps the pools it consumes; `/ready` reads them."""
 
+import contextlib
 import threading
 import time
 
@@ -8,7 +9,7 @@ import redis
 KEY = "orch:workers:{pool}"
 
 
-def stamp(client: "redis.Redis[bytes]", pools: list[str], hostname: str, ttl: float) -> None:
+def stamp(client: redis.Redis, pools: list[str], hostname: str, ttl: float) -> None:
     """Record that `hostname` is consuming `pools` now; stale entries are trimmed."""
     now = time.time()
     pipe = client.pipeline(transaction=False)
@@ -20,10 +21,10 @@ def stamp(client: "redis.Redis[bytes]", pools: list[str], hostname: str, ttl: fl
     pipe.execute()
 
 
-def live_workers(client: "redis.Redis[bytes]", pool: str, ttl: float) -> list[str]:
+def live_workers(client: redis.Redis, pool: str, ttl: float) -> list[str]:
     """Hostnames that stamped `pool` within the last `ttl` seconds."""
     members = client.zrangebyscore(KEY.format(pool=pool), time.time() - ttl, "+inf")
-    return [m.decode() for m in members]
+    return [m.decode() if isinstance(m, bytes) else str(m) for m in members]
 
 
 def start(url: str, pools: list[str], hostname: str, every: float) -> threading.Event:
@@ -33,10 +34,9 @@ def start(url: str, pools: list[str], hostname: str, every: float) -> threading.
 
     def beat() -> None:
         while not stop.is_set():
-            try:
+            # A broker outage only skips beats; the worker stamps again once it is back.
+            with contextlib.suppress(redis.RedisError):
                 stamp(client, pools, hostname, ttl=every * 3)
-            except redis.RedisError:
-                pass  # the broker is down; the worker reconnects and stamps again later
             stop.wait(every)
 
     threading.Thread(target=beat, name="orch-heartbeat", daemon=True).start()

@@ -14,7 +14,7 @@ class Runtime:
 
     settings: Settings
     db: Database
-    redis: "redis.Redis[bytes]"
+    redis: redis.Redis
 
     def close(self) -> None:
         self.db.dispose()

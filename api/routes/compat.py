@@ -7,7 +7,13 @@ from fastapi import APIRouter, Header, Response
 from api import service
 from api.deps import StateDep, TenantDep
 from api.routes.jobs import ERRORS
-from api.schemas import CompatJob, OrchestrateAccepted, OrchestrateRequest, OrchestrateSync, duration_ms
+from api.schemas import (
+    CompatJob,
+    OrchestrateAccepted,
+    OrchestrateRequest,
+    OrchestrateSync,
+    duration_ms,
+)
 from core.models import Job, JobStatus
 
 router = APIRouter(tags=["compatibility"])
@@ -16,7 +22,7 @@ SYNC_STATUS = {JobStatus.succeeded: "success", JobStatus.failed: "error",
 
 
 def _sync(job: Job) -> OrchestrateSync:
-    return OrchestrateSync(status=SYNC_STATUS[job.status], result=job.result,  # type: ignore[arg-type]
+    return OrchestrateSync(status=SYNC_STATUS[job.status], result=job.result,
                            error=job.error, mode=job.mode, duration_ms=duration_ms(job) or 0,
                            job_id=job.id)
 

@@ -1,0 +1,168 @@
+"""Job-store operations on a real SQLite file (no services needed)."""
+
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from core import store
+from core.db import Database
+from core.errors import Conflict, NotFound
+from core.migrate import upgrade
+from core.models import IdempotencyRecord, JobStatus, StepStatus
+from core.store import NewStep, StepVerdict
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Iterator[Database]:
+    url = f"sqlite:///{tmp_path}/store.db"
+    upgrade(url)
+    database = Database(url)
+    yield database
+    database.dispose()
+
+
+@pytest.fixture
+def tenant(db: Database) -> str:
+    with db.write() as session:
+        created, _ = store.create_tenant_key(session=session, tenant_name="acme")
+        return created.id
+
+
+def submit(db: Database, tenant: str, steps: int = 2, key: str = "k1",
+           window: int = 3600) -> tuple[str, bool]:
+    with db.write() as session:
+        job, created = store.submit_job(
+            session=session, job_id=store.new_job_id(), tenant_id=tenant, intent="debug.chain",
+            mode="agent", inputs={}, context={}, callback_url=None,
+            steps=[NewStep("debug.chain", "tasks.tools.chain_link", "tools", {"i": i})
+                   for i in range(steps)],
+            idempotency_key=key, window=window)
+        return job.id, created
+
+
+def begin(db: Database, job_id: str, index: int, max_deliveries: int = 3) -> store.StepStart:
+    with db.write() as session:
+        return store.begin_step(session=session, job_id=job_id, index=index,
+                                max_deliveries=max_deliveries)
+
+
+def finish(db: Database, job_id: str, index: int, output: object) -> list[str]:
+    with db.write() as session:
+        return [e.type for e in store.finish_step(session=session, job_id=job_id, index=index,
+                                                  output=output)]
+
+
+def load(db: Database, tenant: str, job_id: str):  # type: ignore[no-untyped-def]
+    with db.read() as session:
+        return (store.get_job(session=session, tenant_id=tenant, job_id=job_id),
+                store.job_steps(session=session, job_id=job_id))
+
+
+def test_api_keys_map_to_their_tenant(db: Database, tenant: str) -> None:
+    with db.write() as session:
+        again, raw = store.create_tenant_key(session=session, tenant_name="acme")
+    assert again.id == tenant
+    with db.read() as session:
+        assert store.tenant_for_key(session=session, raw_key=raw) == tenant
+        assert store.tenant_for_key(session=session, raw_key=raw + "x") is None
+
+
+def test_same_key_inside_the_window_returns_the_same_job(db: Database, tenant: str) -> None:
+    first, created = submit(db, tenant)
+    second, created_again = submit(db, tenant)
+    assert created and not created_again and first == second
+
+
+def test_an_expired_key_makes_a_new_job(db: Database, tenant: str) -> None:
+    first, _ = submit(db, tenant)
+    with db.write() as session:
+        record = session.get_one(IdempotencyRecord, (tenant, "k1"))
+        record.expires_at -= timedelta(hours=2)
+        session.add(record)
+    second, created = submit(db, tenant)
+    assert created and second != first
+
+
+def test_steps_run_in_order_and_the_last_finalizes(db: Database, tenant: str) -> None:
+    job_id, _ = submit(db, tenant, steps=2)
+    assert begin(db, job_id, 0).verdict == StepVerdict.run
+    assert finish(db, job_id, 0, {"a": 1}) == ["step_succeeded"]
+    job, _ = load(db, tenant, job_id)
+    assert job.status == JobStatus.running and job.progress == 0.5
+    begin(db, job_id, 1)
+    assert finish(db, job_id, 1, {"b": 2}) == ["step_succeeded", "job_succeeded"]
+    job, steps = load(db, tenant, job_id)
+    assert job.status == JobStatus.succeeded and job.result == {"b": 2}
+    assert [s.status for s in steps] == [StepStatus.succeeded] * 2
+
+
+def test_a_redelivered_finished_step_is_not_run_again(db: Database, tenant: str) -> None:
+    job_id, _ = submit(db, tenant)
+    begin(db, job_id, 0)
+    finish(db, job_id, 0, {"done": True})
+    again = begin(db, job_id, 0)
+    assert again.verdict == StepVerdict.done and again.output == {"done": True}
+    assert finish(db, job_id, 0, {"done": "twice"}) == []
+
+
+def test_a_step_delivered_too_often_fails_as_poison(db: Database, tenant: str) -> None:
+    job_id, _ = submit(db, tenant)
+    for _ in range(2):
+        assert begin(db, job_id, 0, max_deliveries=2).verdict == StepVerdict.run
+    poisoned = begin(db, job_id, 0, max_deliveries=2)
+    assert poisoned.verdict == StepVerdict.skip
+    job, steps = load(db, tenant, job_id)
+    assert job.status == JobStatus.failed and "failed as poison" in (job.error or "")
+    assert steps[0].status == StepStatus.failed
+
+
+def test_a_failed_step_fails_the_job(db: Database, tenant: str) -> None:
+    job_id, _ = submit(db, tenant)
+    begin(db, job_id, 0)
+    with db.write() as session:
+        events = store.fail_step(session=session, job_id=job_id, index=0, error="E: boom")
+    assert [e.type for e in events] == ["step_failed", "job_failed"]
+    job, _ = load(db, tenant, job_id)
+    assert job.error == "step 0 (debug.chain) failed: E: boom"
+
+
+def test_cancel_ends_the_job_and_later_steps_are_skipped(db: Database, tenant: str) -> None:
+    job_id, _ = submit(db, tenant)
+    begin(db, job_id, 0)
+    with db.write() as session:
+        store.cancel_job(session=session, tenant_id=tenant, job_id=job_id)
+    assert begin(db, job_id, 1).verdict == StepVerdict.skip
+    job, steps = load(db, tenant, job_id)
+    assert job.status == JobStatus.cancelled
+    assert [s.status for s in steps] == [StepStatus.cancelled] * 2
+    with db.write() as session, pytest.raises(Conflict):
+        store.cancel_job(session=session, tenant_id=tenant, job_id=job_id)
+
+
+def test_other_tenants_cannot_read_or_cancel(db: Database, tenant: str) -> None:
+    job_id, _ = submit(db, tenant)
+    with db.read() as session, pytest.raises(NotFound):
+        store.get_job(session=session, tenant_id="someone-else", job_id=job_id)
+    with db.write() as session, pytest.raises(NotFound):
+        store.cancel_job(session=session, tenant_id="someone-else", job_id=job_id)
+
+
+def test_event_sequence_rises_by_one(db: Database, tenant: str) -> None:
+    job_id, _ = submit(db, tenant, steps=1)
+    begin(db, job_id, 0)
+    finish(db, job_id, 0, 1)
+    with db.read() as session:
+        events = store.list_events(session=session, job_id=job_id, after=0, limit=100)
+        assert [e.seq for e in events] == [1, 2, 3, 4, 5]
+        tail = store.list_events(session=session, job_id=job_id, after=3, limit=100)
+        assert [e.type for e in tail] == ["step_succeeded", "job_succeeded"]
+
+
+def test_abort_frees_the_idempotency_key(db: Database, tenant: str) -> None:
+    job_id, _ = submit(db, tenant)
+    with db.write() as session:
+        store.abort_submission(session=session, job_id=job_id, error="broker down")
+    retried, created = submit(db, tenant)
+    assert created and retried != job_id

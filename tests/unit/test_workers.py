@@ -1,0 +1,39 @@
+"""Celery configuration, routing and the chain builder (no broker needed)."""
+
+import time
+
+from core.models import JobStep
+from tasks import debug
+from tasks.chain import build_chain
+from workers.app import celery_app
+
+
+def test_the_app_is_json_only_with_late_acks() -> None:
+    conf = celery_app.conf
+    assert conf.accept_content == ["json"] and conf.task_serializer == "json"
+    assert conf.task_acks_late and conf.task_reject_on_worker_lost
+    assert conf.broker_transport_options["visibility_timeout"] > 0
+    assert conf.task_ignore_result
+
+
+def test_tasks_route_to_their_modules_pool() -> None:
+    route = celery_app.amqp.router.route({}, "tasks.tools.echo")
+    assert route["queue"].name == "tools"
+    assert celery_app.amqp.router.route({}, "tasks.llm.plan")["queue"].name == "llm"
+
+
+def test_a_chain_has_one_immutable_signature_per_step_with_derived_ids() -> None:
+    steps = [JobStep(job_id="job_1", index=i, intent="debug.chain",
+                     task="tasks.tools.chain_link", pool="tools", inputs={"step": i})
+             for i in range(3)]
+    chain = build_chain(celery_app, steps)
+    signatures = chain.tasks
+    assert [s.options["task_id"] for s in signatures] == ["job_1-0", "job_1-1", "job_1-2"]
+    assert all(s.immutable and s.options["queue"] == "tools" for s in signatures)
+    assert signatures[1].kwargs == {"job_id": "job_1", "index": 1, "inputs": {"step": 1}}
+
+
+def test_sleep_stops_early_when_cancelled() -> None:
+    started = time.monotonic()
+    result = debug.sleep(5, cancelled=lambda: time.monotonic() - started > 0.2, tick=0.05)
+    assert result["cancelled"] and result["slept"] < 1
