@@ -114,7 +114,7 @@ def dev() -> None:
     process = None
     if url.hostname in ("127.0.0.1", "localhost") and not broker.is_up(settings.broker.url):
         process = broker.start(url.port or 6379, DATA_DIR / "broker")
-        console.print(f"broker: {broker.server_binary()} on {settings.broker.url}")
+        print(f"broker: {broker.server_binary()} on {settings.broker.url}")
     upgrade(settings.database.url)
     api_key = _dev_secret(DATA_DIR / "dev-api-key", lambda: _create_key("dev"))
     flower_auth = settings.flower.basic_auth or _dev_secret(

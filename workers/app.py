@@ -1,12 +1,17 @@
 """The one Celery app: JSON only, late acks, a queue per pool, routing by task module."""
 
 from celery import Celery
-from kombu.entity import Queue
+from kombu.entity import Exchange, Queue
 
 from core.settings import get_settings
-from workers.pools import POOLS
+from workers.pools import POOLS, Pool
 
 TASK_MODULES = ["tasks.tools"]
+
+
+def pool_queue(pool: Pool) -> Queue:
+    """A pool's queue on its own direct exchange, so a message reaches that queue alone."""
+    return Queue(pool.queue, Exchange(pool.queue, type="direct"), routing_key=pool.queue)
 
 
 def create_celery() -> Celery:
@@ -32,7 +37,7 @@ def create_celery() -> Celery:
             "unacked_restore_interval": settings.broker.restore_interval,
             "unacked_restore_throttle": 1,
         },
-        task_queues=[Queue(pool.queue) for pool in POOLS.values()],
+        task_queues=[pool_queue(pool) for pool in POOLS.values()],
         task_default_queue="tools",
         task_routes={f"tasks.{name}.*": {"queue": pool.queue} for name, pool in POOLS.items()},
         enable_utc=True,

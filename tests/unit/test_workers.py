@@ -22,6 +22,13 @@ def test_tasks_route_to_their_modules_pool() -> None:
     assert celery_app.amqp.router.route({}, "tasks.llm.plan")["queue"].name == "llm"
 
 
+def test_each_pool_queue_has_its_own_exchange_and_key() -> None:
+    queues = celery_app.conf.task_queues
+    assert [(q.name, q.exchange.name, q.routing_key) for q in queues] == [
+        (q.name, q.name, q.name) for q in queues]
+    assert {q.name for q in queues} == {"llm", "tools", "memory", "flow", "callbacks"}
+
+
 def test_a_chain_has_one_immutable_signature_per_step_with_derived_ids() -> None:
     steps = [JobStep(job_id="job_1", index=i, intent="debug.chain",
                      task="tasks.tools.chain_link", pool="tools", inputs={"step": i})
