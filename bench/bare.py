@@ -1,0 +1,25 @@
+"""Bare Celery on the same broker: the baseline the orchestrator is measured against."""
+
+import os
+
+import redis
+from celery import Celery
+
+BROKER = os.environ.get("BARE_BROKER_URL", "redis://127.0.0.1:6379/3")
+app = Celery("bare", broker=BROKER, backend=BROKER)
+app.conf.update(task_serializer="json", result_serializer="json", accept_content=["json"],
+                task_default_queue="bare", worker_hijack_root_logger=False)
+COUNTER = "bench:bare:done"
+_client: redis.Redis | None = None
+
+
+@app.task(name="bare.noop")
+def noop(value: int) -> int:
+    return value
+
+
+@app.task(name="bare.count", ignore_result=True)
+def count(value: int) -> None:
+    global _client
+    _client = _client or redis.Redis.from_url(BROKER)
+    _client.incr(COUNTER)

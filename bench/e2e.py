@@ -1,0 +1,216 @@
+"""End-to-end benchmark: bare Celery and the orchestrator on one broker, in one run.
+
+Run with `make bench` (or `.venv/bin/python bench/e2e.py --help`). Prints p50/p99 latency and
+throughput for each and the ratios the targets are stated in.
+"""
+
+import argparse
+import asyncio
+import os
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import redis
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from sqlmodel import col, func, select  # noqa: E402
+
+from core import store  # noqa: E402
+from core.db import Database  # noqa: E402
+from core.migrate import upgrade  # noqa: E402
+from core.models import TERMINAL, Job  # noqa: E402
+from tests import services  # noqa: E402
+
+
+def percentiles(samples: list[float]) -> tuple[float, float]:
+    ordered = sorted(samples)
+    p99 = ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
+    return statistics.median(ordered) * 1000, p99 * 1000
+
+
+def timed(n: int, fn: Callable[[int], Any], warmup: int = 20) -> list[float]:
+    for i in range(warmup):
+        fn(-1 - i)
+    samples = []
+    for i in range(n):
+        started = time.perf_counter()
+        fn(i)
+        samples.append(time.perf_counter() - started)
+    return samples
+
+
+def bare_celery(broker_url: str, logs: Path, n: int, drain: int) -> dict[str, Any]:
+    """Round trips with `apply_async().get()` and a drain of no-op tasks."""
+    env = {**os.environ, "BARE_BROKER_URL": broker_url}
+    worker = services.Process([str(services.BIN / "celery"), "-A", "bench.bare", "worker", "-Q",
+                               "bare", "-c", "2", "--without-gossip", "--without-mingle",
+                               "--loglevel", "WARNING"], env, logs / "bare.log")
+    try:
+        os.environ["BARE_BROKER_URL"] = broker_url
+        from bench import bare
+
+        bare.app.conf.broker_url = bare.app.conf.result_backend = broker_url
+        bare.noop.delay(0).get(timeout=60)
+        rtt = timed(n, lambda i: bare.noop.delay(i).get(timeout=10))
+        client = redis.Redis.from_url(broker_url)
+        client.delete(bare.COUNTER)
+        started = time.perf_counter()
+        for i in range(drain):
+            bare.count.delay(i)
+        while int(client.get(bare.COUNTER) or 0) < drain:
+            time.sleep(0.005)
+        elapsed = time.perf_counter() - started
+        return {"rtt": percentiles(rtt), "drain_per_s": drain / elapsed}
+    finally:
+        worker.stop()
+
+
+class Orchestrator:
+    """The stack under test: API and a tools worker on their own broker db and job store."""
+
+    def __init__(self, broker_url: str, database_url: str, logs: Path) -> None:
+        upgrade(database_url)
+        self.db = Database(database_url)
+        with self.db.write() as session:
+            _, self.key = store.create_tenant_key(session=session, tenant_name="bench")
+        port = services.free_port()
+        self.url = f"http://127.0.0.1:{port}"
+        env = {**os.environ, "REDIS_URL": broker_url, "DATABASE_URL": database_url,
+               "API_PORT": str(port), "WORKER_HEARTBEAT_SECONDS": "1"}
+        self.processes = [services.start_worker(env, ["tools"], logs / "tools.log", 2),
+                          services.start_worker(env, ["llm", "memory", "flow", "callbacks"],
+                                                logs / "others.log", 1),
+                          services.start_api(env, logs / "api.log")]
+        services.wait_http(f"{self.url}/ready", timeout=60)
+        self.http = httpx.Client(base_url=self.url, timeout=30,
+                                 headers={"Authorization": f"Bearer {self.key}"})
+
+    def close(self) -> None:
+        self.http.close()
+        for process in self.processes:
+            process.stop()
+        self.db.dispose()
+
+    def submit(self, intent: str, inputs: dict[str, Any], wait: bool) -> dict[str, Any]:
+        response = self.http.post("/v1/jobs", json={"intent": intent, "inputs": inputs,
+                                                    "wait": wait},
+                                  headers={"Idempotency-Key": uuid.uuid4().hex})
+        return response.json()
+
+    def echo_wait(self, i: int) -> None:
+        job = self.submit("debug.echo", {"i": i, "n": uuid.uuid4().hex}, wait=True)
+        assert job["status"] == "succeeded", job
+
+    def echo_poll(self, i: int) -> None:
+        job_id = self.submit("debug.echo", {"i": i, "n": uuid.uuid4().hex}, False)["job_id"]
+        while self.http.get(f"/v1/jobs/{job_id}").json()["status"] != "succeeded":
+            time.sleep(0.002)
+
+    def echo_sse(self, i: int) -> None:
+        job_id = self.submit("debug.echo", {"i": i, "n": uuid.uuid4().hex}, False)["job_id"]
+        self._stream_until_done(job_id)
+
+    def chain_sse(self, i: int) -> None:
+        job_id = self.submit("debug.chain", {"steps": 5}, False)["job_id"]
+        self._stream_until_done(job_id)
+
+    def _stream_until_done(self, job_id: str) -> None:
+        with self.http.stream("GET", f"/v1/jobs/{job_id}/events",
+                              headers={"Accept": "text/event-stream"}) as response:
+            for line in response.iter_lines():
+                if line.startswith("event: job_succeeded"):
+                    return
+        raise RuntimeError(f"job {job_id} did not succeed")
+
+    def throughput(self, jobs: int, clients: int) -> float:
+        """Jobs/s from the first submission to the last job's end, `clients` submitting."""
+        tag = uuid.uuid4().hex
+
+        async def submitter(offset: int, client: httpx.AsyncClient) -> list[str]:
+            ids = []
+            for i in range(offset, jobs, clients):
+                response = await client.post("/v1/jobs", json={
+                    "intent": "debug.echo", "inputs": {"i": i, "tag": tag}})
+                ids.append(response.json()["job_id"])
+            return ids
+
+        async def submit_all() -> list[str]:
+            async with httpx.AsyncClient(base_url=self.url, timeout=60, headers={
+                    "Authorization": f"Bearer {self.key}"}) as client:
+                batches = await asyncio.gather(*(submitter(k, client) for k in range(clients)))
+            return [job_id for batch in batches for job_id in batch]
+
+        started = time.perf_counter()
+        ids = asyncio.run(submit_all())
+        while not self._all_done(ids):
+            time.sleep(0.01)
+        return jobs / (time.perf_counter() - started)
+
+    def _all_done(self, ids: list[str]) -> bool:
+        with self.db.read() as session:
+            count = session.exec(select(func.count()).select_from(Job).where(
+                col(Job.id).in_(ids), col(Job.status).in_(list(TERMINAL)))).one()
+        return int(count) == len(ids)
+
+
+def orchestrator(broker_url: str, database_url: str, logs: Path, n: int,
+                 jobs: int) -> dict[str, Any]:
+    stack = Orchestrator(broker_url, database_url, logs)
+    try:
+        return {
+            "wait": percentiles(timed(n, stack.echo_wait)),
+            "sse": percentiles(timed(n, stack.echo_sse)),
+            "poll": percentiles(timed(n, stack.echo_poll)),
+            "chain5": percentiles(timed(max(n // 4, 10), stack.chain_sse, warmup=5)),
+            "jobs_per_s": stack.throughput(jobs, clients=16),
+        }
+    finally:
+        stack.close()
+
+
+def report(bare: dict[str, Any], orch: dict[str, Any]) -> str:
+    rows = [("bare Celery apply_async().get()", *bare["rtt"], None),
+            ("orchestrator debug.echo, POST wait=true", *orch["wait"], None),
+            ("orchestrator debug.echo, POST + SSE", *orch["sse"], None),
+            ("orchestrator debug.echo, POST + polling", *orch["poll"], None),
+            ("orchestrator debug.chain 5 steps, SSE", *orch["chain5"], None),
+            ("bare Celery no-op drain", None, None, bare["drain_per_s"]),
+            ("orchestrator debug.echo jobs, 16 clients", None, None, orch["jobs_per_s"])]
+    lines = ["| measure | p50 ms | p99 ms | per s |", "|---|---|---|---|"]
+    for name, p50, p99, rate in rows:
+        cells = [f"{v:.2f}" if v is not None else "" for v in (p50, p99)]
+        lines.append(f"| {name} | {cells[0]} | {cells[1]} | {f'{rate:.0f}' if rate else ''} |")
+    lines.append("")
+    lines.append(f"single-step p50 / bare round trip p50: {orch['wait'][0] / bare['rtt'][0]:.2f}x"
+                 " (target <= 1.5x)")
+    lines.append(f"jobs/s / bare drain rate: {orch['jobs_per_s'] / bare['drain_per_s']:.2f}x"
+                 " (target >= 0.7x)")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("-n", type=int, default=300, help="Latency samples per measure.")
+    parser.add_argument("--jobs", type=int, default=2000, help="Jobs/tasks for throughput.")
+    parser.add_argument("--database-url", default="", help="Job store (default: SQLite temp).")
+    args = parser.parse_args()
+    logs = Path(tempfile.mkdtemp(prefix="orch-bench-"))
+    database_url = args.database_url or f"sqlite:///{logs}/bench.db"
+    with services.redis_server() as broker_url:
+        root = broker_url.rsplit("/", 1)[0]
+        bare = bare_celery(f"{root}/3", logs, args.n, args.jobs)
+        orch = orchestrator(f"{root}/4", database_url, logs, args.n, args.jobs)
+    print(report(bare, orch))
+    print(f"\n(logs in {logs}; {os.cpu_count()} cores)")
+
+
+if __name__ == "__main__":
+    main()
