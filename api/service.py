@@ -74,15 +74,14 @@ def _store_and_enqueue(state: AppState, job_id: str, request: Request) -> tuple[
             mode=intent.mode, inputs=inputs, context=request.context,
             callback_url=request.callback_url, steps=steps, idempotency_key=key,
             window=state.settings.orchestrator.idempotency_window)
-        rows = store.job_steps(session=session, job_id=job.id) if created else []
     if created:
-        _enqueue_or_fail(state, job, rows)
+        _enqueue_or_fail(state, job, steps)
     return job, created
 
 
-def _enqueue_or_fail(state: AppState, job: Job, steps: list[JobStep]) -> None:
+def _enqueue_or_fail(state: AppState, job: Job, steps: list[NewStep]) -> None:
     try:
-        enqueue(state.celery, steps)
+        enqueue(state.celery, job.id, steps)
     except (OperationalError, RedisError, OSError) as exc:
         log.error("could not enqueue job %s: %s", job.id, exc)
         error = "the broker could not be reached; the job was not started"

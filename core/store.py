@@ -8,7 +8,7 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import and_, or_
+from sqlalchemy import and_, bindparam, insert, or_, update
 from sqlmodel import Session, col, select
 
 from core.errors import Conflict, NotFound
@@ -23,6 +23,12 @@ from core.models import (
     Tenant,
     utcnow,
 )
+
+
+JOBS = Job.__table__  # type: ignore[attr-defined]
+STEPS = JobStep.__table__  # type: ignore[attr-defined]
+EVENTS = JobEvent.__table__  # type: ignore[attr-defined]
+IDEMPOTENCY = IdempotencyRecord.__table__  # type: ignore[attr-defined]
 
 
 @dataclass(frozen=True)
@@ -126,19 +132,80 @@ def submit_job(
     existing = _live_idempotency(session=session, tenant_id=tenant_id, key=idempotency_key)
     if existing is not None:
         return session.get_one(Job, existing.job_id), False
-    job = Job(id=job_id, tenant_id=tenant_id, intent=intent, mode=mode, inputs=inputs,
-              context=context, callback_url=callback_url, idempotency_key=idempotency_key,
-              step_count=len(steps))
-    session.add(job)
-    session.flush()
-    session.add(IdempotencyRecord(tenant_id=tenant_id, key=idempotency_key, job_id=job_id,
-                                  expires_at=utcnow() + timedelta(seconds=window)))
-    for index, step in enumerate(steps):
-        session.add(JobStep(job_id=job_id, index=index, intent=step.intent, task=step.task,
-                            pool=step.pool, inputs=step.inputs))
-    add_event(session=session, job=job, type="job_queued",
-              data={"intent": intent, "mode": mode, "steps": len(steps)})
+    now = utcnow()
+    job = Job.model_construct(
+        id=job_id, tenant_id=tenant_id, intent=intent, mode=mode, status=JobStatus.queued,
+        inputs=inputs, context=context, result=None, error=None, progress=0.0,
+        step_count=len(steps), event_seq=1, idempotency_key=idempotency_key,
+        callback_url=callback_url, created_at=now, enqueued_at=None, started_at=None,
+        finished_at=None)
+    session.execute(insert(JOBS), [job.model_dump()])
+    session.execute(insert(IDEMPOTENCY), [{
+        "tenant_id": tenant_id, "key": idempotency_key, "job_id": job_id,
+        "expires_at": now + timedelta(seconds=window)}])
+    session.execute(insert(STEPS), [
+        {"job_id": job_id, "index": index, "intent": step.intent, "task": step.task,
+         "pool": step.pool, "status": StepStatus.pending, "inputs": step.inputs, "attempts": 0}
+        for index, step in enumerate(steps)])
+    _insert_events(session, job_id, 0, [("job_queued", {"intent": intent, "mode": mode,
+                                                        "steps": len(steps)})])
     return job, True
+
+
+def _insert_events(
+    session: Session, job_id: str, last_seq: int, items: list[tuple[str, dict[str, Any]]]
+) -> list[JobEvent]:
+    """Insert events numbered after `last_seq`; the caller moves the job's `event_seq` on."""
+    now = utcnow()
+    rows = [{"job_id": job_id, "seq": last_seq + n, "type": kind, "data": data,
+             "created_at": now} for n, (kind, data) in enumerate(items, start=1)]
+    if rows:
+        session.execute(insert(EVENTS), rows)
+    return [JobEvent.model_construct(**row) for row in rows]
+
+
+@dataclass
+class _Ledger:
+    """The columns of a job and one of its steps that recording a step needs, job locked."""
+
+    status: JobStatus
+    event_seq: int
+    step_count: int
+    step_status: StepStatus
+    attempts: int
+    intent: str
+    pool: str
+    output: Any
+
+
+LEDGER = (
+    select(JOBS.c.status, JOBS.c.event_seq, JOBS.c.step_count, STEPS.c.status.label("step"),
+           STEPS.c.attempts, STEPS.c.intent, STEPS.c.pool, STEPS.c.output)
+    .join(STEPS, STEPS.c.job_id == JOBS.c.id)
+    .where(JOBS.c.id == bindparam("job_id"), STEPS.c.index == bindparam("index"))
+    .with_for_update(of=JOBS)
+)
+
+
+def _ledger(session: Session, job_id: str, index: int) -> _Ledger:
+    row = session.execute(LEDGER, {"job_id": job_id, "index": index}).one_or_none()
+    if row is None:
+        raise NotFound(f"step {index} of job {job_id} not found")
+    return _Ledger(JobStatus(row.status), row.event_seq, row.step_count, StepStatus(row.step),
+                   row.attempts, row.intent, row.pool, row.output)
+
+
+def _record(
+    session: Session, job_id: str, index: int, ledger: _Ledger, job: dict[str, Any],
+    step: dict[str, Any], items: list[tuple[str, dict[str, Any]]],
+) -> list[JobEvent]:
+    """Write a step's and its job's new values and the events that say so."""
+    if step:
+        session.execute(update(STEPS).where(STEPS.c.job_id == job_id, STEPS.c.index == index)
+                        .values(**step))
+    session.execute(update(JOBS).where(JOBS.c.id == job_id)
+                    .values(event_seq=ledger.event_seq + len(items), **job))
+    return _insert_events(session, job_id, ledger.event_seq, items)
 
 
 def _locked_job(session: Session, job_id: str) -> Job:
@@ -146,15 +213,6 @@ def _locked_job(session: Session, job_id: str) -> Job:
     if job is None:
         raise NotFound(f"job {job_id} not found")
     return job
-
-
-def _step(session: Session, job_id: str, index: int) -> JobStep:
-    step = session.exec(
-        select(JobStep).where(JobStep.job_id == job_id, JobStep.index == index)
-    ).first()
-    if step is None:
-        raise NotFound(f"step {index} of job {job_id} not found")
-    return step
 
 
 def _fail_job(session: Session, job: Job, error: str) -> JobEvent:
@@ -166,71 +224,72 @@ def _fail_job(session: Session, job: Job, error: str) -> JobEvent:
 
 def begin_step(*, session: Session, job_id: str, index: int, max_deliveries: int) -> StepStart:
     """Record that a worker took a step; say whether to run it, reuse its output or skip it."""
-    job = _locked_job(session, job_id)
-    step = _step(session, job_id, index)
-    if job.status.terminal:
-        return StepStart(StepVerdict.skip, reason=f"job is {job.status}")
-    if step.status == StepStatus.succeeded:
-        return StepStart(StepVerdict.done, output=step.output)
-    now = utcnow()
-    step.attempts += 1
-    events: list[JobEvent] = []
-    if step.attempts > max_deliveries:
-        error = (f"step {index} ({step.intent}) was delivered {step.attempts} times without "
+    ledger = _ledger(session, job_id, index)
+    if ledger.status.terminal:
+        return StepStart(StepVerdict.skip, reason=f"job is {ledger.status}")
+    if ledger.step_status == StepStatus.succeeded:
+        return StepStart(StepVerdict.done, output=ledger.output)
+    now, attempts = utcnow(), ledger.attempts + 1
+    if attempts > max_deliveries:
+        error = (f"step {index} ({ledger.intent}) was delivered {attempts} times without "
                  "finishing; failed as poison")
-        step.status, step.error, step.finished_at = StepStatus.failed, error, now
-        session.add(step)
-        return StepStart(StepVerdict.skip, reason=error, events=[_fail_job(session, job, error)])
-    if job.status == JobStatus.queued:
-        job.status, job.started_at = JobStatus.running, now
-        events.append(add_event(session=session, job=job, type="job_started", data={}))
-    step.status, step.started_at = StepStatus.running, now
-    session.add(step)
-    events.append(add_event(session=session, job=job, type="step_started",
-                            data={"index": index, "intent": step.intent, "pool": step.pool,
-                                  "attempt": step.attempts}))
+        events = _record(session, job_id, index, ledger,
+                         {"status": JobStatus.failed, "error": error, "finished_at": now},
+                         {"status": StepStatus.failed, "attempts": attempts, "error": error,
+                          "finished_at": now},
+                         [("job_failed", {"error": error})])
+        return StepStart(StepVerdict.skip, reason=error, events=events)
+    items: list[tuple[str, dict[str, Any]]] = []
+    job: dict[str, Any] = {}
+    if ledger.status == JobStatus.queued:
+        job = {"status": JobStatus.running, "started_at": now}
+        items.append(("job_started", {}))
+    items.append(("step_started", {"index": index, "intent": ledger.intent, "pool": ledger.pool,
+                                   "attempt": attempts}))
+    events = _record(session, job_id, index, ledger, job,
+                     {"status": StepStatus.running, "attempts": attempts, "started_at": now},
+                     items)
     return StepStart(StepVerdict.run, events=events)
 
 
 def finish_step(*, session: Session, job_id: str, index: int, output: Any) -> list[JobEvent]:
     """Record a step's output; the last step finalizes the job with it."""
-    job = _locked_job(session, job_id)
-    step = _step(session, job_id, index)
-    if step.status == StepStatus.succeeded:
+    ledger = _ledger(session, job_id, index)
+    if ledger.step_status == StepStatus.succeeded:
         return []
     now = utcnow()
-    step.status, step.output, step.finished_at = StepStatus.succeeded, output, now
-    session.add(step)
-    events = [add_event(session=session, job=job, type="step_succeeded",
-                        data={"index": index, "intent": step.intent})]
-    if job.status.terminal:
-        return events
-    job.progress = round((index + 1) / max(job.step_count, 1), 4)
-    if index == job.step_count - 1:
-        job.status, job.result, job.finished_at = JobStatus.succeeded, output, now
-        events.append(add_event(session=session, job=job, type="job_succeeded",
-                                data={"result": output}))
-    return events
+    items: list[tuple[str, dict[str, Any]]] = [
+        ("step_succeeded", {"index": index, "intent": ledger.intent})]
+    job: dict[str, Any] = {}
+    if not ledger.status.terminal:
+        job = {"progress": round((index + 1) / max(ledger.step_count, 1), 4)}
+        if index == ledger.step_count - 1:
+            job |= {"status": JobStatus.succeeded, "result": output, "finished_at": now}
+            items.append(("job_succeeded", {"result": output}))
+    return _record(session, job_id, index, ledger, job,
+                   {"status": StepStatus.succeeded, "output": output, "finished_at": now}, items)
 
 
 def fail_step(*, session: Session, job_id: str, index: int, error: str) -> list[JobEvent]:
     """Record a step's final failure; the job fails with it."""
-    job = _locked_job(session, job_id)
-    step = _step(session, job_id, index)
-    step.status, step.error, step.finished_at = StepStatus.failed, error, utcnow()
-    session.add(step)
-    events = [add_event(session=session, job=job, type="step_failed",
-                        data={"index": index, "intent": step.intent, "error": error})]
-    if not job.status.terminal:
-        events.append(_fail_job(session, job, f"step {index} ({step.intent}) failed: {error}"))
-    return events
+    ledger = _ledger(session, job_id, index)
+    now = utcnow()
+    items: list[tuple[str, dict[str, Any]]] = [
+        ("step_failed", {"index": index, "intent": ledger.intent, "error": error})]
+    job: dict[str, Any] = {}
+    if not ledger.status.terminal:
+        reason = f"step {index} ({ledger.intent}) failed: {error}"
+        job = {"status": JobStatus.failed, "error": reason, "finished_at": now}
+        items.append(("job_failed", {"error": reason}))
+    return _record(session, job_id, index, ledger, job,
+                   {"status": StepStatus.failed, "error": error, "finished_at": now}, items)
 
 
 def retry_step(*, session: Session, job_id: str, index: int, reason: str) -> list[JobEvent]:
     """Record that a step will be tried again."""
-    job = _locked_job(session, job_id)
-    return [add_event(session=session, job=job, type="step_retrying",
-                      data={"index": index, "reason": reason})]
+    ledger = _ledger(session, job_id, index)
+    return _record(session, job_id, index, ledger, {}, {},
+                   [("step_retrying", {"index": index, "reason": reason})])
 
 
 def cancel_job(*, session: Session, tenant_id: str, job_id: str) -> tuple[Job, list[JobEvent]]:

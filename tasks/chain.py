@@ -1,30 +1,31 @@
-"""The chain builder: a job's stored steps become one Celery chain of immutable signatures."""
+"""The chain builder: a job's planned steps become one Celery chain of immutable signatures."""
+
+from collections.abc import Sequence
 
 from celery import Celery, chain
 from celery.canvas import Signature
 
-from core.models import JobStep
-from core.store import step_task_id
+from core.store import NewStep, step_task_id
 from workers.pools import POOLS
 
 
-def step_signature(app: Celery, step: JobStep) -> Signature:
+def step_signature(app: Celery, job_id: str, index: int, step: NewStep) -> Signature:
     """A step's signature: routed to its pool's queue, with a task id derived from the job."""
     return app.signature(
         step.task,
-        kwargs={"job_id": step.job_id, "index": step.index, "inputs": step.inputs},
+        kwargs={"job_id": job_id, "index": index, "inputs": step.inputs},
         immutable=True,
-        task_id=step_task_id(step.job_id, step.index),
+        task_id=step_task_id(job_id, index),
         queue=POOLS[step.pool].queue,
     )
 
 
-def build_chain(app: Celery, steps: list[JobStep]) -> Signature:
+def build_chain(app: Celery, job_id: str, steps: Sequence[NewStep]) -> Signature:
     """The job's chain: one signature per step, in order."""
-    signatures = [step_signature(app, step) for step in steps]
+    signatures = [step_signature(app, job_id, index, step) for index, step in enumerate(steps)]
     return signatures[0] if len(signatures) == 1 else chain(*signatures)
 
 
-def enqueue(app: Celery, steps: list[JobStep]) -> None:
+def enqueue(app: Celery, job_id: str, steps: Sequence[NewStep]) -> None:
     """Send the chain to the broker."""
-    build_chain(app, steps).apply_async()
+    build_chain(app, job_id, steps).apply_async()

@@ -165,5 +165,5 @@ def read_until(client: httpx.Client, job_id: str, event_type: str) -> None:
 def test_tools_steps_reach_the_tools_pool_only(stack: Stack, client: httpx.Client) -> None:
     client.post("/v1/jobs", json={"intent": "debug.chain", "inputs": {"steps": 3, "delay": 0},
                                   "wait": True})
-    assert "tasks.tools." in (stack.logs / "tools.log").read_text()
-    assert "tasks.tools." not in (stack.logs / "others.log").read_text()
+    assert "Task tasks.tools." in (stack.logs / "tools.log").read_text()
+    assert "Task tasks.tools." not in (stack.logs / "others.log").read_text()

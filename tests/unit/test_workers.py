@@ -2,7 +2,7 @@
 
 import time
 
-from core.models import JobStep
+from core.store import NewStep
 from tasks import debug
 from tasks.chain import build_chain
 from workers.app import celery_app
@@ -30,10 +30,9 @@ def test_each_pool_queue_has_its_own_exchange_and_key() -> None:
 
 
 def test_a_chain_has_one_immutable_signature_per_step_with_derived_ids() -> None:
-    steps = [JobStep(job_id="job_1", index=i, intent="debug.chain",
-                     task="tasks.tools.chain_link", pool="tools", inputs={"step": i})
+    steps = [NewStep("debug.chain", "tasks.tools.chain_link", "tools", {"step": i})
              for i in range(3)]
-    chain = build_chain(celery_app, steps)
+    chain = build_chain(celery_app, "job_1", steps)
     signatures = chain.tasks
     assert [s.options["task_id"] for s in signatures] == ["job_1-0", "job_1-1", "job_1-2"]
     assert all(s.immutable and s.options["queue"] == "tools" for s in signatures)
