@@ -1,7 +1,8 @@
 """Live job events on Redis pub/sub: the job store is the record, this is the doorbell."""
 
-import contextlib
 import json
+import logging
+from datetime import datetime
 from typing import Any
 
 import redis
@@ -10,23 +11,27 @@ from core.models import JobEvent
 
 CHANNEL = "orch:events"
 TERMINAL_EVENTS = frozenset({"job_succeeded", "job_failed", "job_cancelled"})
+LiveEvent = dict[str, Any]
+log = logging.getLogger(__name__)
 
 
-def event_dict(event: JobEvent) -> dict[str, Any]:
+def event_payload(job_id: str, seq: int, type: str, data: dict[str, Any],
+                  created_at: datetime) -> LiveEvent:
     """The public shape of an event, in the API and on the wire."""
-    return {
-        "id": event.seq,
-        "job_id": event.job_id,
-        "type": event.type,
-        "data": event.data,
-        "time": event.created_at.isoformat(),
-    }
+    return {"id": seq, "job_id": job_id, "type": type, "data": data,
+            "time": created_at.isoformat()}
 
 
-def publish(client: redis.Redis, events: list[JobEvent]) -> None:
+def event_dict(event: JobEvent) -> LiveEvent:
+    """The public shape of a stored event."""
+    return event_payload(event.job_id, event.seq, event.type, event.data, event.created_at)
+
+
+def publish(client: redis.Redis, events: list[LiveEvent]) -> None:
     """Announce committed events; a lost message only delays readers who fall back to the store."""
     if not events:
         return
-    payload = json.dumps([event_dict(e) for e in events], default=str)
-    with contextlib.suppress(redis.RedisError):
-        client.publish(CHANNEL, payload)
+    try:
+        client.publish(CHANNEL, json.dumps(events, default=str))
+    except redis.RedisError as exc:
+        log.warning("could not publish %d live events: %s", len(events), exc)

@@ -12,6 +12,7 @@ from sqlalchemy import and_, bindparam, insert, or_, update
 from sqlmodel import Session, col, select
 
 from core.errors import Conflict, NotFound
+from core.events import LiveEvent, event_payload
 from core.models import (
     ApiKey,
     IdempotencyRecord,
@@ -23,7 +24,6 @@ from core.models import (
     Tenant,
     utcnow,
 )
-
 
 JOBS = Job.__table__  # type: ignore[attr-defined]
 STEPS = JobStep.__table__  # type: ignore[attr-defined]
@@ -56,7 +56,7 @@ class StepStart:
     verdict: StepVerdict
     output: Any = None
     reason: str = ""
-    events: list[JobEvent] = field(default_factory=list)
+    events: list[LiveEvent] = field(default_factory=list)
 
 
 def hash_key(raw_key: str) -> str:
@@ -93,15 +93,6 @@ def tenant_for_key(*, session: Session, raw_key: str) -> str | None:
         )
     ).first()
     return row
-
-
-def add_event(*, session: Session, job: Job, type: str, data: dict[str, Any]) -> JobEvent:
-    """Append an event to a locked job's log with the next sequence number."""
-    job.event_seq += 1
-    event = JobEvent(job_id=job.id, seq=job.event_seq, type=type, data=data)
-    session.add(event)
-    session.add(job)
-    return event
 
 
 def _live_idempotency(*, session: Session, tenant_id: str, key: str) -> IdempotencyRecord | None:
@@ -154,14 +145,15 @@ def submit_job(
 
 def _insert_events(
     session: Session, job_id: str, last_seq: int, items: list[tuple[str, dict[str, Any]]]
-) -> list[JobEvent]:
+) -> list[LiveEvent]:
     """Insert events numbered after `last_seq`; the caller moves the job's `event_seq` on."""
     now = utcnow()
-    rows = [{"job_id": job_id, "seq": last_seq + n, "type": kind, "data": data,
-             "created_at": now} for n, (kind, data) in enumerate(items, start=1)]
+    rows: list[dict[str, Any]] = [
+        {"job_id": job_id, "seq": last_seq + n, "type": kind, "data": data, "created_at": now}
+        for n, (kind, data) in enumerate(items, start=1)]
     if rows:
         session.execute(insert(EVENTS), rows)
-    return [JobEvent.model_construct(**row) for row in rows]
+    return [event_payload(**row) for row in rows]
 
 
 @dataclass
@@ -179,7 +171,8 @@ class _Ledger:
 
 
 LEDGER = (
-    select(JOBS.c.status, JOBS.c.event_seq, JOBS.c.step_count, STEPS.c.status.label("step"),
+    select(JOBS.c.status, JOBS.c.event_seq, JOBS.c.step_count,  # type: ignore[call-overload]
+           STEPS.c.status.label("step"),
            STEPS.c.attempts, STEPS.c.intent, STEPS.c.pool, STEPS.c.output)
     .join(STEPS, STEPS.c.job_id == JOBS.c.id)
     .where(JOBS.c.id == bindparam("job_id"), STEPS.c.index == bindparam("index"))
@@ -198,7 +191,7 @@ def _ledger(session: Session, job_id: str, index: int) -> _Ledger:
 def _record(
     session: Session, job_id: str, index: int, ledger: _Ledger, job: dict[str, Any],
     step: dict[str, Any], items: list[tuple[str, dict[str, Any]]],
-) -> list[JobEvent]:
+) -> list[LiveEvent]:
     """Write a step's and its job's new values and the events that say so."""
     if step:
         session.execute(update(STEPS).where(STEPS.c.job_id == job_id, STEPS.c.index == index)
@@ -215,11 +208,13 @@ def _locked_job(session: Session, job_id: str) -> Job:
     return job
 
 
-def _fail_job(session: Session, job: Job, error: str) -> JobEvent:
-    job.status = JobStatus.failed
-    job.error = error
-    job.finished_at = utcnow()
-    return add_event(session=session, job=job, type="job_failed", data={"error": error})
+def _job_events(session: Session, job: Job,
+                items: list[tuple[str, dict[str, Any]]]) -> list[LiveEvent]:
+    """Append events to a job loaded (and locked) through the ORM."""
+    events = _insert_events(session, job.id, job.event_seq, items)
+    job.event_seq += len(items)
+    session.add(job)
+    return events
 
 
 def begin_step(*, session: Session, job_id: str, index: int, max_deliveries: int) -> StepStart:
@@ -252,7 +247,7 @@ def begin_step(*, session: Session, job_id: str, index: int, max_deliveries: int
     return StepStart(StepVerdict.run, events=events)
 
 
-def finish_step(*, session: Session, job_id: str, index: int, output: Any) -> list[JobEvent]:
+def finish_step(*, session: Session, job_id: str, index: int, output: Any) -> list[LiveEvent]:
     """Record a step's output; the last step finalizes the job with it."""
     ledger = _ledger(session, job_id, index)
     if ledger.step_status == StepStatus.succeeded:
@@ -270,7 +265,7 @@ def finish_step(*, session: Session, job_id: str, index: int, output: Any) -> li
                    {"status": StepStatus.succeeded, "output": output, "finished_at": now}, items)
 
 
-def fail_step(*, session: Session, job_id: str, index: int, error: str) -> list[JobEvent]:
+def fail_step(*, session: Session, job_id: str, index: int, error: str) -> list[LiveEvent]:
     """Record a step's final failure; the job fails with it."""
     ledger = _ledger(session, job_id, index)
     now = utcnow()
@@ -285,14 +280,16 @@ def fail_step(*, session: Session, job_id: str, index: int, error: str) -> list[
                    {"status": StepStatus.failed, "error": error, "finished_at": now}, items)
 
 
-def retry_step(*, session: Session, job_id: str, index: int, reason: str) -> list[JobEvent]:
+def retry_step(*, session: Session, job_id: str, index: int, reason: str) -> list[LiveEvent]:
     """Record that a step will be tried again."""
     ledger = _ledger(session, job_id, index)
     return _record(session, job_id, index, ledger, {}, {},
                    [("step_retrying", {"index": index, "reason": reason})])
 
 
-def cancel_job(*, session: Session, tenant_id: str, job_id: str) -> tuple[Job, list[JobEvent]]:
+def cancel_job(
+    *, session: Session, tenant_id: str, job_id: str
+) -> tuple[Job, list[LiveEvent]]:
     """Cancel a job that has not ended; its unfinished steps are cancelled with it."""
     job = _locked_job(session, job_id)
     if job.tenant_id != tenant_id:
@@ -305,7 +302,7 @@ def cancel_job(*, session: Session, tenant_id: str, job_id: str) -> tuple[Job, l
         if step.status in (StepStatus.pending, StepStatus.running):
             step.status, step.finished_at = StepStatus.cancelled, now
             session.add(step)
-    return job, [add_event(session=session, job=job, type="job_cancelled", data={})]
+    return job, _job_events(session, job, [("job_cancelled", {})])
 
 
 def get_job(*, session: Session, tenant_id: str, job_id: str) -> Job:
@@ -351,10 +348,11 @@ def list_events(*, session: Session, job_id: str, after: int, limit: int) -> lis
     return list(session.exec(query))
 
 
-def abort_submission(*, session: Session, job_id: str, error: str) -> list[JobEvent]:
+def abort_submission(*, session: Session, job_id: str, error: str) -> list[LiveEvent]:
     """Fail a job that could not be enqueued and free its idempotency key for a retry."""
     job = _locked_job(session, job_id)
     record = session.get(IdempotencyRecord, (job.tenant_id, job.idempotency_key or ""))
     if record is not None and record.job_id == job_id:
         session.delete(record)
-    return [_fail_job(session, job, error)]
+    job.status, job.error, job.finished_at = JobStatus.failed, error, utcnow()
+    return _job_events(session, job, [("job_failed", {"error": error})])

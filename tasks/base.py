@@ -7,6 +7,9 @@ from celery.exceptions import Ignore
 
 from core.store import StepStart, StepVerdict
 
+RECORD_RETRY_SECONDS = 3
+RECORD_RETRIES = 20
+
 
 class StepTask(Task):  # type: ignore[misc]
     """A chain step called as `task(job_id=…, index=…, inputs=…)`."""
@@ -16,8 +19,12 @@ class StepTask(Task):  # type: ignore[misc]
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         start: StepStart | None = getattr(self.request, "orch_start", None)
-        if start is not None and start.verdict == StepVerdict.skip:
+        if start is None:
+            # The prerun signal could not record the start (its error is in the worker log):
+            # a step never runs unrecorded, so try again once the store answers.
+            raise self.retry(countdown=RECORD_RETRY_SECONDS, max_retries=RECORD_RETRIES)
+        if start.verdict == StepVerdict.skip:
             raise Ignore(start.reason)
-        if start is not None and start.verdict == StepVerdict.done:
+        if start.verdict == StepVerdict.done:
             return start.output
         return self.run(*args, **kwargs)

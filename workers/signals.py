@@ -17,8 +17,7 @@ from celery.signals import (
 )
 
 from core import store
-from core.events import publish
-from core.models import JobEvent
+from core.events import LiveEvent, publish
 from core.store import StepStart, StepVerdict
 from workers import heartbeat
 from workers.runtime import close_runtime, open_runtime, runtime
@@ -33,7 +32,7 @@ def _step_of(kwargs: dict[str, Any] | None) -> tuple[str, int] | None:
     return str(kwargs["job_id"]), int(kwargs["index"])
 
 
-def _publish(events: list[JobEvent]) -> None:
+def _publish(events: list[LiveEvent]) -> None:
     publish(runtime().redis, events)
 
 

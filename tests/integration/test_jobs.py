@@ -4,7 +4,9 @@ import json
 import uuid
 
 import httpx
+import redis
 
+from core.events import CHANNEL
 from tests.integration.conftest import Stack, wait_job
 
 
@@ -167,3 +169,20 @@ def test_tools_steps_reach_the_tools_pool_only(stack: Stack, client: httpx.Clien
                                   "wait": True})
     assert "Task tasks.tools." in (stack.logs / "tools.log").read_text()
     assert "Task tasks.tools." not in (stack.logs / "others.log").read_text()
+
+
+def test_every_event_is_announced_live_on_redis(stack: Stack, client: httpx.Client) -> None:
+    # Given a subscriber on the live-event channel
+    live = redis.Redis.from_url(stack.env["REDIS_URL"]).pubsub()
+    live.subscribe(CHANNEL)
+    live.get_message(timeout=1)
+    # When a chain runs
+    job = client.post("/v1/jobs", json={"intent": "debug.chain", "inputs": {"steps": 2},
+                                        "wait": True}).json()
+    # Then every stored event after the first was also published, in order
+    published: list[dict] = []
+    while (message := live.get_message(timeout=1)) is not None:
+        published += [e for e in json.loads(message["data"]) if e["job_id"] == job["id"]]
+    stored = client.get(f"/v1/jobs/{job['id']}/events").json()
+    assert published == stored[1:]
+    live.close()

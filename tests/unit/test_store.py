@@ -1,5 +1,6 @@
 """Job-store operations on a real SQLite file (no services needed)."""
 
+import json
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -50,7 +51,7 @@ def begin(db: Database, job_id: str, index: int, max_deliveries: int = 3) -> sto
 
 def finish(db: Database, job_id: str, index: int, output: object) -> list[str]:
     with db.write() as session:
-        return [e.type for e in store.finish_step(session=session, job_id=job_id, index=index,
+        return [e["type"] for e in store.finish_step(session=session, job_id=job_id, index=index,
                                                   output=output)]
 
 
@@ -123,7 +124,7 @@ def test_a_failed_step_fails_the_job(db: Database, tenant: str) -> None:
     begin(db, job_id, 0)
     with db.write() as session:
         events = store.fail_step(session=session, job_id=job_id, index=0, error="E: boom")
-    assert [e.type for e in events] == ["step_failed", "job_failed"]
+    assert [e["type"] for e in events] == ["step_failed", "job_failed"]
     job, _ = load(db, tenant, job_id)
     assert job.error == "step 0 (debug.chain) failed: E: boom"
 
@@ -166,3 +167,15 @@ def test_abort_frees_the_idempotency_key(db: Database, tenant: str) -> None:
         store.abort_submission(session=session, job_id=job_id, error="broker down")
     retried, created = submit(db, tenant)
     assert created and retried != job_id
+
+
+def test_recorded_events_are_public_json(db: Database, tenant: str) -> None:
+    job_id, _ = submit(db, tenant, steps=1)
+    started = begin(db, job_id, 0)
+    with db.write() as session:
+        finished = store.finish_step(session=session, job_id=job_id, index=0, output={"r": 1})
+    events = json.loads(json.dumps([*started.events, *finished]))
+    assert [(e["id"], e["type"], e["job_id"]) for e in events] == [
+        (2, "job_started", job_id), (3, "step_started", job_id),
+        (4, "step_succeeded", job_id), (5, "job_succeeded", job_id)]
+    assert events[-1]["data"] == {"result": {"r": 1}}
