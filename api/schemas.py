@@ -156,8 +156,8 @@ class CompatJob(BaseModel):
     duration_ms: int | None = None
 
 
-def links_for(job_id: str, base: str = "") -> Links:
-    root = f"{base}/v1/jobs/{job_id}"
+def links_for(job_id: str) -> Links:
+    root = f"/v1/jobs/{job_id}"
     return Links(self=root, events=f"{root}/events", cancel=f"{root}/cancel")
 
 
@@ -167,7 +167,7 @@ def duration_ms(job: Job) -> int | None:
     return int((job.finished_at - job.created_at).total_seconds() * 1000)
 
 
-def job_public(job: Job, steps: list[JobStep], base: str = "") -> JobPublic:
+def job_public(job: Job, steps: list[JobStep]) -> JobPublic:
     """The public view of a stored job and its steps."""
     return JobPublic(
         id=job.id, intent=job.intent, mode=job.mode, status=job.status, progress=job.progress,
@@ -175,5 +175,5 @@ def job_public(job: Job, steps: list[JobStep], base: str = "") -> JobPublic:
         callback_url=job.callback_url, created_at=job.created_at, started_at=job.started_at,
         finished_at=job.finished_at, duration_ms=duration_ms(job),
         steps=[StepPublic.model_validate(step, from_attributes=True) for step in steps],
-        links=links_for(job.id, base),
+        links=links_for(job.id),
     )

@@ -20,7 +20,6 @@ class ApiSettings(BaseSettings):
     host: str = Field("127.0.0.1", description="Address the API binds to.")
     port: int = Field(8000, description="Port the API listens on.")
     max_body_bytes: int = Field(1024 * 1024, description="Largest accepted request body.")
-    public_url: str = Field("", description="Base URL used in links; empty means relative links.")
 
 
 class BrokerSettings(BaseSettings):

@@ -29,7 +29,6 @@ def create_celery() -> Celery:
         task_acks_on_failure_or_timeout=True,
         worker_prefetch_multiplier=1,
         worker_send_task_events=settings.worker.send_events,
-        task_send_sent_event=settings.worker.send_events,
         worker_hijack_root_logger=False,
         broker_connection_retry_on_startup=True,
         broker_transport_options={
