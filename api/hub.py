@@ -23,7 +23,6 @@ class EventHub:
         self._client = client
         self._subscribers: dict[str, set[asyncio.Queue[dict[str, Any]]]] = defaultdict(set)
         self._task: asyncio.Task[None] | None = None
-        self.connected = asyncio.Event()
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="event-hub")
@@ -56,11 +55,9 @@ class EventHub:
             try:
                 async with self._client.pubsub() as pubsub:
                     await pubsub.subscribe(CHANNEL)
-                    self.connected.set()
                     async for message in pubsub.listen():
                         if message["type"] == "message":
                             self._dispatch(message["data"])
             except (RedisError, OSError) as exc:
-                self.connected.clear()
                 log.warning("event hub lost Redis (%s); readers fall back to the store", exc)
                 await asyncio.sleep(1)

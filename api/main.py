@@ -10,6 +10,10 @@ import redis.asyncio as aioredis
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from kombu.exceptions import OperationalError as KombuOperationalError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from sqlalchemy.exc import OperationalError as DBOperationalError
+from sqlalchemy.exc import SQLAlchemyError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from api.hub import EventHub
@@ -78,6 +82,12 @@ async def _http_error(_: Request, exc: Exception) -> JSONResponse:
                         headers=exc.headers)
 
 
+async def _dependency_down(_: Request, exc: Exception) -> JSONResponse:
+    log.error("dependency unavailable: %s", exc)
+    which = "job store" if isinstance(exc, SQLAlchemyError) else "broker"
+    return _error(503, f"the {which} is unavailable; retry shortly")
+
+
 async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
     log.exception("unhandled error", exc_info=exc)
     return _error(500, "internal error; it has been logged")
@@ -92,6 +102,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_exception_handler(OrchestratorError, _orchestrator_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
+    for down in (DBOperationalError, RedisConnectionError, KombuOperationalError):
+        app.add_exception_handler(down, _dependency_down)
     app.add_exception_handler(Exception, _unexpected)
     for router in (jobs.router, intents.router, health.router, compat.router):
         app.include_router(router)

@@ -12,7 +12,9 @@ from fastapi.concurrency import run_in_threadpool
 from kombu.exceptions import OperationalError
 from pydantic import ValidationError
 from redis.exceptions import RedisError
+from sqlalchemy.exc import IntegrityError
 
+from api.metrics import JOBS_SUBMITTED
 from api.state import AppState
 from core import store
 from core.errors import InvalidRequest, Unavailable
@@ -68,15 +70,24 @@ def _store_and_enqueue(state: AppState, job_id: str, request: Request) -> tuple[
     intent, inputs, steps = plan(request)
     key = request.idempotency_key or default_idempotency_key(request.tenant_id, intent.name,
                                                              inputs)
+    try:
+        job, created = _store(state, job_id, request, intent, inputs, steps, key)
+    except IntegrityError:
+        # A concurrent twin claimed the key first (Postgres): now it names that job.
+        job, created = _store(state, job_id, request, intent, inputs, steps, key)
+    if created:
+        _enqueue_or_fail(state, job, steps)
+    return job, created
+
+
+def _store(state: AppState, job_id: str, request: Request, intent: Intent,
+           inputs: dict[str, Any], steps: list[NewStep], key: str) -> tuple[Job, bool]:
     with state.db.write() as session:
-        job, created = store.submit_job(
+        return store.submit_job(
             session=session, job_id=job_id, tenant_id=request.tenant_id, intent=intent.name,
             mode=intent.mode, inputs=inputs, context=request.context,
             callback_url=request.callback_url, steps=steps, idempotency_key=key,
             window=state.settings.orchestrator.idempotency_window)
-    if created:
-        _enqueue_or_fail(state, job, steps)
-    return job, created
 
 
 def _enqueue_or_fail(state: AppState, job: Job, steps: list[NewStep]) -> None:
@@ -89,6 +100,12 @@ def _enqueue_or_fail(state: AppState, job: Job, steps: list[NewStep]) -> None:
             events = store.abort_submission(session=session, job_id=job.id, error=error)
         publish(state.redis, events)
         raise Unavailable(f"{error}: retry the request") from exc
+
+
+def check_job(state: AppState, tenant_id: str, job_id: str) -> None:
+    """Raise NotFound unless the tenant has this job."""
+    with state.db.read() as session:
+        store.get_job(session=session, tenant_id=tenant_id, job_id=job_id)
 
 
 def load_job(state: AppState, tenant_id: str, job_id: str) -> tuple[Job, list[JobStep]]:
@@ -119,6 +136,8 @@ async def submit(
     job_id = store.new_job_id()
     with state.hub.subscribe(job_id) as queue:
         job, created = await run_in_threadpool(_store_and_enqueue, state, job_id, request)
+        if created:
+            JOBS_SUBMITTED.labels(intent=job.intent).inc()
         if wait <= 0:
             return job, [], created
         if created:

@@ -2,6 +2,7 @@
 
 import json
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import redis
@@ -186,3 +187,18 @@ def test_every_event_is_announced_live_on_redis(stack: Stack, client: httpx.Clie
     stored = client.get(f"/v1/jobs/{job['id']}/events").json()
     assert published == stored[1:]
     live.close()
+
+
+def test_concurrent_repeats_make_one_job(stack: Stack) -> None:
+    # Given eight clients of one tenant sending the same request at once
+    key = stack.new_key()
+    body = {"intent": "debug.echo", "inputs": {"same": unique()}}
+
+    def send(_: int) -> dict:
+        with stack.client(key) as http:
+            return http.post("/v1/jobs", json=body).json()
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        answers = list(pool.map(send, range(8)))
+    # Then every answer names the same job
+    assert len({a["job_id"] for a in answers}) == 1, answers

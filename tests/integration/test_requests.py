@@ -115,6 +115,7 @@ def test_metrics_and_intents(stack: Stack, client: httpx.Client) -> None:
     client.post("/v1/jobs", json={"intent": "debug.echo", "inputs": {"m": 1}, "wait": True})
     metrics = httpx.get(f"{stack.url}/metrics").text
     assert 'orchestrator_jobs{status="succeeded"}' in metrics
+    assert 'orchestrator_jobs_submitted_total{intent="debug.echo"}' in metrics
     assert 'orchestrator_live_workers{pool="tools"}' in metrics
     intents = {i["name"]: i for i in client.get("/v1/intents").json()}
     assert intents["debug.sleep"]["input_schema"]["properties"]["seconds"]["maximum"] == 3600
