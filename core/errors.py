@@ -47,3 +47,31 @@ class Unavailable(OrchestratorError):
     """Raised when a dependency (broker, database) cannot be reached."""
 
     status_code = 503
+
+
+class UpstreamUnavailable(OrchestratorError):
+    """Raised when an upstream's circuit breaker is open: the call is not attempted."""
+
+    status_code = 503
+
+    def __init__(self, upstream: str, retry_after: float) -> None:
+        super().__init__(f"upstream {upstream} unavailable, retry after {retry_after:.0f}s")
+        self.upstream = upstream
+        self.retry_after = retry_after
+
+
+class UpstreamError(OrchestratorError):
+    """Raised when an upstream answered with an error or could not be reached."""
+
+    status_code = 502
+
+    def __init__(self, upstream: str, message: str, status: int | None = None,
+                 retry_after: float | None = None) -> None:
+        super().__init__(f"upstream {upstream}: {message}")
+        self.upstream = upstream
+        self.status = status
+        self.retry_after = retry_after
+
+
+class RefusedTarget(InvalidRequest):
+    """Raised when a callback URL points at an address that is not allowed."""

@@ -81,6 +81,42 @@ class FlowerSettings(BaseSettings):
     basic_auth: str = Field("", description="user:password; `make run` generates one if empty.")
 
 
+class RetrySettings(BaseSettings):
+    """The one retry policy for calls to the outside world (jittered exponential backoff)."""
+
+    model_config = _config("RETRY_")
+    attempts: int = Field(3, ge=1, description="Tries of one call before giving up (stop).")
+    initial: float = Field(0.2, ge=0, description="First backoff in seconds.")
+    maximum: float = Field(5.0, ge=0, description="Longest single backoff in seconds.")
+    jitter: float = Field(0.2, ge=0, description="Random seconds added to each backoff.")
+    max_retry_after: float = Field(30.0, ge=0, description="Longest `Retry-After` honoured (s).")
+
+
+class BreakerSettings(BaseSettings):
+    """Circuit breakers, one per upstream, with their state shared in Redis."""
+
+    model_config = _config("BREAKER_")
+    fail_max: int = Field(5, ge=1, description="Consecutive failures that open a breaker.")
+    reset_timeout: float = Field(30.0, gt=0, description="Seconds an open breaker stays open.")
+
+
+class CallbackSettings(BaseSettings):
+    """Signed callback delivery."""
+
+    model_config = _config("CALLBACK_")
+    timeout: float = Field(15.0, gt=0, description="Seconds one delivery attempt may take.")
+    max_response_bytes: int = Field(
+        64 * 1024, description="Bytes of a receiver's response body read and kept.")
+    schedule: list[float] = Field(
+        [5, 300, 1800, 7200, 18000, 36000, 50400, 72000, 86400],
+        description="Seconds to wait before each retry after a failed attempt (JSON list).")
+    allowed_networks: list[str] = Field(
+        [], description="CIDRs callbacks may reach although private (JSON list), e.g. "
+        '["127.0.0.1/32"].')
+    sweep_seconds: float = Field(
+        5.0, gt=0, description="How often the sweeper sends deliveries that are due.")
+
+
 class Settings(BaseSettings):
     """Every concern's settings."""
 
@@ -91,6 +127,9 @@ class Settings(BaseSettings):
     orchestrator: OrchestratorSettings = Field(default_factory=lambda: OrchestratorSettings())
     worker: WorkerSettings = Field(default_factory=lambda: WorkerSettings())
     flower: FlowerSettings = Field(default_factory=lambda: FlowerSettings())
+    retry: RetrySettings = Field(default_factory=lambda: RetrySettings())
+    breaker: BreakerSettings = Field(default_factory=lambda: BreakerSettings())
+    callback: CallbackSettings = Field(default_factory=lambda: CallbackSettings())
 
 
 @lru_cache
