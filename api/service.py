@@ -14,6 +14,7 @@ from pydantic import ValidationError
 from redis.exceptions import RedisError
 from sqlalchemy.exc import IntegrityError
 
+from adapters import callbacks
 from api.metrics import JOBS_SUBMITTED
 from api.state import AppState
 from core import store
@@ -21,7 +22,7 @@ from core.errors import InvalidRequest, Unavailable
 from core.events import TERMINAL_EVENTS, publish
 from core.models import Job, JobStep
 from core.store import NewStep
-from tasks.chain import enqueue
+from tasks.chain import enqueue, send_deliveries
 from tasks.registry import REGISTRY, Intent
 
 log = logging.getLogger(__name__)
@@ -67,6 +68,9 @@ def plan(request: Request) -> tuple[Intent, dict[str, Any], list[NewStep]]:
 
 
 def _store_and_enqueue(state: AppState, job_id: str, request: Request) -> tuple[Job, bool]:
+    if request.callback_url:
+        callbacks.check_url_at_submit(
+            request.callback_url, callbacks.parse_networks(state.settings.callback.allowed_networks))
     intent, inputs, steps = plan(request)
     key = request.idempotency_key or default_idempotency_key(request.tenant_id, intent.name,
                                                              inputs)
@@ -93,12 +97,14 @@ def _store(state: AppState, job_id: str, request: Request, intent: Intent,
 def _enqueue_or_fail(state: AppState, job: Job, steps: list[NewStep]) -> None:
     try:
         enqueue(state.celery, job.id, steps)
+        state.enqueued.append(job.id)
     except (OperationalError, RedisError, OSError) as exc:
         log.error("could not enqueue job %s: %s", job.id, exc)
         error = "the broker could not be reached; the job was not started"
         with state.db.write() as session:
             events = store.abort_submission(session=session, job_id=job.id, error=error)
         publish(state.redis, events)
+        send_deliveries(state.celery, events)
         raise Unavailable(f"{error}: retry the request") from exc
 
 

@@ -78,19 +78,24 @@ def migrate() -> None:
 
 @keys.command("create")
 def keys_create(tenant: Annotated[str, typer.Option(help="Tenant name.")] = "default") -> None:
-    """Create an API key for a tenant; the key is the last line printed."""
-    print(_create_key(tenant))
+    """Create an API key for a tenant and print its callback signing secret, then the key."""
+    raw, secret = _create_key(tenant)
+    print(f"webhook secret: {secret}")
+    print(raw)
 
 
-def _create_key(tenant: str) -> str:
-    from core import store
+def _create_key(tenant: str) -> tuple[str, str]:
+    from adapters.callbacks import new_secret
+    from core import deliveries, store
     from core.db import Database
 
     db = Database(get_settings().database.url)
     with db.write() as session:
-        _, raw = store.create_tenant_key(session=session, tenant_name=tenant)
+        created, raw = store.create_tenant_key(session=session, tenant_name=tenant)
+        secrets = deliveries.signing_secrets(session=session, tenant_id=created.id,
+                                             new_secret=new_secret())
     db.dispose()
-    return raw
+    return raw, secrets[0]
 
 
 def _dev_secret(path: Path, make: Any) -> str:
@@ -116,7 +121,7 @@ def dev() -> None:
         process = broker.start(url.port or 6379, DATA_DIR / "broker")
         print(f"broker: {broker.server_binary()} on {settings.broker.url}")
     upgrade(settings.database.url)
-    api_key = _dev_secret(DATA_DIR / "dev-api-key", lambda: _create_key("dev"))
+    api_key = _dev_secret(DATA_DIR / "dev-api-key", lambda: _create_key("dev")[0])
     flower_auth = settings.flower.basic_auth or _dev_secret(
         DATA_DIR / "flower-auth", lambda: f"admin:{secrets.token_urlsafe(12)}")
     base = f"http://{settings.api.host}:{settings.api.port}"

@@ -46,12 +46,15 @@ def _json(nullable: bool = True) -> Any:
 
 
 class Tenant(SQLModel, table=True):
-    """A customer: owns API keys and jobs."""
+    """A customer: owns API keys, jobs and the secret its callbacks are signed with."""
 
     __tablename__ = "tenants"
     id: str = Field(primary_key=True, max_length=64)
     name: str = Field(unique=True, max_length=200)
     created_at: datetime = Field(default_factory=utcnow)
+    webhook_secret: str = Field(default="", max_length=128)
+    previous_webhook_secret: str | None = Field(default=None, max_length=128)
+    previous_secret_expires_at: datetime | None = None
 
 
 class ApiKey(SQLModel, table=True):
@@ -131,3 +134,45 @@ class IdempotencyRecord(SQLModel, table=True):
     key: str = Field(primary_key=True, max_length=128)
     job_id: str = Field(foreign_key="jobs.id", max_length=40)
     expires_at: datetime
+
+
+class DeliveryStatus(StrEnum):
+    """Where a callback delivery is."""
+
+    pending = "pending"
+    sending = "sending"
+    succeeded = "succeeded"
+    dead = "dead"
+
+
+class Delivery(SQLModel, table=True):
+    """A callback to send (the outbox row); its id is the `webhook-id` of every attempt."""
+
+    __tablename__ = "deliveries"
+    __table_args__ = (Index("ix_deliveries_due", "status", "next_attempt_at"),)
+    id: str = Field(primary_key=True, max_length=40)
+    job_id: str = Field(foreign_key="jobs.id", index=True, max_length=40)
+    tenant_id: str = Field(foreign_key="tenants.id", index=True, max_length=64)
+    url: str = Field(max_length=2048)
+    body: str
+    status: DeliveryStatus = Field(default=DeliveryStatus.pending, max_length=16)
+    attempts: int = 0
+    next_attempt_at: datetime | None = None
+    lease_until: datetime | None = None
+    last_status_code: int | None = None
+    last_error: str | None = None
+    created_at: datetime = Field(default_factory=utcnow)
+    finished_at: datetime | None = None
+
+
+class DeliveryAttempt(SQLModel, table=True):
+    """One try at sending a delivery."""
+
+    __tablename__ = "delivery_attempts"
+    id: int | None = Field(default=None, primary_key=True)
+    delivery_id: str = Field(foreign_key="deliveries.id", index=True, max_length=40)
+    number: int
+    started_at: datetime = Field(default_factory=utcnow)
+    status_code: int | None = None
+    latency_ms: int = 0
+    error: str | None = None

@@ -1,9 +1,10 @@
 """Settings, read once from the environment (and `.env`), one class per concern."""
 
+import ipaddress
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import AliasChoices, Field
+from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DATA_DIR = Path("var")
@@ -62,6 +63,9 @@ class OrchestratorSettings(BaseSettings):
     max_step_deliveries: int = Field(
         5, description="Deliveries of one step before it is failed as poison."
     )
+    enqueue_grace: float = Field(
+        60.0, description="Seconds after which a committed job that was never enqueued (the "
+        "API died in between) is enqueued by the sweeper.")
 
 
 class WorkerSettings(BaseSettings):
@@ -115,6 +119,13 @@ class CallbackSettings(BaseSettings):
         '["127.0.0.1/32"].')
     sweep_seconds: float = Field(
         5.0, gt=0, description="How often the sweeper sends deliveries that are due.")
+
+    @field_validator("allowed_networks")
+    @classmethod
+    def _cidrs(cls, value: list[str]) -> list[str]:
+        for cidr in value:
+            ipaddress.ip_network(cidr, strict=False)
+        return value
 
 
 class Settings(BaseSettings):

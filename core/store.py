@@ -11,6 +11,7 @@ from typing import Any
 from sqlalchemy import and_, bindparam, insert, or_, update
 from sqlmodel import Session, col, select
 
+from core import deliveries
 from core.errors import Conflict, NotFound
 from core.events import LiveEvent, event_payload
 from core.models import (
@@ -168,12 +169,15 @@ class _Ledger:
     intent: str
     pool: str
     output: Any
+    job: Any
 
 
 LEDGER = (
     select(JOBS.c.status, JOBS.c.event_seq, JOBS.c.step_count,  # type: ignore[call-overload]
            STEPS.c.status.label("step"),
-           STEPS.c.attempts, STEPS.c.intent, STEPS.c.pool, STEPS.c.output)
+           STEPS.c.attempts, STEPS.c.intent, STEPS.c.pool, STEPS.c.output,
+           JOBS.c.tenant_id, JOBS.c.intent.label("job_intent"), JOBS.c.mode,
+           JOBS.c.callback_url, JOBS.c.created_at, JOBS.c.started_at)
     .join(STEPS, STEPS.c.job_id == JOBS.c.id)
     .where(JOBS.c.id == bindparam("job_id"), STEPS.c.index == bindparam("index"))
     .with_for_update(of=JOBS)
@@ -185,7 +189,13 @@ def _ledger(session: Session, job_id: str, index: int) -> _Ledger:
     if row is None:
         raise NotFound(f"step {index} of job {job_id} not found")
     return _Ledger(JobStatus(row.status), row.event_seq, row.step_count, StepStatus(row.step),
-                   row.attempts, row.intent, row.pool, row.output)
+                   row.attempts, row.intent, row.pool, row.output, row)
+
+
+def _callback_item(session: Session, outcome: deliveries.Outcome) -> tuple[str, dict[str, Any]]:
+    """Schedule the job's callback (the outbox row) and the event that says so."""
+    delivery_id = deliveries.schedule(session=session, outcome=outcome)
+    return "callback_scheduled", {"delivery_id": delivery_id, "url": outcome.callback_url}
 
 
 def _record(
@@ -193,6 +203,14 @@ def _record(
     step: dict[str, Any], items: list[tuple[str, dict[str, Any]]],
 ) -> list[LiveEvent]:
     """Write a step's and its job's new values and the events that say so."""
+    if JobStatus(job.get("status", ledger.status)).terminal and ledger.job.callback_url:
+        row = ledger.job
+        outcome = deliveries.Outcome(
+            job_id=job_id, tenant_id=row.tenant_id, callback_url=row.callback_url,
+            status=str(job["status"]), intent=row.job_intent, mode=row.mode,
+            result=job.get("result"), error=job.get("error"), created_at=row.created_at,
+            started_at=job.get("started_at", row.started_at), finished_at=job["finished_at"])
+        items = [*items, _callback_item(session, outcome)]
     if step:
         session.execute(update(STEPS).where(STEPS.c.job_id == job_id, STEPS.c.index == index)
                         .values(**step))
@@ -210,7 +228,14 @@ def _locked_job(session: Session, job_id: str) -> Job:
 
 def _job_events(session: Session, job: Job,
                 items: list[tuple[str, dict[str, Any]]]) -> list[LiveEvent]:
-    """Append events to a job loaded (and locked) through the ORM."""
+    """Append events to a job loaded (and locked) through the ORM; schedule its callback."""
+    if job.status.terminal and job.callback_url and job.finished_at:
+        outcome = deliveries.Outcome(
+            job_id=job.id, tenant_id=job.tenant_id, callback_url=job.callback_url,
+            status=str(job.status), intent=job.intent, mode=job.mode, result=job.result,
+            error=job.error, created_at=job.created_at, started_at=job.started_at,
+            finished_at=job.finished_at)
+        items = [*items, _callback_item(session, outcome)]
     events = _insert_events(session, job.id, job.event_seq, items)
     job.event_seq += len(items)
     session.add(job)
@@ -223,6 +248,8 @@ def begin_step(*, session: Session, job_id: str, index: int, max_deliveries: int
     if ledger.status.terminal:
         return StepStart(StepVerdict.skip, reason=f"job is {ledger.status}")
     if ledger.step_status == StepStatus.succeeded:
+        if _continued(session, job_id, index, ledger.step_count):
+            return StepStart(StepVerdict.skip, reason="a redelivery of a step whose chain went on")
         return StepStart(StepVerdict.done, output=ledger.output)
     now, attempts = utcnow(), ledger.attempts + 1
     if attempts > max_deliveries:
@@ -245,6 +272,15 @@ def begin_step(*, session: Session, job_id: str, index: int, max_deliveries: int
                      {"status": StepStatus.running, "attempts": attempts, "started_at": now},
                      items)
     return StepStart(StepVerdict.run, events=events)
+
+
+def _continued(session: Session, job_id: str, index: int, step_count: int) -> bool:
+    """Whether the step after `index` was already taken (so its message was already sent)."""
+    if index + 1 >= step_count:
+        return False
+    status = session.execute(select(STEPS.c.status).where(
+        STEPS.c.job_id == job_id, STEPS.c.index == index + 1)).scalar_one()
+    return StepStatus(status) != StepStatus.pending
 
 
 def finish_step(*, session: Session, job_id: str, index: int, output: Any) -> list[LiveEvent]:
@@ -356,3 +392,37 @@ def abort_submission(*, session: Session, job_id: str, error: str) -> list[LiveE
         session.delete(record)
     job.status, job.error, job.finished_at = JobStatus.failed, error, utcnow()
     return _job_events(session, job, [("job_failed", {"error": error})])
+
+
+def append_events(*, session: Session, job_id: str,
+                  items: list[tuple[str, dict[str, Any]]]) -> list[LiveEvent]:
+    """Append events to a job's log (the job row is locked while numbering them)."""
+    seq = session.execute(select(JOBS.c.event_seq).where(JOBS.c.id == job_id)
+                          .with_for_update()).scalar_one()
+    session.execute(update(JOBS).where(JOBS.c.id == job_id).values(event_seq=seq + len(items)))
+    return _insert_events(session, job_id, seq, items)
+
+
+def mark_enqueued(*, session: Session, job_ids: list[str]) -> None:
+    """Stamp jobs whose chain reached the broker."""
+    session.execute(update(JOBS).where(JOBS.c.id.in_(job_ids)).values(enqueued_at=utcnow()))
+
+
+def stranded_jobs(*, session: Session, older_than: float, limit: int) -> list[str]:
+    """Jobs committed but never enqueued and never started, older than `older_than` seconds."""
+    cutoff = utcnow() - timedelta(seconds=older_than)
+    query = (select(Job.id).where(Job.status == JobStatus.queued,
+                                  col(Job.enqueued_at).is_(None), col(Job.created_at) < cutoff)
+             .order_by(col(Job.created_at)).limit(limit))
+    return list(session.exec(query))
+
+
+def requeue(*, session: Session, job_id: str) -> tuple[list[NewStep], list[LiveEvent]]:
+    """Take a stranded job for enqueueing: its planned steps and a `job_requeued` event."""
+    job = _locked_job(session, job_id)
+    if job.status != JobStatus.queued or job.enqueued_at is not None:
+        return [], []
+    job.enqueued_at = utcnow()
+    steps = [NewStep(s.intent, s.task, s.pool, s.inputs)
+             for s in job_steps(session=session, job_id=job_id)]
+    return steps, _job_events(session, job, [("job_requeued", {"reason": "never enqueued"})])

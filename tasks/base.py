@@ -6,6 +6,7 @@ from celery import Task
 from celery.exceptions import Ignore
 
 from core.store import StepStart, StepVerdict
+from workers.signals import record_success
 
 RECORD_RETRY_SECONDS = 3
 RECORD_RETRIES = 20
@@ -27,4 +28,6 @@ class StepTask(Task):  # type: ignore[misc]
             raise Ignore(start.reason)
         if start.verdict == StepVerdict.done:
             return start.output
-        return self.run(*args, **kwargs)
+        output = self.run(*args, **kwargs)
+        record_success(self, output)
+        return output

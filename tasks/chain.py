@@ -5,8 +5,11 @@ from collections.abc import Sequence
 from celery import Celery, chain
 from celery.canvas import Signature
 
+from core.events import LiveEvent
 from core.store import NewStep, step_task_id
 from workers.pools import POOLS
+
+DELIVER_TASK = "tasks.callbacks.deliver"
 
 
 def step_signature(app: Celery, job_id: str, index: int, step: NewStep) -> Signature:
@@ -29,3 +32,11 @@ def build_chain(app: Celery, job_id: str, steps: Sequence[NewStep]) -> Signature
 def enqueue(app: Celery, job_id: str, steps: Sequence[NewStep]) -> None:
     """Send the chain to the broker."""
     build_chain(app, job_id, steps).apply_async()
+
+
+def send_deliveries(app: Celery, events: Sequence[LiveEvent]) -> None:
+    """Hand the callbacks that these committed events scheduled to the callbacks pool."""
+    for event in events:
+        if event["type"] == "callback_scheduled":
+            app.send_task(DELIVER_TASK, kwargs={"delivery_id": event["data"]["delivery_id"]},
+                          queue=POOLS["callbacks"].queue)

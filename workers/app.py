@@ -6,7 +6,7 @@ from kombu.entity import Exchange, Queue
 from core.settings import get_settings
 from workers.pools import POOLS, Pool
 
-TASK_MODULES = ["tasks.tools"]
+TASK_MODULES = ["tasks.tools", "tasks.callbacks"]
 
 
 def pool_queue(pool: Pool) -> Queue:

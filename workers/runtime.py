@@ -1,9 +1,11 @@
 """Per-process resources of a worker: made after fork, closed on shutdown."""
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import redis
 
+from adapters.breakers import Breakers
 from core.db import Database
 from core.settings import Settings, get_settings
 
@@ -15,6 +17,11 @@ class Runtime:
     settings: Settings
     db: Database
     redis: redis.Redis
+
+    @cached_property
+    def breakers(self) -> Breakers:
+        """This process's circuit breakers, their state shared through Redis."""
+        return Breakers(self.redis, self.settings.breaker)
 
     def close(self) -> None:
         self.db.dispose()

@@ -27,6 +27,7 @@ from core import store
 from core.errors import InvalidRequest
 from core.events import publish
 from core.models import JobStatus
+from tasks.chain import send_deliveries
 from workers.cancellation import flag
 
 log = logging.getLogger(__name__)
@@ -130,6 +131,7 @@ def cancel_job(job_id: str, state: StateDep, tenant: TenantDep) -> JobPublic:
     try:
         flag(state.redis, job_id)
         publish(state.redis, events)
+        send_deliveries(state.celery, events)
         state.celery.control.revoke([store.step_task_id(job_id, s.index) for s in steps])
     except (RedisError, OperationalError) as exc:
         # The store already says cancelled, and workers skip steps of cancelled jobs; a lost

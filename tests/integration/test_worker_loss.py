@@ -6,6 +6,8 @@ import time
 
 import httpx
 
+from core import store
+from core.store import NewStep
 from tests.integration.conftest import VISIBILITY_TIMEOUT, Stack, wait_job
 
 
@@ -49,3 +51,48 @@ def test_jobs_finish_when_the_whole_worker_is_killed(stack: Stack, client: httpx
     jobs = [wait_job(client, job_id, timeout=VISIBILITY_TIMEOUT + 40) for job_id in ids]
     assert [j["status"] for j in jobs] == ["succeeded"] * len(ids)
     stack.wait_ready()
+
+
+def test_a_hundred_jobs_survive_a_killed_worker_and_none_runs_twice(
+        stack: Stack, client: httpx.Client) -> None:
+    # Given 100 short jobs in flight
+    ids = [client.post("/v1/jobs", json={"intent": "debug.chain",
+                                         "inputs": {"steps": 2, "delay": 0.01 + i / 1e6}}
+                       ).json()["job_id"] for i in range(100)]
+    time.sleep(0.3)
+    # When the tools worker and its children are SIGKILLed mid-run and a new one starts
+    worker = stack.workers["tools"]
+    orphans = children(worker.pid)
+    worker.kill(signal.SIGKILL)
+    for pid in orphans:
+        subprocess.run(["kill", "-9", str(pid)])
+    worker.stop()
+    stack.start_worker("tools", ["tools"])
+    # Then all 100 end, and no step that finished was run again
+    jobs = [wait_job(client, job_id, timeout=VISIBILITY_TIMEOUT + 60) for job_id in ids]
+    assert {j["status"] for j in jobs} == {"succeeded"}
+    for job in jobs:
+        events = client.get(f"/v1/jobs/{job['id']}/events").json()
+        finished = [e["data"]["index"] for e in events if e["type"] == "step_succeeded"]
+        assert finished == [0, 1], (job["id"], events)
+    stack.wait_ready()
+
+
+def test_a_job_committed_but_never_enqueued_is_enqueued_by_the_sweeper(
+        stack: Stack, client: httpx.Client) -> None:
+    # Given a job stored as the API stores it, but never sent to the broker (the API died)
+    tenant = client.get("/v1/jobs").request.headers["authorization"].split()[1]
+    with stack.db.write() as session:
+        tenant_id = store.tenant_for_key(session=session, raw_key=tenant)
+        assert tenant_id is not None
+        job, _ = store.submit_job(
+            session=session, job_id=store.new_job_id(), tenant_id=tenant_id,
+            intent="debug.echo", mode="agent", inputs={"stranded": True}, context={},
+            callback_url=None, steps=[NewStep("debug.echo", "tasks.tools.echo", "tools",
+                                              {"stranded": True})],
+            idempotency_key=store.new_job_id(), window=3600)
+    # Then the sweeper enqueues it after the grace period and it succeeds
+    finished = wait_job(client, job.id, timeout=30)
+    assert finished["status"] == "succeeded" and finished["result"] == {"stranded": True}
+    events = [e["type"] for e in client.get(f"/v1/jobs/{job.id}/events").json()]
+    assert events[:2] == ["job_queued", "job_requeued"]

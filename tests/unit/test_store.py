@@ -179,3 +179,11 @@ def test_recorded_events_are_public_json(db: Database, tenant: str) -> None:
         (2, "job_started", job_id), (3, "step_started", job_id),
         (4, "step_succeeded", job_id), (5, "job_succeeded", job_id)]
     assert events[-1]["data"] == {"result": {"r": 1}}
+
+
+def test_a_redelivered_step_whose_chain_went_on_is_skipped(db: Database, tenant: str) -> None:
+    job_id, _ = submit(db, tenant, steps=2)
+    begin(db, job_id, 0)
+    finish(db, job_id, 0, {"first": True})
+    begin(db, job_id, 1)
+    assert begin(db, job_id, 0).verdict == StepVerdict.skip

@@ -1,0 +1,87 @@
+"""`/v1/deliveries`: callback deliveries with every attempt, and redelivery."""
+
+from datetime import datetime
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+from pydantic import BaseModel
+
+from api.deps import StateDep, TenantDep
+from api.routes.jobs import ERRORS
+from core import deliveries
+from core.models import Delivery, DeliveryStatus
+from tasks.chain import DELIVER_TASK
+from workers.pools import POOLS
+
+router = APIRouter(prefix="/v1/deliveries", tags=["callbacks"])
+
+
+class AttemptPublic(BaseModel):
+    """One attempt: when, what the receiver answered, how long it took, what went wrong."""
+
+    number: int
+    started_at: datetime
+    status_code: int | None
+    latency_ms: int
+    error: str | None
+
+
+class DeliveryPublic(BaseModel):
+    """A callback delivery; its id is the `webhook-id` header of every attempt."""
+
+    id: str
+    job_id: str
+    url: str
+    status: DeliveryStatus
+    attempts: int
+    next_attempt_at: datetime | None
+    last_status_code: int | None
+    last_error: str | None
+    created_at: datetime
+    finished_at: datetime | None
+    attempt_log: list[AttemptPublic] = []
+
+
+def _public(delivery: Delivery, attempt_log: list[AttemptPublic] | None = None) -> DeliveryPublic:
+    fields = delivery.model_dump(exclude={"tenant_id", "body", "lease_until"})
+    return DeliveryPublic(**fields, attempt_log=attempt_log or [])
+
+
+@router.get("", operation_id="listDeliveries", response_model=list[DeliveryPublic],
+            responses=ERRORS)
+def list_deliveries(
+    state: StateDep,
+    tenant: TenantDep,
+    job_id: str | None = None,
+    status: DeliveryStatus | None = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+) -> list[DeliveryPublic]:
+    """The caller's deliveries, newest first, by job and status."""
+    with state.db.read() as session:
+        rows = deliveries.list_deliveries(session=session, tenant_id=tenant, job_id=job_id,
+                                          status=status, limit=limit)
+    return [_public(row) for row in rows]
+
+
+@router.get("/{delivery_id}", operation_id="getDelivery", response_model=DeliveryPublic,
+            responses=ERRORS)
+def get_delivery(delivery_id: str, state: StateDep, tenant: TenantDep) -> DeliveryPublic:
+    """A delivery with every attempt: time, status code, latency, error."""
+    with state.db.read() as session:
+        delivery = deliveries.get_delivery(session=session, tenant_id=tenant,
+                                           delivery_id=delivery_id)
+        log = [AttemptPublic.model_validate(a, from_attributes=True)
+               for a in deliveries.attempts(session=session, delivery_id=delivery_id)]
+    return _public(delivery, log)
+
+
+@router.post("/{delivery_id}/redeliver", operation_id="redeliver",
+             response_model=DeliveryPublic, responses=ERRORS)
+def redeliver(delivery_id: str, state: StateDep, tenant: TenantDep) -> DeliveryPublic:
+    """Send a delivery again now, with the same `webhook-id`."""
+    with state.db.write() as session:
+        delivery = deliveries.redeliver(session=session, tenant_id=tenant,
+                                        delivery_id=delivery_id)
+    state.celery.send_task(DELIVER_TASK, kwargs={"delivery_id": delivery_id},
+                           queue=POOLS["callbacks"].queue)
+    return _public(delivery)

@@ -1,0 +1,45 @@
+"""`/v1/webhook-secret`: the secret a tenant verifies its callbacks with, and its rotation."""
+
+from datetime import datetime
+
+from fastapi import APIRouter
+from pydantic import BaseModel
+
+from adapters.callbacks import new_secret
+from api.deps import StateDep, TenantDep
+from api.routes.jobs import ERRORS
+from core import deliveries
+from core.models import Tenant
+
+router = APIRouter(prefix="/v1/webhook-secret", tags=["callbacks"])
+
+
+class SecretPublic(BaseModel):
+    """The signing secret (`whsec_…`), and the previous one while it still signs."""
+
+    secret: str
+    previous_secret: str | None
+    previous_expires_at: datetime | None
+
+
+def _public(tenant: Tenant) -> SecretPublic:
+    return SecretPublic(secret=tenant.webhook_secret,
+                        previous_secret=tenant.previous_webhook_secret,
+                        previous_expires_at=tenant.previous_secret_expires_at)
+
+
+@router.get("", operation_id="getWebhookSecret", response_model=SecretPublic, responses=ERRORS)
+def get_secret(state: StateDep, tenant: TenantDep) -> SecretPublic:
+    """The secret callbacks are signed with (Standard Webhooks)."""
+    with state.db.write() as session:
+        deliveries.signing_secrets(session=session, tenant_id=tenant, new_secret=new_secret())
+        return _public(session.get_one(Tenant, tenant))
+
+
+@router.post("/rotate", operation_id="rotateWebhookSecret", response_model=SecretPublic,
+             responses=ERRORS)
+def rotate_secret(state: StateDep, tenant: TenantDep) -> SecretPublic:
+    """Make a new secret; for 24 h callbacks carry signatures by both the new and the old."""
+    with state.db.write() as session:
+        return _public(deliveries.rotate_secret(session=session, tenant_id=tenant,
+                                                new_secret=new_secret()))

@@ -1,0 +1,189 @@
+"""Callback deliveries in the job store: the outbox row, its attempts, its schedule."""
+
+import json
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import and_, insert, or_, update
+from sqlmodel import Session, col, select
+
+from core.errors import Conflict, NotFound
+from core.models import Delivery, DeliveryAttempt, DeliveryStatus, Tenant, utcnow
+
+DELIVERIES = Delivery.__table__  # type: ignore[attr-defined]
+ROTATION_OVERLAP = timedelta(hours=24)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What a callback says about a job that ended."""
+
+    job_id: str
+    tenant_id: str
+    callback_url: str
+    status: str
+    intent: str
+    mode: str
+    result: Any
+    error: str | None
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime
+
+
+@dataclass(frozen=True)
+class AttemptResult:
+    """One attempt's outcome, as the delivery adapter reports it."""
+
+    ok: bool
+    gone: bool
+    status_code: int | None
+    latency_ms: int
+    error: str | None
+    retry_after: float | None
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value else None
+
+
+def body_for(outcome: Outcome) -> str:
+    """The callback body: `{type, timestamp, data}` with the job's outcome and links."""
+    root = f"/v1/jobs/{outcome.job_id}"
+    duration = int((outcome.finished_at - outcome.created_at).total_seconds() * 1000)
+    data = {"job_id": outcome.job_id, "status": outcome.status, "intent": outcome.intent,
+            "mode": outcome.mode, "result": outcome.result, "error": outcome.error,
+            "created_at": _iso(outcome.created_at), "started_at": _iso(outcome.started_at),
+            "finished_at": _iso(outcome.finished_at), "duration_ms": duration,
+            "links": {"self": root, "events": f"{root}/events"}}
+    return json.dumps({"type": f"job.{outcome.status}", "timestamp": _iso(outcome.finished_at),
+                       "data": data}, default=str, separators=(",", ":"))
+
+
+def schedule(*, session: Session, outcome: Outcome) -> str:
+    """Write the outbox row for a job that just ended, due now; returns its id."""
+    delivery_id = f"msg_{uuid.uuid4().hex}"
+    now = utcnow()
+    session.execute(insert(DELIVERIES), [{
+        "id": delivery_id, "job_id": outcome.job_id, "tenant_id": outcome.tenant_id,
+        "url": outcome.callback_url, "body": body_for(outcome), "status": DeliveryStatus.pending,
+        "attempts": 0, "next_attempt_at": now, "created_at": now}])
+    return delivery_id
+
+
+def claim(*, session: Session, delivery_id: str, lease_seconds: float) -> Delivery | None:
+    """Take a due delivery for one attempt; None if it is not due or someone else has it."""
+    now = utcnow()
+    claimed = session.execute(
+        update(DELIVERIES)
+        .where(DELIVERIES.c.id == delivery_id, DELIVERIES.c.status == DeliveryStatus.pending,
+               or_(DELIVERIES.c.next_attempt_at.is_(None), DELIVERIES.c.next_attempt_at <= now))
+        .values(status=DeliveryStatus.sending, lease_until=now + timedelta(seconds=lease_seconds),
+                attempts=DELIVERIES.c.attempts + 1))
+    if claimed.rowcount != 1:  # type: ignore[attr-defined]
+        return None
+    return session.get(Delivery, delivery_id)
+
+
+def record(*, session: Session, delivery_id: str, result: AttemptResult,
+           schedule_seconds: list[float]) -> tuple[Delivery, str]:
+    """Store an attempt and decide what comes next; returns the delivery and the event type."""
+    delivery = session.get_one(Delivery, delivery_id, with_for_update=True)
+    now = utcnow()
+    session.add(DeliveryAttempt(delivery_id=delivery_id, number=delivery.attempts,
+                                started_at=now - timedelta(milliseconds=result.latency_ms),
+                                status_code=result.status_code, latency_ms=result.latency_ms,
+                                error=result.error))
+    delivery.last_status_code, delivery.last_error = result.status_code, result.error
+    delivery.lease_until = None
+    if result.ok:
+        delivery.status, delivery.finished_at, delivery.next_attempt_at = (
+            DeliveryStatus.succeeded, now, None)
+        kind = "callback_succeeded"
+    elif result.gone or delivery.attempts > len(schedule_seconds):
+        delivery.status, delivery.finished_at, delivery.next_attempt_at = (
+            DeliveryStatus.dead, now, None)
+        kind = "callback_dead"
+    else:
+        wait = max(schedule_seconds[delivery.attempts - 1], result.retry_after or 0.0)
+        delivery.status, delivery.next_attempt_at = DeliveryStatus.pending, now + timedelta(
+            seconds=wait)
+        kind = "callback_failed"
+    session.add(delivery)
+    return delivery, kind
+
+
+def due(*, session: Session, limit: int) -> list[str]:
+    """Deliveries to send now; leases of attempts whose worker died are released first."""
+    now = utcnow()
+    session.execute(update(DELIVERIES)
+                    .where(DELIVERIES.c.status == DeliveryStatus.sending,
+                           DELIVERIES.c.lease_until < now)
+                    .values(status=DeliveryStatus.pending, lease_until=None,
+                            last_error="the worker sending this attempt was lost"))
+    rows = session.exec(select(Delivery.id).where(
+        Delivery.status == DeliveryStatus.pending,
+        and_(col(Delivery.next_attempt_at).is_not(None), col(Delivery.next_attempt_at) <= now))
+        .order_by(col(Delivery.next_attempt_at)).limit(limit))
+    return list(rows)
+
+
+def redeliver(*, session: Session, tenant_id: str, delivery_id: str) -> Delivery:
+    """Make a delivery due again now, with the same id (so the same `webhook-id`)."""
+    delivery = get_delivery(session=session, tenant_id=tenant_id, delivery_id=delivery_id)
+    if delivery.status in (DeliveryStatus.sending, DeliveryStatus.pending):
+        raise Conflict(f"delivery {delivery_id} is {delivery.status}; wait for it to finish")
+    delivery.status, delivery.next_attempt_at, delivery.finished_at = (
+        DeliveryStatus.pending, utcnow(), None)
+    session.add(delivery)
+    return delivery
+
+
+def get_delivery(*, session: Session, tenant_id: str, delivery_id: str) -> Delivery:
+    """A tenant's delivery; another tenant's does not exist."""
+    delivery = session.get(Delivery, delivery_id)
+    if delivery is None or delivery.tenant_id != tenant_id:
+        raise NotFound(f"delivery {delivery_id} not found")
+    return delivery
+
+
+def attempts(*, session: Session, delivery_id: str) -> list[DeliveryAttempt]:
+    return list(session.exec(select(DeliveryAttempt)
+                             .where(DeliveryAttempt.delivery_id == delivery_id)
+                             .order_by(col(DeliveryAttempt.number))))
+
+
+def list_deliveries(*, session: Session, tenant_id: str, job_id: str | None,
+                    status: DeliveryStatus | None, limit: int) -> list[Delivery]:
+    """A tenant's deliveries, newest first."""
+    query = select(Delivery).where(Delivery.tenant_id == tenant_id)
+    if job_id is not None:
+        query = query.where(Delivery.job_id == job_id)
+    if status is not None:
+        query = query.where(Delivery.status == status)
+    return list(session.exec(query.order_by(col(Delivery.created_at).desc()).limit(limit)))
+
+
+def signing_secrets(*, session: Session, tenant_id: str, new_secret: str) -> list[str]:
+    """The secrets to sign with: the current one, and the previous during a rotation."""
+    tenant = session.get_one(Tenant, tenant_id)
+    if not tenant.webhook_secret:
+        tenant.webhook_secret = new_secret
+        session.add(tenant)
+    secrets = [tenant.webhook_secret]
+    expires = tenant.previous_secret_expires_at
+    if tenant.previous_webhook_secret and expires and expires > utcnow():
+        secrets.append(tenant.previous_webhook_secret)
+    return secrets
+
+
+def rotate_secret(*, session: Session, tenant_id: str, new_secret: str) -> Tenant:
+    """Make `new_secret` current; the old one still signs for ROTATION_OVERLAP."""
+    tenant = session.get_one(Tenant, tenant_id, with_for_update=True)
+    tenant.previous_webhook_secret = tenant.webhook_secret or None
+    tenant.previous_secret_expires_at = utcnow() + ROTATION_OVERLAP
+    tenant.webhook_secret = new_secret
+    session.add(tenant)
+    return tenant

@@ -1,0 +1,83 @@
+"""Tasks of the `callbacks` pool: send one signed delivery attempt and record it."""
+
+import logging
+import time
+from urllib.parse import urlsplit
+
+from adapters import callbacks
+from adapters.breakers import Breakers
+from core import deliveries, store
+from core.deliveries import AttemptResult
+from core.errors import UpstreamError, UpstreamUnavailable
+from core.events import publish
+from workers.app import celery_app
+from workers.runtime import Runtime, runtime
+
+log = logging.getLogger(__name__)
+LEASE_MARGIN_SECONDS = 30.0
+
+
+def _attempt(rt: Runtime, url: str, body: str, headers: dict[str, str]) -> AttemptResult:
+    """One attempt through the receiver host's breaker; an open breaker is a failed attempt."""
+    settings = rt.settings.callback
+    upstream = f"callback:{urlsplit(url).hostname}"
+    allowed = callbacks.parse_networks(settings.allowed_networks)
+
+    def send() -> callbacks.Attempt:
+        attempt = callbacks.deliver(url, body.encode(), headers, timeout=settings.timeout,
+                                    max_response_bytes=settings.max_response_bytes,
+                                    allowed=allowed)
+        if attempt.status_code is None or attempt.status_code >= 500:
+            raise _Failed(attempt)
+        return attempt
+
+    try:
+        attempt = rt.breakers.call(upstream, send)
+    except _Failed as failed:
+        attempt = failed.attempt
+    except UpstreamUnavailable as exc:
+        return AttemptResult(ok=False, gone=False, status_code=None, latency_ms=0,
+                             error=str(exc), retry_after=exc.retry_after)
+    return AttemptResult(ok=attempt.ok, gone=attempt.gone, status_code=attempt.status_code,
+                         latency_ms=attempt.latency_ms, error=attempt.error,
+                         retry_after=attempt.retry_after)
+
+
+class _Failed(UpstreamError):
+    """Raised inside the breaker so a 5xx or unreachable receiver counts as a failure."""
+
+    def __init__(self, attempt: callbacks.Attempt) -> None:
+        super().__init__("callback", attempt.error or f"answered {attempt.status_code}",
+                         status=attempt.status_code, retry_after=attempt.retry_after)
+        self.attempt = attempt
+
+
+def send(rt: Runtime, delivery_id: str) -> str:
+    """Claim a due delivery, sign it, try it once, and record what happened."""
+    lease = rt.settings.callback.timeout + LEASE_MARGIN_SECONDS
+    with rt.db.write() as session:
+        delivery = deliveries.claim(session=session, delivery_id=delivery_id,
+                                    lease_seconds=lease)
+        if delivery is None:
+            return "not due"
+        secrets = deliveries.signing_secrets(session=session, tenant_id=delivery.tenant_id,
+                                             new_secret=callbacks.new_secret())
+    headers = callbacks.webhook_headers(secrets, delivery.id, int(time.time()),
+                                        delivery.body.encode())
+    result = _attempt(rt, delivery.url, delivery.body, headers)
+    with rt.db.write() as session:
+        recorded, kind = deliveries.record(session=session, delivery_id=delivery_id,
+                                           result=result,
+                                           schedule_seconds=rt.settings.callback.schedule)
+        events = store.append_events(session=session, job_id=recorded.job_id, items=[(kind, {
+            "delivery_id": delivery_id, "attempt": recorded.attempts,
+            "status_code": result.status_code, "error": result.error,
+            "next_attempt_at": (recorded.next_attempt_at.isoformat()
+                                if recorded.next_attempt_at else None)})])
+    publish(rt.redis, events)
+    return kind
+
+
+@celery_app.task(name="tasks.callbacks.deliver")
+def deliver(delivery_id: str) -> str:
+    return send(runtime(), delivery_id)

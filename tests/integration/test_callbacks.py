@@ -1,0 +1,102 @@
+"""Signed callbacks through the real callbacks pool: retried, verified, never lost."""
+
+import time
+from typing import Any
+
+import httpx
+from standardwebhooks.webhooks import Webhook
+
+from tests.integration.conftest import Stack, wait_job
+from tests.integration.receiver import receiver
+
+
+def wait_delivery(client: httpx.Client, job_id: str, status: str,
+                  timeout: float = 30) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while True:
+        rows = client.get("/v1/deliveries", params={"job_id": job_id}).json()
+        if rows and rows[0]["status"] == status:
+            return client.get(f"/v1/deliveries/{rows[0]['id']}").json()
+        assert time.monotonic() < deadline, rows
+        time.sleep(0.1)
+
+
+def submit_with_callback(client: httpx.Client, url: str) -> str:
+    response = client.post("/v1/jobs", json={"intent": "debug.echo",
+                                             "inputs": {"t": time.time_ns()},
+                                             "callback_url": url})
+    assert response.status_code == 202, response.text
+    return str(response.json()["job_id"])
+
+
+def test_failing_receiver_gets_one_success_with_one_webhook_id(client: httpx.Client) -> None:
+    # Given a receiver that fails twice, then succeeds
+    with receiver([(500, {}), (503, {}), (200, {})]) as hook:
+        job_id = submit_with_callback(client, hook.url)
+        # When the job ends
+        wait_job(client, job_id)
+        delivery = wait_delivery(client, job_id, "succeeded")
+    # Then three attempts share one webhook-id, each signed so standardwebhooks verifies it
+    secret = client.get("/v1/webhook-secret").json()["secret"]
+    assert [r.headers["webhook-id"] for r in hook.received] == [delivery["id"]] * 3
+    for request in hook.received:
+        payload = Webhook(secret).verify(request.body, request.headers)
+        assert payload["data"]["job_id"] == job_id and payload["type"] == "job.succeeded"
+    assert [a["status_code"] for a in delivery["attempt_log"]] == [500, 503, 200]
+    events = [e["type"] for e in client.get(f"/v1/jobs/{job_id}/events").json()]
+    assert events[-4:] == ["callback_scheduled", "callback_failed", "callback_failed",
+                           "callback_succeeded"]
+
+
+def test_always_failing_receiver_ends_dead_and_redelivers(client: httpx.Client) -> None:
+    with receiver([(500, {})]) as hook:
+        job_id = submit_with_callback(client, hook.url)
+        dead = wait_delivery(client, job_id, "dead")
+        assert dead["attempts"] == 4 and len(hook.received) == 4
+        hook.script = [(200, {})]
+        again = client.post(f"/v1/deliveries/{dead['id']}/redeliver")
+        assert again.status_code == 200
+        done = wait_delivery(client, job_id, "succeeded")
+    assert done["attempts"] == 5
+    assert {r.headers["webhook-id"] for r in hook.received} == {dead["id"]}
+
+
+def test_a_redirect_is_a_failure_and_never_followed(client: httpx.Client) -> None:
+    with receiver([(200, {})]) as target, \
+            receiver([(302, {"Location": target.url})]) as hook:
+        job_id = submit_with_callback(client, hook.url)
+        dead = wait_delivery(client, job_id, "dead")
+    assert target.received == []
+    assert all(a["status_code"] == 302 for a in dead["attempt_log"])
+
+
+def test_private_literal_target_is_refused_at_submit(client: httpx.Client) -> None:
+    with receiver([(200, {})]) as hook:
+        url = hook.url.replace("127.0.0.1", "127.0.0.2")
+        response = client.post("/v1/jobs", json={"intent": "debug.echo", "callback_url": url})
+        assert response.status_code == 422
+        assert "callback_url" in response.text
+        assert hook.received == []
+
+
+def test_a_tenant_sees_only_its_deliveries(stack: Stack, client: httpx.Client) -> None:
+    with receiver([(200, {})]) as hook:
+        job_id = submit_with_callback(client, hook.url)
+        delivery = wait_delivery(client, job_id, "succeeded")
+    with stack.client() as stranger:
+        assert stranger.get(f"/v1/deliveries/{delivery['id']}").status_code == 404
+        assert stranger.get("/v1/deliveries").json() == []
+        assert stranger.post(f"/v1/deliveries/{delivery['id']}/redeliver").status_code == 404
+
+
+def test_rotation_sends_both_signatures(client: httpx.Client) -> None:
+    old = client.get("/v1/webhook-secret").json()["secret"]
+    new = client.post("/v1/webhook-secret/rotate").json()
+    assert new["previous_secret"] == old and new["secret"] != old
+    with receiver([(200, {})]) as hook:
+        job_id = submit_with_callback(client, hook.url)
+        wait_delivery(client, job_id, "succeeded")
+    request = hook.received[0]
+    assert len(request.headers["webhook-signature"].split(" ")) == 2
+    for secret in (old, new["secret"]):
+        Webhook(secret).verify(request.body, request.headers)

@@ -1,0 +1,194 @@
+"""The callback outbox: written with the terminal status, claimed once, retried on schedule."""
+
+import json
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from core import deliveries, store
+from core.db import Database
+from core.deliveries import AttemptResult
+from core.errors import Conflict
+from core.migrate import upgrade
+from core.models import Delivery, DeliveryStatus
+from core.store import NewStep
+
+SCHEDULE = [1.0, 2.0]
+FAILED = AttemptResult(ok=False, gone=False, status_code=500, latency_ms=3, error="answered 500",
+                       retry_after=None)
+OK = AttemptResult(ok=True, gone=False, status_code=200, latency_ms=3, error=None,
+                   retry_after=None)
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Iterator[Database]:
+    url = f"sqlite:///{tmp_path}/store.db"
+    upgrade(url)
+    database = Database(url)
+    yield database
+    database.dispose()
+
+
+@pytest.fixture
+def tenant(db: Database) -> str:
+    with db.write() as session:
+        created, _ = store.create_tenant_key(session=session, tenant_name="acme")
+        return created.id
+
+
+def job_with_callback(db: Database, tenant: str, url: str | None = "https://example.com/h") -> str:
+    with db.write() as session:
+        job, _ = store.submit_job(
+            session=session, job_id=store.new_job_id(), tenant_id=tenant, intent="debug.echo",
+            mode="agent", inputs={}, context={}, callback_url=url,
+            steps=[NewStep("debug.echo", "tasks.tools.echo", "tools", {})],
+            idempotency_key=store.new_job_id(), window=3600)
+        return job.id
+
+
+def run_to_end(db: Database, job_id: str, output: object = {"ok": 1}) -> list[dict]:
+    with db.write() as session:
+        store.begin_step(session=session, job_id=job_id, index=0, max_deliveries=3)
+    with db.write() as session:
+        return store.finish_step(session=session, job_id=job_id, index=0, output=output)
+
+
+def the_delivery(db: Database, job_id: str) -> Delivery:
+    with db.read() as session:
+        rows = deliveries.list_deliveries(session=session, tenant_id=_tenant_of(db, job_id),
+                                          job_id=job_id, status=None, limit=10)
+    assert len(rows) == 1
+    return rows[0]
+
+
+def _tenant_of(db: Database, job_id: str) -> str:
+    from core.models import Job
+
+    with db.read() as session:
+        return session.get_one(Job, job_id).tenant_id
+
+
+def test_a_finished_job_with_a_callback_writes_one_delivery(db: Database, tenant: str) -> None:
+    job_id = job_with_callback(db, tenant)
+    events = run_to_end(db, job_id)
+    assert [e["type"] for e in events] == ["step_succeeded", "job_succeeded",
+                                           "callback_scheduled"]
+    delivery = the_delivery(db, job_id)
+    assert events[-1]["data"]["delivery_id"] == delivery.id
+    body = json.loads(delivery.body)
+    assert body["type"] == "job.succeeded"
+    assert body["data"]["result"] == {"ok": 1} and body["data"]["job_id"] == job_id
+    assert body["data"]["links"]["self"] == f"/v1/jobs/{job_id}"
+
+
+def test_failed_and_cancelled_jobs_get_callbacks_too(db: Database, tenant: str) -> None:
+    failed = job_with_callback(db, tenant)
+    with db.write() as session:
+        store.fail_step(session=session, job_id=failed, index=0, error="E: no")
+    cancelled = job_with_callback(db, tenant)
+    with db.write() as session:
+        store.cancel_job(session=session, tenant_id=tenant, job_id=cancelled)
+    assert json.loads(the_delivery(db, failed).body)["data"]["error"].endswith("E: no")
+    assert json.loads(the_delivery(db, cancelled).body)["type"] == "job.cancelled"
+
+
+def test_no_callback_url_no_delivery(db: Database, tenant: str) -> None:
+    job_id = job_with_callback(db, tenant, url=None)
+    assert "callback_scheduled" not in [e["type"] for e in run_to_end(db, job_id)]
+
+
+def test_a_delivery_is_claimed_once(db: Database, tenant: str) -> None:
+    job_id = job_with_callback(db, tenant)
+    run_to_end(db, job_id)
+    delivery_id = the_delivery(db, job_id).id
+    with db.write() as session:
+        assert deliveries.claim(session=session, delivery_id=delivery_id, lease_seconds=30)
+    with db.write() as session:
+        assert deliveries.claim(session=session, delivery_id=delivery_id,
+                                lease_seconds=30) is None
+
+
+def attempt(db: Database, delivery_id: str, result: AttemptResult) -> str:
+    with db.write() as session:
+        delivery = session.get_one(Delivery, delivery_id)
+        delivery.next_attempt_at = None
+        session.add(delivery)
+    with db.write() as session:
+        assert deliveries.claim(session=session, delivery_id=delivery_id, lease_seconds=30)
+    with db.write() as session:
+        _, kind = deliveries.record(session=session, delivery_id=delivery_id, result=result,
+                                    schedule_seconds=SCHEDULE)
+    return kind
+
+
+def test_failures_follow_the_schedule_then_the_delivery_is_dead(db: Database,
+                                                                tenant: str) -> None:
+    job_id = job_with_callback(db, tenant)
+    run_to_end(db, job_id)
+    delivery_id = the_delivery(db, job_id).id
+    kinds = [attempt(db, delivery_id, FAILED) for _ in range(3)]
+    assert kinds == ["callback_failed", "callback_failed", "callback_dead"]
+    with db.read() as session:
+        log = deliveries.attempts(session=session, delivery_id=delivery_id)
+    assert [a.number for a in log] == [1, 2, 3]
+    assert the_delivery(db, job_id).status == DeliveryStatus.dead
+
+
+def test_retry_after_longer_than_the_schedule_is_honoured(db: Database, tenant: str) -> None:
+    job_id = job_with_callback(db, tenant)
+    run_to_end(db, job_id)
+    delivery_id = the_delivery(db, job_id).id
+    with db.write() as session:
+        assert deliveries.claim(session=session, delivery_id=delivery_id, lease_seconds=30)
+    slow = AttemptResult(ok=False, gone=False, status_code=429, latency_ms=1, error="429",
+                         retry_after=600)
+    with db.write() as session:
+        deliveries.record(session=session, delivery_id=delivery_id, result=slow,
+                          schedule_seconds=SCHEDULE)
+    with db.read() as session:
+        stored = session.get_one(Delivery, delivery_id)
+        assert stored.next_attempt_at is not None and stored.last_status_code == 429
+        wait = stored.next_attempt_at - stored.created_at
+        assert wait > timedelta(seconds=590)
+
+
+def test_410_stops_retrying(db: Database, tenant: str) -> None:
+    job_id = job_with_callback(db, tenant)
+    run_to_end(db, job_id)
+    gone = AttemptResult(ok=False, gone=True, status_code=410, latency_ms=1, error="410",
+                         retry_after=None)
+    assert attempt(db, the_delivery(db, job_id).id, gone) == "callback_dead"
+
+
+def test_redeliver_reuses_the_id_after_the_end(db: Database, tenant: str) -> None:
+    job_id = job_with_callback(db, tenant)
+    run_to_end(db, job_id)
+    delivery_id = the_delivery(db, job_id).id
+    with db.write() as session, pytest.raises(Conflict):
+        deliveries.redeliver(session=session, tenant_id=tenant, delivery_id=delivery_id)
+    attempt(db, delivery_id, OK)
+    with db.write() as session:
+        again = deliveries.redeliver(session=session, tenant_id=tenant, delivery_id=delivery_id)
+    assert again.id == delivery_id and again.status == DeliveryStatus.pending
+    with db.write() as session:
+        assert deliveries.due(session=session, limit=10) == [delivery_id]
+
+
+def test_a_lost_attempts_lease_expires_and_it_is_due_again(db: Database, tenant: str) -> None:
+    job_id = job_with_callback(db, tenant)
+    run_to_end(db, job_id)
+    delivery_id = the_delivery(db, job_id).id
+    with db.write() as session:
+        deliveries.claim(session=session, delivery_id=delivery_id, lease_seconds=-1)
+    with db.write() as session:
+        assert deliveries.due(session=session, limit=10) == [delivery_id]
+
+
+def test_rotation_signs_with_both_secrets(db: Database, tenant: str) -> None:
+    with db.write() as session:
+        first = deliveries.signing_secrets(session=session, tenant_id=tenant, new_secret="whsec_a")
+        deliveries.rotate_secret(session=session, tenant_id=tenant, new_secret="whsec_b")
+        both = deliveries.signing_secrets(session=session, tenant_id=tenant, new_secret="x")
+    assert first == ["whsec_a"] and both == ["whsec_b", "whsec_a"]
