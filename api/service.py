@@ -69,8 +69,8 @@ def plan(request: Request) -> tuple[Intent, dict[str, Any], list[NewStep]]:
 
 def _store_and_enqueue(state: AppState, job_id: str, request: Request) -> tuple[Job, bool]:
     if request.callback_url:
-        callbacks.check_url_at_submit(
-            request.callback_url, callbacks.parse_networks(state.settings.callback.allowed_networks))
+        allowed = callbacks.parse_networks(state.settings.callback.allowed_networks)
+        callbacks.check_url_at_submit(request.callback_url, allowed)
     intent, inputs, steps = plan(request)
     key = request.idempotency_key or default_idempotency_key(request.tenant_id, intent.name,
                                                              inputs)

@@ -5,7 +5,6 @@ import time
 from urllib.parse import urlsplit
 
 from adapters import callbacks
-from adapters.breakers import Breakers
 from core import deliveries, store
 from core.deliveries import AttemptResult
 from core.errors import UpstreamError, UpstreamUnavailable
