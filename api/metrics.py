@@ -1,9 +1,14 @@
 """Prometheus metrics of the API, and gauges read from the store and broker at scrape time."""
 
+from collections.abc import Iterator
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 from sqlalchemy import func
 from sqlmodel import select
 
+from adapters.breakers import render_gauges
 from api.state import AppState
 from core.models import Job
 from workers import heartbeat
@@ -19,6 +24,29 @@ WORKERS = Gauge("orchestrator_live_workers", "Workers that stamped a pool recent
                 registry=REGISTRY)
 
 
+class Upstreams(Collector):
+    """Breaker state, retries and failures per upstream, as every worker wrote them to Redis."""
+
+    def __init__(self, samples: list[tuple[str, dict[str, str], float]]) -> None:
+        self.samples = samples
+
+    def collect(self) -> Iterator[Metric]:
+        families: dict[str, GaugeMetricFamily | CounterMetricFamily] = {
+            "orchestrator_breaker_state": GaugeMetricFamily(
+                "orchestrator_breaker_state", "0 closed, 1 half-open, 2 open.",
+                labels=["upstream"]),
+            "orchestrator_upstream_retries_total": CounterMetricFamily(
+                "orchestrator_upstream_retries", "Retries of calls to an upstream.",
+                labels=["upstream"]),
+            "orchestrator_upstream_failures_total": CounterMetricFamily(
+                "orchestrator_upstream_failures", "Failed calls to an upstream.",
+                labels=["upstream"]),
+        }
+        for name, labels, value in self.samples:
+            families[name].add_metric([labels["upstream"]], value)
+        yield from families.values()
+
+
 def render(state: AppState) -> bytes:
     """Refresh the scrape-time gauges and render every metric."""
     with state.db.read() as session:
@@ -28,4 +56,6 @@ def render(state: AppState) -> bytes:
     for pool in POOLS.values():
         QUEUE_DEPTH.labels(pool=pool.name).set(state.redis.llen(pool.queue))
         WORKERS.labels(pool=pool.name).set(len(heartbeat.live_workers(state.redis, pool.name, ttl)))
-    return generate_latest(REGISTRY)
+    upstreams = CollectorRegistry()
+    upstreams.register(Upstreams(render_gauges(state.redis)))
+    return generate_latest(REGISTRY) + generate_latest(upstreams)

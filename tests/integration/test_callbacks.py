@@ -100,3 +100,15 @@ def test_rotation_sends_both_signatures(client: httpx.Client) -> None:
     assert len(request.headers["webhook-signature"].split(" ")) == 2
     for secret in (old, new["secret"]):
         Webhook(secret).verify(request.body, request.headers)
+
+
+def test_the_callback_hosts_breaker_is_visible_to_operators(stack: Stack,
+                                                            client: httpx.Client) -> None:
+    with receiver([(500, {}), (200, {})]) as hook:
+        wait_delivery(client, submit_with_callback(client, hook.url), "succeeded")
+    breakers = {b["name"]: b for b in client.get("/v1/breakers").json()}
+    assert breakers["callback:127.0.0.1"]["state"] == "closed"
+    assert breakers["callback:127.0.0.1"]["failures_total"] >= 1
+    metrics = httpx.get(f"{stack.url}/metrics").text
+    assert 'orchestrator_breaker_state{upstream="callback:127.0.0.1"} 0.0' in metrics
+    assert 'orchestrator_upstream_failures_total{upstream="callback:127.0.0.1"}' in metrics
