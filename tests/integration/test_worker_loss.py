@@ -16,6 +16,17 @@ def children(pid: int) -> list[int]:
     return [int(p) for p in out.split()]
 
 
+def replace_killed_tools_worker(stack: Stack) -> None:
+    """SIGKILL the tools worker and its prefork children, then start a new one."""
+    worker = stack.workers["tools"]
+    orphans = children(worker.pid)
+    worker.kill(signal.SIGKILL)
+    for pid in orphans:
+        subprocess.run(["kill", "-9", str(pid)])
+    worker.stop()
+    stack.start_worker("tools", ["tools"])
+
+
 def test_a_killed_child_process_is_redelivered(stack: Stack, client: httpx.Client) -> None:
     # Given a step running in a prefork child
     job_id = client.post("/v1/jobs", json={"intent": "debug.sleep",
@@ -40,13 +51,7 @@ def test_jobs_finish_when_the_whole_worker_is_killed(stack: Stack, client: httpx
            for i in range(12)]
     time.sleep(0.5)
     # When the worker's main process is SIGKILLed and a new worker starts
-    worker = stack.workers["tools"]
-    orphans = children(worker.pid)
-    worker.kill(signal.SIGKILL)
-    for pid in orphans:
-        subprocess.run(["kill", "-9", str(pid)])
-    worker.stop()
-    stack.start_worker("tools", ["tools"])
+    replace_killed_tools_worker(stack)
     # Then every job still succeeds once its message is redelivered
     jobs = [wait_job(client, job_id, timeout=VISIBILITY_TIMEOUT + 40) for job_id in ids]
     assert [j["status"] for j in jobs] == ["succeeded"] * len(ids)
@@ -61,13 +66,7 @@ def test_a_hundred_jobs_survive_a_killed_worker_and_none_runs_twice(
                        ).json()["job_id"] for i in range(100)]
     time.sleep(0.3)
     # When the tools worker and its children are SIGKILLed mid-run and a new one starts
-    worker = stack.workers["tools"]
-    orphans = children(worker.pid)
-    worker.kill(signal.SIGKILL)
-    for pid in orphans:
-        subprocess.run(["kill", "-9", str(pid)])
-    worker.stop()
-    stack.start_worker("tools", ["tools"])
+    replace_killed_tools_worker(stack)
     # Then all 100 end, and no step that finished was run again
     jobs = [wait_job(client, job_id, timeout=VISIBILITY_TIMEOUT + 60) for job_id in ids]
     assert {j["status"] for j in jobs} == {"succeeded"}

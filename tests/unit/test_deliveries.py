@@ -1,9 +1,7 @@
 """The callback outbox: written with the terminal status, claimed once, retried on schedule."""
 
 import json
-from collections.abc import Iterator
 from datetime import timedelta
-from pathlib import Path
 
 import pytest
 
@@ -11,7 +9,6 @@ from core import deliveries, store
 from core.db import Database
 from core.deliveries import AttemptResult
 from core.errors import Conflict
-from core.migrate import upgrade
 from core.models import Delivery, DeliveryStatus
 from core.store import NewStep
 
@@ -20,22 +17,6 @@ FAILED = AttemptResult(ok=False, gone=False, status_code=500, latency_ms=3, erro
                        retry_after=None)
 OK = AttemptResult(ok=True, gone=False, status_code=200, latency_ms=3, error=None,
                    retry_after=None)
-
-
-@pytest.fixture
-def db(tmp_path: Path) -> Iterator[Database]:
-    url = f"sqlite:///{tmp_path}/store.db"
-    upgrade(url)
-    database = Database(url)
-    yield database
-    database.dispose()
-
-
-@pytest.fixture
-def tenant(db: Database) -> str:
-    with db.write() as session:
-        created, _ = store.create_tenant_key(session=session, tenant_name="acme")
-        return created.id
 
 
 def job_with_callback(db: Database, tenant: str, url: str | None = "https://example.com/h") -> str:

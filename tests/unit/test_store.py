@@ -1,34 +1,15 @@
 """Job-store operations on a real SQLite file (no services needed)."""
 
 import json
-from collections.abc import Iterator
 from datetime import timedelta
-from pathlib import Path
 
 import pytest
 
 from core import store
 from core.db import Database
 from core.errors import Conflict, NotFound
-from core.migrate import upgrade
 from core.models import IdempotencyRecord, JobStatus, StepStatus
 from core.store import NewStep, StepVerdict
-
-
-@pytest.fixture
-def db(tmp_path: Path) -> Iterator[Database]:
-    url = f"sqlite:///{tmp_path}/store.db"
-    upgrade(url)
-    database = Database(url)
-    yield database
-    database.dispose()
-
-
-@pytest.fixture
-def tenant(db: Database) -> str:
-    with db.write() as session:
-        created, _ = store.create_tenant_key(session=session, tenant_name="acme")
-        return created.id
 
 
 def submit(db: Database, tenant: str, steps: int = 2, key: str = "k1",
