@@ -14,12 +14,13 @@ from workers.runtime import Runtime, runtime
 
 log = logging.getLogger(__name__)
 LEASE_MARGIN_SECONDS = 30.0
+CALLBACK_PREFIX = "callback:"
 
 
 def _attempt(rt: Runtime, url: str, body: str, headers: dict[str, str]) -> AttemptResult:
     """One attempt through the receiver host's breaker; an open breaker is a failed attempt."""
     settings = rt.settings.callback
-    upstream = f"callback:{urlsplit(url).hostname}"
+    upstream = f"{CALLBACK_PREFIX}{urlsplit(url).hostname}"
     allowed = callbacks.parse_networks(settings.allowed_networks)
 
     def send() -> callbacks.Attempt:

@@ -6,6 +6,9 @@ from pydantic import BaseModel, Field
 from adapters.breakers import Breakers, BreakerState
 from api.deps import StateDep, TenantDep
 from api.routes.jobs import ERRORS
+from core import deliveries
+from core.errors import NotFound
+from tasks.callbacks import CALLBACK_PREFIX
 
 router = APIRouter(prefix="/v1/breakers", tags=["operations"])
 
@@ -31,15 +34,27 @@ def _breakers(state: StateDep) -> Breakers:
     return Breakers(state.redis, state.settings.breaker)
 
 
+def _visible(state: StateDep, tenant: str, name: str) -> bool:
+    """Shared upstreams are visible to all; a callback host only to tenants that call it back."""
+    if not name.startswith(CALLBACK_PREFIX):
+        return True
+    with state.db.read() as session:
+        return deliveries.has_host(session=session, tenant_id=tenant,
+                                   host=name.removeprefix(CALLBACK_PREFIX))
+
+
 @router.get("", operation_id="listBreakers", response_model=list[BreakerPublic],
             responses=ERRORS)
 def list_breakers(state: StateDep, tenant: TenantDep) -> list[BreakerPublic]:
-    """Every circuit breaker any process has used, with its state and counters."""
-    return [_public(item) for item in _breakers(state).states()]
+    """Every circuit breaker the caller's calls go through, with its state and counters."""
+    return [_public(item) for item in _breakers(state).states()
+            if _visible(state, tenant, item["name"])]
 
 
 @router.post("/{name}/reset", operation_id="resetBreaker", response_model=BreakerPublic,
              responses=ERRORS)
 def reset_breaker(name: str, state: StateDep, tenant: TenantDep) -> BreakerPublic:
     """Close a circuit breaker for every process, so calls to its upstream go through again."""
+    if not _visible(state, tenant, name):
+        raise NotFound(f"no circuit breaker named '{name}'")
     return _public(_breakers(state).reset(name))

@@ -109,6 +109,10 @@ def test_the_callback_hosts_breaker_is_visible_to_operators(stack: Stack,
     breakers = {b["name"]: b for b in client.get("/v1/breakers").json()}
     assert breakers["callback:127.0.0.1"]["state"] == "closed"
     assert breakers["callback:127.0.0.1"]["failures_total"] >= 1
+    with stack.client() as stranger:
+        assert "callback:127.0.0.1" not in [b["name"] for b in stranger.get("/v1/breakers").json()]
+        assert stranger.post("/v1/breakers/callback:127.0.0.1/reset").status_code == 404
+    assert client.post("/v1/breakers/callback:127.0.0.1/reset").status_code == 200
     metrics = httpx.get(f"{stack.url}/metrics").text
     assert 'orchestrator_breaker_state{upstream="callback:127.0.0.1"} 0.0' in metrics
     assert 'orchestrator_upstream_failures_total{upstream="callback:127.0.0.1"}' in metrics
