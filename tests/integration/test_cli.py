@@ -1,0 +1,42 @@
+"""The `orchestrator` command against the running stack: submit and watch."""
+
+import io
+import json
+
+import httpx
+from rich.console import Console
+from typer.testing import CliRunner
+
+from core.cli import app
+from core.watch import watch_job
+from tests.integration.conftest import Stack
+
+
+def test_submit_waits_and_prints_the_job(stack: Stack) -> None:
+    result = CliRunner().invoke(app, [
+        "submit", "debug.chain", "-i", "steps=2", "-i", "delay=0.01", "--wait",
+        "--url", stack.url, "--api-key", stack.new_key()])
+    assert result.exit_code == 0, result.output
+    job = json.loads(result.output)
+    assert job["status"] == "succeeded" and len(job["steps"]) == 2
+
+
+def test_submit_reports_a_bad_request_and_fails(stack: Stack) -> None:
+    result = CliRunner().invoke(app, ["submit", "nope.never", "--url", stack.url,
+                                      "--api-key", stack.new_key()])
+    assert result.exit_code == 1
+    assert "Intent 'nope.never' not found" in result.output
+
+
+def test_watch_follows_a_job_to_its_end(stack: Stack, client: httpx.Client) -> None:
+    job_id = client.post("/v1/jobs", json={"intent": "debug.chain",
+                                           "inputs": {"steps": 3, "delay": 0.2}}).json()["job_id"]
+    screen = io.StringIO()
+    code = watch_job(client, job_id, Console(file=screen, width=160))
+    assert code == 0
+    assert "job_succeeded" in screen.getvalue()
+
+
+def test_watch_exits_1_for_a_failed_job(client: httpx.Client) -> None:
+    job_id = client.post("/v1/jobs", json={"intent": "debug.fail", "inputs": {}}).json()["job_id"]
+    assert watch_job(client, job_id, Console(file=io.StringIO())) == 1
