@@ -63,6 +63,9 @@ class OrchestratorSettings(BaseSettings):
     max_step_deliveries: int = Field(
         5, description="Deliveries of one step before it is failed as poison."
     )
+    upstream_retries: int = Field(
+        5, ge=0, description="Celery retries of a step whose upstream's breaker is open, each "
+        "after the breaker's reset timeout.")
     enqueue_grace: float = Field(
         60.0, description="Seconds after which a committed job that was never enqueued (the "
         "API died in between) is enqueued by the sweeper.")

@@ -242,8 +242,13 @@ def _job_events(session: Session, job: Job,
     return events
 
 
-def begin_step(*, session: Session, job_id: str, index: int, max_deliveries: int) -> StepStart:
-    """Record that a worker took a step; say whether to run it, reuse its output or skip it."""
+def begin_step(*, session: Session, job_id: str, index: int, max_deliveries: int,
+               retries: int = 0) -> StepStart:
+    """Record that a worker took a step; say whether to run it, reuse its output or skip it.
+
+    `retries` is the Celery retry number of this message: each retry is a new message, so the
+    poison limit applies to the deliveries of each one, not to deliberate retries.
+    """
     ledger = _ledger(session, job_id, index)
     if ledger.status.terminal:
         return StepStart(StepVerdict.skip, reason=f"job is {ledger.status}")
@@ -252,7 +257,7 @@ def begin_step(*, session: Session, job_id: str, index: int, max_deliveries: int
             return StepStart(StepVerdict.skip, reason="a redelivery of a step whose chain went on")
         return StepStart(StepVerdict.done, output=ledger.output)
     now, attempts = utcnow(), ledger.attempts + 1
-    if attempts > max_deliveries:
+    if attempts > max_deliveries + retries:
         error = (f"step {index} ({ledger.intent}) was delivered {attempts} times without "
                  "finishing; failed as poison")
         events = _record(session, job_id, index, ledger,

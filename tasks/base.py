@@ -5,7 +5,9 @@ from typing import Any
 from celery import Task
 from celery.exceptions import Ignore
 
+from core.errors import UpstreamUnavailable
 from core.store import StepStart, StepVerdict
+from workers.runtime import runtime
 from workers.signals import record_success
 
 RECORD_RETRY_SECONDS = 3
@@ -28,6 +30,15 @@ class StepTask(Task):  # type: ignore[misc]
             raise Ignore(start.reason)
         if start.verdict == StepVerdict.done:
             return start.output
-        output = self.run(*args, **kwargs)
+        try:
+            output = self.run(*args, **kwargs)
+        except UpstreamUnavailable as exc:
+            # Fail fast now, try again when the breaker lets a call through: no retry is spent
+            # against an upstream that is known to be down.
+            raise self.retry(exc=exc, countdown=exc.retry_after,
+                             max_retries=self._upstream_retries()) from exc
         record_success(self, output)
         return output
+
+    def _upstream_retries(self) -> int:
+        return runtime().settings.orchestrator.upstream_retries

@@ -4,6 +4,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from core.errors import UpstreamUnavailable
+
 
 def echo(inputs: dict[str, Any]) -> dict[str, Any]:
     """Return the inputs unchanged."""
@@ -32,6 +34,8 @@ class DebugFailure(Exception):
     """Raised by `debug.fail`, on purpose."""
 
 
-def fail(message: str) -> None:
-    """Raise `DebugFailure(message)`."""
+def fail(message: str, unavailable_upstream: str | None, retry_after: float) -> None:
+    """Raise `DebugFailure(message)`, or an open breaker's error for `unavailable_upstream`."""
+    if unavailable_upstream:
+        raise UpstreamUnavailable(unavailable_upstream, retry_after)
     raise DebugFailure(message)

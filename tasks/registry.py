@@ -83,6 +83,10 @@ class FailInputs(BaseModel):
     """What `debug.fail` fails with."""
 
     message: str = Field("failed on purpose", max_length=1000, description="The error text.")
+    unavailable_upstream: str | None = Field(
+        None, max_length=200, description="Fail as if this upstream's circuit breaker were "
+        "open (retried by Celery after `retry_after`), to rehearse an outage.")
+    retry_after: float = Field(1.0, ge=0, le=3600, description="With `unavailable_upstream`.")
 
 
 def _one(intent: str, task: str, pool: str) -> Callable[[BaseModel], list[NewStep]]:

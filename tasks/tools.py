@@ -32,4 +32,5 @@ def chain_link(job_id: str, index: int, inputs: dict[str, Any]) -> dict[str, Any
 
 @celery_app.task(base=StepTask, name="tasks.tools.fail")
 def fail(job_id: str, index: int, inputs: dict[str, Any]) -> None:
-    debug.fail(str(inputs["message"]))
+    debug.fail(str(inputs["message"]), inputs.get("unavailable_upstream"),
+               float(inputs.get("retry_after", 1.0)))

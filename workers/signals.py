@@ -72,7 +72,8 @@ def _begin(task: Task, kwargs: dict[str, Any], **_: Any) -> None:
     rt = runtime()
     with rt.db.write() as session:
         start = store.begin_step(session=session, job_id=step[0], index=step[1],
-                                 max_deliveries=rt.settings.orchestrator.max_step_deliveries)
+                                 max_deliveries=rt.settings.orchestrator.max_step_deliveries,
+                                 retries=task.request.retries or 0)
     task.request.orch_start = start
     _publish(task.app, start.events)
 

@@ -1,6 +1,7 @@
 """The job lifecycle through the real API, broker, job store and worker processes."""
 
 import json
+import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 
@@ -65,6 +66,22 @@ def test_a_failing_step_fails_the_job_with_its_reason(client: httpx.Client) -> N
     assert job["status"] == "failed"
     assert "step 0 (debug.fail) failed: DebugFailure: boom" in job["error"]
     assert job["steps"][0]["status"] == "failed"
+
+
+def test_an_open_breaker_is_retried_after_its_timeout_then_fails_clearly(
+        client: httpx.Client) -> None:
+    # Given a step whose upstream's breaker is open (rehearsed by debug.fail)
+    started = time.monotonic()
+    job = client.post("/v1/jobs", json={"intent": "debug.fail", "inputs": {
+        "unavailable_upstream": "flaky-api", "retry_after": 0.5}})
+    # Then Celery retries it once per retry_after, ORCHESTRATOR_UPSTREAM_RETRIES times
+    finished = wait_job(client, job.json()["job_id"])
+    assert time.monotonic() - started >= 1.0
+    assert finished["status"] == "failed"
+    assert "upstream flaky-api unavailable, retry after" in finished["error"]
+    events = [e["type"] for e in client.get(f"/v1/jobs/{finished['id']}/events").json()]
+    assert events.count("step_retrying") == 2
+    assert finished["steps"][0]["attempts"] == 3 and "poison" not in finished["error"]
 
 
 def test_repeated_request_returns_the_same_job(client: httpx.Client) -> None:

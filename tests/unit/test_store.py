@@ -24,10 +24,11 @@ def submit(db: Database, tenant: str, steps: int = 2, key: str = "k1",
         return job.id, created
 
 
-def begin(db: Database, job_id: str, index: int, max_deliveries: int = 3) -> store.StepStart:
+def begin(db: Database, job_id: str, index: int, max_deliveries: int = 3,
+          retries: int = 0) -> store.StepStart:
     with db.write() as session:
         return store.begin_step(session=session, job_id=job_id, index=index,
-                                max_deliveries=max_deliveries)
+                                max_deliveries=max_deliveries, retries=retries)
 
 
 def finish(db: Database, job_id: str, index: int, output: object) -> list[str]:
@@ -168,3 +169,11 @@ def test_a_redelivered_step_whose_chain_went_on_is_skipped(db: Database, tenant:
     finish(db, job_id, 0, {"first": True})
     begin(db, job_id, 1)
     assert begin(db, job_id, 0).verdict == StepVerdict.skip
+
+
+def test_deliberate_retries_do_not_count_towards_poison(db: Database, tenant: str) -> None:
+    job_id, _ = submit(db, tenant)
+    for retry in range(4):
+        start = begin(db, job_id, 0, max_deliveries=1, retries=retry)
+        assert start.verdict == StepVerdict.run
+    assert begin(db, job_id, 0, max_deliveries=1, retries=3).verdict == StepVerdict.skip
