@@ -36,8 +36,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
     client = aioredis.Redis.from_url(settings.broker.url)
     state = AppState(settings=settings, db=Database(settings.database.url),
-                     redis=redis.Redis.from_url(settings.broker.url), aioredis=client,
-                     celery=celery_app, hub=EventHub(client))
+                     redis=redis.Redis.from_url(settings.broker.url), celery=celery_app,
+                     hub=EventHub(client))
     await state.hub.start()
     stamper = asyncio.create_task(_stamp_enqueued(state), name="stamp-enqueued")
     app.state.orch = state

@@ -4,7 +4,6 @@ import time
 from dataclasses import dataclass, field
 
 import redis
-import redis.asyncio as aioredis
 from celery import Celery
 
 from api.hub import EventHub
@@ -17,12 +16,11 @@ KEY_CACHE_SECONDS = 30.0
 
 @dataclass
 class AppState:
-    """The API's clients: job store, Redis (sync and async), the Celery app, the event hub."""
+    """The API's clients: job store, Redis, the Celery app, the event hub."""
 
     settings: Settings
     db: Database
     redis: redis.Redis
-    aioredis: "aioredis.Redis"
     celery: Celery
     hub: EventHub
     enqueued: list[str] = field(default_factory=list)

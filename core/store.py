@@ -202,8 +202,12 @@ def _record(
     session: Session, job_id: str, index: int, ledger: _Ledger, job: dict[str, Any],
     step: dict[str, Any], items: list[tuple[str, dict[str, Any]]],
 ) -> list[LiveEvent]:
-    """Write a step's and its job's new values and the events that say so."""
-    if JobStatus(job.get("status", ledger.status)).terminal and ledger.job.callback_url:
+    """Write a step's and its job's new values and the events that say so.
+
+    When these values end the job (and only then: a job that already ended scheduled its
+    callback then), its callback is scheduled in the same transaction.
+    """
+    if "status" in job and JobStatus(job["status"]).terminal and ledger.job.callback_url:
         row = ledger.job
         outcome = deliveries.Outcome(
             job_id=job_id, tenant_id=row.tenant_id, callback_url=row.callback_url,

@@ -173,3 +173,20 @@ def test_rotation_signs_with_both_secrets(db: Database, tenant: str) -> None:
         deliveries.rotate_secret(session=session, tenant_id=tenant, new_secret="whsec_b")
         both = deliveries.signing_secrets(session=session, tenant_id=tenant, new_secret="x")
     assert first == ["whsec_a"] and both == ["whsec_b", "whsec_a"]
+
+
+def test_a_step_ending_after_cancel_adds_no_second_callback(db: Database, tenant: str) -> None:
+    # Given a job with a callback cancelled while its step runs
+    job_id = job_with_callback(db, tenant)
+    with db.write() as session:
+        store.begin_step(session=session, job_id=job_id, index=0, max_deliveries=3)
+    with db.write() as session:
+        store.cancel_job(session=session, tenant_id=tenant, job_id=job_id)
+    # When the step then finishes, or fails
+    with db.write() as session:
+        finished = store.finish_step(session=session, job_id=job_id, index=0, output=1)
+    with db.write() as session:
+        failed = store.fail_step(session=session, job_id=job_id, index=0, error="late")
+    # Then the cancel's callback is the only one
+    assert [e["type"] for e in [*finished, *failed]] == ["step_succeeded", "step_failed"]
+    assert json.loads(the_delivery(db, job_id).body)["type"] == "job.cancelled"
