@@ -1,6 +1,5 @@
 """The FastAPI app factory: clients built in the lifespan, one error handler for the tree."""
 
-import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -9,7 +8,6 @@ from typing import Any
 import redis
 import redis.asyncio as aioredis
 from fastapi import FastAPI, Request
-from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from kombu.exceptions import OperationalError as KombuOperationalError
@@ -21,14 +19,13 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from api.hub import EventHub
 from api.limits import BodyLimit
 from api.routes import breakers, compat, deliveries, health, intents, jobs, secrets
-from api.state import AppState, flush_enqueued
+from api.state import AppState
 from core.db import Database
 from core.errors import IntentNotFound, InvalidRequest, OrchestratorError
 from core.settings import Settings, get_settings
 from workers.app import celery_app
 
 log = logging.getLogger(__name__)
-ENQUEUED_FLUSH_SECONDS = 0.5
 
 
 @asynccontextmanager
@@ -39,27 +36,14 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
                      redis=redis.Redis.from_url(settings.broker.url), celery=celery_app,
                      hub=EventHub(client))
     await state.hub.start()
-    stamper = asyncio.create_task(_stamp_enqueued(state), name="stamp-enqueued")
     app.state.orch = state
     try:
         yield
     finally:
-        stamper.cancel()
-        await run_in_threadpool(flush_enqueued, state)
         await state.hub.stop()
         await client.aclose()
         state.redis.close()
         state.db.dispose()
-
-
-async def _stamp_enqueued(state: AppState) -> None:
-    """Record which jobs reached the broker, so the sweeper knows the stranded ones."""
-    while True:
-        await asyncio.sleep(ENQUEUED_FLUSH_SECONDS)
-        try:
-            await run_in_threadpool(flush_enqueued, state)
-        except SQLAlchemyError as exc:
-            log.warning("could not stamp enqueued jobs: %s", exc)
 
 
 def _error(status: int, message: str, **extra: object) -> JSONResponse:

@@ -97,7 +97,6 @@ def _store(state: AppState, job_id: str, request: Request, intent: Intent,
 def _enqueue_or_fail(state: AppState, job: Job, steps: list[NewStep]) -> None:
     try:
         enqueue(state.celery, job.id, steps)
-        state.enqueued.append(job.id)
     except (OperationalError, RedisError, OSError) as exc:
         log.error("could not enqueue job %s: %s", job.id, exc)
         error = "the broker could not be reached; the job was not started"

@@ -23,7 +23,6 @@ class AppState:
     redis: redis.Redis
     celery: Celery
     hub: EventHub
-    enqueued: list[str] = field(default_factory=list)
     _keys: dict[str, tuple[str, float]] = field(default_factory=dict)
 
     def tenant_for_key(self, raw_key: str) -> str | None:
@@ -37,11 +36,3 @@ class AppState:
         if tenant is not None:
             self._keys[raw_key] = (tenant, now + KEY_CACHE_SECONDS)
         return tenant
-
-
-def flush_enqueued(state: AppState) -> None:
-    """Stamp the jobs enqueued since the last flush, in one statement off the request path."""
-    batch, state.enqueued = state.enqueued, []
-    if batch:
-        with state.db.write() as session:
-            store.mark_enqueued(session=session, job_ids=batch)

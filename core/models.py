@@ -88,7 +88,6 @@ class Job(SQLModel, table=True):
     idempotency_key: str | None = Field(default=None, max_length=128)
     callback_url: str | None = Field(default=None, max_length=2048)
     created_at: datetime = Field(default_factory=utcnow)
-    enqueued_at: datetime | None = None
     started_at: datetime | None = None
     finished_at: datetime | None = None
 

@@ -41,6 +41,10 @@ class BrokerSettings(BaseSettings):
         30, description="Seconds between a worker's sweeps for messages past the visibility "
         "timeout (those of a worker that died).",
     )
+    restore_lock_seconds: int = Field(
+        30, description="Longest hold of the lock that lets one worker at a time restore "
+        "messages: how long a worker killed while restoring can delay the others.",
+    )
 
 
 class DatabaseSettings(BaseSettings):
@@ -66,9 +70,11 @@ class OrchestratorSettings(BaseSettings):
     upstream_retries: int = Field(
         5, ge=0, description="Celery retries of a step whose upstream's breaker is open, each "
         "after the breaker's reset timeout.")
-    enqueue_grace: float = Field(
-        60.0, description="Seconds after which a committed job that was never enqueued (the "
-        "API died in between) is enqueued by the sweeper.")
+    lost_after: float = Field(
+        120.0, gt=0, description="Seconds a queued or running job may go without an event "
+        "before the sweeper asks the broker for its message; when none is there at two checks "
+        "in a row (the API died before enqueueing, or a killed worker took it), its remaining "
+        "steps are sent again.")
 
 
 class WorkerSettings(BaseSettings):

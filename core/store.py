@@ -129,8 +129,7 @@ def submit_job(
         id=job_id, tenant_id=tenant_id, intent=intent, mode=mode, status=JobStatus.queued,
         inputs=inputs, context=context, result=None, error=None, progress=0.0,
         step_count=len(steps), event_seq=1, idempotency_key=idempotency_key,
-        callback_url=callback_url, created_at=now, enqueued_at=None, started_at=None,
-        finished_at=None)
+        callback_url=callback_url, created_at=now, started_at=None, finished_at=None)
     session.execute(insert(JOBS), [job.model_dump()])
     session.execute(insert(IDEMPOTENCY), [{
         "tenant_id": tenant_id, "key": idempotency_key, "job_id": job_id,
@@ -412,26 +411,48 @@ def append_events(*, session: Session, job_id: str,
     return _insert_events(session, job_id, seq, items)
 
 
-def mark_enqueued(*, session: Session, job_ids: list[str]) -> None:
-    """Stamp jobs whose chain reached the broker."""
-    session.execute(update(JOBS).where(JOBS.c.id.in_(job_ids)).values(enqueued_at=utcnow()))
+ACTIVE = (JobStatus.queued, JobStatus.running)
 
 
-def stranded_jobs(*, session: Session, older_than: float, limit: int) -> list[str]:
-    """Jobs committed but never enqueued and never started, older than `older_than` seconds."""
+def quiet_jobs(*, session: Session, older_than: float, limit: int) -> list[str]:
+    """Queued or running jobs with no event for `older_than` seconds, the quietest first.
+
+    These are the jobs whose next message the broker may have lost; the caller asks the broker.
+    """
     cutoff = utcnow() - timedelta(seconds=older_than)
-    query = (select(Job.id).where(Job.status == JobStatus.queued,
-                                  col(Job.enqueued_at).is_(None), col(Job.created_at) < cutoff)
-             .order_by(col(Job.created_at)).limit(limit))
-    return list(session.exec(query))
+    last = (select(EVENTS.c.created_at)
+            .where(EVENTS.c.job_id == JOBS.c.id, EVENTS.c.seq == JOBS.c.event_seq)
+            .scalar_subquery())
+    query = (select(JOBS.c.id).where(JOBS.c.status.in_(ACTIVE), last < cutoff)
+             .order_by(last).limit(limit))
+    return list(session.execute(query).scalars())
 
 
-def requeue(*, session: Session, job_id: str) -> tuple[list[NewStep], list[LiveEvent]]:
-    """Take a stranded job for enqueueing: its planned steps and a `job_requeued` event."""
+@dataclass
+class Resumption:
+    """The part of a job's chain to send again: its steps from `start` on, and the event."""
+
+    start: int = 0
+    steps: list[NewStep] = field(default_factory=list)
+    events: list[LiveEvent] = field(default_factory=list)
+
+
+def resume(*, session: Session, job_id: str, quiet_for: float) -> Resumption:
+    """Take a job whose message is gone for sending again, from its first unfinished step.
+
+    Nothing is taken when the job ended or moved on (an event in the last `quiet_for`
+    seconds): then a step is being recorded, or another sweeper resumed it first.
+    """
     job = _locked_job(session, job_id)
-    if job.status != JobStatus.queued or job.enqueued_at is not None:
-        return [], []
-    job.enqueued_at = utcnow()
-    steps = [NewStep(s.intent, s.task, s.pool, s.inputs)
-             for s in job_steps(session=session, job_id=job_id)]
-    return steps, _job_events(session, job, [("job_requeued", {"reason": "never enqueued"})])
+    last = session.execute(select(EVENTS.c.created_at).where(
+        EVENTS.c.job_id == job_id, EVENTS.c.seq == job.event_seq)).scalar_one()
+    if job.status not in ACTIVE or last > utcnow() - timedelta(seconds=quiet_for):
+        return Resumption()
+    steps = job_steps(session=session, job_id=job_id)
+    start = next((s.index for s in steps if s.status != StepStatus.succeeded), None)
+    if start is None:
+        return Resumption()
+    events = _job_events(session, job, [("job_requeued", {
+        "index": start, "reason": "the broker had no message for it"})])
+    return Resumption(start, [NewStep(s.intent, s.task, s.pool, s.inputs)
+                              for s in steps[start:]], events)

@@ -23,15 +23,16 @@ def step_signature(app: Celery, job_id: str, index: int, step: NewStep) -> Signa
     )
 
 
-def build_chain(app: Celery, job_id: str, steps: Sequence[NewStep]) -> Signature:
-    """The job's chain: one signature per step, in order."""
-    signatures = [step_signature(app, job_id, index, step) for index, step in enumerate(steps)]
+def build_chain(app: Celery, job_id: str, steps: Sequence[NewStep], start: int = 0) -> Signature:
+    """The job's chain: one signature per step, in order, the first being step `start`."""
+    signatures = [step_signature(app, job_id, index, step)
+                  for index, step in enumerate(steps, start=start)]
     return signatures[0] if len(signatures) == 1 else chain(*signatures)
 
 
-def enqueue(app: Celery, job_id: str, steps: Sequence[NewStep]) -> None:
-    """Send the chain to the broker."""
-    build_chain(app, job_id, steps).apply_async()
+def enqueue(app: Celery, job_id: str, steps: Sequence[NewStep], start: int = 0) -> None:
+    """Send the chain (or its rest, from step `start`) to the broker."""
+    build_chain(app, job_id, steps, start).apply_async()
 
 
 def send_deliveries(app: Celery, events: Sequence[LiveEvent]) -> None:

@@ -35,6 +35,7 @@ def create_celery() -> Celery:
             "visibility_timeout": settings.broker.visibility_timeout,
             "unacked_restore_interval": settings.broker.restore_interval,
             "unacked_restore_throttle": 1,
+            "unacked_mutex_expire": settings.broker.restore_lock_seconds,
         },
         task_queues=[pool_queue(pool) for pool in POOLS.values()],
         task_default_queue="tools",

@@ -7,7 +7,7 @@ import time
 import httpx
 
 from core import store
-from core.store import NewStep
+from tasks.registry import REGISTRY
 from tests.integration.conftest import VISIBILITY_TIMEOUT, Stack, wait_job
 
 
@@ -77,21 +77,57 @@ def test_a_hundred_jobs_survive_a_killed_worker_and_none_runs_twice(
     stack.wait_ready()
 
 
-def test_a_job_committed_but_never_enqueued_is_enqueued_by_the_sweeper(
-        stack: Stack, client: httpx.Client) -> None:
-    # Given a job stored as the API stores it, but never sent to the broker (the API died)
-    tenant = client.get("/v1/jobs").request.headers["authorization"].split()[1]
+def store_job(stack: Stack, client: httpx.Client, steps: int) -> str:
+    """A debug.chain job stored as the API stores it, but never sent to the broker."""
+    raw_key = client.headers["authorization"].split()[1]
+    intent = REGISTRY.get("debug.chain")
     with stack.db.write() as session:
-        tenant_id = store.tenant_for_key(session=session, raw_key=tenant)
+        tenant_id = store.tenant_for_key(session=session, raw_key=raw_key)
         assert tenant_id is not None
         job, _ = store.submit_job(
             session=session, job_id=store.new_job_id(), tenant_id=tenant_id,
-            intent="debug.echo", mode="agent", inputs={"stranded": True}, context={},
-            callback_url=None, steps=[NewStep("debug.echo", "tasks.tools.echo", "tools",
-                                              {"stranded": True})],
+            intent="debug.chain", mode="agent", inputs={"steps": steps}, context={},
+            callback_url=None,
+            steps=intent.plan(intent.inputs.model_validate({"steps": steps})),
             idempotency_key=store.new_job_id(), window=3600)
-    # Then the sweeper enqueues it after the grace period and it succeeds
-    finished = wait_job(client, job.id, timeout=30)
-    assert finished["status"] == "succeeded" and finished["result"] == {"stranded": True}
-    events = [e["type"] for e in client.get(f"/v1/jobs/{job.id}/events").json()]
-    assert events[:2] == ["job_queued", "job_requeued"]
+    return job.id
+
+
+def test_a_job_committed_but_never_enqueued_is_sent_by_the_sweeper(
+        stack: Stack, client: httpx.Client) -> None:
+    # Given a job in the store with no message in the broker (the API died in between)
+    job_id = store_job(stack, client, steps=1)
+    # Then the sweeper sends it once it has been quiet, and it succeeds
+    finished = wait_job(client, job_id, timeout=30)
+    assert finished["status"] == "succeeded"
+    events = client.get(f"/v1/jobs/{job_id}/events").json()
+    assert [e["type"] for e in events][:2] == ["job_queued", "job_requeued"]
+    assert events[1]["data"]["index"] == 0
+
+
+def test_a_chain_whose_next_message_was_lost_goes_on_without_repeating_a_step(
+        stack: Stack, client: httpx.Client) -> None:
+    # Given a job whose first step finished and whose second step's message is gone
+    job_id = store_job(stack, client, steps=2)
+    with stack.db.write() as session:
+        store.begin_step(session=session, job_id=job_id, index=0, max_deliveries=3)
+        store.finish_step(session=session, job_id=job_id, index=0, output={"from": "before"})
+    # Then the sweeper sends the chain on from step 1, and step 0 is not run again
+    finished = wait_job(client, job_id, timeout=30)
+    assert finished["status"] == "succeeded"
+    assert finished["steps"][0]["output"] == {"from": "before"}
+    assert finished["steps"][0]["attempts"] == 1 and finished["steps"][1]["attempts"] == 1
+    events = client.get(f"/v1/jobs/{job_id}/events").json()
+    requeued = [e["data"]["index"] for e in events if e["type"] == "job_requeued"]
+    assert requeued == [1]
+
+
+def test_a_long_step_is_not_taken_for_a_lost_one(stack: Stack, client: httpx.Client) -> None:
+    # Given a step that runs longer than ORCHESTRATOR_LOST_AFTER without an event
+    job_id = client.post("/v1/jobs", json={"intent": "debug.sleep",
+                                           "inputs": {"seconds": 6}}).json()["job_id"]
+    # Then its message, held unacknowledged by the worker, keeps the sweeper away
+    finished = wait_job(client, job_id, timeout=30)
+    assert finished["status"] == "succeeded" and finished["steps"][0]["attempts"] == 1
+    events = [e["type"] for e in client.get(f"/v1/jobs/{job_id}/events").json()]
+    assert "job_requeued" not in events

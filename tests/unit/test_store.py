@@ -1,6 +1,7 @@
 """Job-store operations on a real SQLite file (no services needed)."""
 
 import json
+import time
 from datetime import timedelta
 
 import pytest
@@ -177,3 +178,47 @@ def test_deliberate_retries_do_not_count_towards_poison(db: Database, tenant: st
         start = begin(db, job_id, 0, max_deliveries=1, retries=retry)
         assert start.verdict == StepVerdict.run
     assert begin(db, job_id, 0, max_deliveries=1, retries=3).verdict == StepVerdict.skip
+
+
+def quiet(db: Database, older_than: float) -> list[str]:
+    with db.read() as session:
+        return store.quiet_jobs(session=session, older_than=older_than, limit=10)
+
+
+def resume(db: Database, job_id: str, quiet_for: float) -> store.Resumption:
+    with db.write() as session:
+        return store.resume(session=session, job_id=job_id, quiet_for=quiet_for)
+
+
+def test_only_unfinished_jobs_without_recent_events_are_quiet(db: Database, tenant: str) -> None:
+    waiting, _ = submit(db, tenant, key="waiting")
+    ended, _ = submit(db, tenant, steps=1, key="ended")
+    begin(db, ended, 0)
+    finish(db, ended, 0, "done")
+    time.sleep(0.2)
+    submit(db, tenant, key="moving")
+    assert quiet(db, older_than=0.1) == [waiting]
+    assert quiet(db, older_than=60) == []
+
+
+def test_a_resumed_job_goes_on_from_its_first_unfinished_step(db: Database, tenant: str) -> None:
+    job_id, _ = submit(db, tenant, steps=3)
+    begin(db, job_id, 0)
+    finish(db, job_id, 0, "first")
+    time.sleep(0.2)
+    taken = resume(db, job_id, quiet_for=0.1)
+    assert taken.start == 1 and [s.inputs for s in taken.steps] == [{"i": 1}, {"i": 2}]
+    assert [e["type"] for e in taken.events] == ["job_requeued"]
+    assert taken.events[0]["data"]["index"] == 1
+
+
+def test_a_job_that_moved_on_or_ended_is_not_resumed(db: Database, tenant: str) -> None:
+    job_id, _ = submit(db, tenant, steps=1)
+    assert resume(db, job_id, quiet_for=60).steps == []
+    time.sleep(0.2)
+    assert resume(db, job_id, quiet_for=0.1).steps != []
+    assert resume(db, job_id, quiet_for=0.1).steps == [], "a second sweeper must not take it"
+    begin(db, job_id, 0)
+    finish(db, job_id, 0, "done")
+    time.sleep(0.2)
+    assert resume(db, job_id, quiet_for=0.1).steps == []

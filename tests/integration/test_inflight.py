@@ -1,0 +1,59 @@
+"""Finding a job's messages in a real broker: queued, taken by a worker, or gone."""
+
+from collections.abc import Iterator
+
+import pytest
+import redis
+from celery import Celery
+
+from core.settings import get_settings
+from core.store import NewStep
+from tasks.chain import enqueue
+from workers.app import create_celery
+from workers.inflight import CHUNK, jobs_in_broker
+
+STEP = NewStep("debug.echo", "tasks.tools.echo", "tools", {"a": 1})
+
+
+@pytest.fixture
+def url(broker_url: str) -> Iterator[str]:
+    own = broker_url.rsplit("/", 1)[0] + "/5"
+    redis.Redis.from_url(own).flushdb()
+    yield own
+    redis.Redis.from_url(own).flushdb()
+
+
+@pytest.fixture
+def app(url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Celery]:
+    monkeypatch.setenv("REDIS_URL", url)
+    get_settings.cache_clear()
+    yield create_celery()
+    get_settings.cache_clear()
+
+
+def test_a_queued_job_is_found_and_others_are_not(app: Celery, url: str) -> None:
+    enqueue(app, "job_queued", [STEP, STEP])
+    found = jobs_in_broker(redis.Redis.from_url(url), ["job_queued", "job_gone"])
+    assert found == {"job_queued"}
+
+
+def test_a_job_is_found_past_the_first_chunk(app: Celery, url: str) -> None:
+    for n in range(CHUNK + 5):
+        enqueue(app, f"job_{n}", [STEP])
+    client = redis.Redis.from_url(url)
+    assert jobs_in_broker(client, ["job_0", f"job_{CHUNK + 4}", "job_gone"]) == {
+        "job_0", f"job_{CHUNK + 4}"}
+
+
+def test_a_taken_but_unacknowledged_message_is_found_until_acked(app: Celery, url: str) -> None:
+    enqueue(app, "job_taken", [STEP], start=3)
+    client = redis.Redis.from_url(url)
+    with app.connection_for_read() as connection:
+        queue = connection.SimpleQueue("tools", no_ack=False)
+        message = queue.get(timeout=5)
+        assert message.headers["id"] == "job_taken-3"
+        assert client.llen("tools") == 0
+        assert jobs_in_broker(client, ["job_taken"]) == {"job_taken"}
+        message.ack()
+        assert jobs_in_broker(client, ["job_taken"]) == set()
+        queue.close()
