@@ -29,7 +29,8 @@ def api() -> None:
 
     settings = get_settings()
     uvicorn.run("api.main:create_app", factory=True, host=settings.api.host,
-                port=settings.api.port, log_level="warning", access_log=False)
+                port=settings.api.port, workers=settings.api.workers, log_level="warning",
+                access_log=False)
 
 
 @app.command()

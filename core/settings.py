@@ -20,6 +20,7 @@ class ApiSettings(BaseSettings):
     model_config = _config("API_")
     host: str = Field("127.0.0.1", description="Address the API binds to.")
     port: int = Field(8000, description="Port the API listens on.")
+    workers: int = Field(1, ge=1, description="API processes sharing the port (uvicorn workers).")
     max_body_bytes: int = Field(1024 * 1024, description="Largest accepted request body.")
 
 
