@@ -36,3 +36,8 @@ class AppState:
         if tenant is not None:
             self._keys[raw_key] = (tenant, now + KEY_CACHE_SECONDS)
         return tenant
+
+    def is_operator(self, tenant_id: str) -> bool:
+        """Whether the tenant is an operator (read from the store: rare, never cached)."""
+        with self.db.read() as session:
+            return store.is_operator(session=session, tenant_id=tenant_id)

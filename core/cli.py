@@ -78,21 +78,26 @@ def migrate() -> None:
 
 
 @keys.command("create")
-def keys_create(tenant: Annotated[str, typer.Option(help="Tenant name.")] = "default") -> None:
+def keys_create(
+    tenant: Annotated[str, typer.Option(help="Tenant name.")] = "default",
+    operator: Annotated[bool, typer.Option(
+        help="Make the tenant an operator: it may also reset shared circuit breakers.")] = False,
+) -> None:
     """Create an API key for a tenant and print its callback signing secret, then the key."""
-    raw, secret = _create_key(tenant)
+    raw, secret = _create_key(tenant, operator)
     print(f"webhook secret: {secret}")
     print(raw)
 
 
-def _create_key(tenant: str) -> tuple[str, str]:
+def _create_key(tenant: str, operator: bool = False) -> tuple[str, str]:
     from adapters.callbacks import new_secret
     from core import deliveries, store
     from core.db import Database
 
     db = Database(get_settings().database.url)
     with db.write() as session:
-        created, raw = store.create_tenant_key(session=session, tenant_name=tenant)
+        created, raw = store.create_tenant_key(session=session, tenant_name=tenant,
+                                               operator=operator)
         secrets = deliveries.signing_secrets(session=session, tenant_id=created.id,
                                              new_secret=new_secret())
     db.dispose()
@@ -122,7 +127,7 @@ def dev() -> None:
         process = broker.start(url.port or 6379, DATA_DIR / "broker")
         print(f"broker: {broker.server_binary()} on {settings.broker.url}")
     upgrade(settings.database.url)
-    api_key = _dev_secret(DATA_DIR / "dev-api-key", lambda: _create_key("dev")[0])
+    api_key = _dev_secret(DATA_DIR / "dev-api-key", lambda: _create_key("dev", operator=True)[0])
     flower_auth = settings.flower.basic_auth or _dev_secret(
         DATA_DIR / "flower-auth", lambda: f"admin:{secrets.token_urlsafe(12)}")
     base = f"http://{settings.api.host}:{settings.api.port}"

@@ -43,6 +43,12 @@ class Unauthorized(OrchestratorError):
     status_code = 401
 
 
+class Forbidden(OrchestratorError):
+    """Raised when a valid API key may not do what it asked."""
+
+    status_code = 403
+
+
 class Unavailable(OrchestratorError):
     """Raised when a dependency (broker, database) cannot be reached."""
 

@@ -4,7 +4,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import JSON, Column, Index, UniqueConstraint
+from sqlalchemy import JSON, Column, Index, UniqueConstraint, false
 from sqlmodel import Field, SQLModel
 
 
@@ -55,6 +55,7 @@ class Tenant(SQLModel, table=True):
     webhook_secret: str = Field(default="", max_length=128)
     previous_webhook_secret: str | None = Field(default=None, max_length=128)
     previous_secret_expires_at: datetime | None = None
+    operator: bool = Field(default=False, sa_column_kwargs={"server_default": false()})
 
 
 class ApiKey(SQLModel, table=True):

@@ -73,13 +73,19 @@ def step_task_id(job_id: str, index: int) -> str:
     return f"{job_id}-{index}"
 
 
-def create_tenant_key(*, session: Session, tenant_name: str) -> tuple[Tenant, str]:
-    """Create (or reuse) a tenant and give it a new API key; returns the raw key once."""
+def create_tenant_key(*, session: Session, tenant_name: str,
+                      operator: bool = False) -> tuple[Tenant, str]:
+    """Create (or reuse) a tenant and give it a new API key; returns the raw key once.
+
+    `operator` makes the tenant an operator (it never unmakes one): its keys may also act on
+    what all tenants share, such as the circuit breakers of shared upstreams.
+    """
     tenant = session.exec(select(Tenant).where(Tenant.name == tenant_name)).first()
     if tenant is None:
         tenant = Tenant(id=f"ten_{uuid.uuid4().hex[:16]}", name=tenant_name)
-        session.add(tenant)
-        session.flush()
+    tenant.operator = tenant.operator or operator
+    session.add(tenant)
+    session.flush()
     raw_key = f"ork_{secrets.token_urlsafe(32)}"
     session.add(ApiKey(id=f"key_{uuid.uuid4().hex[:16]}", tenant_id=tenant.id,
                        key_hash=hash_key(raw_key)))
@@ -94,6 +100,12 @@ def tenant_for_key(*, session: Session, raw_key: str) -> str | None:
         )
     ).first()
     return row
+
+
+def is_operator(*, session: Session, tenant_id: str) -> bool:
+    """Whether the tenant is an operator."""
+    tenant = session.get(Tenant, tenant_id)
+    return tenant is not None and tenant.operator
 
 
 def _live_idempotency(*, session: Session, tenant_id: str, key: str) -> IdempotencyRecord | None:

@@ -6,8 +6,9 @@ from pydantic import BaseModel, Field
 from adapters.breakers import Breakers, BreakerState
 from api.deps import StateDep, TenantDep
 from api.routes.jobs import ERRORS
+from api.schemas import ErrorBody
 from core import deliveries
-from core.errors import NotFound
+from core.errors import Forbidden, NotFound
 from tasks.callbacks import CALLBACK_PREFIX
 
 router = APIRouter(prefix="/v1/breakers", tags=["operations"])
@@ -34,27 +35,41 @@ def _breakers(state: StateDep) -> Breakers:
     return Breakers(state.redis, state.settings.breaker)
 
 
-def _visible(state: StateDep, tenant: str, name: str) -> bool:
-    """Shared upstreams are visible to all; a callback host only to tenants that call it back."""
+def _own_callback_host(state: StateDep, tenant: str, name: str) -> bool:
+    """Whether `name` is the breaker of a host the tenant's callbacks go to."""
     if not name.startswith(CALLBACK_PREFIX):
-        return True
+        return False
     with state.db.read() as session:
         return deliveries.has_host(session=session, tenant_id=tenant,
                                    host=name.removeprefix(CALLBACK_PREFIX))
 
 
+def _visible(state: StateDep, tenant: str, name: str) -> bool:
+    """Shared upstreams are visible to all; a callback host only to tenants that call it back."""
+    return not name.startswith(CALLBACK_PREFIX) or _own_callback_host(state, tenant, name)
+
+
 @router.get("", operation_id="listBreakers", response_model=list[BreakerPublic],
             responses=ERRORS)
 def list_breakers(state: StateDep, tenant: TenantDep) -> list[BreakerPublic]:
-    """Every circuit breaker the caller's calls go through, with its state and counters."""
+    """Every circuit breaker the caller's calls go through (every one, for an operator)."""
+    everything = state.is_operator(tenant)
     return [_public(item) for item in _breakers(state).states()
-            if _visible(state, tenant, item["name"])]
+            if everything or _visible(state, tenant, item["name"])]
 
 
 @router.post("/{name}/reset", operation_id="resetBreaker", response_model=BreakerPublic,
-             responses=ERRORS)
+             responses={**ERRORS, 403: {"model": ErrorBody}})
 def reset_breaker(name: str, state: StateDep, tenant: TenantDep) -> BreakerPublic:
-    """Close a circuit breaker for every process, so calls to its upstream go through again."""
-    if not _visible(state, tenant, name):
-        raise NotFound(f"no circuit breaker named '{name}'")
+    """Close a circuit breaker for every process, so calls to its upstream go through again.
+
+    A tenant may reset the breaker of a host its callbacks go to; the breakers of shared
+    upstreams need an operator key (`orchestrator keys create --operator`).
+    """
+    if not state.is_operator(tenant):
+        if not _visible(state, tenant, name):
+            raise NotFound(f"no circuit breaker named '{name}'")
+        if not _own_callback_host(state, tenant, name):
+            raise Forbidden(f"'{name}' guards an upstream all tenants share: resetting it needs "
+                            "an operator key (orchestrator keys create --operator)")
     return _public(_breakers(state).reset(name))

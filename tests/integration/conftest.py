@@ -32,10 +32,11 @@ class Stack:
     workers: dict[str, services.Process] = field(default_factory=dict)
     api: services.Process | None = None
 
-    def new_key(self) -> str:
+    def new_key(self, operator: bool = False) -> str:
         with self.db.write() as session:
             _, raw = store.create_tenant_key(session=session,
-                                             tenant_name=f"t-{uuid.uuid4().hex[:8]}")
+                                             tenant_name=f"t-{uuid.uuid4().hex[:8]}",
+                                             operator=operator)
         return raw
 
     def client(self, key: str | None = None) -> httpx.Client:

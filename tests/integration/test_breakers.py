@@ -283,7 +283,8 @@ def test_routes_list_and_reset(broker_url: str, client: redis.Redis,
     run_process(broker_url, upstream, calls=3)
     app = FastAPI()
     app.include_router(breaker_routes.router)
-    state = type("State", (), {"redis": client, "settings": type("S", (), {"breaker": SETTINGS})})
+    state = type("State", (), {"redis": client, "settings": type("S", (), {"breaker": SETTINGS}),
+                               "is_operator": lambda self, tenant: tenant == "ops"})()
     app.dependency_overrides[get_state] = lambda: state
     app.dependency_overrides[get_tenant] = lambda: "ops"
     with TestClient(app) as http:

@@ -4,10 +4,13 @@ import io
 import json
 
 import httpx
+import pytest
 from rich.console import Console
 from typer.testing import CliRunner
 
+from core import store
 from core.cli import app
+from core.settings import get_settings
 from core.watch import watch_job
 from tests.integration.conftest import Stack
 
@@ -40,3 +43,26 @@ def test_watch_follows_a_job_to_its_end(stack: Stack, client: httpx.Client) -> N
 def test_watch_exits_1_for_a_failed_job(client: httpx.Client) -> None:
     job_id = client.post("/v1/jobs", json={"intent": "debug.fail", "inputs": {}}).json()["job_id"]
     assert watch_job(client, job_id, Console(file=io.StringIO())) == 1
+
+
+def test_keys_create_prints_a_working_key_last(stack: Stack,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DATABASE_URL", stack.env["DATABASE_URL"])
+    get_settings.cache_clear()
+    try:
+        plain = CliRunner().invoke(app, ["keys", "create", "--tenant", "cli-plain"])
+        ops = CliRunner().invoke(app, ["keys", "create", "--tenant", "cli-ops", "--operator"])
+    finally:
+        get_settings.cache_clear()
+    assert plain.exit_code == 0 and ops.exit_code == 0, plain.output + ops.output
+    assert plain.output.splitlines()[0].startswith("webhook secret: whsec_")
+    operators = {}
+    for result in (plain, ops):
+        key = result.output.splitlines()[-1]
+        assert httpx.get(f"{stack.url}/v1/jobs", headers={
+            "Authorization": f"Bearer {key}"}).status_code == 200
+        with stack.db.read() as session:
+            tenant = store.tenant_for_key(session=session, raw_key=key)
+            assert tenant is not None
+            operators[result is ops] = store.is_operator(session=session, tenant_id=tenant)
+    assert operators == {False: False, True: True}
