@@ -1,15 +1,16 @@
-"""A real HTTP callback receiver on loopback that answers from a script and records requests."""
+"""Real HTTP(S) servers on loopback that record every request; the tests' callback receivers."""
 
+import ssl
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
 @dataclass
-class Received:
-    """One request the receiver got."""
+class Seen:
+    """One request a test server got."""
 
     path: str
     headers: dict[str, str]
@@ -17,46 +18,82 @@ class Received:
 
 
 @dataclass
-class Receiver:
-    """Answers each POST with the next scripted (status, headers); the last one repeats."""
+class Server:
+    """A loopback server: its base URL, port, what it received and the TLS names it was asked."""
 
-    script: list[tuple[int, dict[str, str]]]
-    received: list[Received] = field(default_factory=list)
-    url: str = ""
+    url: str
+    port: int
+    received: list[Seen] = field(default_factory=list)
+    sni: list[str | None] = field(default_factory=list)
 
-    def answer(self) -> tuple[int, dict[str, str]]:
-        index = min(len(self.received) - 1, len(self.script) - 1)
-        return self.script[index]
+
+Answer = Callable[[BaseHTTPRequestHandler], None]
+
+
+class _Quiet(ThreadingHTTPServer):
+    block_on_close = False
+    daemon_threads = True
 
 
 @contextmanager
-def receiver(script: list[tuple[int, dict[str, str]]]) -> Iterator[Receiver]:
-    """Serve `script` on 127.0.0.1 until the block ends."""
-    state = Receiver(script=script)
+def serve(answer: Answer, tls: ssl.SSLContext | None = None) -> Iterator[Server]:
+    """Serve on 127.0.0.1 (a free port) and let `answer` write every response."""
+    server = _Quiet(("127.0.0.1", 0), _handler(answer))
+    port = server.server_address[1]
+    state = Server(url=f"{'https' if tls else 'http'}://127.0.0.1:{port}", port=port)
+    server.state = state  # type: ignore[attr-defined]
+    if tls is not None:
+        def record_sni(_sock: ssl.SSLObject, name: str | None, _ctx: ssl.SSLContext) -> None:
+            state.sni.append(name)
 
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:  # noqa: N802 - the http.server API
-            body = self.rfile.read(int(self.headers.get("content-length", 0)))
-            state.received.append(Received(self.path, dict(self.headers), body))
-            status, headers = state.answer()
-            self.send_response(status)
-            for name, value in headers.items():
-                self.send_header(name, value)
-            self.send_header("content-length", "2")
-            self.end_headers()
-            self.wfile.write(b"ok")
-
-        do_GET = do_POST  # noqa: N815
-
-        def log_message(self, *_: object) -> None:
-            return
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    state.url = f"http://127.0.0.1:{server.server_address[1]}/hook"
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+        tls.sni_callback = record_sni
+        server.socket = tls.wrap_socket(server.socket, server_side=True)
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
     thread.start()
     try:
         yield state
     finally:
         server.shutdown()
         server.server_close()
+
+
+def _handler(answer: Answer) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802 - the http.server API
+            body = self.rfile.read(int(self.headers.get("content-length", 0)))
+            state: Server = self.server.state  # type: ignore[attr-defined]
+            state.received.append(Seen(self.path, {k.lower(): v for k, v in self.headers.items()},
+                                      body))
+            answer(self)
+
+        do_GET = do_POST  # noqa: N815
+
+        def log_message(self, *_: object) -> None:
+            return
+
+    return Handler
+
+
+def reply(status: int, headers: dict[str, str] | None = None, body: bytes = b"ok") -> Answer:
+    def answer(handler: BaseHTTPRequestHandler) -> None:
+        handler.send_response(status)
+        for name, value in (headers or {}).items():
+            handler.send_header(name, value)
+        handler.send_header("content-length", str(len(body)))
+        handler.end_headers()
+        handler.wfile.write(body)
+
+    return answer
+
+
+@dataclass
+class Script:
+    """Answers the n-th request with the n-th (status, headers) of `steps`; the last repeats."""
+
+    steps: list[tuple[int, dict[str, str]]]
+    served: int = 0
+
+    def __call__(self, handler: BaseHTTPRequestHandler) -> None:
+        status, headers = self.steps[min(self.served, len(self.steps) - 1)]
+        self.served += 1
+        reply(status, headers)(handler)

@@ -5,12 +5,11 @@ import ssl
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
@@ -25,87 +24,10 @@ from adapters.callbacks import (
     parse_retry_after,
     webhook_headers,
 )
+from tests.integration.receiver import reply, serve
 
 LOOPBACK = parse_networks(["127.0.0.1/32"])
 BODY = b'{"type": "job.succeeded", "data": {"job_id": "j1"}}'
-
-
-@dataclass
-class Seen:
-    """One request a test server got."""
-
-    path: str
-    headers: dict[str, str]
-    body: bytes
-
-
-@dataclass
-class Server:
-    """A loopback server: its base URL, port, what it received and the TLS names it was asked."""
-
-    url: str
-    port: int
-    received: list[Seen] = field(default_factory=list)
-    sni: list[str | None] = field(default_factory=list)
-
-
-Answer = Callable[[BaseHTTPRequestHandler], None]
-
-
-class _Quiet(ThreadingHTTPServer):
-    block_on_close = False
-    daemon_threads = True
-
-
-@contextmanager
-def serve(answer: Answer, tls: ssl.SSLContext | None = None) -> Iterator[Server]:
-    """Serve on 127.0.0.1 (a free port) and let `answer` write every response."""
-    server = _Quiet(("127.0.0.1", 0), _handler(answer))
-    port = server.server_address[1]
-    state = Server(url=f"{'https' if tls else 'http'}://127.0.0.1:{port}", port=port)
-    server.state = state  # type: ignore[attr-defined]
-    if tls is not None:
-        def record_sni(_sock: ssl.SSLObject, name: str | None, _ctx: ssl.SSLContext) -> None:
-            state.sni.append(name)
-
-        tls.sni_callback = record_sni
-        server.socket = tls.wrap_socket(server.socket, server_side=True)
-    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
-    thread.start()
-    try:
-        yield state
-    finally:
-        server.shutdown()
-        server.server_close()
-
-
-def _handler(answer: Answer) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:  # noqa: N802 - the http.server API
-            body = self.rfile.read(int(self.headers.get("content-length", 0)))
-            state: Server = self.server.state  # type: ignore[attr-defined]
-            state.received.append(Seen(self.path, {k.lower(): v for k, v in self.headers.items()},
-                                      body))
-            answer(self)
-
-        do_GET = do_POST  # noqa: N815
-
-        def log_message(self, *_: object) -> None:
-            return
-
-    return Handler
-
-
-def reply(status: int, headers: dict[str, str] | None = None, body: bytes = b"ok") -> Answer:
-    def answer(handler: BaseHTTPRequestHandler) -> None:
-        handler.send_response(status)
-        for name, value in (headers or {}).items():
-            handler.send_header(name, value)
-        handler.send_header("content-length", str(len(body)))
-        handler.end_headers()
-        handler.wfile.write(body)
-
-    return answer
 
 
 def send(url: str, *, secret: str | None = None, timeout: float = 5.0,

@@ -7,7 +7,7 @@ import httpx
 from standardwebhooks.webhooks import Webhook
 
 from tests.integration.conftest import Stack, wait_job
-from tests.integration.receiver import receiver
+from tests.integration.receiver import Script, reply, serve
 
 
 def wait_delivery(client: httpx.Client, job_id: str, status: str,
@@ -31,7 +31,7 @@ def submit_with_callback(client: httpx.Client, url: str) -> str:
 
 def test_failing_receiver_gets_one_success_with_one_webhook_id(client: httpx.Client) -> None:
     # Given a receiver that fails twice, then succeeds
-    with receiver([(500, {}), (503, {}), (200, {})]) as hook:
+    with serve(Script([(500, {}), (503, {}), (200, {})])) as hook:
         job_id = submit_with_callback(client, hook.url)
         # When the job ends
         wait_job(client, job_id)
@@ -49,11 +49,12 @@ def test_failing_receiver_gets_one_success_with_one_webhook_id(client: httpx.Cli
 
 
 def test_always_failing_receiver_ends_dead_and_redelivers(client: httpx.Client) -> None:
-    with receiver([(500, {})]) as hook:
+    script = Script([(500, {})])
+    with serve(script) as hook:
         job_id = submit_with_callback(client, hook.url)
         dead = wait_delivery(client, job_id, "dead")
         assert dead["attempts"] == 4 and len(hook.received) == 4
-        hook.script = [(200, {})]
+        script.steps = [(200, {})]
         again = client.post(f"/v1/deliveries/{dead['id']}/redeliver")
         assert again.status_code == 200
         done = wait_delivery(client, job_id, "succeeded")
@@ -62,8 +63,8 @@ def test_always_failing_receiver_ends_dead_and_redelivers(client: httpx.Client) 
 
 
 def test_a_redirect_is_a_failure_and_never_followed(client: httpx.Client) -> None:
-    with receiver([(200, {})]) as target, \
-            receiver([(302, {"Location": target.url})]) as hook:
+    with serve(reply(200)) as target, \
+            serve(reply(302, {"Location": target.url})) as hook:
         job_id = submit_with_callback(client, hook.url)
         dead = wait_delivery(client, job_id, "dead")
     assert target.received == []
@@ -71,7 +72,7 @@ def test_a_redirect_is_a_failure_and_never_followed(client: httpx.Client) -> Non
 
 
 def test_private_literal_target_is_refused_at_submit(client: httpx.Client) -> None:
-    with receiver([(200, {})]) as hook:
+    with serve(reply(200)) as hook:
         url = hook.url.replace("127.0.0.1", "127.0.0.2")
         response = client.post("/v1/jobs", json={"intent": "debug.echo", "callback_url": url})
         assert response.status_code == 422
@@ -80,7 +81,7 @@ def test_private_literal_target_is_refused_at_submit(client: httpx.Client) -> No
 
 
 def test_a_tenant_sees_only_its_deliveries(stack: Stack, client: httpx.Client) -> None:
-    with receiver([(200, {})]) as hook:
+    with serve(reply(200)) as hook:
         job_id = submit_with_callback(client, hook.url)
         delivery = wait_delivery(client, job_id, "succeeded")
     with stack.client() as stranger:
@@ -93,7 +94,7 @@ def test_rotation_sends_both_signatures(client: httpx.Client) -> None:
     old = client.get("/v1/webhook-secret").json()["secret"]
     new = client.post("/v1/webhook-secret/rotate").json()
     assert new["previous_secret"] == old and new["secret"] != old
-    with receiver([(200, {})]) as hook:
+    with serve(reply(200)) as hook:
         job_id = submit_with_callback(client, hook.url)
         wait_delivery(client, job_id, "succeeded")
     request = hook.received[0]
@@ -102,9 +103,9 @@ def test_rotation_sends_both_signatures(client: httpx.Client) -> None:
         Webhook(secret).verify(request.body, request.headers)
 
 
-def test_the_callback_hosts_breaker_is_visible_to_operators(stack: Stack,
-                                                            client: httpx.Client) -> None:
-    with receiver([(500, {}), (200, {})]) as hook:
+def test_the_callback_hosts_breaker_is_visible_to_its_tenant(stack: Stack,
+                                                             client: httpx.Client) -> None:
+    with serve(Script([(500, {}), (200, {})])) as hook:
         wait_delivery(client, submit_with_callback(client, hook.url), "succeeded")
     breakers = {b["name"]: b for b in client.get("/v1/breakers").json()}
     assert breakers["callback:127.0.0.1"]["state"] == "closed"
