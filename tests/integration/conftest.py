@@ -96,7 +96,7 @@ def stack(request: pytest.FixtureRequest, broker_url: str) -> Iterator[Stack]:
            "BROKER_RESTORE_INTERVAL": "1",
            "CALLBACK_ALLOWED_NETWORKS": '["127.0.0.1/32"]', "CALLBACK_SCHEDULE": "[0.3, 0.3, 0.3]",
            "CALLBACK_SWEEP_SECONDS": "0.3", "CALLBACK_TIMEOUT": "3",
-           "BREAKER_FAIL_MAX": "1000", "ORCHESTRATOR_LOST_AFTER": "3",
+           "BREAKER_FAIL_MAX": "1000", "ORCHESTRATOR_LOST_AFTER": "2",
            "BROKER_RESTORE_LOCK_SECONDS": "5",
            "ORCHESTRATOR_UPSTREAM_RETRIES": "2",
            "ORCHESTRATOR_SYNC_TIMEOUT": "8", "PATH": f"{services.BIN}:{os.environ['PATH']}"}

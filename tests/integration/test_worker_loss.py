@@ -123,9 +123,10 @@ def test_a_chain_whose_next_message_was_lost_goes_on_without_repeating_a_step(
 
 
 def test_a_long_step_is_not_taken_for_a_lost_one(stack: Stack, client: httpx.Client) -> None:
-    # Given a step that runs longer than ORCHESTRATOR_LOST_AFTER without an event
+    # Given a step quiet for longer than ORCHESTRATOR_LOST_AFTER and two checks after it (2 s
+    # + 2 × 2/3 s), but shorter than the visibility timeout (6 s: the broker would redeliver it)
     job_id = client.post("/v1/jobs", json={"intent": "debug.sleep",
-                                           "inputs": {"seconds": 6}}).json()["job_id"]
+                                           "inputs": {"seconds": 4.5}}).json()["job_id"]
     # Then its message, held unacknowledged by the worker, keeps the sweeper away
     finished = wait_job(client, job_id, timeout=30)
     assert finished["status"] == "succeeded" and finished["steps"][0]["attempts"] == 1
