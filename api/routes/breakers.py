@@ -66,10 +66,9 @@ def reset_breaker(name: str, state: StateDep, tenant: TenantDep) -> BreakerPubli
     A tenant may reset the breaker of a host its callbacks go to; the breakers of shared
     upstreams need an operator key (`orchestrator keys create --operator`).
     """
-    if not state.is_operator(tenant):
-        if not _visible(state, tenant, name):
+    if not state.is_operator(tenant) and not _own_callback_host(state, tenant, name):
+        if name.startswith(CALLBACK_PREFIX):
             raise NotFound(f"no circuit breaker named '{name}'")
-        if not _own_callback_host(state, tenant, name):
-            raise Forbidden(f"'{name}' guards an upstream all tenants share: resetting it needs "
-                            "an operator key (orchestrator keys create --operator)")
+        raise Forbidden(f"'{name}' guards an upstream all tenants share: resetting it needs "
+                        "an operator key (orchestrator keys create --operator)")
     return _public(_breakers(state).reset(name))
