@@ -60,7 +60,7 @@ class JobAccepted(BaseModel):
 class JobPublic(BaseModel):
     """A job: status, progress, steps, result and timings."""
 
-    id: str
+    job_id: str
     intent: str
     mode: str
     status: JobStatus
@@ -170,7 +170,7 @@ def duration_ms(job: Job) -> int | None:
 def job_public(job: Job, steps: list[JobStep]) -> JobPublic:
     """The public view of a stored job and its steps."""
     return JobPublic(
-        id=job.id, intent=job.intent, mode=job.mode, status=job.status, progress=job.progress,
+        job_id=job.id, intent=job.intent, mode=job.mode, status=job.status, progress=job.progress,
         inputs=job.inputs, context=job.context, result=job.result, error=job.error,
         callback_url=job.callback_url, created_at=job.created_at, started_at=job.started_at,
         finished_at=job.finished_at, duration_ms=duration_ms(job),

@@ -13,7 +13,7 @@ TERMINAL = {"job_succeeded", "job_failed", "job_cancelled"}
 
 def render(job: dict[str, Any], events: list[dict[str, Any]]) -> Group:
     """The job's steps as a table and its latest events below."""
-    steps = Table(title=f"{job['id']}  {job['intent']}  [bold]{job['status']}[/]  "
+    steps = Table(title=f"{job['job_id']}  {job['intent']}  [bold]{job['status']}[/]  "
                         f"{job['progress']:.0%}")
     for column in ("#", "intent", "pool", "status", "attempts", "error"):
         steps.add_column(column)

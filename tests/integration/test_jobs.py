@@ -28,7 +28,7 @@ def test_echo_with_wait_answers_200_with_the_result(client: httpx.Client) -> Non
     assert job["status"] == "succeeded" and job["result"] == inputs
     assert job["progress"] == 1.0 and job["duration_ms"] >= 0
     assert [s["status"] for s in job["steps"]] == ["succeeded"]
-    assert response.headers["location"] == f"/v1/jobs/{job['id']}"
+    assert response.headers["location"] == f"/v1/jobs/{job['job_id']}"
 
 
 def test_async_submit_answers_202_and_polling_sees_the_chain(client: httpx.Client) -> None:
@@ -49,13 +49,13 @@ def test_async_submit_answers_202_and_polling_sees_the_chain(client: httpx.Clien
 def test_events_are_ordered_and_contiguous(client: httpx.Client) -> None:
     job = client.post("/v1/jobs", json={"intent": "debug.chain", "inputs": {"steps": 3},
                                         "wait": True}).json()
-    events = client.get(f"/v1/jobs/{job['id']}/events").json()
+    events = client.get(f"/v1/jobs/{job['job_id']}/events").json()
     assert [e["id"] for e in events] == list(range(1, len(events) + 1))
     assert [e["type"] for e in events] == [
         "job_queued", "job_started",
         "step_started", "step_succeeded", "step_started", "step_succeeded",
         "step_started", "step_succeeded", "job_succeeded"]
-    later = client.get(f"/v1/jobs/{job['id']}/events", params={"after": 7}).json()
+    later = client.get(f"/v1/jobs/{job['job_id']}/events", params={"after": 7}).json()
     assert [e["id"] for e in later] == [8, 9]
 
 
@@ -79,7 +79,7 @@ def test_an_open_breaker_is_retried_after_its_timeout_then_fails_clearly(
     assert time.monotonic() - started >= 1.0
     assert finished["status"] == "failed"
     assert "upstream flaky-api unavailable, retry after" in finished["error"]
-    events = [e["type"] for e in client.get(f"/v1/jobs/{finished['id']}/events").json()]
+    events = [e["type"] for e in client.get(f"/v1/jobs/{finished['job_id']}/events").json()]
     assert events.count("step_retrying") == 2
     assert finished["steps"][0]["attempts"] == 3 and "poison" not in finished["error"]
 
@@ -106,10 +106,10 @@ def test_a_tenant_never_sees_another_tenants_job(stack: Stack, client: httpx.Cli
     job = client.post("/v1/jobs", json={"intent": "debug.echo", "inputs": {"s": unique()},
                                         "wait": True}).json()
     with stack.client() as stranger:
-        for method, path in (("GET", f"/v1/jobs/{job['id']}"),
-                             ("GET", f"/v1/jobs/{job['id']}/events"),
-                             ("POST", f"/v1/jobs/{job['id']}/cancel"),
-                             ("GET", f"/jobs/{job['id']}")):
+        for method, path in (("GET", f"/v1/jobs/{job['job_id']}"),
+                             ("GET", f"/v1/jobs/{job['job_id']}/events"),
+                             ("POST", f"/v1/jobs/{job['job_id']}/cancel"),
+                             ("GET", f"/jobs/{job['job_id']}")):
             response = stranger.request(method, path)
             assert response.status_code == 404, (path, response.text)
         assert stranger.get("/v1/jobs").json()["items"] == []
@@ -117,13 +117,13 @@ def test_a_tenant_never_sees_another_tenants_job(stack: Stack, client: httpx.Cli
 
 def test_list_filters_and_pages(client: httpx.Client) -> None:
     ids = [client.post("/v1/jobs", json={"intent": "debug.echo", "inputs": {"i": i},
-                                         "wait": True}).json()["id"] for i in range(3)]
+                                         "wait": True}).json()["job_id"] for i in range(3)]
     client.post("/v1/jobs", json={"intent": "debug.fail", "inputs": {}, "wait": True})
     page = client.get("/v1/jobs", params={"intent": "debug.echo", "limit": 2}).json()
-    assert [j["id"] for j in page["items"]] == ids[::-1][:2]
+    assert [j["job_id"] for j in page["items"]] == ids[::-1][:2]
     rest = client.get("/v1/jobs", params={"intent": "debug.echo", "limit": 2,
                                           "cursor": page["next_cursor"]}).json()
-    assert [j["id"] for j in rest["items"]] == [ids[0]]
+    assert [j["job_id"] for j in rest["items"]] == [ids[0]]
     failed = client.get("/v1/jobs", params={"status": "failed"}).json()["items"]
     assert [j["intent"] for j in failed] == ["debug.fail"]
 
@@ -200,8 +200,8 @@ def test_every_event_is_announced_live_on_redis(stack: Stack, client: httpx.Clie
     # Then every stored event after the first was also published, in order
     published: list[dict] = []
     while (message := live.get_message(timeout=1)) is not None:
-        published += [e for e in json.loads(message["data"]) if e["job_id"] == job["id"]]
-    stored = client.get(f"/v1/jobs/{job['id']}/events").json()
+        published += [e for e in json.loads(message["data"]) if e["job_id"] == job["job_id"]]
+    stored = client.get(f"/v1/jobs/{job['job_id']}/events").json()
     assert published == stored[1:]
     live.close()
 

@@ -71,9 +71,9 @@ def test_a_hundred_jobs_survive_a_killed_worker_and_none_runs_twice(
     jobs = [wait_job(client, job_id, timeout=VISIBILITY_TIMEOUT + 60) for job_id in ids]
     assert {j["status"] for j in jobs} == {"succeeded"}
     for job in jobs:
-        events = client.get(f"/v1/jobs/{job['id']}/events").json()
+        events = client.get(f"/v1/jobs/{job['job_id']}/events").json()
         finished = [e["data"]["index"] for e in events if e["type"] == "step_succeeded"]
-        assert finished == [0, 1], (job["id"], events)
+        assert finished == [0, 1], (job["job_id"], events)
     stack.wait_ready()
 
 
