@@ -22,6 +22,14 @@ class ApiSettings(BaseSettings):
     port: int = Field(8000, description="Port the API listens on.")
     workers: int = Field(1, ge=1, description="API processes sharing the port (uvicorn workers).")
     max_body_bytes: int = Field(1024 * 1024, description="Largest accepted request body.")
+    public_url: str = Field(
+        "", description="The API's address as callers reach it (resume URLs, the OpenAPI "
+        "`servers` entry); empty means http://API_HOST:API_PORT.")
+
+    @property
+    def base_url(self) -> str:
+        """Where callers reach the API, without a trailing slash."""
+        return (self.public_url or f"http://{self.host}:{self.port}").rstrip("/")
 
 
 class BrokerSettings(BaseSettings):
