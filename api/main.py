@@ -18,7 +18,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from api.hub import EventHub
 from api.limits import BodyLimit
-from api.routes import breakers, compat, deliveries, health, intents, jobs, secrets
+from api.routes import breakers, compat, deliveries, health, intents, jobs, resume, secrets
 from api.state import AppState
 from core.db import Database
 from core.errors import IntentNotFound, InvalidRequest, OrchestratorError
@@ -32,7 +32,9 @@ log = logging.getLogger(__name__)
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
     client = aioredis.Redis.from_url(settings.broker.url)
-    state = AppState(settings=settings, db=Database(settings.database.url),
+    state = AppState(settings=settings, db=Database(settings.database.url,
+                                                    settings.database.pool_size,
+                                                    settings.database.max_overflow),
                      redis=redis.Redis.from_url(settings.broker.url), celery=celery_app,
                      hub=EventHub(client))
     await state.hub.start()
@@ -105,7 +107,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for down in (DBOperationalError, RedisConnectionError, KombuOperationalError):
         app.add_exception_handler(down, _dependency_down)
     app.add_exception_handler(Exception, _unexpected)
-    for router in (jobs.router, intents.router, deliveries.router, secrets.router,
+    for router in (jobs.router, resume.router, intents.router, deliveries.router, secrets.router,
                    breakers.router, health.router, compat.router):
         app.include_router(router)
     return app

@@ -43,6 +43,9 @@ class StepPublic(BaseModel):
     attempts: int
     output: Any = None
     error: str | None = None
+    reason: str | None = Field(None, description="Why it is held or waiting.")
+    deadline: datetime | None = Field(None, description="When a hold or wait ends (it fails).")
+    approved_at: datetime | None = None
     started_at: datetime | None = None
     finished_at: datetime | None = None
 
@@ -75,6 +78,9 @@ class JobPublic(BaseModel):
     finished_at: datetime | None = None
     duration_ms: int | None = None
     steps: list[StepPublic] = Field(default_factory=list)
+    pending: dict[str, Any] | None = Field(None, description=(
+        "What a held or waiting step waits for: for `held`, the approval `token`, `reason`, "
+        "`inputs` and `expires_at`; for `waiting`, the `resume_url` and `deadline`."))
     links: Links
 
 
@@ -102,7 +108,34 @@ class IntentPublic(BaseModel):
     pool: str
     mode: str
     description: str
+    dangerous: bool = Field(False, description="Whether its steps may be held for approval.")
+    timeout: float | None = Field(None, description="Seconds a step may run (else the pool's).")
     input_schema: dict[str, Any]
+
+
+class ApprovalRequest(BaseModel):
+    """Approve a held step with the token issued for it."""
+
+    model_config = ConfigDict(extra="forbid")
+    token: str = Field(min_length=1, max_length=200, description=(
+        "The approval token from the job's `pending.token` (or its `step_held` event); it "
+        "approves only that step's exact intent and inputs, once, until it expires."))
+
+
+class RejectionRequest(BaseModel):
+    """Reject a held step."""
+
+    model_config = ConfigDict(extra="forbid")
+    reason: str = Field("rejected", min_length=1, max_length=1000,
+                        description="Why; the step and the job fail with it.")
+
+
+class ResumeAccepted(BaseModel):
+    """A waiting step was resumed with the posted body as its output."""
+
+    status: Literal["resumed"] = "resumed"
+    job_id: str
+    index: int
 
 
 class ErrorBody(BaseModel):
@@ -167,7 +200,8 @@ def duration_ms(job: Job) -> int | None:
     return int((job.finished_at - job.created_at).total_seconds() * 1000)
 
 
-def job_public(job: Job, steps: list[JobStep]) -> JobPublic:
+def job_public(job: Job, steps: list[JobStep],
+               pending: dict[str, Any] | None = None) -> JobPublic:
     """The public view of a stored job and its steps."""
     return JobPublic(
         job_id=job.id, intent=job.intent, mode=job.mode, status=job.status, progress=job.progress,
@@ -175,5 +209,5 @@ def job_public(job: Job, steps: list[JobStep]) -> JobPublic:
         callback_url=job.callback_url, created_at=job.created_at, started_at=job.started_at,
         finished_at=job.finished_at, duration_ms=duration_ms(job),
         steps=[StepPublic.model_validate(step, from_attributes=True) for step in steps],
-        links=links_for(job.id),
+        pending=pending, links=links_for(job.id),
     )

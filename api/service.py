@@ -18,12 +18,15 @@ from adapters import callbacks
 from api.metrics import JOBS_SUBMITTED
 from api.state import AppState
 from core import store
-from core.errors import InvalidRequest, Unavailable
-from core.events import TERMINAL_EVENTS, publish
+from core.errors import Conflict, InvalidRequest, Unavailable
+from core.events import TERMINAL_EVENTS
 from core.models import Job, JobStep
-from core.store import NewStep
-from tasks.chain import enqueue, send_deliveries
-from tasks.registry import REGISTRY, Intent
+from core.store import Handoff, NewStep
+from tasks.chain import hand_off, send_step
+from tasks.intents import REGISTRY
+from tasks.registry import Intent
+
+BROKER_ERRORS = (OperationalError, RedisError, OSError)
 
 log = logging.getLogger(__name__)
 
@@ -53,9 +56,9 @@ def _field_error(exc: ValidationError) -> InvalidRequest:
     return InvalidRequest(f"{field}: {first['msg']}", field=field)
 
 
-def plan(request: Request) -> tuple[Intent, dict[str, Any], list[NewStep]]:
+def plan(request: Request, max_steps: int = 0) -> tuple[Intent, dict[str, Any], list[NewStep]]:
     """Resolve the intent, check the mode, validate the inputs and plan the steps."""
-    intent = REGISTRY.get(request.intent)
+    intent = REGISTRY.get(request.intent, request.tenant_id)
     if request.mode not in ("auto", intent.mode):
         raise InvalidRequest(f"mode: intent '{intent.name}' runs in mode '{intent.mode}', "
                              f"not '{request.mode}'; send mode 'auto' or '{intent.mode}'",
@@ -64,28 +67,33 @@ def plan(request: Request) -> tuple[Intent, dict[str, Any], list[NewStep]]:
         inputs = intent.inputs.model_validate(request.inputs)
     except ValidationError as exc:
         raise _field_error(exc) from exc
-    return intent, inputs.model_dump(mode="json"), intent.plan(inputs)
+    steps = intent.plan(inputs)
+    if max_steps and len(steps) > max_steps:
+        raise InvalidRequest(f"inputs: the plan has {len(steps)} steps, more than the limit of "
+                             f"{max_steps} (ORCHESTRATOR_MAX_STEPS)", field="inputs")
+    return intent, inputs.model_dump(mode="json"), steps
 
 
 def _store_and_enqueue(state: AppState, job_id: str, request: Request) -> tuple[Job, bool]:
     if request.callback_url:
         allowed = callbacks.parse_networks(state.settings.callback.allowed_networks)
         callbacks.check_url_at_submit(request.callback_url, allowed)
-    intent, inputs, steps = plan(request)
+    intent, inputs, steps = plan(request, state.settings.orchestrator.max_steps)
     key = request.idempotency_key or default_idempotency_key(request.tenant_id, intent.name,
                                                              inputs)
     try:
-        job, created = _store(state, job_id, request, intent, inputs, steps, key)
+        job, created, handoff = _store(state, job_id, request, intent, inputs, steps, key)
     except IntegrityError:
         # A concurrent twin claimed the key first (Postgres): now it names that job.
-        job, created = _store(state, job_id, request, intent, inputs, steps, key)
+        job, created, handoff = _store(state, job_id, request, intent, inputs, steps, key)
     if created:
-        _enqueue_or_fail(state, job, steps)
+        _enqueue_or_discard(state, job, handoff)
     return job, created
 
 
 def _store(state: AppState, job_id: str, request: Request, intent: Intent,
-           inputs: dict[str, Any], steps: list[NewStep], key: str) -> tuple[Job, bool]:
+           inputs: dict[str, Any], steps: list[NewStep],
+           key: str) -> tuple[Job, bool, Handoff]:
     with state.db.write() as session:
         return store.submit_job(
             session=session, job_id=job_id, tenant_id=request.tenant_id, intent=intent.name,
@@ -94,17 +102,56 @@ def _store(state: AppState, job_id: str, request: Request, intent: Intent,
             window=state.settings.orchestrator.idempotency_window)
 
 
-def _enqueue_or_fail(state: AppState, job: Job, steps: list[NewStep]) -> None:
+def _enqueue_or_discard(state: AppState, job: Job, handoff: Handoff) -> None:
+    """Send the first step; if the broker refuses, the job is removed as if never submitted."""
     try:
-        enqueue(state.celery, job.id, steps)
-    except (OperationalError, RedisError, OSError) as exc:
-        log.error("could not enqueue job %s: %s", job.id, exc)
-        error = "the broker could not be reached; the job was not started"
+        if handoff.send is not None:
+            send_step(state.celery, handoff.send)
+    except BROKER_ERRORS as exc:
+        log.error("could not enqueue job %s: %s", job.id, type(exc).__name__)
         with state.db.write() as session:
-            events = store.abort_submission(session=session, job_id=job.id, error=error)
-        publish(state.redis, events)
-        send_deliveries(state.celery, events)
-        raise Unavailable(f"{error}: retry the request") from exc
+            store.discard_submission(session=session, job_id=job.id)
+        raise Unavailable("the broker could not be reached; the job was not started: retry "
+                          "the request") from exc
+    after_commit(state, Handoff(handoff.events))
+
+
+def after_commit(state: AppState, handoff: Handoff) -> None:
+    """Hand off what a committed change left to do; the sweeper covers a broker outage."""
+    try:
+        hand_off(state.celery, state.redis, handoff)
+    except BROKER_ERRORS as exc:
+        log.warning("hand-off after commit failed (%s); the sweeper will send it",
+                    type(exc).__name__)
+
+
+def approve(state: AppState, tenant_id: str, job_id: str, token: str) -> None:
+    """Approve a job's held step with its token; it is sent to run."""
+    with state.db.write() as session:
+        handoff, refused = store.approve_step(session=session, tenant_id=tenant_id,
+                                              job_id=job_id, token=token)
+    after_commit(state, handoff)
+    if refused:
+        raise Conflict(refused)
+
+
+def reject(state: AppState, tenant_id: str, job_id: str, reason: str) -> None:
+    """Reject a job's held step: it fails with the reason, and the job with it."""
+    with state.db.write() as session:
+        handoff = store.reject_step(session=session, tenant_id=tenant_id, job_id=job_id,
+                                    reason=reason)
+    after_commit(state, handoff)
+
+
+def resume(state: AppState, token: str, output: dict[str, Any]) -> tuple[str, int]:
+    """Resume the step waiting on `token` with `output`; returns its job id and index."""
+    with state.db.write() as session:
+        handoff, refused = store.resume_step(session=session, token=token, output=output)
+    after_commit(state, handoff)
+    if refused:
+        raise Conflict(refused)
+    resumed = next(e for e in handoff.events if e["type"] in ("step_resumed", "step_failed"))
+    return resumed["job_id"], int(resumed["data"]["index"])
 
 
 def check_job(state: AppState, tenant_id: str, job_id: str) -> None:
@@ -117,6 +164,14 @@ def load_job(state: AppState, tenant_id: str, job_id: str) -> tuple[Job, list[Jo
     with state.db.read() as session:
         job = store.get_job(session=session, tenant_id=tenant_id, job_id=job_id)
         return job, store.job_steps(session=session, job_id=job_id)
+
+
+def pending_action(state: AppState, steps: list[JobStep]) -> dict[str, Any] | None:
+    """What the job's held or waiting step waits for (token or resume URL, reason, deadline)."""
+    if not any(s.status in store.WAITING_STEPS for s in steps):
+        return None
+    with state.db.read() as session:
+        return store.pending_action(session=session, steps=steps)
 
 
 async def _await_terminal(

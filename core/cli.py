@@ -36,10 +36,10 @@ def api() -> None:
 @app.command()
 def worker(
     pool: Annotated[list[str], typer.Option(help="Pool(s) to consume; repeat for several.")],
-    concurrency: Annotated[
-        int | None, typer.Option(help="Processes (default WORKER_CONCURRENCY).")] = None,
+    concurrency: Annotated[int | None, typer.Option(
+        help="Threads or processes (default POOL_<NAME>_CONCURRENCY).")] = None,
 ) -> None:
-    """Run one worker process for a pool."""
+    """Run one worker process for a pool (threads, or prefork for CPU-bound pools)."""
     from workers.app import celery_app
     from workers.pools import POOLS
 
@@ -48,13 +48,23 @@ def worker(
         raise typer.BadParameter(f"unknown pool {unknown}; pools are {sorted(POOLS)}")
     settings = get_settings()
     prefetch = min(POOLS[p].prefetch for p in pool)
+    # A worker serving a network-bound pool runs threads, even beside a CPU-bound one.
+    execution = "prefork" if all(POOLS[p].execution == "prefork" for p in pool) else "threads"
     celery_app.worker_main([
         "worker", "--queues", ",".join(POOLS[p].queue for p in pool),
-        "--hostname", f"{'+'.join(pool)}@%h-{os.getpid()}",
-        "--concurrency", str(concurrency or settings.worker.concurrency),
+        "--hostname", f"{'+'.join(pool)}@%h-{os.getpid()}", "--pool", execution,
+        "--concurrency", str(concurrency or max(settings.pool.concurrency(p) for p in pool)),
         "--prefetch-multiplier", str(prefetch), "--loglevel", "INFO", "--without-gossip",
         "--without-mingle",
     ])
+
+
+@app.command()
+def sweeper() -> None:
+    """Run the sweeper: due callbacks, lost jobs, steps of dead workers, expired waits."""
+    from workers.sweeper import run
+
+    run()
 
 
 @app.command()

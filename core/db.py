@@ -10,11 +10,12 @@ from sqlalchemy.engine import make_url
 from sqlmodel import Session, create_engine
 
 
-def _sqlite_engine(url: str, begin: str) -> Engine:
+def _sqlite_engine(url: str, begin: str, pool: dict[str, Any]) -> Engine:
     path = make_url(url).database
     if path and path != ":memory:":
         Path(path).parent.mkdir(parents=True, exist_ok=True)
-    engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+    engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30},
+                           **pool)
 
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_conn: Any, _record: Any) -> None:
@@ -35,18 +36,19 @@ def _sqlite_engine(url: str, begin: str) -> Engine:
 class Database:
     """The job store's connections: `read()` for queries, `write()` for transactions."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, pool_size: int = 10, max_overflow: int = 20) -> None:
         self.url = url
         self.is_sqlite = url.startswith("sqlite")
+        # Threads of a worker wait for a connection rather than fail: a step holds one only
+        # while it records, so a small pool serves hundreds of concurrent steps.
+        pool = {"pool_size": pool_size, "max_overflow": max_overflow, "pool_timeout": 60}
         if self.is_sqlite:
             # Writers take the lock up front: a deferred transaction that later writes can
             # fail with SQLITE_BUSY instead of waiting when another writer got there first.
-            self._reader = _sqlite_engine(url, "BEGIN")
-            self._writer = _sqlite_engine(url, "BEGIN IMMEDIATE")
+            self._reader = _sqlite_engine(url, "BEGIN", pool)
+            self._writer = _sqlite_engine(url, "BEGIN IMMEDIATE", pool)
         else:
-            self._reader = self._writer = create_engine(
-                url, pool_pre_ping=True, pool_size=10, max_overflow=20
-            )
+            self._reader = self._writer = create_engine(url, pool_pre_ping=True, **pool)
 
     @property
     def engine(self) -> Engine:

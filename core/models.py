@@ -19,6 +19,7 @@ class JobStatus(StrEnum):
     queued = "queued"
     running = "running"
     awaiting_approval = "awaiting_approval"
+    waiting = "waiting"
     succeeded = "succeeded"
     failed = "failed"
     cancelled = "cancelled"
@@ -36,9 +37,18 @@ class StepStatus(StrEnum):
 
     pending = "pending"
     running = "running"
+    held = "held"
+    waiting = "waiting"
     succeeded = "succeeded"
     failed = "failed"
     cancelled = "cancelled"
+
+    @property
+    def finished(self) -> bool:
+        return self in FINISHED_STEPS
+
+
+FINISHED_STEPS = frozenset({StepStatus.succeeded, StepStatus.failed, StepStatus.cancelled})
 
 
 def _json(nullable: bool = True) -> Any:
@@ -84,7 +94,6 @@ class Job(SQLModel, table=True):
     result: Any = _json()
     error: str | None = None
     progress: float = 0.0
-    step_count: int = 0
     event_seq: int = 0
     idempotency_key: str | None = Field(default=None, max_length=128)
     callback_url: str | None = Field(default=None, max_length=2048)
@@ -97,18 +106,26 @@ class JobStep(SQLModel, table=True):
     """One step of a job's chain: the ledger row that keeps a redelivered step from repeating."""
 
     __tablename__ = "job_steps"
-    __table_args__ = (UniqueConstraint("job_id", "index", name="uq_job_steps_job_index"),)
+    __table_args__ = (UniqueConstraint("job_id", "index", name="uq_job_steps_job_index"),
+                      Index("ix_job_steps_status", "status"))
     id: int | None = Field(default=None, primary_key=True)
     job_id: str = Field(foreign_key="jobs.id", max_length=40)
     index: int
     intent: str = Field(max_length=200)
-    task: str = Field(max_length=200)
     pool: str = Field(max_length=32)
     status: StepStatus = Field(default=StepStatus.pending, max_length=16)
     inputs: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
     attempts: int = 0
     output: Any = _json()
     error: str | None = None
+    runner: str | None = Field(default=None, max_length=200,
+                               description="The worker process running it (host:pid).")
+    reason: str | None = Field(default=None, description="Why it is held or waiting.")
+    token_hash: str | None = Field(default=None, max_length=64, index=True,
+                                   description="SHA-256 of its approval or resume token.")
+    deadline: datetime | None = Field(default=None, description="When holding or waiting ends.")
+    approved_at: datetime | None = None
+    early_output: Any = _json()
     started_at: datetime | None = None
     finished_at: datetime | None = None
 

@@ -4,7 +4,7 @@ import ipaddress
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import AliasChoices, Field, field_validator
+from pydantic import AliasChoices, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DATA_DIR = Path("var")
@@ -65,6 +65,10 @@ class DatabaseSettings(BaseSettings):
         validation_alias=AliasChoices("DATABASE_URL"),
         description="SQLAlchemy URL: SQLite (default) or postgresql+psycopg://…",
     )
+    pool_size: int = Field(
+        10, ge=1, description="Connections each process keeps to the job store; steps hold one "
+        "only while recording, so a few serve hundreds of concurrent steps.")
+    max_overflow: int = Field(20, ge=0, description="Extra connections under a burst.")
 
 
 class OrchestratorSettings(BaseSettings):
@@ -84,15 +88,50 @@ class OrchestratorSettings(BaseSettings):
         "before the sweeper asks the broker for its message; when none is there at two checks "
         "in a row (the API died before enqueueing, or a killed worker took it), its remaining "
         "steps are sent again.")
+    max_steps: int = Field(
+        100, ge=1, description="Most steps one job's plan may have; a plan that would grow "
+        "past it fails the step that grew it.")
+    approval_ttl: float = Field(
+        3600.0, gt=0, description="Seconds a held step waits for approval before it fails.")
+    wait_timeout: float = Field(
+        86400.0, gt=0, description="Longest a waiting step waits for its resume URL (s).")
 
 
 class WorkerSettings(BaseSettings):
     """Worker processes."""
 
     model_config = _config("WORKER_")
-    concurrency: int = Field(2, description="Processes per worker (prefork).")
     heartbeat_seconds: float = Field(5.0, description="How often a worker reports it is alive.")
+    lost_after: float = Field(
+        45.0, gt=0, description="Seconds without a heartbeat after which a worker process "
+        "counts as dead and the sweeper sends its running steps again.")
     send_events: bool = Field(True, description="Emit Celery task events (Flower needs them).")
+
+
+class PoolSettings(BaseSettings):
+    """Per pool: how many steps run at once and how long one may run.
+
+    `llm`, `tools`, `flow` and `callbacks` run a threads pool (their steps wait on the network);
+    `memory` runs prefork processes (embedding is CPU-bound). Time limits stay below the
+    broker's visibility timeout, so a slow step is never redelivered for being slow.
+    """
+
+    model_config = _config("POOL_")
+    llm_concurrency: int = Field(100, ge=1, description="Threads of an `llm` worker.")
+    tools_concurrency: int = Field(500, ge=1, description="Threads of a `tools` worker.")
+    memory_concurrency: int = Field(2, ge=1, description="Processes of a `memory` worker.")
+    flow_concurrency: int = Field(100, ge=1, description="Threads of a `flow` worker.")
+    callbacks_concurrency: int = Field(50, ge=1, description="Threads of a `callbacks` worker.")
+    soft_time_limit: float = Field(
+        900.0, gt=0, description="Seconds a step may run before it is asked to stop (its "
+        "handler sees the deadline; prefork also raises SoftTimeLimitExceeded).")
+    time_limit: float = Field(
+        960.0, gt=0, description="Seconds after which a prefork step's process is killed; "
+        "above the soft limit, below BROKER_VISIBILITY_TIMEOUT.")
+
+    def concurrency(self, pool: str) -> int:
+        value: int = getattr(self, f"{pool}_concurrency")
+        return value
 
 
 class FlowerSettings(BaseSettings):
@@ -155,10 +194,22 @@ class Settings(BaseSettings):
     database: DatabaseSettings = Field(default_factory=lambda: DatabaseSettings())
     orchestrator: OrchestratorSettings = Field(default_factory=lambda: OrchestratorSettings())
     worker: WorkerSettings = Field(default_factory=lambda: WorkerSettings())
+    pool: PoolSettings = Field(default_factory=lambda: PoolSettings())
     flower: FlowerSettings = Field(default_factory=lambda: FlowerSettings())
     retry: RetrySettings = Field(default_factory=lambda: RetrySettings())
     breaker: BreakerSettings = Field(default_factory=lambda: BreakerSettings())
     callback: CallbackSettings = Field(default_factory=lambda: CallbackSettings())
+
+
+    @model_validator(mode="after")
+    def _limits_below_visibility(self) -> "Settings":
+        pool, visibility = self.pool, self.broker.visibility_timeout
+        if not pool.soft_time_limit < pool.time_limit < visibility:
+            raise ValueError(
+                f"POOL_SOFT_TIME_LIMIT ({pool.soft_time_limit:g}) < POOL_TIME_LIMIT "
+                f"({pool.time_limit:g}) < BROKER_VISIBILITY_TIMEOUT ({visibility}) must hold, "
+                "so that no running step is redelivered for being slow")
+        return self
 
 
 @lru_cache

@@ -1,44 +1,203 @@
-"""The base of every step task: obey the verdict the prerun signal took from the ledger."""
+"""The base of every step task: a step's whole lifecycle, in one place.
 
-from typing import Any
+Begin (the ledger's verdict, references resolved) → validate the inputs against the intent's
+model → hold it for approval if it must be → run the handler → record the outcome (success,
+the plan grown, a wait, a retry or the failure) → hand off. Handlers are plain functions of a
+`StepContext`; they never touch the ledger.
+"""
 
+import logging
+import time
+from collections.abc import Callable
+from typing import Any, NoReturn, TypeVar
+
+import redis
 from celery import Task
 from celery.exceptions import Ignore
+from kombu.exceptions import OperationalError
+from pydantic import BaseModel, ValidationError
+from sqlalchemy.exc import SQLAlchemyError
+from sqlmodel import Session
+from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_exponential
 
-from core.errors import UpstreamUnavailable
-from core.store import StepStart, StepVerdict
-from workers.runtime import runtime
-from workers.signals import record_success
+from core import refs, store
+from core.errors import IntentNotFound, InvalidRequest, UpstreamUnavailable
+from core.store import Handoff, NewStep, StepStart, StepVerdict
+from tasks.chain import hand_off
+from tasks.context import Cancelled, Extend, Hold, StepContext, Wait
+from tasks.intents import REGISTRY
+from tasks.registry import Intent
+from workers.cancellation import is_cancelled
+from workers.runtime import Runtime, runtime
 
+log = logging.getLogger(__name__)
+T = TypeVar("T")
 RECORD_RETRY_SECONDS = 3
 RECORD_RETRIES = 20
+RECORD_PATIENCE_SECONDS = 30
+BROKER_RETRY_SECONDS = 5
+BROKER_RETRIES = 20
+STORE_ERRORS = (SQLAlchemyError, redis.RedisError)
+
+
+def field_error(exc: ValidationError, prefix: str = "inputs") -> str:
+    """The first problem of a validation error, named by its field."""
+    first = exc.errors()[0]
+    field = ".".join([prefix, *(str(part) for part in first["loc"])])
+    return f"{field}: {first['msg']}"
 
 
 class StepTask(Task):  # type: ignore[misc]
-    """A chain step called as `task(job_id=…, index=…, inputs=…)`."""
+    """A step called as `task(job_id=…, index=…)`; everything else is read from the ledger."""
 
     acks_late = True
     reject_on_worker_lost = True
+    typing = False
 
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        start: StepStart | None = getattr(self.request, "orch_start", None)
-        if start is None:
-            # The prerun signal could not record the start (its error is in the worker log):
-            # a step never runs unrecorded, so try again once the store answers.
-            raise self.retry(countdown=RECORD_RETRY_SECONDS, max_retries=RECORD_RETRIES)
-        if start.verdict == StepVerdict.skip:
-            raise Ignore(start.reason)
-        if start.verdict == StepVerdict.done:
-            return start.output
+    def __call__(self, job_id: str, index: int, **_: Any) -> None:
+        rt, index = runtime(), int(index)
+        start = self._begin(rt, job_id, index)
+        self._hand_off(rt, Handoff(start.events, start.next))
+        if start.verdict != StepVerdict.run:
+            raise Ignore(start.reason or "already done")
+        with rt.lock:
+            rt.executing.add((job_id, index))
         try:
-            output = self.run(*args, **kwargs)
-        except UpstreamUnavailable as exc:
-            # Fail fast now, try again when the breaker lets a call through: no retry is spent
-            # against an upstream that is known to be down.
-            raise self.retry(exc=exc, countdown=exc.retry_after,
-                             max_retries=self._upstream_retries()) from exc
-        record_success(self, output)
-        return output
+            outcome = self._execute(rt, job_id, index, start)
+        finally:
+            with rt.lock:
+                rt.executing.discard((job_id, index))
+        self._hand_off(rt, outcome)
 
-    def _upstream_retries(self) -> int:
-        return runtime().settings.orchestrator.upstream_retries
+    def _begin(self, rt: Runtime, job_id: str, index: int) -> StepStart:
+        """The ledger's verdict; a step never runs unrecorded, so retry until the store answers."""
+        try:
+            with rt.db.write() as session:
+                return store.begin_step(
+                    session=session, job_id=job_id, index=index, runner=rt.runner,
+                    max_deliveries=rt.settings.orchestrator.max_step_deliveries,
+                    retries=self.request.retries or 0,
+                    is_live=lambda runner: rt.is_live(runner, (job_id, index)))
+        except STORE_ERRORS as exc:
+            log.warning("step %s/%d: could not record its start (%s); retrying", job_id, index,
+                        type(exc).__name__)
+            raise self.retry(countdown=RECORD_RETRY_SECONDS, max_retries=RECORD_RETRIES,
+                             exc=exc) from exc
+
+    def _execute(self, rt: Runtime, job_id: str, index: int, start: StepStart) -> Handoff:
+        try:
+            intent = REGISTRY.get(start.intent, start.tenant_id)
+            inputs = intent.inputs.model_validate(start.inputs)
+        except (IntentNotFound, ValidationError) as exc:
+            error = field_error(exc) if isinstance(exc, ValidationError) else str(exc)
+            return self._write(rt, lambda s: store.fail_step(session=s, job_id=job_id,
+                                                             index=index, error=error))
+        hold = None if start.approved else intent.hold(inputs)
+        if hold is not None:
+            return self._hold(rt, job_id, index, start.inputs, hold)
+        context = self._context(rt, job_id, index, start, intent, inputs)
+        try:
+            result = intent.handler(context)
+        except Cancelled as exc:
+            raise Ignore("job cancelled") from exc
+        except UpstreamUnavailable as exc:
+            self._retry(rt, job_id, index, exc, exc.retry_after,
+                        rt.settings.orchestrator.upstream_retries)
+        except redis.RedisError as exc:
+            self._retry(rt, job_id, index, exc, BROKER_RETRY_SECONDS, BROKER_RETRIES)
+        except Exception as exc:
+            error = f"{type(exc).__name__}: {exc}"
+            self._hand_off(rt, self._write(rt, lambda s: store.fail_step(
+                session=s, job_id=job_id, index=index, error=error)))
+            raise
+        return self._outcome(rt, context, result)
+
+    def _context(self, rt: Runtime, job_id: str, index: int, start: StepStart, intent: Intent,
+                 inputs: BaseModel) -> StepContext:
+        limit = rt.settings.pool.soft_time_limit
+        seconds = min(intent.timeout or limit, limit)
+        return StepContext(
+            job_id=job_id, index=index, tenant_id=start.tenant_id, intent=intent.name,
+            inputs=inputs, deadline=time.monotonic() + seconds,
+            is_cancelled=lambda: _cancelled(rt, job_id),
+            issue_resume_url=lambda: self._issue_resume_url(rt, job_id, index),
+            plan_step=lambda name, step_inputs: _plan_step(start.tenant_id, name, step_inputs))
+
+    def _outcome(self, rt: Runtime, context: StepContext, result: Any) -> Handoff:
+        settings = rt.settings.orchestrator
+        job_id, index = context.job_id, context.index
+        if isinstance(result, Wait):
+            ttl = min(result.timeout or settings.wait_timeout, settings.wait_timeout)
+            url = context.resume_url()
+            return self._write(rt, lambda s: store.wait_step(
+                session=s, job_id=job_id, index=index, ttl=ttl, reason=result.reason,
+                resume_url=url))
+        output, steps = (result.output, result.steps) if isinstance(result, Extend) else (
+            result, [])
+        return self._write(rt, lambda s: store.finish_step(
+            session=s, job_id=job_id, index=index, output=output, extend=steps,
+            max_steps=settings.max_steps))
+
+    def _hold(self, rt: Runtime, job_id: str, index: int, inputs: dict[str, Any],
+              hold: Hold) -> Handoff:
+        ttl = min(hold.ttl or rt.settings.orchestrator.approval_ttl,
+                  rt.settings.orchestrator.approval_ttl)
+        token = store.new_token("apv")
+        approve = f"{rt.settings.api.base_url}/v1/jobs/{job_id}/approve"
+        return self._write(rt, lambda s: store.hold_step(
+            session=s, job_id=job_id, index=index, inputs=inputs, reason=hold.reason,
+            token=token, ttl=ttl, approve_url=approve))
+
+    def _issue_resume_url(self, rt: Runtime, job_id: str, index: int) -> str:
+        token = store.new_token("rsm")
+        self._write(rt, lambda s: store.issue_resume_token(session=s, job_id=job_id,
+                                                           index=index, token=token))
+        return f"{rt.settings.api.base_url}/v1/resume/{token}"
+
+    def _retry(self, rt: Runtime, job_id: str, index: int, exc: Exception, countdown: float,
+               max_retries: int) -> NoReturn:
+        """Try the step again later by a new message, or fail it once the retries are spent."""
+        if (self.request.retries or 0) >= max_retries:
+            error = f"{type(exc).__name__}: {exc}"
+            self._hand_off(rt, self._write(rt, lambda s: store.fail_step(
+                session=s, job_id=job_id, index=index, error=error)))
+            raise exc
+        reason = str(exc)
+        self._hand_off(rt, self._write(rt, lambda s: store.retry_step(
+            session=s, job_id=job_id, index=index, reason=reason)))
+        raise self.retry(countdown=countdown, max_retries=max_retries, exc=exc)
+
+    def _write(self, rt: Runtime, change: Callable[[Session], T]) -> T:
+        """Run `change` in a transaction, patiently: a short store outage must not lose it."""
+        for attempt in Retrying(stop=stop_after_delay(RECORD_PATIENCE_SECONDS),
+                                wait=wait_exponential(multiplier=0.1, max=2),
+                                retry=retry_if_exception_type(SQLAlchemyError), reraise=True):
+            with attempt, rt.db.write() as session:
+                return change(session)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _hand_off(self, rt: Runtime, handoff: Handoff) -> None:
+        try:
+            hand_off(self.app, rt.redis, handoff)
+        except (OperationalError, redis.RedisError, OSError) as exc:
+            # Committed already: the sweeper finds the job quiet with no message and sends it.
+            log.warning("hand-off failed (%s); the sweeper will send the step",
+                        type(exc).__name__)
+
+
+def _cancelled(rt: Runtime, job_id: str) -> bool:
+    try:
+        return is_cancelled(rt.redis, job_id)
+    except redis.RedisError:
+        return False  # a broker outage is not a cancel; the ledger has the last word
+
+
+def _plan_step(tenant_id: str, name: str, inputs: dict[str, Any]) -> NewStep:
+    """A step to add to a plan, checked against the registry (inputs now, unless they refer)."""
+    intent = REGISTRY.get(name, tenant_id)
+    if not refs.has_refs(inputs):
+        try:
+            intent.inputs.model_validate(inputs)
+        except ValidationError as exc:
+            raise InvalidRequest(f"planned step {name}: {field_error(exc)}") from exc
+    return NewStep(name, intent.pool, inputs)

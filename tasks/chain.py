@@ -1,38 +1,41 @@
-"""The chain builder: a job's planned steps become one Celery chain of immutable signatures."""
+"""Handing work on once a transaction has committed: publish, deliver, send the next step.
+
+The ledger carries a job's plan; the broker carries one step at a time. Every caller that
+commits a step's change (a worker, the API on submit, approve and resume, the sweeper) hands
+off through `hand_off`, so "commit, then publish, then send" is written once.
+"""
 
 from collections.abc import Sequence
 
-from celery import Celery, chain
+import redis
+from celery import Celery
 from celery.canvas import Signature
 
-from core.events import LiveEvent
-from core.store import NewStep, step_task_id
+from core.events import LiveEvent, publish
+from core.store import Handoff, NextStep, step_task_id
 from workers.pools import POOLS
 
 DELIVER_TASK = "tasks.callbacks.deliver"
 
 
-def step_signature(app: Celery, job_id: str, index: int, step: NewStep) -> Signature:
-    """A step's signature: routed to its pool's queue, with a task id derived from the job."""
+def step_task_name(pool: str) -> str:
+    """The Celery task that runs any step of `pool`."""
+    return f"tasks.{pool}.step"
+
+
+def step_signature(app: Celery, step: NextStep) -> Signature:
+    """A step's message: ids only (the ledger has the rest), routed to its pool's queue."""
     return app.signature(
-        step.task,
-        kwargs={"job_id": job_id, "index": index, "inputs": step.inputs},
+        step_task_name(step.pool),
+        kwargs={"job_id": step.job_id, "index": step.index, "intent": step.intent},
         immutable=True,
-        task_id=step_task_id(job_id, index),
+        task_id=step_task_id(step.job_id, step.index),
         queue=POOLS[step.pool].queue,
     )
 
 
-def build_chain(app: Celery, job_id: str, steps: Sequence[NewStep], start: int = 0) -> Signature:
-    """The job's chain: one signature per step, in order, the first being step `start`."""
-    signatures = [step_signature(app, job_id, index, step)
-                  for index, step in enumerate(steps, start=start)]
-    return signatures[0] if len(signatures) == 1 else chain(*signatures)
-
-
-def enqueue(app: Celery, job_id: str, steps: Sequence[NewStep], start: int = 0) -> None:
-    """Send the chain (or its rest, from step `start`) to the broker."""
-    build_chain(app, job_id, steps, start).apply_async()
+def send_step(app: Celery, step: NextStep) -> None:
+    step_signature(app, step).apply_async()
 
 
 def send_deliveries(app: Celery, events: Sequence[LiveEvent]) -> None:
@@ -41,3 +44,14 @@ def send_deliveries(app: Celery, events: Sequence[LiveEvent]) -> None:
         if event["type"] == "callback_scheduled":
             app.send_task(DELIVER_TASK, kwargs={"delivery_id": event["data"]["delivery_id"]},
                           queue=POOLS["callbacks"].queue)
+
+
+def hand_off(app: Celery, client: redis.Redis, handoff: Handoff) -> None:
+    """After commit: announce the events, send the callbacks they scheduled and the next step.
+
+    A send that fails leaves the job quiet with no message; the sweeper sends it again.
+    """
+    publish(client, handoff.events)
+    send_deliveries(app, handoff.events)
+    if handoff.send is not None:
+        send_step(app, handoff.send)

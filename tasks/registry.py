@@ -1,31 +1,40 @@
-"""The intent registry: every intent, its pool, mode, input schema and static plan.
+"""The intent registry: every intent a tenant may use, gathered from providers.
 
-This is the one place intents are added.
+An intent names its pool, mode, input model, handler, whether it is dangerous (and when it
+must be held for approval), its timeout and how it plans its steps. Providers supply them:
+the static intents here; flows from settings, MCP tools discovered at worker start and
+per-tenant tools and agents plug in the same way.
 """
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel
 
 from core.errors import IntentNotFound
 from core.store import NewStep
+from tasks.context import Hold, StepContext
 from workers.pools import POOLS
 
 MODES = ("agent", "flow", "mcp")
+Handler = Callable[[StepContext], Any]
 
 
 @dataclass(frozen=True)
 class Intent:
-    """A registered intent and how to turn validated inputs into steps."""
+    """A registered intent: where and how its steps run."""
 
     name: str
     pool: str
     mode: str
     inputs: type[BaseModel]
     description: str
-    plan: Callable[[BaseModel], list[NewStep]]
+    handler: Handler
+    dangerous: bool = False
+    approval: Callable[[Any], Hold | None] | None = None
+    timeout: float | None = None
+    planner: Callable[[Any], list[NewStep]] | None = None
 
     def __post_init__(self) -> None:
         if self.pool not in POOLS or self.mode not in MODES:
@@ -34,9 +43,25 @@ class Intent:
     def schema(self) -> dict[str, Any]:
         return self.inputs.model_json_schema()
 
+    def plan(self, inputs: BaseModel) -> list[NewStep]:
+        """The steps a submission of this intent starts with: by default, itself once."""
+        if self.planner is not None:
+            return self.planner(inputs)
+        return [NewStep(self.name, self.pool, inputs.model_dump(mode="json"))]
 
-class Registry:
-    """Intents by name."""
+    def hold(self, inputs: BaseModel) -> Hold | None:
+        """Why these inputs must be approved before the step runs, or None."""
+        return self.approval(inputs) if self.approval is not None else None
+
+
+class Provider(Protocol):
+    """A source of intents; `tenant_id` None asks for those every tenant shares."""
+
+    def intents(self, tenant_id: str | None) -> Iterable[Intent]: ...
+
+
+class StaticProvider:
+    """Intents fixed in code."""
 
     def __init__(self) -> None:
         self._intents: dict[str, Intent] = {}
@@ -47,71 +72,35 @@ class Registry:
         self._intents[intent.name] = intent
         return intent
 
-    def get(self, name: str) -> Intent:
-        intent = self._intents.get(name)
-        if intent is None:
-            raise IntentNotFound(name, self.names())
-        return intent
-
-    def names(self) -> list[str]:
-        return sorted(self._intents)
-
-    def all(self) -> list[Intent]:
-        return [self._intents[name] for name in self.names()]
+    def intents(self, tenant_id: str | None) -> Iterable[Intent]:
+        return self._intents.values()
 
 
-class EchoInputs(BaseModel):
-    """Any JSON object; `debug.echo` returns it."""
+class Registry:
+    """Intents by name, from every provider, as one tenant sees them."""
 
-    model_config = ConfigDict(extra="allow")
+    def __init__(self, providers: list[Provider] | None = None) -> None:
+        self.providers: list[Provider] = list(providers or [])
 
+    def add(self, provider: Provider) -> None:
+        self.providers.append(provider)
 
-class SleepInputs(BaseModel):
-    """How long `debug.sleep` sleeps."""
+    def _all(self, tenant_id: str | None) -> dict[str, Intent]:
+        found: dict[str, Intent] = {}
+        for provider in self.providers:
+            for intent in provider.intents(tenant_id):
+                found.setdefault(intent.name, intent)
+        return found
 
-    seconds: float = Field(1.0, ge=0, le=3600, description="Seconds to sleep.")
+    def get(self, name: str, tenant_id: str | None = None) -> Intent:
+        found = self._all(tenant_id)
+        if name not in found:
+            raise IntentNotFound(name, sorted(found))
+        return found[name]
 
+    def names(self, tenant_id: str | None = None) -> list[str]:
+        return sorted(self._all(tenant_id))
 
-class ChainInputs(BaseModel):
-    """The shape of a `debug.chain`."""
-
-    steps: int = Field(3, ge=1, le=100, description="Number of steps in the chain.")
-    delay: float = Field(0.0, ge=0, le=60, description="Seconds each step waits.")
-
-
-class FailInputs(BaseModel):
-    """What `debug.fail` fails with."""
-
-    message: str = Field("failed on purpose", max_length=1000, description="The error text.")
-    unavailable_upstream: str | None = Field(
-        None, max_length=200, description="Fail as if this upstream's circuit breaker were "
-        "open (retried by Celery after `retry_after`), to rehearse an outage.")
-    retry_after: float = Field(1.0, ge=0, le=3600, description="With `unavailable_upstream`.")
-
-
-def _one(intent: str, task: str, pool: str) -> Callable[[BaseModel], list[NewStep]]:
-    return lambda inputs: [NewStep(intent, task, pool, inputs.model_dump())]
-
-
-def _chain_plan(inputs: BaseModel) -> list[NewStep]:
-    assert isinstance(inputs, ChainInputs)
-    return [
-        NewStep("debug.chain", "tasks.tools.chain_link", "tools",
-                {"step": i + 1, "of": inputs.steps, "delay": inputs.delay})
-        for i in range(inputs.steps)
-    ]
-
-
-REGISTRY = Registry()
-REGISTRY.register(Intent("debug.echo", "tools", "agent", EchoInputs,
-                         "Return the inputs unchanged.",
-                         _one("debug.echo", "tasks.tools.echo", "tools")))
-REGISTRY.register(Intent("debug.sleep", "tools", "agent", SleepInputs,
-                         "Sleep for `seconds`; cancellable while it sleeps.",
-                         _one("debug.sleep", "tasks.tools.sleep", "tools")))
-REGISTRY.register(Intent("debug.fail", "tools", "agent", FailInputs,
-                         "Fail with `message`: for testing failure handling and callbacks.",
-                         _one("debug.fail", "tasks.tools.fail", "tools")))
-REGISTRY.register(Intent("debug.chain", "tools", "agent", ChainInputs,
-                         "A static chain of `steps` steps, each waiting `delay` seconds.",
-                         _chain_plan))
+    def all(self, tenant_id: str | None = None) -> list[Intent]:
+        found = self._all(tenant_id)
+        return [found[name] for name in sorted(found)]

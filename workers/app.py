@@ -6,7 +6,8 @@ from kombu.entity import Exchange, Queue
 from core.settings import get_settings
 from workers.pools import POOLS, Pool
 
-TASK_MODULES = ["tasks.tools", "tasks.callbacks"]
+TASK_MODULES = ["tasks.steps", "tasks.callbacks"]
+BROKER_POOL_LIMIT = 100
 
 
 def pool_queue(pool: Pool) -> Queue:
@@ -31,6 +32,8 @@ def create_celery() -> Celery:
         worker_send_task_events=settings.worker.send_events,
         worker_hijack_root_logger=False,
         broker_connection_retry_on_startup=True,
+        broker_pool_limit=BROKER_POOL_LIMIT,
+        worker_cancel_long_running_tasks_on_connection_loss=False,
         broker_transport_options={
             "visibility_timeout": settings.broker.visibility_timeout,
             "unacked_restore_interval": settings.broker.restore_interval,
@@ -40,6 +43,8 @@ def create_celery() -> Celery:
         task_queues=[pool_queue(pool) for pool in POOLS.values()],
         task_default_queue="tools",
         task_routes={f"tasks.{name}.*": {"queue": pool.queue} for name, pool in POOLS.items()},
+        task_soft_time_limit=settings.pool.soft_time_limit,
+        task_time_limit=settings.pool.time_limit,
         enable_utc=True,
     )
     return app

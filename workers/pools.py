@@ -1,13 +1,18 @@
-"""Worker pools: one queue each, with the prefetch that suits their work."""
+"""Worker pools: one queue each, with the execution pool and prefetch that suit their work."""
 
 from dataclasses import dataclass
 
 
 @dataclass(frozen=True)
 class Pool:
-    """A named worker pool: its queue, prefetch and what it runs."""
+    """A named worker pool: its queue, Celery execution pool, prefetch and what it runs.
+
+    Pools whose steps wait on the network run threads (concurrency in the hundreds);
+    CPU-bound ones run prefork processes.
+    """
 
     name: str
+    execution: str
     prefetch: int
     description: str
 
@@ -19,10 +24,10 @@ class Pool:
 POOLS: dict[str, Pool] = {
     pool.name: pool
     for pool in (
-        Pool("llm", 1, "LLM planning and responses (long calls)"),
-        Pool("tools", 1, "SSH and tool execution, debug intents"),
-        Pool("memory", 4, "embedding and memory search"),
-        Pool("flow", 1, "n8n / ActivePieces webhooks and MCP tool calls"),
-        Pool("callbacks", 4, "signed callback delivery"),
+        Pool("llm", "threads", 1, "LLM planning and responses (long calls)"),
+        Pool("tools", "threads", 1, "SSH, HTTP and MCP tool calls, debug intents"),
+        Pool("memory", "prefork", 4, "embedding and memory search"),
+        Pool("flow", "threads", 1, "n8n / ActivePieces webhooks and external agents"),
+        Pool("callbacks", "threads", 1, "signed callback delivery"),
     )
 }

@@ -1,27 +1,31 @@
-"""The sweeper: sends what the job store says is due and the broker does not have.
+"""The sweeper process (`orchestrator sweeper`): sends what the job store says is due.
 
-Callback deliveries that are due (retries, missed hand-offs, attempts of lost workers): retries
-wait in the job store, not in long Celery countdowns that could outlive the broker's visibility
-timeout. And jobs with no message in the broker (the API died before enqueueing, or a worker was
-killed as it took the message): their remaining steps are sent again. One sweep at a time runs,
-by a Redis lock, from the workers of the `callbacks` pool.
+- callback deliveries that are due (retries wait in the store, not in Celery countdowns);
+- jobs with no message in the broker (the API died before enqueueing, a worker was killed as
+  it took the message, a hand-off failed): their first unfinished step is sent again;
+- steps whose worker process stopped beating: sent again, and taken over by the new delivery;
+- held and waiting steps past their deadline: failed.
+
+Any number may run; a Redis lock lets one sweep at a time.
 """
 
 import logging
+import signal
 import threading
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 import redis
 from celery import Celery
+from kombu.exceptions import OperationalError
 from sqlalchemy.exc import SQLAlchemyError
 
 from core import deliveries, store
-from core.events import publish
-from tasks.chain import DELIVER_TASK, enqueue
-from workers import inflight
+from tasks.chain import DELIVER_TASK, hand_off
+from workers import heartbeat, inflight
 from workers.pools import POOLS
-from workers.runtime import Runtime
+from workers.runtime import Runtime, open_runtime
 
 log = logging.getLogger(__name__)
 LOCK = "orch:sweeper"
@@ -40,7 +44,7 @@ def sweep(rt: Runtime, app: Celery) -> int:
 
 @dataclass
 class LostJobs:
-    """Finds jobs whose message is gone and sends their remaining steps again.
+    """Finds jobs whose message is gone and sends their first unfinished step again.
 
     A job is taken only when it has been quiet for `ORCHESTRATOR_LOST_AFTER` and the broker had
     no message of it at two checks in a row, so a message moving between a queue and a worker
@@ -63,28 +67,91 @@ class LostJobs:
         for job_id in confirmed:
             with rt.db.write() as session:
                 taken = store.resume(session=session, job_id=job_id, quiet_for=quiet)
-            if taken.steps:
-                log.warning("job %s had no message in the broker; sending it again from step %d",
-                            job_id, taken.start)
-                enqueue(app, job_id, taken.steps, taken.start)
-                publish(rt.redis, taken.events)
+            if taken.send is not None:
+                log.warning("job %s had no message in the broker; sending step %d again",
+                            job_id, taken.send.index)
+            hand_off(app, rt.redis, taken)
         return len(confirmed)
 
 
-def start(rt: Runtime, app: Celery) -> threading.Event:
-    """Sweep every `CALLBACK_SWEEP_SECONDS` in a daemon thread until the event is set."""
+def orphans(rt: Runtime, app: Celery) -> int:
+    """Send again the running steps whose worker process stopped beating; returns how many."""
+    worker = rt.settings.worker
+    with rt.db.read() as session:
+        running = store.running_steps(session=session, started_before=worker.heartbeat_seconds,
+                                      limit=BATCH)
+    if not running:
+        return 0
+    live = heartbeat.live_runners(rt.redis, worker.lost_after)
+    count = 0
+    for orphan in running:
+        if orphan.runner in live:
+            continue
+        with rt.db.write() as session:
+            taken = store.requeue_orphan(session=session, orphan=orphan)
+        if taken.send is not None:
+            log.warning("step %d of job %s: its worker %s stopped; sending it again",
+                        orphan.index, orphan.job_id, orphan.runner)
+            count += 1
+        hand_off(app, rt.redis, taken)
+    return count
+
+
+def expired(rt: Runtime, app: Celery) -> int:
+    """Fail the held and waiting steps past their deadline; returns how many."""
+    with rt.db.read() as session:
+        steps = store.expired_steps(session=session, limit=BATCH)
+    for job_id, index in steps:
+        with rt.db.write() as session:
+            taken = store.expire_step(session=session, job_id=job_id, index=index)
+        hand_off(app, rt.redis, taken)
+    return len(steps)
+
+
+@dataclass
+class Sweeper:
+    """One sweeper's state between rounds."""
+
+    rt: Runtime
+    app: Celery
+    lost: LostJobs = field(default_factory=LostJobs)
+    broker_ok_since: float = field(default_factory=time.monotonic)
+
+    def round(self) -> None:
+        """One round, if this sweeper holds the lock."""
+        every = self.rt.settings.callback.sweep_seconds
+        try:
+            if not self.rt.redis.set(LOCK, b"1", nx=True, px=int(every * 1000)):
+                return
+            sweep(self.rt, self.app)
+            self.lost.check(self.rt, self.app)
+            expired(self.rt, self.app)
+            # After a broker outage, heartbeats need time to come back before a quiet worker
+            # can be told from a dead one.
+            if time.monotonic() - self.broker_ok_since > self.rt.settings.worker.lost_after:
+                orphans(self.rt, self.app)
+        except (redis.RedisError, OperationalError) as exc:
+            self.broker_ok_since = time.monotonic()
+            log.warning("sweep skipped: broker unavailable (%s)", exc)
+        except SQLAlchemyError as exc:
+            log.warning("sweep skipped: job store unavailable (%s)", type(exc).__name__)
+
+
+def run() -> None:
+    """Sweep every `CALLBACK_SWEEP_SECONDS` until SIGTERM or SIGINT."""
+    from workers.app import celery_app
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s sweeper %(message)s")
+    rt = open_runtime(runner=False)
     stop = threading.Event()
-    every = rt.settings.callback.sweep_seconds
-    lost = LostJobs()
 
-    def loop() -> None:
-        while not stop.wait(every):
-            try:
-                if rt.redis.set(LOCK, b"1", nx=True, px=int(every * 1000)):
-                    sweep(rt, app)
-                    lost.check(rt, app)
-            except (redis.RedisError, SQLAlchemyError) as exc:
-                log.warning("sweep skipped: %s", exc)
+    def _stop(*_: Any) -> None:
+        stop.set()
 
-    threading.Thread(target=loop, name="orch-sweeper", daemon=True).start()
-    return stop
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    sweeper = Sweeper(rt, celery_app)
+    log.info("sweeping every %gs", rt.settings.callback.sweep_seconds)
+    while not stop.wait(rt.settings.callback.sweep_seconds):
+        sweeper.round()
+    rt.close()

@@ -14,12 +14,14 @@ from sse_starlette import EventSourceResponse
 from api import service, streaming
 from api.deps import StateDep, TenantDep
 from api.schemas import (
+    ApprovalRequest,
     ErrorBody,
     EventPublic,
     JobAccepted,
     JobCreate,
     JobPage,
     JobPublic,
+    RejectionRequest,
     job_public,
     links_for,
 )
@@ -95,9 +97,9 @@ def list_jobs(
 
 @router.get("/{job_id}", operation_id="getJob", response_model=JobPublic, responses=ERRORS)
 def get_job(job_id: str, state: StateDep, tenant: TenantDep) -> JobPublic:
-    """A job with its steps, result, error and timings."""
+    """A job with its steps, result, error and timings, and what a held or waiting step awaits."""
     job, steps = service.load_job(state, tenant, job_id)
-    return job_public(job, steps)
+    return job_public(job, steps, service.pending_action(state, steps))
 
 
 @router.get(
@@ -139,3 +141,25 @@ def cancel_job(job_id: str, state: StateDep, tenant: TenantDep) -> JobPublic:
         log.warning("job %s cancelled, but the broker missed the revoke: %s", job_id, exc)
     return job_public(job, steps)
 
+
+
+@router.post("/{job_id}/approve", operation_id="approveStep", response_model=JobPublic,
+             responses={**ERRORS, 403: {"model": ErrorBody}})
+def approve_step(job_id: str, body: ApprovalRequest, state: StateDep,
+                 tenant: TenantDep) -> JobPublic:
+    """Approve the job's held step with its token: the step runs.
+
+    The token approves only the step it was issued for, with that exact intent and inputs
+    (403 otherwise), once, before it expires (409 after: the step fails).
+    """
+    service.approve(state, tenant, job_id, body.token)
+    return get_job(job_id, state, tenant)
+
+
+@router.post("/{job_id}/reject", operation_id="rejectStep", response_model=JobPublic,
+             responses=ERRORS)
+def reject_step(job_id: str, body: RejectionRequest, state: StateDep,
+                tenant: TenantDep) -> JobPublic:
+    """Reject the job's held step: it fails with the reason, and the job with it."""
+    service.reject(state, tenant, job_id, body.reason)
+    return get_job(job_id, state, tenant)

@@ -18,7 +18,8 @@ from core.migrate import upgrade
 from tests import services
 
 OTHER_POOLS = ["llm", "memory", "flow", "callbacks"]
-VISIBILITY_TIMEOUT = 6
+VISIBILITY_TIMEOUT = 30
+LOST_AFTER = 4
 
 
 @dataclass
@@ -31,6 +32,7 @@ class Stack:
     logs: Path
     workers: dict[str, services.Process] = field(default_factory=dict)
     api: services.Process | None = None
+    sweeper: services.Process | None = None
 
     def new_key(self, operator: bool = False) -> str:
         with self.db.write() as session:
@@ -43,15 +45,19 @@ class Stack:
         return httpx.Client(base_url=self.url, timeout=30,
                             headers={"Authorization": f"Bearer {key or self.new_key()}"})
 
-    def start_worker(self, name: str, pools: list[str], concurrency: int = 2) -> None:
+    def start_worker(self, name: str, pools: list[str], concurrency: int = 50) -> None:
         self.workers[name] = services.start_worker(self.env, pools, self.logs / f"{name}.log",
                                                    concurrency)
+
+    def start_sweeper(self) -> None:
+        self.sweeper = services.Process([str(services.BIN / "orchestrator"), "sweeper"],
+                                        self.env, self.logs / "sweeper.log")
 
     def wait_ready(self, timeout: float = 60) -> None:
         services.wait_http(f"{self.url}/ready", timeout=timeout)
 
     def stop(self) -> None:
-        for process in [*self.workers.values(), self.api]:
+        for process in [*self.workers.values(), self.api, self.sweeper]:
             if process is not None:
                 process.stop()
         self.db.dispose()
@@ -97,6 +103,8 @@ def stack(request: pytest.FixtureRequest, broker_url: str) -> Iterator[Stack]:
            "CALLBACK_ALLOWED_NETWORKS": '["127.0.0.1/32"]', "CALLBACK_SCHEDULE": "[0.3, 0.3, 0.3]",
            "CALLBACK_SWEEP_SECONDS": "0.3", "CALLBACK_TIMEOUT": "3",
            "BREAKER_FAIL_MAX": "1000", "ORCHESTRATOR_LOST_AFTER": "2",
+           "WORKER_LOST_AFTER": str(LOST_AFTER), "POOL_SOFT_TIME_LIMIT": "20",
+           "POOL_TIME_LIMIT": "25", "API_PUBLIC_URL": f"http://127.0.0.1:{port}",
            "BROKER_RESTORE_LOCK_SECONDS": "5",
            "ORCHESTRATOR_UPSTREAM_RETRIES": "2",
            "ORCHESTRATOR_SYNC_TIMEOUT": "8", "PATH": f"{services.BIN}:{os.environ['PATH']}"}
@@ -104,8 +112,9 @@ def stack(request: pytest.FixtureRequest, broker_url: str) -> Iterator[Stack]:
                     logs=logs)
     try:
         running.start_worker("tools", ["tools"])
-        running.start_worker("others", OTHER_POOLS, concurrency=1)
+        running.start_worker("others", OTHER_POOLS, concurrency=20)
         running.api = services.start_api(env, logs / "api.log")
+        running.start_sweeper()
         running.wait_ready()
         yield running
     finally:

@@ -7,12 +7,16 @@ import redis
 from celery import Celery
 
 from core.settings import get_settings
-from core.store import NewStep
-from tasks.chain import enqueue
+from core.store import NextStep
+from tasks.chain import send_step
 from workers.app import create_celery
 from workers.inflight import CHUNK, jobs_in_broker
 
-STEP = NewStep("debug.echo", "tasks.tools.echo", "tools", {"a": 1})
+
+
+def enqueue(app: Celery, job_id: str, steps: int = 1, start: int = 0) -> None:
+    for index in range(start, start + steps):
+        send_step(app, NextStep(job_id, index, "debug.echo", "tools"))
 
 
 @pytest.fixture
@@ -32,21 +36,21 @@ def app(url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Celery]:
 
 
 def test_a_queued_job_is_found_and_others_are_not(app: Celery, url: str) -> None:
-    enqueue(app, "job_queued", [STEP, STEP])
+    enqueue(app, "job_queued", steps=2)
     found = jobs_in_broker(redis.Redis.from_url(url), ["job_queued", "job_gone"])
     assert found == {"job_queued"}
 
 
 def test_a_job_is_found_past_the_first_chunk(app: Celery, url: str) -> None:
     for n in range(CHUNK + 5):
-        enqueue(app, f"job_{n}", [STEP])
+        enqueue(app, f"job_{n}")
     client = redis.Redis.from_url(url)
     assert jobs_in_broker(client, ["job_0", f"job_{CHUNK + 4}", "job_gone"]) == {
         "job_0", f"job_{CHUNK + 4}"}
 
 
 def test_a_taken_but_unacknowledged_message_is_found_until_acked(app: Celery, url: str) -> None:
-    enqueue(app, "job_taken", [STEP], start=3)
+    enqueue(app, "job_taken", start=3)
     client = redis.Redis.from_url(url)
     with app.connection_for_read() as connection:
         queue = connection.SimpleQueue("tools", no_ack=False)

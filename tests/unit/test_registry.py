@@ -5,7 +5,8 @@ from pydantic import BaseModel
 
 from api import service
 from core.errors import IntentNotFound, InvalidRequest
-from tasks.registry import REGISTRY, Intent, Registry
+from tasks.intents import REGISTRY
+from tasks.registry import Intent, StaticProvider
 
 
 def request(intent: str, inputs: dict, mode: str = "auto") -> service.Request:
@@ -16,28 +17,55 @@ def request(intent: str, inputs: dict, mode: str = "auto") -> service.Request:
 def test_unknown_intent_names_the_available_ones() -> None:
     with pytest.raises(IntentNotFound) as raised:
         REGISTRY.get("nope")
-    assert str(raised.value) == "Intent 'nope' not found"
+    assert str(raised.value).startswith("Intent 'nope' not found")
     assert "debug.echo" in raised.value.available
 
 
 def test_an_intent_cannot_be_registered_twice() -> None:
-    registry = Registry()
-    intent = Intent("x.y", "tools", "agent", BaseModel, "x", lambda _: [])
-    registry.register(intent)
+    provider = StaticProvider()
+    intent = Intent("x.y", "tools", "agent", BaseModel, "x", lambda _: None)
+    provider.register(intent)
     with pytest.raises(ValueError, match="registered twice"):
-        registry.register(intent)
+        provider.register(intent)
 
 
 def test_an_intent_needs_a_real_pool_and_mode() -> None:
     with pytest.raises(ValueError, match="unknown pool"):
-        Intent("x.y", "gpu", "agent", BaseModel, "x", lambda _: [])
+        Intent("x.y", "gpu", "agent", BaseModel, "x", lambda _: None)
+
+
+def test_providers_add_intents_per_tenant() -> None:
+    # Given a provider whose intent only tenant "a" may use
+    class PerTenant:
+        def intents(self, tenant_id: str | None) -> list[Intent]:
+            own = Intent("tool.mine", "tools", "agent", BaseModel, "x", lambda _: None)
+            return [own] if tenant_id == "a" else []
+
+    registry = type(REGISTRY)([*REGISTRY.providers, PerTenant()])
+    # Then "a" sees it beside the built-in intents and "b" does not
+    assert "tool.mine" in registry.names("a") and "debug.echo" in registry.names("a")
+    assert "tool.mine" not in registry.names("b")
+    with pytest.raises(IntentNotFound):
+        registry.get("tool.mine", "b")
 
 
 def test_chain_plans_one_step_per_link() -> None:
     _, inputs, steps = service.plan(request("debug.chain", {"steps": 4, "delay": 0.5}))
     assert inputs == {"steps": 4, "delay": 0.5}
     assert [s.inputs["step"] for s in steps] == [1, 2, 3, 4]
-    assert {s.task for s in steps} == {"tasks.tools.chain_link"}
+    assert {(s.intent, s.pool) for s in steps} == {("debug.chain.link", "tools")}
+
+
+def test_a_static_plan_longer_than_the_limit_is_refused() -> None:
+    with pytest.raises(InvalidRequest, match="more than the limit of 3"):
+        service.plan(request("debug.chain", {"steps": 4}), max_steps=3)
+
+
+def test_a_dangerous_intent_says_why_it_is_held() -> None:
+    intent = REGISTRY.get("debug.hold")
+    hold = intent.hold(intent.inputs.model_validate({"reason": "deletes things"}))
+    assert intent.dangerous and hold is not None and hold.reason == "deletes things"
+    assert REGISTRY.get("debug.echo").hold(REGISTRY.get("debug.echo").inputs()) is None
 
 
 def test_invalid_inputs_name_the_field() -> None:

@@ -14,28 +14,32 @@ from core.store import NewStep, StepVerdict
 
 
 def submit(db: Database, tenant: str, steps: int = 2, key: str = "k1",
-           window: int = 3600) -> tuple[str, bool]:
+           window: int = 3600, plan: list[NewStep] | None = None) -> tuple[str, bool]:
     with db.write() as session:
-        job, created = store.submit_job(
+        job, created, _ = store.submit_job(
             session=session, job_id=store.new_job_id(), tenant_id=tenant, intent="debug.chain",
             mode="agent", inputs={}, context={}, callback_url=None,
-            steps=[NewStep("debug.chain", "tasks.tools.chain_link", "tools", {"i": i})
-                   for i in range(steps)],
+            steps=plan if plan is not None else [
+                NewStep("debug.chain.link", "tools", {"i": i}) for i in range(steps)],
             idempotency_key=key, window=window)
         return job.id, created
 
 
 def begin(db: Database, job_id: str, index: int, max_deliveries: int = 3,
-          retries: int = 0) -> store.StepStart:
+          retries: int = 0, runner: str = "host:1",
+          live: frozenset[str] = frozenset()) -> store.StepStart:
     with db.write() as session:
-        return store.begin_step(session=session, job_id=job_id, index=index,
-                                max_deliveries=max_deliveries, retries=retries)
+        return store.begin_step(session=session, job_id=job_id, index=index, runner=runner,
+                                max_deliveries=max_deliveries, retries=retries,
+                                is_live=lambda r: r in live)
 
 
-def finish(db: Database, job_id: str, index: int, output: object) -> list[str]:
+def finish(db: Database, job_id: str, index: int, output: object,
+           extend: list[NewStep] | None = None, max_steps: int = 0) -> list[str]:
     with db.write() as session:
-        return [e["type"] for e in store.finish_step(session=session, job_id=job_id, index=index,
-                                                  output=output)]
+        handoff = store.finish_step(session=session, job_id=job_id, index=index, output=output,
+                                    extend=extend, max_steps=max_steps)
+        return [e["type"] for e in handoff.events]
 
 
 def load(db: Database, tenant: str, job_id: str):  # type: ignore[no-untyped-def]
@@ -87,14 +91,16 @@ def test_a_redelivered_finished_step_is_not_run_again(db: Database, tenant: str)
     begin(db, job_id, 0)
     finish(db, job_id, 0, {"done": True})
     again = begin(db, job_id, 0)
-    assert again.verdict == StepVerdict.done and again.output == {"done": True}
+    assert again.verdict == StepVerdict.done
+    assert again.next is not None and again.next.index == 1, "the next step is sent again"
     assert finish(db, job_id, 0, {"done": "twice"}) == []
 
 
 def test_a_step_delivered_too_often_fails_as_poison(db: Database, tenant: str) -> None:
     job_id, _ = submit(db, tenant)
-    for _ in range(2):
-        assert begin(db, job_id, 0, max_deliveries=2).verdict == StepVerdict.run
+    for n in range(2):
+        assert begin(db, job_id, 0, max_deliveries=2, runner=f"dead:{n}").verdict == \
+            StepVerdict.run
     poisoned = begin(db, job_id, 0, max_deliveries=2)
     assert poisoned.verdict == StepVerdict.skip
     job, steps = load(db, tenant, job_id)
@@ -106,10 +112,11 @@ def test_a_failed_step_fails_the_job(db: Database, tenant: str) -> None:
     job_id, _ = submit(db, tenant)
     begin(db, job_id, 0)
     with db.write() as session:
-        events = store.fail_step(session=session, job_id=job_id, index=0, error="E: boom")
+        handoff = store.fail_step(session=session, job_id=job_id, index=0, error="E: boom")
+    events = handoff.events
     assert [e["type"] for e in events] == ["step_failed", "job_failed"]
     job, _ = load(db, tenant, job_id)
-    assert job.error == "step 0 (debug.chain) failed: E: boom"
+    assert job.error == "step 0 (debug.chain.link) failed: E: boom"
 
 
 def test_cancel_ends_the_job_and_later_steps_are_skipped(db: Database, tenant: str) -> None:
@@ -144,10 +151,15 @@ def test_event_sequence_rises_by_one(db: Database, tenant: str) -> None:
         assert [e.type for e in tail] == ["step_succeeded", "job_succeeded"]
 
 
-def test_abort_frees_the_idempotency_key(db: Database, tenant: str) -> None:
+def test_a_discarded_submission_leaves_nothing_and_frees_its_key(db: Database,
+                                                                  tenant: str) -> None:
     job_id, _ = submit(db, tenant)
     with db.write() as session:
-        store.abort_submission(session=session, job_id=job_id, error="broker down")
+        store.discard_submission(session=session, job_id=job_id)
+    with db.read() as session, pytest.raises(NotFound):
+        store.get_job(session=session, tenant_id=tenant, job_id=job_id)
+    with db.read() as session:
+        assert store.list_events(session=session, job_id=job_id, after=0, limit=10) == []
     retried, created = submit(db, tenant)
     assert created and retried != job_id
 
@@ -157,7 +169,7 @@ def test_recorded_events_are_public_json(db: Database, tenant: str) -> None:
     started = begin(db, job_id, 0)
     with db.write() as session:
         finished = store.finish_step(session=session, job_id=job_id, index=0, output={"r": 1})
-    events = json.loads(json.dumps([*started.events, *finished]))
+    events = json.loads(json.dumps([*started.events, *finished.events]))
     assert [(e["id"], e["type"], e["job_id"]) for e in events] == [
         (2, "job_started", job_id), (3, "step_started", job_id),
         (4, "step_succeeded", job_id), (5, "job_succeeded", job_id)]
@@ -177,6 +189,8 @@ def test_deliberate_retries_do_not_count_towards_poison(db: Database, tenant: st
     for retry in range(4):
         start = begin(db, job_id, 0, max_deliveries=1, retries=retry)
         assert start.verdict == StepVerdict.run
+        with db.write() as session:
+            store.retry_step(session=session, job_id=job_id, index=0, reason="breaker open")
     assert begin(db, job_id, 0, max_deliveries=1, retries=3).verdict == StepVerdict.skip
 
 
@@ -185,7 +199,7 @@ def quiet(db: Database, older_than: float) -> list[str]:
         return store.quiet_jobs(session=session, older_than=older_than, limit=10)
 
 
-def resume(db: Database, job_id: str, quiet_for: float) -> store.Resumption:
+def resume(db: Database, job_id: str, quiet_for: float) -> store.Handoff:
     with db.write() as session:
         return store.resume(session=session, job_id=job_id, quiet_for=quiet_for)
 
@@ -207,18 +221,18 @@ def test_a_resumed_job_goes_on_from_its_first_unfinished_step(db: Database, tena
     finish(db, job_id, 0, "first")
     time.sleep(0.2)
     taken = resume(db, job_id, quiet_for=0.1)
-    assert taken.start == 1 and [s.inputs for s in taken.steps] == [{"i": 1}, {"i": 2}]
+    assert taken.send is not None and taken.send.index == 1
     assert [e["type"] for e in taken.events] == ["job_requeued"]
     assert taken.events[0]["data"]["index"] == 1
 
 
 def test_a_job_that_moved_on_or_ended_is_not_resumed(db: Database, tenant: str) -> None:
     job_id, _ = submit(db, tenant, steps=1)
-    assert resume(db, job_id, quiet_for=60).steps == []
+    assert resume(db, job_id, quiet_for=60).send is None
     time.sleep(0.2)
-    assert resume(db, job_id, quiet_for=0.1).steps != []
-    assert resume(db, job_id, quiet_for=0.1).steps == [], "a second sweeper must not take it"
+    assert resume(db, job_id, quiet_for=0.1).send is not None
+    assert resume(db, job_id, quiet_for=0.1).send is None, "a second sweeper must not take it"
     begin(db, job_id, 0)
     finish(db, job_id, 0, "done")
     time.sleep(0.2)
-    assert resume(db, job_id, quiet_for=0.1).steps == []
+    assert resume(db, job_id, quiet_for=0.1).send is None

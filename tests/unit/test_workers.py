@@ -2,10 +2,14 @@
 
 import time
 
-from core.store import NewStep
+import pytest
+
+from core.store import NextStep
 from tasks import debug
-from tasks.chain import build_chain
+from tasks.chain import step_signature
+from tasks.context import Cancelled, StepContext
 from workers.app import celery_app
+from workers.pools import POOLS
 
 
 def test_the_app_is_json_only_with_late_acks() -> None:
@@ -17,9 +21,21 @@ def test_the_app_is_json_only_with_late_acks() -> None:
 
 
 def test_tasks_route_to_their_modules_pool() -> None:
-    route = celery_app.amqp.router.route({}, "tasks.tools.echo")
+    route = celery_app.amqp.router.route({}, "tasks.tools.step")
     assert route["queue"].name == "tools"
-    assert celery_app.amqp.router.route({}, "tasks.llm.plan")["queue"].name == "llm"
+    assert celery_app.amqp.router.route({}, "tasks.llm.step")["queue"].name == "llm"
+
+
+def test_every_pool_has_a_step_task() -> None:
+    import tasks.steps  # noqa: F401  (registers them)
+
+    assert {f"tasks.{pool}.step" for pool in POOLS} <= set(celery_app.tasks)
+
+
+def test_network_bound_pools_run_threads_and_embedding_runs_processes() -> None:
+    assert {name: pool.execution for name, pool in POOLS.items()} == {
+        "llm": "threads", "tools": "threads", "memory": "prefork", "flow": "threads",
+        "callbacks": "threads"}
 
 
 def test_each_pool_queue_has_its_own_exchange_and_key() -> None:
@@ -29,17 +45,27 @@ def test_each_pool_queue_has_its_own_exchange_and_key() -> None:
     assert {q.name for q in queues} == {"llm", "tools", "memory", "flow", "callbacks"}
 
 
-def test_a_chain_has_one_immutable_signature_per_step_with_derived_ids() -> None:
-    steps = [NewStep("debug.chain", "tasks.tools.chain_link", "tools", {"step": i})
-             for i in range(3)]
-    chain = build_chain(celery_app, "job_1", steps)
-    signatures = chain.tasks
-    assert [s.options["task_id"] for s in signatures] == ["job_1-0", "job_1-1", "job_1-2"]
-    assert all(s.immutable and s.options["queue"] == "tools" for s in signatures)
-    assert signatures[1].kwargs == {"job_id": "job_1", "index": 1, "inputs": {"step": 1}}
+def test_a_step_message_carries_ids_only_and_a_derived_task_id() -> None:
+    signature = step_signature(celery_app, NextStep("job_1", 2, "debug.wait", "flow"))
+    assert signature.task == "tasks.flow.step" and signature.immutable
+    assert signature.options["task_id"] == "job_1-2" and signature.options["queue"] == "flow"
+    assert signature.kwargs == {"job_id": "job_1", "index": 2, "intent": "debug.wait"}
+
+
+def context(inputs: debug.SleepInputs, cancelled: object, limit: float = 60) -> StepContext:
+    return StepContext(job_id="j", index=0, tenant_id="t", intent="debug.sleep", inputs=inputs,
+                       deadline=time.monotonic() + limit, is_cancelled=cancelled,  # type: ignore[arg-type]
+                       issue_resume_url=lambda: "", plan_step=lambda *_: None)  # type: ignore[arg-type,return-value]
 
 
 def test_sleep_stops_early_when_cancelled() -> None:
     started = time.monotonic()
-    result = debug.sleep(5, cancelled=lambda: time.monotonic() - started > 0.2, tick=0.05)
-    assert result["cancelled"] and result["slept"] < 1
+    with pytest.raises(Cancelled):
+        debug.sleep(context(debug.SleepInputs(seconds=5),
+                            lambda: time.monotonic() - started > 0.2))
+    assert time.monotonic() - started < 1
+
+
+def test_sleep_stops_at_the_time_limit() -> None:
+    with pytest.raises(debug.TimeLimitExceeded):
+        debug.sleep(context(debug.SleepInputs(seconds=5), lambda: False, limit=0.2))

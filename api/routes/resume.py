@@ -1,0 +1,28 @@
+"""`/v1/resume/{token}`: an outside system resumes a waiting step; the token is the credential."""
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Body, Path
+
+from api import service
+from api.deps import StateDep
+from api.routes.jobs import ERRORS
+from api.schemas import ResumeAccepted
+
+router = APIRouter(prefix="/v1/resume", tags=["jobs"])
+
+
+@router.post("/{token}", operation_id="resumeStep", response_model=ResumeAccepted,
+             responses={code: ERRORS[code] for code in (404, 409, 413, 422, 503)})
+def resume_step(
+    state: StateDep,
+    token: Annotated[str, Path(min_length=1, max_length=200,
+                               description="The token of the step's resume URL.")],
+    body: Annotated[dict[str, Any], Body(description="The step's output.")],
+) -> ResumeAccepted:
+    """Resume a waiting step with this JSON body as its output; no API key, single use.
+
+    404 when the token is unknown or was used; 409 when the step's deadline passed (it failed).
+    """
+    job_id, index = service.resume(state, token, body)
+    return ResumeAccepted(job_id=job_id, index=index)

@@ -1,0 +1,262 @@
+"""The step ledger: a step's start and outcome, written with its job's in one transaction.
+
+Each function locks the job row, decides from the ledger (not from the message that brought
+the step) and returns a `Handoff`: the events to publish and the step to send once committed.
+"""
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import bindparam, insert, update
+from sqlmodel import Session, select
+
+from core import deliveries, refs
+from core.errors import NotFound
+from core.events import LiveEvent
+from core.models import JobStatus, StepStatus, utcnow
+from core.store.events import callback_item, insert_events
+from core.store.submission import step_rows
+from core.store.tables import JOBS, STEPS, Handoff, Items, NewStep, NextStep
+
+
+class StepVerdict(StrEnum):
+    """What a worker should do with a step it was just handed."""
+
+    run = "run"
+    done = "done"
+    skip = "skip"
+
+
+@dataclass
+class StepStart:
+    """The outcome of `begin_step`.
+
+    `run` comes with the step's inputs (references resolved); `done` (it already succeeded)
+    with the next step to send again; `skip` with the reason and any events.
+    """
+
+    verdict: StepVerdict
+    reason: str = ""
+    events: list[LiveEvent] = field(default_factory=list)
+    inputs: dict[str, Any] = field(default_factory=dict)
+    intent: str = ""
+    pool: str = ""
+    tenant_id: str = ""
+    approved: bool = False
+    next: NextStep | None = None
+
+
+@dataclass
+class Ledger:
+    """A job and one of its steps as the ledger has them, the job row locked."""
+
+    job_id: str
+    index: int
+    status: JobStatus
+    step_status: StepStatus
+    row: Any
+
+
+LEDGER = (
+    select(JOBS.c.status, JOBS.c.event_seq, JOBS.c.tenant_id,  # type: ignore[call-overload]
+           JOBS.c.intent.label("job_intent"), JOBS.c.mode, JOBS.c.callback_url,
+           JOBS.c.created_at, JOBS.c.started_at, STEPS.c.status.label("step"),
+           STEPS.c.attempts, STEPS.c.intent, STEPS.c.pool, STEPS.c.inputs, STEPS.c.output,
+           STEPS.c.runner, STEPS.c.approved_at, STEPS.c.token_hash, STEPS.c.deadline,
+           STEPS.c.early_output)
+    .join(STEPS, STEPS.c.job_id == JOBS.c.id)
+    .where(JOBS.c.id == bindparam("job_id"), STEPS.c.index == bindparam("index"))
+    .with_for_update(of=JOBS)
+)
+
+
+def ledger(session: Session, job_id: str, index: int) -> Ledger:
+    """Lock the job and read it with step `index`."""
+    row = session.execute(LEDGER, {"job_id": job_id, "index": index}).one_or_none()
+    if row is None:
+        raise NotFound(f"step {index} of job {job_id} not found")
+    return Ledger(job_id, index, JobStatus(row.status), StepStatus(row.step), row)
+
+
+def record(session: Session, at: Ledger, job: dict[str, Any], step: dict[str, Any],
+           items: Items) -> list[LiveEvent]:
+    """Write a step's and its job's new values and the events that say so.
+
+    When these values end the job (and only then: a job that already ended scheduled its
+    callback then), its callback is scheduled in the same transaction.
+    """
+    if "status" in job and JobStatus(job["status"]).terminal and at.row.callback_url:
+        row = at.row
+        outcome = deliveries.Outcome(
+            job_id=at.job_id, tenant_id=row.tenant_id, callback_url=row.callback_url,
+            status=str(job["status"]), intent=row.job_intent, mode=row.mode,
+            result=job.get("result"), error=job.get("error"), created_at=row.created_at,
+            started_at=job.get("started_at", row.started_at), finished_at=job["finished_at"])
+        items = [*items, callback_item(session, outcome)]
+    if step:
+        session.execute(update(STEPS).where(STEPS.c.job_id == at.job_id,
+                                            STEPS.c.index == at.index).values(**step))
+    session.execute(update(JOBS).where(JOBS.c.id == at.job_id)
+                    .values(event_seq=at.row.event_seq + len(items), **job))
+    return insert_events(session, at.job_id, at.row.event_seq, items)
+
+
+def _rest(session: Session, job_id: str, index: int) -> list[Any]:
+    """The steps after `index`, in order: idx, intent, pool, status."""
+    return list(session.execute(
+        select(STEPS.c.index.label("idx"), STEPS.c.intent, STEPS.c.pool, STEPS.c.status)
+        .where(STEPS.c.job_id == job_id, STEPS.c.index > index).order_by(STEPS.c.index)))
+
+
+def _output_of(session: Session, job_id: str, before: int) -> Callable[[int], Any]:
+    def output(index: int) -> Any:
+        if index >= before:
+            raise LookupError(f"step {index} is not before step {before}")
+        row = session.execute(select(STEPS.c.status, STEPS.c.output).where(
+            STEPS.c.job_id == job_id, STEPS.c.index == index)).one_or_none()
+        if row is None or StepStatus(row.status) != StepStatus.succeeded:
+            raise LookupError(f"step {index} has no output")
+        return row.output
+    return output
+
+
+def begin_step(*, session: Session, job_id: str, index: int, runner: str, max_deliveries: int,
+               retries: int = 0, is_live: Callable[[str], bool] = lambda _: False) -> StepStart:
+    """Record that `runner` (host:pid) took a step; say whether to run it, and with what.
+
+    A step running on a live runner is a duplicate delivery (skipped); one whose runner died is
+    taken over. `retries` is the Celery retry number of this message: each retry is a new
+    message, so the poison limit counts the deliveries of each, not deliberate retries.
+    """
+    at = ledger(session, job_id, index)
+    if at.status.terminal:
+        return StepStart(StepVerdict.skip, reason=f"job is {at.status}")
+    if at.step_status == StepStatus.succeeded:
+        return _already_done(session, at)
+    if at.step_status not in (StepStatus.pending, StepStatus.running):
+        return StepStart(StepVerdict.skip, reason=f"step is {at.step_status}")
+    if at.step_status == StepStatus.running and at.row.runner and is_live(at.row.runner):
+        return StepStart(StepVerdict.skip, reason=f"a duplicate: running on {at.row.runner}")
+    attempts = at.row.attempts + 1
+    if attempts > max_deliveries + retries:
+        error = (f"step {index} ({at.row.intent}) was delivered {attempts} times without "
+                 "finishing; failed as poison")
+        handoff = fail(session, at, error, step={"attempts": attempts}, job_error=error)
+        return StepStart(StepVerdict.skip, reason=error, events=handoff.events)
+    try:
+        inputs = refs.resolve(at.row.inputs, _output_of(session, job_id, index))
+    except refs.RefError as exc:
+        handoff = fail(session, at, str(exc), step={"attempts": attempts})
+        return StepStart(StepVerdict.skip, reason=str(exc), events=handoff.events)
+    return _start(session, at, attempts, runner, inputs)
+
+
+def _already_done(session: Session, at: Ledger) -> StepStart:
+    rest = _rest(session, at.job_id, at.index)
+    if rest and StepStatus(rest[0].status) != StepStatus.pending:
+        return StepStart(StepVerdict.skip, reason="a redelivery of a step whose chain went on")
+    following = NextStep(at.job_id, rest[0].idx, rest[0].intent, rest[0].pool) if rest else None
+    return StepStart(StepVerdict.done, next=following)
+
+
+def _start(session: Session, at: Ledger, attempts: int, runner: str,
+           inputs: dict[str, Any]) -> StepStart:
+    now = utcnow()
+    items: Items = []
+    job: dict[str, Any] = {}
+    if at.status == JobStatus.queued:
+        job = {"status": JobStatus.running, "started_at": now}
+        items.append(("job_started", {}))
+    items.append(("step_started", {"index": at.index, "intent": at.row.intent,
+                                   "pool": at.row.pool, "attempt": attempts}))
+    events = record(session, at, job, {"status": StepStatus.running, "attempts": attempts,
+                                       "runner": runner, "started_at": now}, items)
+    return StepStart(StepVerdict.run, events=events, inputs=inputs, intent=at.row.intent,
+                     pool=at.row.pool, tenant_id=at.row.tenant_id,
+                     approved=at.row.approved_at is not None)
+
+
+def finish_step(*, session: Session, job_id: str, index: int, output: Any,
+                extend: list[NewStep] | None = None, max_steps: int = 0) -> Handoff:
+    """Record a step's output, and the steps it adds to the plan; say what runs next.
+
+    The job ends when no step follows. A step that already ended (a duplicate, or cancelled
+    with its job) is left as it is.
+    """
+    at = ledger(session, job_id, index)
+    if at.step_status.finished:
+        return Handoff()
+    return succeed(session, at, output, extend or [], max_steps, [])
+
+
+def succeed(session: Session, at: Ledger, output: Any, extend: list[NewStep], max_steps: int,
+            items: Items) -> Handoff:
+    """Mark the step succeeded, grow the plan by `extend`, end the job or name the next step."""
+    rest = [(r.idx, r.intent, r.pool) for r in _rest(session, at.job_id, at.index)]
+    items = [*items, ("step_succeeded", {"index": at.index, "intent": at.row.intent})]
+    if extend:
+        total = at.index + 1 + len(rest) + len(extend)
+        if max_steps and total > max_steps:
+            return fail(session, at, f"the plan would grow to {total} steps, more than the "
+                        f"limit of {max_steps} (ORCHESTRATOR_MAX_STEPS)")
+        start = at.index + 1 + len(rest)
+        session.execute(insert(STEPS), step_rows(at.job_id, start, extend))
+        added = [(start + n, step.intent, step.pool) for n, step in enumerate(extend)]
+        rest += added
+        items.append(("plan_extended", {"index": at.index, "steps": [
+            {"index": i, "intent": intent} for i, intent, _ in added]}))
+    now, job, send = utcnow(), dict[str, Any](), None
+    if not at.status.terminal:
+        job = {"status": JobStatus.running,
+               "progress": round((at.index + 1) / (at.index + 1 + len(rest)), 4)}
+        if rest:
+            send = NextStep(at.job_id, *rest[0])
+        else:
+            job |= {"status": JobStatus.succeeded, "result": output, "finished_at": now}
+            items.append(("job_succeeded", {"result": output}))
+    events = record(session, at, job, {
+        "status": StepStatus.succeeded, "output": output, "finished_at": now,
+        "token_hash": None, "deadline": None}, items)
+    return Handoff(events, send)
+
+
+def fail(session: Session, at: Ledger, error: str, items: Items | None = None,
+         step: dict[str, Any] | None = None, job_error: str | None = None) -> Handoff:
+    """Mark the step failed with `error`; its job fails with it (unless it already ended)."""
+    now = utcnow()
+    items = [*(items or []), ("step_failed", {"index": at.index, "intent": at.row.intent,
+                                              "error": error})]
+    job: dict[str, Any] = {}
+    if not at.status.terminal:
+        reason = job_error or f"step {at.index} ({at.row.intent}) failed: {error}"
+        job = {"status": JobStatus.failed, "error": reason, "finished_at": now}
+        items.append(("job_failed", {"error": reason}))
+    events = record(session, at, job, {
+        "status": StepStatus.failed, "error": error, "finished_at": now, "token_hash": None,
+        **(step or {})}, items)
+    return Handoff(events)
+
+
+def fail_step(*, session: Session, job_id: str, index: int, error: str) -> Handoff:
+    """Record a step's final failure; the job fails with it."""
+    at = ledger(session, job_id, index)
+    if at.step_status.finished:
+        return Handoff()
+    return fail(session, at, error)
+
+
+def retry_step(*, session: Session, job_id: str, index: int, reason: str) -> Handoff:
+    """Record that a step will be tried again (by a new message): it is pending until then."""
+    at = ledger(session, job_id, index)
+    if at.step_status.finished:
+        return Handoff()
+    events = record(session, at, {}, {"status": StepStatus.pending, "runner": None},
+                    [("step_retrying", {"index": index, "reason": reason})])
+    return Handoff(events)
+
+
+def deadline_passed(at: Ledger, now: datetime) -> bool:
+    return at.row.deadline is not None and at.row.deadline <= now

@@ -1,0 +1,88 @@
+"""Reading jobs, their steps and events, and cancelling a job."""
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import and_, or_
+from sqlmodel import Session, col, select
+
+from core.errors import Conflict, NotFound
+from core.events import LiveEvent
+from core.models import Job, JobEvent, JobStatus, JobStep, StepStatus, utcnow
+from core.store.events import job_events, locked_job
+
+PENDING_EVENTS = {StepStatus.held: "step_held", StepStatus.waiting: "step_waiting"}
+WAITING_STEPS = frozenset(PENDING_EVENTS)
+
+
+def get_job(*, session: Session, tenant_id: str, job_id: str) -> Job:
+    """A tenant's job; another tenant's job does not exist."""
+    job = session.get(Job, job_id)
+    if job is None or job.tenant_id != tenant_id:
+        raise NotFound(f"job {job_id} not found")
+    return job
+
+
+def job_steps(*, session: Session, job_id: str) -> list[JobStep]:
+    return list(session.exec(select(JobStep).where(JobStep.job_id == job_id)
+                             .order_by(col(JobStep.index))))
+
+
+def pending_action(*, session: Session, steps: list[JobStep]) -> dict[str, Any] | None:
+    """What a held or waiting step waits for: the data of its latest held/waiting event."""
+    step = next((s for s in steps if s.status in PENDING_EVENTS), None)
+    if step is None:
+        return None
+    event = session.exec(
+        select(JobEvent).where(JobEvent.job_id == step.job_id,
+                               JobEvent.type == PENDING_EVENTS[step.status])
+        .order_by(col(JobEvent.seq).desc()).limit(1)).first()
+    return {"status": str(step.status), **(event.data if event else {"index": step.index})}
+
+
+def list_jobs(
+    *,
+    session: Session,
+    tenant_id: str,
+    status: JobStatus | None,
+    intent: str | None,
+    limit: int,
+    before: tuple[datetime, str] | None,
+) -> list[Job]:
+    """A tenant's jobs, newest first, after the keyset cursor `before`."""
+    query = select(Job).where(Job.tenant_id == tenant_id)
+    if status is not None:
+        query = query.where(Job.status == status)
+    if intent is not None:
+        query = query.where(Job.intent == intent)
+    if before is not None:
+        created, job_id = before
+        query = query.where(or_(col(Job.created_at) < created,
+                                and_(col(Job.created_at) == created, col(Job.id) < job_id)))
+    query = query.order_by(col(Job.created_at).desc(), col(Job.id).desc()).limit(limit)
+    return list(session.exec(query))
+
+
+def list_events(*, session: Session, job_id: str, after: int, limit: int) -> list[JobEvent]:
+    """A job's events with `seq` above `after`, oldest first."""
+    query = (select(JobEvent).where(JobEvent.job_id == job_id, col(JobEvent.seq) > after)
+             .order_by(col(JobEvent.seq)).limit(limit))
+    return list(session.exec(query))
+
+
+def cancel_job(
+    *, session: Session, tenant_id: str, job_id: str
+) -> tuple[Job, list[LiveEvent]]:
+    """Cancel a job that has not ended; its unfinished steps (held and waiting too) with it."""
+    job = locked_job(session, job_id)
+    if job.tenant_id != tenant_id:
+        raise NotFound(f"job {job_id} not found")
+    if job.status.terminal:
+        raise Conflict(f"job {job_id} already {job.status}; only unfinished jobs can be cancelled")
+    now = utcnow()
+    job.status, job.finished_at, job.error = JobStatus.cancelled, now, "cancelled by request"
+    for step in session.exec(select(JobStep).where(JobStep.job_id == job_id)):
+        if not step.status.finished:
+            step.status, step.finished_at, step.token_hash = StepStatus.cancelled, now, None
+            session.add(step)
+    return job, job_events(session, job, [("job_cancelled", {})])

@@ -1,0 +1,84 @@
+"""Submitting a job: idempotency, the job row, its planned steps and first events."""
+
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import delete, insert
+from sqlmodel import Session
+
+from core.models import IdempotencyRecord, Job, JobStatus, StepStatus, utcnow
+from core.store.events import insert_events
+from core.store.tables import EVENTS, IDEMPOTENCY, JOBS, STEPS, Handoff, NewStep, NextStep
+
+
+def _live_idempotency(*, session: Session, tenant_id: str, key: str) -> IdempotencyRecord | None:
+    """The tenant's record for `key`, locked, or None when there is none or it has expired."""
+    record = session.get(IdempotencyRecord, (tenant_id, key), with_for_update=True)
+    if record is not None and record.expires_at <= utcnow():
+        session.delete(record)
+        session.flush()
+        return None
+    return record
+
+
+def submit_job(
+    *,
+    session: Session,
+    job_id: str,
+    tenant_id: str,
+    intent: str,
+    mode: str,
+    inputs: dict[str, Any],
+    context: dict[str, Any],
+    callback_url: str | None,
+    steps: list[NewStep],
+    idempotency_key: str,
+    window: int,
+) -> tuple[Job, bool, Handoff]:
+    """Store a job and its planned steps; returns (job, created, what to send).
+
+    An existing job is returned on repeat (with nothing to send). A plan with no steps ends the
+    job at once: the end of a job is decided from its step rows alone.
+    """
+    existing = _live_idempotency(session=session, tenant_id=tenant_id, key=idempotency_key)
+    if existing is not None:
+        return session.get_one(Job, existing.job_id), False, Handoff()
+    now = utcnow()
+    empty = not steps
+    job = Job.model_construct(
+        id=job_id, tenant_id=tenant_id, intent=intent, mode=mode,
+        status=JobStatus.succeeded if empty else JobStatus.queued, inputs=inputs,
+        context=context, result=None, error=None, progress=1.0 if empty else 0.0,
+        event_seq=2 if empty else 1, idempotency_key=idempotency_key, callback_url=callback_url,
+        created_at=now, started_at=None, finished_at=now if empty else None)
+    session.execute(insert(JOBS), [job.model_dump()])
+    session.execute(insert(IDEMPOTENCY), [{
+        "tenant_id": tenant_id, "key": idempotency_key, "job_id": job_id,
+        "expires_at": now + timedelta(seconds=window)}])
+    if steps:
+        session.execute(insert(STEPS), step_rows(job_id, 0, steps))
+    items = [("job_queued", {"intent": intent, "mode": mode, "steps": len(steps)})]
+    if empty:
+        items.append(("job_succeeded", {"result": None}))
+    events = insert_events(session, job_id, 0, items)
+    send = None if empty else NextStep(job_id, 0, steps[0].intent, steps[0].pool)
+    return job, True, Handoff(events, send)
+
+
+def step_rows(job_id: str, start: int, steps: list[NewStep]) -> list[dict[str, Any]]:
+    """Ledger rows for `steps`, numbered from `start`."""
+    return [{"job_id": job_id, "index": index, "intent": step.intent, "pool": step.pool,
+             "status": StepStatus.pending, "inputs": step.inputs, "attempts": 0}
+            for index, step in enumerate(steps, start=start)]
+
+
+def discard_submission(*, session: Session, job_id: str) -> None:
+    """Remove a job that could not be enqueued, as if it had never been submitted.
+
+    The client was told it was not started (503), so nothing of it may remain to be seen,
+    resumed or called back; its idempotency key is free for the retry.
+    """
+    session.execute(delete(EVENTS).where(EVENTS.c.job_id == job_id))
+    session.execute(delete(STEPS).where(STEPS.c.job_id == job_id))
+    session.execute(delete(IDEMPOTENCY).where(IDEMPOTENCY.c.job_id == job_id))
+    session.execute(delete(JOBS).where(JOBS.c.id == job_id))

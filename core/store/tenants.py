@@ -1,0 +1,47 @@
+"""Tenants and their API keys."""
+
+import secrets
+import uuid
+
+from sqlmodel import Session, col, select
+
+from core.models import ApiKey, Tenant
+from core.store.tables import sha256
+
+
+def hash_key(raw_key: str) -> str:
+    return sha256(raw_key)
+
+
+def create_tenant_key(*, session: Session, tenant_name: str,
+                      operator: bool = False) -> tuple[Tenant, str]:
+    """Create (or reuse) a tenant and give it a new API key; returns the raw key once.
+
+    `operator` makes the tenant an operator (it never unmakes one): its keys may also act on
+    what all tenants share, such as the circuit breakers of shared upstreams.
+    """
+    tenant = session.exec(select(Tenant).where(Tenant.name == tenant_name)).first()
+    if tenant is None:
+        tenant = Tenant(id=f"ten_{uuid.uuid4().hex[:16]}", name=tenant_name)
+    tenant.operator = tenant.operator or operator
+    session.add(tenant)
+    session.flush()
+    raw_key = f"ork_{secrets.token_urlsafe(32)}"
+    session.add(ApiKey(id=f"key_{uuid.uuid4().hex[:16]}", tenant_id=tenant.id,
+                       key_hash=hash_key(raw_key)))
+    return tenant, raw_key
+
+
+def tenant_for_key(*, session: Session, raw_key: str) -> str | None:
+    """The tenant id a live API key belongs to, or None."""
+    return session.exec(
+        select(ApiKey.tenant_id).where(
+            ApiKey.key_hash == hash_key(raw_key), col(ApiKey.revoked_at).is_(None)
+        )
+    ).first()
+
+
+def is_operator(*, session: Session, tenant_id: str) -> bool:
+    """Whether the tenant is an operator."""
+    tenant = session.get(Tenant, tenant_id)
+    return tenant is not None and tenant.operator

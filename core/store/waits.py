@@ -1,0 +1,134 @@
+"""Steps that wait without a worker: held for a person's approval, or waiting for a resume.
+
+An approval token is stored as the SHA-256 of the token with the step's exact intent and
+inputs, so it approves that command only; a resume token as its SHA-256. Both are single-use
+and end at the step's deadline.
+"""
+
+import hmac
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import update
+from sqlmodel import Session, select
+
+from core.errors import Conflict, Forbidden, NotFound
+from core.models import JobStatus, StepStatus, utcnow
+from core.store.ledger import Ledger, deadline_passed, fail, ledger, record, succeed
+from core.store.tables import JOBS, STEPS, Handoff, NextStep, approval_hash, sha256
+
+
+def hold_step(*, session: Session, job_id: str, index: int, inputs: dict[str, Any],
+              reason: str, token: str, ttl: float, approve_url: str) -> Handoff:
+    """Hold a running step for approval with `token`, bound to its exact intent and inputs."""
+    at = ledger(session, job_id, index)
+    if at.step_status != StepStatus.running or at.status.terminal:
+        return Handoff()
+    deadline = utcnow() + timedelta(seconds=ttl)
+    events = record(session, at, {"status": JobStatus.awaiting_approval}, {
+        "status": StepStatus.held, "inputs": inputs, "reason": reason, "deadline": deadline,
+        "token_hash": approval_hash(token, at.row.intent, inputs), "runner": None,
+    }, [("step_held", {"index": index, "intent": at.row.intent, "inputs": inputs,
+                       "reason": reason, "token": token, "expires_at": deadline.isoformat(),
+                       "approve": approve_url})])
+    return Handoff(events)
+
+
+def issue_resume_token(*, session: Session, job_id: str, index: int, token: str) -> None:
+    """Record the resume token of a running step, before the outside system can use it."""
+    session.execute(update(STEPS).where(
+        STEPS.c.job_id == job_id, STEPS.c.index == index,
+        STEPS.c.status == StepStatus.running).values(token_hash=sha256(token)))
+
+
+def wait_step(*, session: Session, job_id: str, index: int, ttl: float, reason: str,
+              resume_url: str) -> Handoff:
+    """Park a running step until its resume URL is called or `ttl` seconds pass.
+
+    If the resume came while the step was still running, the step succeeds with it now.
+    """
+    at = ledger(session, job_id, index)
+    if at.step_status != StepStatus.running or at.status.terminal:
+        return Handoff()
+    if at.row.early_output is not None:
+        return succeed(session, at, at.row.early_output, [], 0, [])
+    deadline = utcnow() + timedelta(seconds=ttl)
+    events = record(session, at, {"status": JobStatus.waiting}, {
+        "status": StepStatus.waiting, "reason": reason, "deadline": deadline, "runner": None,
+    }, [("step_waiting", {"index": index, "intent": at.row.intent, "reason": reason,
+                          "resume_url": resume_url, "deadline": deadline.isoformat()})])
+    return Handoff(events)
+
+
+def _held(session: Session, tenant_id: str, job_id: str) -> Ledger:
+    job = session.execute(select(JOBS.c.tenant_id, JOBS.c.status).where(JOBS.c.id == job_id)
+                          .with_for_update()).one_or_none()
+    if job is None or job.tenant_id != tenant_id:
+        raise NotFound(f"job {job_id} not found")
+    index = session.execute(select(STEPS.c.index).where(
+        STEPS.c.job_id == job_id, STEPS.c.status == StepStatus.held)).scalar_one_or_none()
+    if index is None:
+        raise Conflict(f"job {job_id} has no step awaiting approval; it is {job.status}")
+    return ledger(session, job_id, index)
+
+
+def approve_step(*, session: Session, tenant_id: str, job_id: str,
+                 token: str) -> tuple[Handoff, str | None]:
+    """Approve the held step with its token: it is sent to run. Returns why not, if expired."""
+    at = _held(session, tenant_id, job_id)
+    if deadline_passed(at, utcnow()):
+        return expire(session, at), f"the approval of step {at.index} expired at " \
+            f"{at.row.deadline.isoformat()}; the step failed"
+    expected = approval_hash(token, at.row.intent, at.row.inputs)
+    if not hmac.compare_digest(expected, at.row.token_hash or ""):
+        raise Forbidden(f"this token does not approve step {at.index} ({at.row.intent}) of job "
+                        f"{job_id}: it was issued for another step, or the command changed")
+    events = record(session, at, {"status": JobStatus.running}, {
+        "status": StepStatus.pending, "approved_at": utcnow(), "token_hash": None,
+        "deadline": None}, [("step_approved", {"index": at.index, "intent": at.row.intent})])
+    return Handoff(events, NextStep(job_id, at.index, at.row.intent, at.row.pool)), None
+
+
+def reject_step(*, session: Session, tenant_id: str, job_id: str, reason: str) -> Handoff:
+    """Reject the held step: it fails with `reason`, and its job with it."""
+    at = _held(session, tenant_id, job_id)
+    return fail(session, at, f"rejected: {reason}",
+                items=[("step_rejected", {"index": at.index, "reason": reason})])
+
+
+def resume_step(*, session: Session, token: str, output: Any) -> tuple[Handoff, str | None]:
+    """Resume the step waiting on `token` with `output`. Returns why not, if it expired."""
+    found = session.execute(select(STEPS.c.job_id, STEPS.c.index.label("idx")).where(
+        STEPS.c.token_hash == sha256(token),
+        STEPS.c.status.in_([StepStatus.running, StepStatus.waiting]))).one_or_none()
+    if found is None:
+        raise NotFound("unknown resume token, or it was used already")
+    at = ledger(session, found.job_id, found.idx)
+    resumed = ("step_resumed", {"index": at.index, "intent": at.row.intent})
+    if at.step_status == StepStatus.running:
+        # The outside system answered before the step finished handing off: keep the output.
+        events = record(session, at, {}, {"early_output": output, "token_hash": None},
+                        [resumed])
+        return Handoff(events), None
+    if deadline_passed(at, utcnow()):
+        return expire(session, at), f"step {at.index} stopped waiting at " \
+            f"{at.row.deadline.isoformat()}; it failed"
+    return succeed(session, at, output, [], 0, [resumed]), None
+
+
+def expire(session: Session, at: Ledger) -> Handoff:
+    """Fail a held or waiting step whose deadline passed."""
+    what = "no approval" if at.step_status == StepStatus.held else "no resume"
+    deadline = at.row.deadline.isoformat() if at.row.deadline else "its deadline"
+    return fail(session, at, f"{what} by {deadline}",
+                items=[("step_expired", {"index": at.index, "deadline": deadline})])
+
+
+def expire_step(*, session: Session, job_id: str, index: int) -> Handoff:
+    """Fail step `index` if it is still held or waiting past its deadline."""
+    at = ledger(session, job_id, index)
+    if at.step_status not in (StepStatus.held, StepStatus.waiting) or at.status.terminal:
+        return Handoff()
+    if not deadline_passed(at, utcnow()):
+        return Handoff()
+    return expire(session, at)

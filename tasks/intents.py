@@ -1,0 +1,34 @@
+"""The built-in intents (a static provider) and the registry every process uses."""
+
+from tasks import debug
+from tasks.registry import Intent, Registry, StaticProvider
+
+BUILTIN = StaticProvider()
+for _intent in (
+    Intent("debug.echo", "tools", "agent", debug.EchoInputs,
+           "Return the inputs unchanged.", debug.echo),
+    Intent("debug.sleep", "tools", "agent", debug.SleepInputs,
+           "Sleep for `seconds`; cancellable while it sleeps.", debug.sleep),
+    Intent("debug.fail", "tools", "agent", debug.FailInputs,
+           "Fail with `message`: for testing failure handling and callbacks.", debug.fail),
+    Intent("debug.chain", "tools", "agent", debug.ChainInputs,
+           "A static chain of `steps` steps, each waiting `delay` seconds.", debug.chain_link,
+           planner=debug.plan_chain),
+    Intent("debug.chain.link", "tools", "agent", debug.LinkInputs,
+           "One link of a `debug.chain`: waits `delay`, returns its place.", debug.chain_link),
+    Intent("debug.plan", "llm", "agent", debug.PlanInputs,
+           "A planning step: appends `steps` to its own job when it runs, as the LLM planner "
+           "does; their inputs may refer to earlier outputs with step references.", debug.plan),
+    Intent("debug.hold", "tools", "agent", debug.HoldInputs,
+           "A step held until approved with its token (POST /v1/jobs/{id}/approve).",
+           debug.approved, dangerous=True, approval=debug.hold_reason),
+    Intent("debug.wait", "flow", "agent", debug.WaitInputs,
+           "A step that waits until its resume URL is called (POST /v1/resume/{token}); "
+           "the body becomes its output.", debug.wait),
+    Intent("debug.http", "tools", "agent", debug.HttpInputs,
+           "POST `body` to `url` once (through the SSRF guard) and return the answer.",
+           debug.http),
+):
+    BUILTIN.register(_intent)
+
+REGISTRY = Registry([BUILTIN])
