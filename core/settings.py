@@ -95,6 +95,9 @@ class OrchestratorSettings(BaseSettings):
         3600.0, gt=0, description="Seconds a held step waits for approval before it fails.")
     wait_timeout: float = Field(
         86400.0, gt=0, description="Longest a waiting step waits for its resume URL (s).")
+    debug_crash: bool = Field(
+        False, description="Let `debug.crash` kill the worker process running it (to rehearse "
+        "poison handling); off, it fails instead. Never on in production.")
 
 
 class WorkerSettings(BaseSettings):

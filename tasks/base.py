@@ -77,7 +77,8 @@ class StepTask(Task):  # type: ignore[misc]
                     session=session, job_id=job_id, index=index, runner=rt.runner,
                     max_deliveries=rt.settings.orchestrator.max_step_deliveries,
                     retries=self.request.retries or 0,
-                    is_live=lambda runner: rt.is_live(runner, (job_id, index)))
+                    is_live=lambda runner: rt.is_live(runner, (job_id, index)),
+                    literal=_literal)
         except STORE_ERRORS as exc:
             log.warning("step %s/%d: could not record its start (%s); retrying", job_id, index,
                         type(exc).__name__)
@@ -183,6 +184,14 @@ class StepTask(Task):  # type: ignore[misc]
             # Committed already: the sweeper finds the job quiet with no message and sends it.
             log.warning("hand-off failed (%s); the sweeper will send the step",
                         type(exc).__name__)
+
+
+def _literal(intent: str, tenant_id: str) -> bool:
+    """Whether the intent takes step references in its inputs as they are (planners do)."""
+    try:
+        return REGISTRY.get(intent, tenant_id).literal_inputs
+    except IntentNotFound:
+        return False
 
 
 def _cancelled(rt: Runtime, job_id: str) -> bool:

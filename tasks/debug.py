@@ -1,6 +1,8 @@
 """Debug intents: inputs and handlers that exercise the engine without external systems."""
 
 import json
+import os
+import signal
 import time
 from typing import Any
 
@@ -11,8 +13,11 @@ from core.errors import UpstreamUnavailable
 from core.settings import get_settings
 from core.store import NewStep
 from tasks.context import Cancelled, Extend, Hold, StepContext, TimeLimitExceeded, Wait
+from workers.runtime import runtime
 
 TICK = 0.1
+RUNS_KEY = "orch:debug:runs:{job_id}:{index}"
+RUNS_TTL = 3600
 
 
 class EchoInputs(BaseModel):
@@ -32,6 +37,8 @@ class ChainInputs(BaseModel):
 
     steps: int = Field(3, ge=1, le=100, description="Number of steps in the chain.")
     delay: float = Field(0.0, ge=0, le=60, description="Seconds each step waits.")
+    count: bool = Field(False, description=f"Count each step's runs in Redis ({RUNS_KEY}), "
+                        "to check that no finished step runs again.")
 
 
 class LinkInputs(BaseModel):
@@ -40,6 +47,7 @@ class LinkInputs(BaseModel):
     step: int = Field(ge=1, description="This link's place, from 1.")
     of: int = Field(ge=1, description="The chain's length.")
     delay: float = Field(0.0, ge=0, le=60, description="Seconds to wait.")
+    count: bool = Field(False, description=f"Count each run in Redis ({RUNS_KEY}).")
 
 
 class FailInputs(BaseModel):
@@ -120,6 +128,9 @@ def sleep(step: StepContext) -> dict[str, Any]:
 def chain_link(step: StepContext) -> dict[str, Any]:
     """One link of `debug.chain`: wait `delay`, then report its place."""
     assert isinstance(step.inputs, LinkInputs)
+    if step.inputs.count:
+        key = RUNS_KEY.format(job_id=step.job_id, index=step.index)
+        runtime().redis.pipeline().incr(key).expire(key, RUNS_TTL).execute()
     if step.inputs.delay:
         _pause(step, step.inputs.delay)
     return {"step": step.inputs.step, "of": step.inputs.of}
@@ -127,7 +138,8 @@ def chain_link(step: StepContext) -> dict[str, Any]:
 
 def plan_chain(inputs: ChainInputs) -> list[NewStep]:
     return [NewStep("debug.chain.link", "tools",
-                    {"step": i + 1, "of": inputs.steps, "delay": inputs.delay})
+                    {"step": i + 1, "of": inputs.steps, "delay": inputs.delay,
+                     "count": inputs.count})
             for i in range(inputs.steps)]
 
 
@@ -141,6 +153,20 @@ def fail(step: StepContext) -> None:
     if step.inputs.unavailable_upstream:
         raise UpstreamUnavailable(step.inputs.unavailable_upstream, step.inputs.retry_after)
     raise DebugFailure(step.inputs.message)
+
+
+class CrashInputs(BaseModel):
+    """Nothing: `debug.crash` kills the process running it."""
+
+
+def crash(step: StepContext) -> None:
+    """SIGKILL the worker process running this step (only if ORCHESTRATOR_DEBUG_CRASH is on).
+
+    A step that keeps killing its worker is what the poison limit is for; this rehearses it.
+    """
+    if not get_settings().orchestrator.debug_crash:
+        raise DebugFailure("debug.crash is off: set ORCHESTRATOR_DEBUG_CRASH=true to allow it")
+    os.kill(os.getpid(), signal.SIGKILL)
 
 
 def plan(step: StepContext) -> Extend:

@@ -18,13 +18,17 @@ for _intent in (
            "One link of a `debug.chain`: waits `delay`, returns its place.", debug.chain_link),
     Intent("debug.plan", "llm", "agent", debug.PlanInputs,
            "A planning step: appends `steps` to its own job when it runs, as the LLM planner "
-           "does; their inputs may refer to earlier outputs with step references.", debug.plan),
+           "does; their inputs may refer to earlier outputs with step references.", debug.plan,
+           literal_inputs=True),
     Intent("debug.hold", "tools", "agent", debug.HoldInputs,
            "A step held until approved with its token (POST /v1/jobs/{id}/approve).",
            debug.approved, dangerous=True, approval=debug.hold_reason),
     Intent("debug.wait", "flow", "agent", debug.WaitInputs,
            "A step that waits until its resume URL is called (POST /v1/resume/{token}); "
            "the body becomes its output.", debug.wait),
+    Intent("debug.crash", "memory", "agent", debug.CrashInputs,
+           "Kill the worker process running it, to rehearse poison handling (only with "
+           "ORCHESTRATOR_DEBUG_CRASH=true; otherwise it fails).", debug.crash),
     Intent("debug.http", "tools", "agent", debug.HttpInputs,
            "POST `body` to `url` once (through the SSRF guard) and return the answer.",
            debug.http),

@@ -23,7 +23,11 @@ Handler = Callable[[StepContext], Any]
 
 @dataclass(frozen=True)
 class Intent:
-    """A registered intent: where and how its steps run."""
+    """A registered intent: where and how its steps run.
+
+    `literal_inputs`: step references in its inputs are data, not resolved (a planner's inputs
+    are steps for later, whose references are resolved when those steps start).
+    """
 
     name: str
     pool: str
@@ -35,6 +39,7 @@ class Intent:
     approval: Callable[[Any], Hold | None] | None = None
     timeout: float | None = None
     planner: Callable[[Any], list[NewStep]] | None = None
+    literal_inputs: bool = False
 
     def __post_init__(self) -> None:
         if self.pool not in POOLS or self.mode not in MODES:

@@ -28,17 +28,34 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+class BrokerServer:
+    """A private broker on a loopback port, without persistence, that a test may restart."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.data = Path(tempfile.mkdtemp(prefix="orch-broker-"))
+        self.process = broker.start(self.port, self.data, persist=False)
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def stop(self) -> None:
+        broker.stop(self.process)
+
+    def start(self) -> None:
+        self.process = broker.start(self.port, self.data, persist=False)
+
+
 @contextmanager
-def redis_server() -> Iterator[str]:
+def redis_server() -> Iterator[BrokerServer]:
     """A private broker on a free loopback port, without persistence."""
-    port = free_port()
-    data = Path(tempfile.mkdtemp(prefix="orch-broker-"))
-    process = broker.start(port, data, persist=False)
+    server = BrokerServer()
     try:
-        yield f"redis://127.0.0.1:{port}/0"
+        yield server
     finally:
-        broker.stop(process)
-        shutil.rmtree(data, ignore_errors=True)
+        server.stop()
+        shutil.rmtree(server.data, ignore_errors=True)
 
 
 def _pg_bin(name: str) -> str:

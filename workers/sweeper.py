@@ -124,11 +124,11 @@ class Sweeper:
             if not self.rt.redis.set(LOCK, b"1", nx=True, px=int(every * 1000)):
                 return
             sweep(self.rt, self.app)
-            self.lost.check(self.rt, self.app)
             expired(self.rt, self.app)
             # After a broker outage, heartbeats need time to come back before a quiet worker
-            # can be told from a dead one.
+            # can be told from a dead one, and a running step's message from a lost one.
             if time.monotonic() - self.broker_ok_since > self.rt.settings.worker.lost_after:
+                self.lost.check(self.rt, self.app)
                 orphans(self.rt, self.app)
         except (redis.RedisError, OperationalError) as exc:
             self.broker_ok_since = time.monotonic()

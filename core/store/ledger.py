@@ -124,12 +124,15 @@ def _output_of(session: Session, job_id: str, before: int) -> Callable[[int], An
 
 
 def begin_step(*, session: Session, job_id: str, index: int, runner: str, max_deliveries: int,
-               retries: int = 0, is_live: Callable[[str], bool] = lambda _: False) -> StepStart:
+               retries: int = 0, is_live: Callable[[str], bool] = lambda _: False,
+               literal: Callable[[str, str], bool] = lambda _i, _t: False) -> StepStart:
     """Record that `runner` (host:pid) took a step; say whether to run it, and with what.
 
     A step running on a live runner is a duplicate delivery (skipped); one whose runner died is
     taken over. `retries` is the Celery retry number of this message: each retry is a new
     message, so the poison limit counts the deliveries of each, not deliberate retries.
+    References in the inputs are resolved unless `literal(intent, tenant)` says the intent
+    takes them as they are (a planner whose inputs are steps for later).
     """
     at = ledger(session, job_id, index)
     if at.status.terminal:
@@ -147,7 +150,8 @@ def begin_step(*, session: Session, job_id: str, index: int, runner: str, max_de
         handoff = fail(session, at, error, step={"attempts": attempts}, job_error=error)
         return StepStart(StepVerdict.skip, reason=error, events=handoff.events)
     try:
-        inputs = refs.resolve(at.row.inputs, _output_of(session, job_id, index))
+        inputs = at.row.inputs if literal(at.row.intent, at.row.tenant_id) else refs.resolve(
+            at.row.inputs, _output_of(session, job_id, index))
     except refs.RefError as exc:
         handoff = fail(session, at, str(exc), step={"attempts": attempts})
         return StepStart(StepVerdict.skip, reason=str(exc), events=handoff.events)

@@ -17,8 +17,8 @@ from core.db import Database
 from core.migrate import upgrade
 from tests import services
 
-OTHER_POOLS = ["llm", "memory", "flow", "callbacks"]
-VISIBILITY_TIMEOUT = 30
+OTHER_POOLS = ["llm", "flow", "callbacks"]
+VISIBILITY_TIMEOUT = 60
 LOST_AFTER = 4
 
 
@@ -76,9 +76,14 @@ def wait_job(client: httpx.Client, job_id: str, timeout: float = 30) -> dict[str
 
 
 @pytest.fixture(scope="session")
-def broker_url() -> Iterator[str]:
-    with services.redis_server() as url:
-        yield url
+def broker() -> Iterator[services.BrokerServer]:
+    with services.redis_server() as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def broker_url(broker: services.BrokerServer) -> str:
+    return broker.url
 
 
 @pytest.fixture(scope="session")
@@ -103,8 +108,8 @@ def stack(request: pytest.FixtureRequest, broker_url: str) -> Iterator[Stack]:
            "CALLBACK_ALLOWED_NETWORKS": '["127.0.0.1/32"]', "CALLBACK_SCHEDULE": "[0.3, 0.3, 0.3]",
            "CALLBACK_SWEEP_SECONDS": "0.3", "CALLBACK_TIMEOUT": "3",
            "BREAKER_FAIL_MAX": "1000", "ORCHESTRATOR_LOST_AFTER": "2",
-           "WORKER_LOST_AFTER": str(LOST_AFTER), "POOL_SOFT_TIME_LIMIT": "20",
-           "POOL_TIME_LIMIT": "25", "API_PUBLIC_URL": f"http://127.0.0.1:{port}",
+           "WORKER_LOST_AFTER": str(LOST_AFTER), "POOL_SOFT_TIME_LIMIT": "40",
+           "POOL_TIME_LIMIT": "50", "ORCHESTRATOR_DEBUG_CRASH": "true", "API_PUBLIC_URL": f"http://127.0.0.1:{port}",
            "BROKER_RESTORE_LOCK_SECONDS": "5",
            "ORCHESTRATOR_UPSTREAM_RETRIES": "2",
            "ORCHESTRATOR_SYNC_TIMEOUT": "8", "PATH": f"{services.BIN}:{os.environ['PATH']}"}
@@ -112,6 +117,7 @@ def stack(request: pytest.FixtureRequest, broker_url: str) -> Iterator[Stack]:
                     logs=logs)
     try:
         running.start_worker("tools", ["tools"])
+        running.start_worker("memory", ["memory"], concurrency=2)
         running.start_worker("others", OTHER_POOLS, concurrency=20)
         running.api = services.start_api(env, logs / "api.log")
         running.start_sweeper()

@@ -164,14 +164,20 @@ def test_cancel_stops_the_running_step_and_the_rest(client: httpx.Client) -> Non
     assert again.status_code == 409 and "already cancelled" in again.json()["error"]
 
 
-def test_cancel_interrupts_a_sleep(client: httpx.Client) -> None:
+def test_a_cancelled_sleep_really_stops(client: httpx.Client) -> None:
+    # Given a running sleep of 1.5 s
     job_id = client.post("/v1/jobs", json={"intent": "debug.sleep",
-                                           "inputs": {"seconds": 4.5}}).json()["job_id"]
+                                           "inputs": {"seconds": 1.5}}).json()["job_id"]
     read_until(client, job_id, "step_started")
+    # When it is cancelled, and its natural end has passed
     client.post(f"/v1/jobs/{job_id}/cancel")
+    time.sleep(2.5)
+    # Then it never succeeded: the step stopped, and nothing was recorded after the cancel
+    job = client.get(f"/v1/jobs/{job_id}").json()
     events = [e["type"] for e in client.get(f"/v1/jobs/{job_id}/events").json()]
-    assert events[-1] == "job_cancelled"
-    assert "step_succeeded" not in events
+    assert job["status"] == "cancelled" and job["steps"][0]["status"] == "cancelled"
+    assert events[-1] == "job_cancelled" and "step_succeeded" not in events
+    assert job["steps"][0]["output"] is None
 
 
 def read_until(client: httpx.Client, job_id: str, event_type: str) -> None:

@@ -5,10 +5,15 @@ import subprocess
 import time
 
 import httpx
+import redis
+from celery import Celery
 
 from core import store
+from core.store import NextStep
+from tasks.chain import send_step
+from tasks.debug import RUNS_KEY
 from tasks.intents import REGISTRY
-from tests.integration.conftest import VISIBILITY_TIMEOUT, Stack, wait_job
+from tests.integration.conftest import LOST_AFTER, VISIBILITY_TIMEOUT, Stack, wait_job
 
 
 def children(pid: int) -> list[int]:
@@ -41,23 +46,88 @@ def test_jobs_finish_when_the_whole_worker_is_killed(stack: Stack, client: httpx
     stack.wait_ready()
 
 
-def test_a_hundred_jobs_survive_a_killed_worker_and_none_runs_twice(
+def runs(stack: Stack, job_id: str, index: int) -> int:
+    """How many times the step really ran (it counts itself in Redis)."""
+    client = redis.Redis.from_url(stack.env["REDIS_URL"])
+    return int(client.get(RUNS_KEY.format(job_id=job_id, index=index)) or 0)
+
+
+def test_a_hundred_jobs_survive_a_killed_worker_and_no_finished_step_runs_again(
         stack: Stack, client: httpx.Client) -> None:
-    # Given 100 short jobs in flight
-    ids = [client.post("/v1/jobs", json={"intent": "debug.chain",
-                                         "inputs": {"steps": 2, "delay": 0.01 + i / 1e6}}
-                       ).json()["job_id"] for i in range(100)]
-    time.sleep(0.3)
-    # When the tools worker and its children are SIGKILLed mid-run and a new one starts
+    # Given 100 short two-step jobs in flight whose steps count their own runs
+    ids = [client.post("/v1/jobs", json={"intent": "debug.chain", "inputs": {
+        "steps": 2, "delay": 0.05 + i / 1e6, "count": True}}).json()["job_id"]
+        for i in range(100)]
+    time.sleep(0.5)
+    # When the tools worker is SIGKILLed mid-run and a new one starts
     replace_killed_tools_worker(stack)
-    # Then all 100 end, and no step that finished was run again
+    # Then all 100 end, and every step ran exactly as often as the ledger let it start: a
+    # finished step that ran again would have run more often than it was started
     jobs = [wait_job(client, job_id, timeout=VISIBILITY_TIMEOUT + 60) for job_id in ids]
     assert {j["status"] for j in jobs} == {"succeeded"}
     for job in jobs:
-        events = client.get(f"/v1/jobs/{job['job_id']}/events").json()
-        finished = [e["data"]["index"] for e in events if e["type"] == "step_succeeded"]
-        assert finished == [0, 1], (job["job_id"], events)
+        for step in job["steps"]:
+            assert runs(stack, job["job_id"], step["index"]) == step["attempts"], job
     stack.wait_ready()
+
+
+def test_a_killed_workers_running_step_is_sent_again_within_a_minute(
+        stack: Stack, client: httpx.Client) -> None:
+    # Given a step running on the tools worker
+    job_id = client.post("/v1/jobs", json={"intent": "debug.sleep",
+                                           "inputs": {"seconds": 2}}).json()["job_id"]
+    wait_running(client, job_id)
+    killed_at = time.monotonic()
+    # When the worker process is SIGKILLed (its message stays unacknowledged in the broker)
+    replace_killed_tools_worker(stack)
+    # Then the sweeper sees its heartbeat stop and sends the step again, long before the
+    # broker's visibility timeout would
+    job = wait_job(client, job_id, timeout=VISIBILITY_TIMEOUT - 10)
+    assert job["status"] == "succeeded" and job["steps"][0]["attempts"] == 2
+    assert time.monotonic() - killed_at < LOST_AFTER + 20
+    events = client.get(f"/v1/jobs/{job_id}/events").json()
+    requeued = [e for e in events if e["type"] == "step_requeued"]
+    assert len(requeued) == 1 and "stopped" in requeued[0]["data"]["reason"]
+    stack.wait_ready()
+
+
+def wait_running(client: httpx.Client, job_id: str) -> None:
+    deadline = time.monotonic() + 10
+    while client.get(f"/v1/jobs/{job_id}").json()["status"] != "running":
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+
+
+def test_a_step_that_kills_its_worker_fails_as_poison(stack: Stack, client: httpx.Client) -> None:
+    # Given a step that SIGKILLs the (prefork) process running it, every time
+    job_id = client.post("/v1/jobs", json={"intent": "debug.crash"}).json()["job_id"]
+    # Then after ORCHESTRATOR_MAX_STEP_DELIVERIES deliveries a real worker fails it as poison
+    job = wait_job(client, job_id, timeout=120)
+    assert job["status"] == "failed" and "failed as poison" in job["error"], job["error"]
+    assert job["steps"][0]["attempts"] == 6
+    stack.wait_ready()
+
+
+def test_a_duplicate_delivery_of_a_running_step_never_runs_it(
+        stack: Stack, client: httpx.Client) -> None:
+    # Given a running step that counts its runs
+    job_id = client.post("/v1/jobs", json={"intent": "debug.chain", "inputs": {
+        "steps": 1, "delay": 1.0, "count": True}}).json()["job_id"]
+    wait_running(client, job_id)
+    # When its message is delivered again while it runs, and again after it finished
+    send_step(celery_app_for(stack), NextStep(job_id, 0, "debug.chain.link", "tools"))
+    job = wait_job(client, job_id)
+    send_step(celery_app_for(stack), NextStep(job_id, 0, "debug.chain.link", "tools"))
+    time.sleep(1.0)
+    # Then the step ran once: both verdicts were "skip" or "done", never "run"
+    assert job["status"] == "succeeded" and job["steps"][0]["attempts"] == 1
+    assert runs(stack, job_id, 0) == 1
+
+
+def celery_app_for(stack: Stack) -> Celery:
+    app = Celery(broker=stack.env["REDIS_URL"])
+    app.conf.update(task_serializer="json", accept_content=["json"])
+    return app
 
 
 def store_job(stack: Stack, client: httpx.Client, steps: int) -> str:

@@ -1,0 +1,33 @@
+"""A short broker outage fails no running step."""
+
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+
+from tests import services
+from tests.integration.conftest import Stack, wait_job
+
+OUTAGE_SECONDS = 15
+
+
+def test_a_broker_restart_during_fifty_running_steps_fails_none(
+        stack: Stack, client: httpx.Client, broker: services.BrokerServer) -> None:
+    # Given 50 debug.sleep steps running (they check the cancel flag in Redis as they sleep)
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        ids = list(pool.map(lambda i: client.post("/v1/jobs", json={
+            "intent": "debug.sleep", "inputs": {"seconds": 18 + i / 1000}}).json()["job_id"],
+            range(50)))
+    deadline = time.monotonic() + 20
+    while sum(client.get(f"/v1/jobs/{i}").json()["status"] == "running" for i in ids) < 50:
+        assert time.monotonic() < deadline, "the steps did not all start"
+        time.sleep(0.2)
+    # When the broker is down for 15 s and comes back empty (no persistence)
+    broker.stop()
+    time.sleep(OUTAGE_SECONDS)
+    broker.start()
+    # Then every job still succeeds, each step having run once
+    jobs = [wait_job(client, job_id, timeout=90) for job_id in ids]
+    assert [j["status"] for j in jobs] == ["succeeded"] * 50, [j["error"] for j in jobs]
+    assert all(j["steps"][0]["attempts"] == 1 for j in jobs)
+    stack.wait_ready(timeout=60)
