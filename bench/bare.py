@@ -2,6 +2,7 @@
 
 import os
 
+import httpx
 import redis
 from celery import Celery
 
@@ -10,6 +11,7 @@ app = Celery("bare", broker=BROKER, backend=BROKER)
 app.conf.update(task_serializer="json", result_serializer="json", accept_content=["json"],
                 task_default_queue="bare", worker_hijack_root_logger=False)
 COUNTER = "bench:bare:done"
+HTTP_COUNTER = "bench:bare:http"
 _client: redis.Redis | None = None
 
 
@@ -23,3 +25,12 @@ def count(value: int) -> None:
     global _client
     _client = _client or redis.Redis.from_url(BROKER)
     _client.incr(COUNTER)
+
+
+@app.task(name="bare.http", ignore_result=True)
+def http(url: str) -> None:
+    """POST to the slow server and count the answer: the concurrency measure's bare side."""
+    global _client
+    _client = _client or redis.Redis.from_url(BROKER)
+    httpx.post(url, json={}, timeout=60).raise_for_status()
+    _client.incr(HTTP_COUNTER)

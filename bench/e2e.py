@@ -47,11 +47,24 @@ def timed(n: int, fn: Callable[[int], Any], warmup: int = 20) -> list[float]:
     return samples
 
 
-def bare_celery(broker_url: str, logs: Path, n: int, drain: int) -> dict[str, Any]:
-    """Round trips with `apply_async().get()` and a drain of no-op tasks."""
+def slow_server(logs: Path) -> tuple[services.Process, str]:
+    """The loopback upstream both sides call in the concurrency measure."""
+    port = services.free_port()
+    process = services.Process([str(services.BIN / "uvicorn"), "bench.slow:app", "--port",
+                                str(port), "--log-level", "warning", "--backlog", "4096"],
+                               dict(os.environ), logs / "slow.log")
+    services.wait_http(f"http://127.0.0.1:{port}/?wait=0")
+    return process, f"http://127.0.0.1:{port}/"
+
+
+def bare_celery(broker_url: str, logs: Path, args: argparse.Namespace,
+                slow_url: str) -> dict[str, Any]:
+    """Round trips, a drain of no-op tasks, and N tasks each waiting on the slow server."""
+    n, drain = args.n, args.jobs
     env = {**os.environ, "BARE_BROKER_URL": broker_url}
     worker = services.Process([str(services.BIN / "celery"), "-A", "bench.bare", "worker", "-Q",
-                               "bare", "-c", "2", "--without-gossip", "--without-mingle",
+                               "bare", "--pool", "threads", "-c", str(args.threads),
+                               "--without-gossip", "--without-mingle",
                                "--loglevel", "WARNING"], env, logs / "bare.log")
     try:
         os.environ["BARE_BROKER_URL"] = broker_url
@@ -68,15 +81,30 @@ def bare_celery(broker_url: str, logs: Path, n: int, drain: int) -> dict[str, An
         while int(client.get(bare.COUNTER) or 0) < drain:
             time.sleep(0.005)
         elapsed = time.perf_counter() - started
-        return {"rtt": percentiles(rtt), "drain_per_s": drain / elapsed}
+        return {"rtt": percentiles(rtt), "drain_per_s": drain / elapsed,
+                "concurrent_s": bare_concurrency(client, slow_url, args)}
     finally:
         worker.stop()
+
+
+def bare_concurrency(client: redis.Redis, slow_url: str, args: argparse.Namespace) -> float:
+    """Seconds from the first send until N tasks that each wait W s on the server are done."""
+    from bench import bare
+
+    client.delete(bare.HTTP_COUNTER)
+    url = f"{slow_url}?wait={args.wait}"
+    started = time.perf_counter()
+    for _ in range(args.concurrent):
+        bare.http.delay(url)
+    while int(client.get(bare.HTTP_COUNTER) or 0) < args.concurrent:
+        time.sleep(0.005)
+    return time.perf_counter() - started
 
 
 class Orchestrator:
     """The stack under test: API and a tools worker on their own broker db and job store."""
 
-    def __init__(self, broker_url: str, database_url: str, logs: Path) -> None:
+    def __init__(self, broker_url: str, database_url: str, logs: Path, threads: int) -> None:
         upgrade(database_url)
         self.db = Database(database_url)
         with self.db.write() as session:
@@ -84,10 +112,11 @@ class Orchestrator:
         port = services.free_port()
         self.url = f"http://127.0.0.1:{port}"
         env = {**os.environ, "REDIS_URL": broker_url, "DATABASE_URL": database_url,
-               "API_PORT": str(port), "WORKER_HEARTBEAT_SECONDS": "1"}
-        self.processes = [services.start_worker(env, ["tools"], logs / "tools.log", 2),
+               "API_PORT": str(port), "WORKER_HEARTBEAT_SECONDS": "1",
+               "CALLBACK_ALLOWED_NETWORKS": '["127.0.0.1/32"]'}
+        self.processes = [services.start_worker(env, ["tools"], logs / "tools.log", threads),
                           services.start_worker(env, ["llm", "memory", "flow", "callbacks"],
-                                                logs / "others.log", 1),
+                                                logs / "others.log", 4),
                           services.start_api(env, logs / "api.log")]
         services.wait_http(f"{self.url}/ready", timeout=60)
         self.http = httpx.Client(base_url=self.url, timeout=30,
@@ -154,6 +183,40 @@ class Orchestrator:
             time.sleep(0.01)
         return jobs / (time.perf_counter() - started)
 
+    def concurrency(self, jobs: int, url: str, clients: int = 64) -> tuple[float, float]:
+        """Seconds from the first submit until N `debug.http` jobs that each wait on the slow
+        server are terminal, and how long submitting them took."""
+
+        async def submitter(offset: int, client: httpx.AsyncClient) -> list[str]:
+            ids = []
+            for i in range(offset, jobs, clients):
+                response = await client.post("/v1/jobs", json={
+                    "intent": "debug.http", "inputs": {"url": url, "body": {"i": i}}},
+                    headers={"Idempotency-Key": uuid.uuid4().hex})
+                ids.append(response.json()["job_id"])
+            return ids
+
+        async def submit_all() -> list[str]:
+            async with httpx.AsyncClient(base_url=self.url, timeout=60, headers={
+                    "Authorization": f"Bearer {self.key}"}) as client:
+                batches = await asyncio.gather(*(submitter(k, client) for k in range(clients)))
+            return [job_id for batch in batches for job_id in batch]
+
+        started = time.perf_counter()
+        ids = asyncio.run(submit_all())
+        submitted = time.perf_counter() - started
+        while not self._all_done(ids):
+            time.sleep(0.01)
+        failed = self._failed(ids)
+        if failed:
+            raise RuntimeError(f"{failed} debug.http jobs failed")
+        return time.perf_counter() - started, submitted
+
+    def _failed(self, ids: list[str]) -> int:
+        with self.db.read() as session:
+            return int(session.exec(select(func.count()).select_from(Job).where(
+                col(Job.id).in_(ids), col(Job.status) != "succeeded")).one())
+
     def _all_done(self, ids: list[str]) -> bool:
         with self.db.read() as session:
             count = session.exec(select(func.count()).select_from(Job).where(
@@ -161,9 +224,10 @@ class Orchestrator:
         return int(count) == len(ids)
 
 
-def orchestrator(broker_url: str, database_url: str, logs: Path, n: int,
-                 jobs: int) -> dict[str, Any]:
-    stack = Orchestrator(broker_url, database_url, logs)
+def orchestrator(broker_url: str, database_url: str, logs: Path, args: argparse.Namespace,
+                 slow_url: str) -> dict[str, Any]:
+    n, jobs = args.n, args.jobs
+    stack = Orchestrator(broker_url, database_url, logs, args.threads)
     try:
         return {
             "wait": percentiles(timed(n, stack.echo_wait)),
@@ -171,12 +235,13 @@ def orchestrator(broker_url: str, database_url: str, logs: Path, n: int,
             "poll": percentiles(timed(n, stack.echo_poll)),
             "chain5": percentiles(timed(max(n // 4, 10), stack.chain_sse, warmup=5)),
             "jobs_per_s": stack.throughput(jobs, clients=16),
+            "concurrent": stack.concurrency(args.concurrent, f"{slow_url}?wait={args.wait}"),
         }
     finally:
         stack.close()
 
 
-def report(bare: dict[str, Any], orch: dict[str, Any]) -> str:
+def report(bare: dict[str, Any], orch: dict[str, Any], args: argparse.Namespace) -> str:
     rows = [("bare Celery apply_async().get()", *bare["rtt"], None),
             ("orchestrator debug.echo, POST wait=true", *orch["wait"], None),
             ("orchestrator debug.echo, POST + SSE", *orch["sse"], None),
@@ -193,6 +258,11 @@ def report(bare: dict[str, Any], orch: dict[str, Any]) -> str:
                  " (target <= 1.5x)")
     lines.append(f"jobs/s / bare drain rate: {orch['jobs_per_s'] / bare['drain_per_s']:.2f}x"
                  " (target >= 0.7x)")
+    total, submitted = orch["concurrent"]
+    lines.append(f"{args.concurrent} jobs x {args.wait:g} s wait on a loopback server, "
+                 f"{args.threads} threads: bare Celery {bare['concurrent_s']:.2f} s, "
+                 f"orchestrator {total:.2f} s from the first submit (submitting took "
+                 f"{submitted:.2f} s; target <= 3 s)")
     return "\n".join(lines)
 
 
@@ -201,14 +271,24 @@ def main() -> None:
     parser.add_argument("-n", type=int, default=300, help="Latency samples per measure.")
     parser.add_argument("--jobs", type=int, default=2000, help="Jobs/tasks for throughput.")
     parser.add_argument("--database-url", default="", help="Job store (default: SQLite temp).")
+    parser.add_argument("--concurrent", type=int, default=500,
+                        help="Jobs in the concurrency measure.")
+    parser.add_argument("--wait", type=float, default=1.0,
+                        help="Seconds each of them waits on the loopback server.")
+    parser.add_argument("--threads", type=int, default=500,
+                        help="Threads of the tools worker and of the bare Celery worker.")
     args = parser.parse_args()
     logs = Path(tempfile.mkdtemp(prefix="orch-bench-"))
     database_url = args.database_url or f"sqlite:///{logs}/bench.db"
-    with services.redis_server() as broker_url:
-        root = broker_url.rsplit("/", 1)[0]
-        bare = bare_celery(f"{root}/3", logs, args.n, args.jobs)
-        orch = orchestrator(f"{root}/4", database_url, logs, args.n, args.jobs)
-    print(report(bare, orch))
+    slow, slow_url = slow_server(logs)
+    try:
+        with services.redis_server() as broker:
+            root = broker.url.rsplit("/", 1)[0]
+            bare = bare_celery(f"{root}/3", logs, args, slow_url)
+            orch = orchestrator(f"{root}/4", database_url, logs, args, slow_url)
+    finally:
+        slow.stop()
+    print(report(bare, orch, args))
     print(f"\n(logs in {logs}; {os.cpu_count()} cores)")
 
 

@@ -130,7 +130,10 @@ def chain_link(step: StepContext) -> dict[str, Any]:
     assert isinstance(step.inputs, LinkInputs)
     if step.inputs.count:
         key = RUNS_KEY.format(job_id=step.job_id, index=step.index)
-        runtime().redis.pipeline().incr(key).expire(key, RUNS_TTL).execute()
+        pipe = runtime().redis.pipeline()
+        pipe.incr(key)
+        pipe.expire(key, RUNS_TTL)
+        pipe.execute()
     if step.inputs.delay:
         _pause(step, step.inputs.delay)
     return {"step": step.inputs.step, "of": step.inputs.of}

@@ -13,7 +13,6 @@ from workers.app import create_celery
 from workers.inflight import CHUNK, jobs_in_broker
 
 
-
 def enqueue(app: Celery, job_id: str, steps: int = 1, start: int = 0) -> None:
     for index in range(start, start + steps):
         send_step(app, NextStep(job_id, index, "debug.echo", "tools"))

@@ -9,6 +9,7 @@ from core import store
 from core.db import Database
 from core.errors import Conflict, Forbidden, NotFound
 from core.models import JobStatus, JobStep, StepStatus
+from core.settings import Settings
 from core.store import NewStep, StepVerdict
 from tests.unit.test_store import begin, finish, load, submit
 
@@ -262,3 +263,27 @@ def test_pending_action_shows_the_token_of_a_held_step(db: Database, tenant: str
     assert pending is not None and pending["token"] == token and pending["status"] == "held"
     assert pending["reason"] == "risky" and pending["inputs"] == {"p": 1}
     assert timedelta(seconds=0) < (steps[0].deadline - steps[0].started_at)  # type: ignore[operator]
+
+
+def test_breaker_retries_never_count_towards_poison_under_the_production_defaults(
+        db: Database, tenant: str) -> None:
+    # Given the production defaults for deliveries and upstream retries
+    defaults = Settings().orchestrator
+    job_id, _ = submit(db, tenant)
+    # When a step meets an open breaker on every try, each retry a new message
+    for retry in range(defaults.upstream_retries + 1):
+        start = begin(db, job_id, 0, max_deliveries=defaults.max_step_deliveries, retries=retry)
+        # Then every try runs: none is failed as poison
+        assert start.verdict == StepVerdict.run, (retry, start.reason)
+        with db.write() as session:
+            store.retry_step(session=session, job_id=job_id, index=0, reason="breaker open")
+
+
+def test_a_planners_references_are_kept_for_the_steps_it_plans(db: Database,
+                                                                tenant: str) -> None:
+    plan = {"steps": [{"intent": "debug.echo", "inputs": {"x": {"$ref": "steps.1.output"}}}]}
+    job_id, _ = submit(db, tenant, plan=[NewStep("debug.plan", "llm", plan)])
+    with db.write() as session:
+        start = store.begin_step(session=session, job_id=job_id, index=0, runner="h:1",
+                                 max_deliveries=3, literal=lambda intent, _: intent == "debug.plan")
+    assert start.verdict == StepVerdict.run and start.inputs == plan

@@ -2,6 +2,7 @@
 
 from pathlib import Path
 
+import pytest
 from pydantic import AliasChoices
 from pydantic_settings import BaseSettings
 
@@ -26,3 +27,13 @@ def test_every_setting_is_documented_in_the_readme() -> None:
     names = [n for s in sections if isinstance(s, type) for n in env_names(s)]
     assert {"REDIS_URL", "DATABASE_URL", "ORCHESTRATOR_LOST_AFTER"} <= set(names)
     assert [n for n in names if f"| `{n}` |" not in text] == []
+
+
+def test_time_limits_must_stay_below_the_visibility_timeout(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BROKER_VISIBILITY_TIMEOUT", "600")
+    with pytest.raises(ValueError, match="POOL_SOFT_TIME_LIMIT .* BROKER_VISIBILITY_TIMEOUT"):
+        Settings()
+    monkeypatch.setenv("POOL_SOFT_TIME_LIMIT", "500")
+    monkeypatch.setenv("POOL_TIME_LIMIT", "550")
+    assert Settings().pool.time_limit == 550
