@@ -134,7 +134,7 @@ class Sweeper:
             self.broker_ok_since = time.monotonic()
             log.warning("sweep skipped: broker unavailable (%s)", exc)
         except SQLAlchemyError as exc:
-            log.warning("sweep skipped: job store unavailable (%s)", type(exc).__name__)
+            log.warning("sweep skipped: job store error (%s)", type(exc).__name__)
 
 
 def run() -> None:

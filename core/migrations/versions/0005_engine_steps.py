@@ -15,7 +15,19 @@ branch_labels = None
 depends_on = None
 
 
+NEW_VALUES = (('jobstatus', 'waiting'), ('stepstatus', 'held'), ('stepstatus', 'waiting'))
+
+
+def _add_enum_values() -> None:
+    """Postgres keeps the states as enum types: add the new ones (SQLite has no types)."""
+    if op.get_bind().dialect.name != 'postgresql':
+        return
+    for enum, value in NEW_VALUES:
+        op.execute(f"ALTER TYPE {enum} ADD VALUE IF NOT EXISTS '{value}'")
+
+
 def upgrade() -> None:
+    _add_enum_values()
     with op.batch_alter_table('jobs', schema=None) as batch_op:
         batch_op.drop_column('step_count')
     with op.batch_alter_table('job_steps', schema=None) as batch_op:
