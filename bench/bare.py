@@ -13,6 +13,7 @@ app.conf.update(task_serializer="json", result_serializer="json", accept_content
 COUNTER = "bench:bare:done"
 HTTP_COUNTER = "bench:bare:http"
 _client: redis.Redis | None = None
+_http = httpx.Client(timeout=60)
 
 
 @app.task(name="bare.noop")
@@ -32,5 +33,5 @@ def http(url: str) -> None:
     """POST to the slow server and count the answer: the concurrency measure's bare side."""
     global _client
     _client = _client or redis.Redis.from_url(BROKER)
-    httpx.post(url, json={}, timeout=60).raise_for_status()
+    _http.post(url, json={}).raise_for_status()
     _client.incr(HTTP_COUNTER)

@@ -72,8 +72,10 @@ def bare_celery(broker_url: str, logs: Path, args: argparse.Namespace,
 
         bare.app.conf.broker_url = bare.app.conf.result_backend = broker_url
         bare.noop.delay(0).get(timeout=60)
-        rtt = timed(n, lambda i: bare.noop.delay(i).get(timeout=10))
         client = redis.Redis.from_url(broker_url)
+        if args.concurrency_only:
+            return {"concurrent_s": bare_concurrency(client, slow_url, args)}
+        rtt = timed(n, lambda i: bare.noop.delay(i).get(timeout=10))
         client.delete(bare.COUNTER)
         started = time.perf_counter()
         for i in range(drain):
@@ -229,6 +231,9 @@ def orchestrator(broker_url: str, database_url: str, logs: Path, args: argparse.
     n, jobs = args.n, args.jobs
     stack = Orchestrator(broker_url, database_url, logs, args.threads)
     try:
+        if args.concurrency_only:
+            return {"concurrent": stack.concurrency(args.concurrent,
+                                                    f"{slow_url}?wait={args.wait}")}
         return {
             "wait": percentiles(timed(n, stack.echo_wait)),
             "sse": percentiles(timed(n, stack.echo_sse)),
@@ -242,6 +247,13 @@ def orchestrator(broker_url: str, database_url: str, logs: Path, args: argparse.
 
 
 def report(bare: dict[str, Any], orch: dict[str, Any], args: argparse.Namespace) -> str:
+    total, submitted = orch["concurrent"]
+    concurrency = (f"{args.concurrent} jobs x {args.wait:g} s wait on a loopback server, "
+                   f"{args.threads} threads: bare Celery {bare['concurrent_s']:.2f} s, "
+                   f"orchestrator {total:.2f} s from the first submit (submitting took "
+                   f"{submitted:.2f} s; target <= 3 s)")
+    if args.concurrency_only:
+        return concurrency
     rows = [("bare Celery apply_async().get()", *bare["rtt"], None),
             ("orchestrator debug.echo, POST wait=true", *orch["wait"], None),
             ("orchestrator debug.echo, POST + SSE", *orch["sse"], None),
@@ -258,11 +270,7 @@ def report(bare: dict[str, Any], orch: dict[str, Any], args: argparse.Namespace)
                  " (target <= 1.5x)")
     lines.append(f"jobs/s / bare drain rate: {orch['jobs_per_s'] / bare['drain_per_s']:.2f}x"
                  " (target >= 0.7x)")
-    total, submitted = orch["concurrent"]
-    lines.append(f"{args.concurrent} jobs x {args.wait:g} s wait on a loopback server, "
-                 f"{args.threads} threads: bare Celery {bare['concurrent_s']:.2f} s, "
-                 f"orchestrator {total:.2f} s from the first submit (submitting took "
-                 f"{submitted:.2f} s; target <= 3 s)")
+    lines.append(concurrency)
     return "\n".join(lines)
 
 
@@ -277,6 +285,8 @@ def main() -> None:
                         help="Seconds each of them waits on the loopback server.")
     parser.add_argument("--threads", type=int, default=500,
                         help="Threads of the tools worker and of the bare Celery worker.")
+    parser.add_argument("--concurrency-only", action="store_true",
+                        help="Run only the concurrency measure.")
     args = parser.parse_args()
     logs = Path(tempfile.mkdtemp(prefix="orch-bench-"))
     database_url = args.database_url or f"sqlite:///{logs}/bench.db"
