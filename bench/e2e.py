@@ -164,23 +164,8 @@ class Orchestrator:
     def throughput(self, jobs: int, clients: int) -> float:
         """Jobs/s from the first submission to the last job's end, `clients` submitting."""
         tag = uuid.uuid4().hex
-
-        async def submitter(offset: int, client: httpx.AsyncClient) -> list[str]:
-            ids = []
-            for i in range(offset, jobs, clients):
-                response = await client.post("/v1/jobs", json={
-                    "intent": "debug.echo", "inputs": {"i": i, "tag": tag}})
-                ids.append(response.json()["job_id"])
-            return ids
-
-        async def submit_all() -> list[str]:
-            async with httpx.AsyncClient(base_url=self.url, timeout=60, headers={
-                    "Authorization": f"Bearer {self.key}"}) as client:
-                batches = await asyncio.gather(*(submitter(k, client) for k in range(clients)))
-            return [job_id for batch in batches for job_id in batch]
-
         started = time.perf_counter()
-        ids = asyncio.run(submit_all())
+        ids = self.submit_many(jobs, clients, lambda i: ("debug.echo", {"i": i, "tag": tag}))
         while not self._all_done(ids):
             time.sleep(0.01)
         return jobs / (time.perf_counter() - started)
@@ -188,12 +173,27 @@ class Orchestrator:
     def concurrency(self, jobs: int, url: str, clients: int = 64) -> tuple[float, float]:
         """Seconds from the first submit until N `debug.http` jobs that each wait on the slow
         server are terminal, and how long submitting them took."""
+        started = time.perf_counter()
+        ids = self.submit_many(jobs, clients,
+                               lambda i: ("debug.http", {"url": url, "body": {"i": i}}))
+        submitted = time.perf_counter() - started
+        while not self._all_done(ids):
+            time.sleep(0.01)
+        failed = self._failed(ids)
+        if failed:
+            raise RuntimeError(f"{failed} debug.http jobs failed")
+        return time.perf_counter() - started, submitted
+
+    def submit_many(self, jobs: int, clients: int,
+                    job: Callable[[int], tuple[str, dict[str, Any]]]) -> list[str]:
+        """Submit `jobs` jobs from `clients` concurrent HTTP clients; their ids."""
 
         async def submitter(offset: int, client: httpx.AsyncClient) -> list[str]:
             ids = []
             for i in range(offset, jobs, clients):
+                intent, inputs = job(i)
                 response = await client.post("/v1/jobs", json={
-                    "intent": "debug.http", "inputs": {"url": url, "body": {"i": i}}},
+                    "intent": intent, "inputs": inputs},
                     headers={"Idempotency-Key": uuid.uuid4().hex})
                 ids.append(response.json()["job_id"])
             return ids
@@ -204,15 +204,7 @@ class Orchestrator:
                 batches = await asyncio.gather(*(submitter(k, client) for k in range(clients)))
             return [job_id for batch in batches for job_id in batch]
 
-        started = time.perf_counter()
-        ids = asyncio.run(submit_all())
-        submitted = time.perf_counter() - started
-        while not self._all_done(ids):
-            time.sleep(0.01)
-        failed = self._failed(ids)
-        if failed:
-            raise RuntimeError(f"{failed} debug.http jobs failed")
-        return time.perf_counter() - started, submitted
+        return asyncio.run(submit_all())
 
     def _failed(self, ids: list[str]) -> int:
         with self.db.read() as session:
