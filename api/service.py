@@ -10,7 +10,6 @@ from typing import Any
 
 from fastapi.concurrency import run_in_threadpool
 from kombu.exceptions import OperationalError
-from pydantic import ValidationError
 from redis.exceptions import RedisError
 from sqlalchemy.exc import IntegrityError
 
@@ -50,12 +49,6 @@ def default_idempotency_key(tenant_id: str, intent: str, inputs: dict[str, Any])
     return hashlib.sha256(f"{tenant_id}\n{intent}\n{canonical}".encode()).hexdigest()
 
 
-def _field_error(exc: ValidationError) -> InvalidRequest:
-    first = exc.errors()[0]
-    field = ".".join(["inputs", *(str(part) for part in first["loc"])])
-    return InvalidRequest(f"{field}: {first['msg']}", field=field)
-
-
 def plan(request: Request, max_steps: int = 0) -> tuple[Intent, dict[str, Any], list[NewStep]]:
     """Resolve the intent, check the mode, validate the inputs and plan the steps."""
     intent = REGISTRY.get(request.intent, request.tenant_id)
@@ -63,10 +56,7 @@ def plan(request: Request, max_steps: int = 0) -> tuple[Intent, dict[str, Any], 
         raise InvalidRequest(f"mode: intent '{intent.name}' runs in mode '{intent.mode}', "
                              f"not '{request.mode}'; send mode 'auto' or '{intent.mode}'",
                              field="mode")
-    try:
-        inputs = intent.inputs.model_validate(request.inputs)
-    except ValidationError as exc:
-        raise _field_error(exc) from exc
+    inputs = intent.validate(request.inputs)
     steps = intent.plan(inputs)
     if max_steps and len(steps) > max_steps:
         raise InvalidRequest(f"inputs: the plan has {len(steps)} steps, more than the limit of "

@@ -15,7 +15,7 @@ import redis
 from celery import Task
 from celery.exceptions import Ignore
 from kombu.exceptions import OperationalError
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Session
 from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_exponential
@@ -38,13 +38,6 @@ RECORD_PATIENCE_SECONDS = 30
 BROKER_RETRY_SECONDS = 5
 BROKER_RETRIES = 20
 STORE_ERRORS = (SQLAlchemyError, redis.RedisError)
-
-
-def field_error(exc: ValidationError, prefix: str = "inputs") -> str:
-    """The first problem of a validation error, named by its field."""
-    first = exc.errors()[0]
-    field = ".".join([prefix, *(str(part) for part in first["loc"])])
-    return f"{field}: {first['msg']}"
 
 
 class StepTask(Task):  # type: ignore[misc]
@@ -88,9 +81,9 @@ class StepTask(Task):  # type: ignore[misc]
     def _execute(self, rt: Runtime, job_id: str, index: int, start: StepStart) -> Handoff:
         try:
             intent = REGISTRY.get(start.intent, start.tenant_id)
-            inputs = intent.inputs.model_validate(start.inputs)
-        except (IntentNotFound, ValidationError) as exc:
-            error = field_error(exc) if isinstance(exc, ValidationError) else str(exc)
+            inputs = intent.validate(start.inputs)
+        except (IntentNotFound, InvalidRequest) as exc:
+            error = str(exc)
             return self._write(rt, lambda s: store.fail_step(session=s, job_id=job_id,
                                                              index=index, error=error))
         hold = None if start.approved else intent.hold(inputs)
@@ -206,7 +199,7 @@ def _plan_step(tenant_id: str, name: str, inputs: dict[str, Any]) -> NewStep:
     intent = REGISTRY.get(name, tenant_id)
     if not refs.has_refs(inputs):
         try:
-            intent.inputs.model_validate(inputs)
-        except ValidationError as exc:
-            raise InvalidRequest(f"planned step {name}: {field_error(exc)}") from exc
+            intent.validate(inputs)
+        except InvalidRequest as exc:
+            raise InvalidRequest(f"planned step {name}: {exc}", field=exc.field) from exc
     return NewStep(name, intent.pool, inputs)

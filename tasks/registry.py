@@ -10,9 +10,10 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from pydantic import BaseModel
+import jsonschema
+from pydantic import BaseModel, ConfigDict, ValidationError
 
-from core.errors import IntentNotFound
+from core.errors import IntentNotFound, InvalidRequest
 from core.store import NewStep
 from tasks.context import Hold, StepContext
 from workers.pools import POOLS
@@ -21,12 +22,40 @@ MODES = ("agent", "flow", "mcp")
 Handler = Callable[[StepContext], Any]
 
 
+class JsonInputs(BaseModel):
+    """Inputs checked against a JSON schema (flows, MCP and HTTP tools): kept as given."""
+
+    model_config = ConfigDict(extra="allow")
+
+
+def _path(prefix: str, parts: Iterable[Any]) -> str:
+    return ".".join([prefix, *(str(part) for part in parts)])
+
+
+def _pydantic_error(exc: ValidationError, prefix: str) -> InvalidRequest:
+    first = exc.errors()[0]
+    field = _path(prefix, first["loc"])
+    return InvalidRequest(f"{field}: {first['msg']}", field=field)
+
+
+def _schema_error(schema: dict[str, Any], raw: dict[str, Any],
+                  prefix: str) -> InvalidRequest | None:
+    error = jsonschema.exceptions.best_match(
+        jsonschema.validators.validator_for(schema)(schema).iter_errors(raw))
+    if error is None:
+        return None
+    field = _path(prefix, error.absolute_path)
+    return InvalidRequest(f"{field}: {error.message}", field=field)
+
+
 @dataclass(frozen=True)
 class Intent:
     """A registered intent: where and how its steps run.
 
     `literal_inputs`: step references in its inputs are data, not resolved (a planner's inputs
     are steps for later, whose references are resolved when those steps start).
+    `json_schema`: inputs are checked against this JSON schema (an intent defined outside the
+    code: a flow, an MCP tool, an HTTP tool) and kept as given, in a `JsonInputs`.
     """
 
     name: str
@@ -40,13 +69,26 @@ class Intent:
     timeout: float | None = None
     planner: Callable[[Any], list[NewStep]] | None = None
     literal_inputs: bool = False
+    json_schema: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         if self.pool not in POOLS or self.mode not in MODES:
             raise ValueError(f"intent {self.name}: unknown pool {self.pool} or mode {self.mode}")
 
     def schema(self) -> dict[str, Any]:
+        if self.json_schema is not None:
+            return self.json_schema
         return self.inputs.model_json_schema()
+
+    def validate(self, raw: dict[str, Any], prefix: str = "inputs") -> BaseModel:
+        """The inputs as this intent's model; InvalidRequest names the first bad field."""
+        if self.json_schema is not None and (
+                error := _schema_error(self.json_schema, raw, prefix)) is not None:
+            raise error
+        try:
+            return self.inputs.model_validate(raw)
+        except ValidationError as exc:
+            raise _pydantic_error(exc, prefix) from exc
 
     def plan(self, inputs: BaseModel) -> list[NewStep]:
         """The steps a submission of this intent starts with: by default, itself once."""

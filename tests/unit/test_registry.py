@@ -90,3 +90,34 @@ def test_default_idempotency_key_ignores_key_order_but_not_values() -> None:
                                                 (-1, 0.0)])
 def test_wait_is_clamped_to_the_sync_timeout(wait: float | bool, expected: float) -> None:
     assert service.clamp_wait(wait, 8.0) == expected
+
+
+SCHEMA = {"type": "object", "properties": {
+    "to": {"type": "string", "format": "email"},
+    "labels": {"type": "array", "items": {"type": "string"}}},
+    "required": ["to"], "additionalProperties": False}
+
+
+def schema_intent() -> Intent:
+    from tasks.registry import JsonInputs
+
+    return Intent("flow.x", "flow", "flow", JsonInputs, "x", lambda _: None, json_schema=SCHEMA)
+
+
+def test_an_intent_with_a_json_schema_lists_it_and_keeps_valid_inputs_as_given() -> None:
+    intent = schema_intent()
+    assert intent.schema() == SCHEMA
+    assert intent.validate({"to": "a@b.c", "labels": ["x"]}).model_dump() == {
+        "to": "a@b.c", "labels": ["x"]}
+
+
+@pytest.mark.parametrize(("inputs", "field", "message"), [
+    ({}, "inputs", "'to' is a required property"),
+    ({"to": "a@b.c", "labels": ["x", 3]}, "inputs.labels.1", "3 is not of type 'string'"),
+    ({"to": "a@b.c", "cc": "x"}, "inputs", "Additional properties are not allowed"),
+], ids=["missing", "nested-type", "extra"])
+def test_json_schema_errors_name_the_field(inputs: dict, field: str, message: str) -> None:
+    with pytest.raises(InvalidRequest) as raised:
+        schema_intent().validate(inputs)
+    assert raised.value.field == field and message in str(raised.value)
+    assert str(raised.value).startswith(f"{field}: ")
