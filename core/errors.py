@@ -17,7 +17,7 @@ class IntentNotFound(NotFound):
     """Raised when a request names an intent that is not registered."""
 
     def __init__(self, name: str, available: list[str]) -> None:
-        super().__init__(f"Intent '{name}' not found")
+        super().__init__(f"Intent '{name}' not found. Available: {available}")
         self.available = available
 
 

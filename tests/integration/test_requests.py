@@ -33,8 +33,22 @@ def test_bad_submissions_say_what_to_fix(client: httpx.Client, body: dict, statu
 
 
 def test_unknown_intent_lists_the_available_ones(client: httpx.Client) -> None:
+    # Given an intent that does not exist
+    # When it is submitted
     body = client.post("/v1/jobs", json={"intent": "xyz"}).json()
+    # Then `error` has the seed contract's text and `available` stays a list
+    assert body["error"] == f"Intent 'xyz' not found. Available: {body['available']}"
     assert {"debug.echo", "debug.chain", "debug.sleep"} <= set(body["available"])
+
+
+@pytest.mark.parametrize("wait", [0, 5], ids=["accepted", "finished"])
+def test_a_job_id_is_job_id_in_every_answer(client: httpx.Client, wait: int) -> None:
+    # Given a job submitted with and without waiting for its result
+    response = client.post("/v1/jobs", json={"intent": "debug.echo", "wait": wait,
+                                             "inputs": {"text": uuid.uuid4().hex}})
+    # Then the 202 and the 200 both name it `job_id`, never `id`
+    assert response.status_code == (200 if wait else 202)
+    assert "job_id" in response.json() and "id" not in response.json()
 
 
 def test_form_body_is_told_to_send_json(client: httpx.Client) -> None:
