@@ -65,8 +65,20 @@ def flower() -> None:
     settings = get_settings()
     if not settings.flower.basic_auth:
         raise typer.BadParameter("set FLOWER_BASIC_AUTH=user:password; Flower runs with auth only")
+    _protect_flower_metrics()
     celery_app.start(["flower", f"--port={settings.flower.port}", "--address=127.0.0.1",
                       f"--basic-auth={settings.flower.basic_auth}"])
+
+
+def _protect_flower_metrics() -> None:
+    """Flower serves /metrics and /healthcheck without its basic auth: ask for it there too."""
+    from flower.views.monitor import Healthcheck, Metrics
+
+    def prepare(handler: Any) -> None:
+        handler.current_user  # noqa: B018 - reading it checks the basic auth (401 if wrong)
+
+    for view in (Metrics, Healthcheck):
+        view.prepare = prepare
 
 
 @app.command()

@@ -25,6 +25,9 @@ class ApiSettings(BaseSettings):
     public_url: str = Field(
         "", description="The API's address as callers reach it (resume URLs, the OpenAPI "
         "`servers` entry); empty means http://API_HOST:API_PORT.")
+    metrics_token: str = Field(
+        "", description="Bearer token Prometheus sends to scrape /metrics "
+        "(`Authorization: Bearer …`); operator API keys may scrape too. Empty: operators only.")
 
     @property
     def base_url(self) -> str:

@@ -2,13 +2,13 @@
 
 from typing import Any
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Depends, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST
 from sqlalchemy import text
 
 from api import metrics
-from api.deps import StateDep
+from api.deps import StateDep, metrics_reader
 from workers import heartbeat
 from workers.pools import POOLS
 
@@ -52,7 +52,8 @@ def ready(state: StateDep) -> JSONResponse:
                         status_code=200 if ok else 503)
 
 
-@router.get("/metrics", operation_id="metrics", response_class=Response)
+@router.get("/metrics", operation_id="metrics", response_class=Response,
+            dependencies=[Depends(metrics_reader)])
 def prometheus(state: StateDep) -> Response:
-    """Prometheus metrics."""
+    """Prometheus metrics; needs the metrics token or an operator key."""
     return Response(metrics.render(state), media_type=CONTENT_TYPE_LATEST)

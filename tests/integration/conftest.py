@@ -18,6 +18,7 @@ from core.migrate import upgrade
 from tests import services
 
 OTHER_POOLS = ["llm", "memory", "flow", "callbacks"]
+METRICS_TOKEN = "metrics-token-for-tests"
 VISIBILITY_TIMEOUT = 6
 
 
@@ -42,6 +43,13 @@ class Stack:
     def client(self, key: str | None = None) -> httpx.Client:
         return httpx.Client(base_url=self.url, timeout=30,
                             headers={"Authorization": f"Bearer {key or self.new_key()}"})
+
+    def metrics(self) -> str:
+        """What Prometheus scrapes, with the metrics token."""
+        response = httpx.get(f"{self.url}/metrics",
+                             headers={"Authorization": f"Bearer {METRICS_TOKEN}"})
+        response.raise_for_status()
+        return response.text
 
     def start_worker(self, name: str, pools: list[str], concurrency: int = 2) -> None:
         self.workers[name] = services.start_worker(self.env, pools, self.logs / f"{name}.log",
@@ -99,7 +107,8 @@ def stack(request: pytest.FixtureRequest, broker_url: str) -> Iterator[Stack]:
            "BREAKER_FAIL_MAX": "1000", "ORCHESTRATOR_LOST_AFTER": "2",
            "BROKER_RESTORE_LOCK_SECONDS": "5",
            "ORCHESTRATOR_UPSTREAM_RETRIES": "2",
-           "ORCHESTRATOR_SYNC_TIMEOUT": "8", "PATH": f"{services.BIN}:{os.environ['PATH']}"}
+           "ORCHESTRATOR_SYNC_TIMEOUT": "8", "API_METRICS_TOKEN": METRICS_TOKEN,
+           "PATH": f"{services.BIN}:{os.environ['PATH']}"}
     running = Stack(url=f"http://127.0.0.1:{port}", env=env, db=Database(database_url),
                     logs=logs)
     try:

@@ -2,6 +2,7 @@
 
 import io
 import json
+from pathlib import Path
 
 import httpx
 import pytest
@@ -12,6 +13,7 @@ from core import store
 from core.cli import app
 from core.settings import get_settings
 from core.watch import watch_job
+from tests import services
 from tests.integration.conftest import Stack
 
 
@@ -66,3 +68,21 @@ def test_keys_create_prints_a_working_key_last(stack: Stack,
             assert tenant is not None
             operators[result is ops] = store.is_operator(session=session, tenant_id=tenant)
     assert operators == {False: False, True: True}
+
+
+def test_flowers_metrics_need_its_basic_auth(stack: Stack, tmp_path: Path) -> None:
+    # Given Flower started with basic auth on the stack's broker
+    port = services.free_port()
+    env = {**stack.env, "FLOWER_PORT": str(port), "FLOWER_BASIC_AUTH": "ops:s3cret"}
+    flower = services.Process([str(services.BIN / "orchestrator"), "flower"], env,
+                              tmp_path / "flower.log")
+    try:
+        services.wait_http(f"http://127.0.0.1:{port}/metrics", expect=401)
+        # When /metrics is scraped without and with the credentials
+        anonymous = httpx.get(f"http://127.0.0.1:{port}/metrics")
+        authorised = httpx.get(f"http://127.0.0.1:{port}/metrics", auth=("ops", "s3cret"))
+    finally:
+        flower.stop()
+    # Then only the operator's credentials see them
+    assert anonymous.status_code == 401
+    assert authorised.status_code == 200 and "flower_" in authorised.text
