@@ -66,7 +66,7 @@ def _problem(err: dict[str, Any]) -> dict[str, str]:
     field = ".".join(str(p) for p in err["loc"] if p != "body")
     if not field and err["type"] in ("model_attributes_type", "dict_type"):
         return {"field": "body", "message": NOT_AN_OBJECT}
-    return {"field": field or "body", "message": err["msg"]}
+    return {"field": field or "body", "message": err["msg"].removeprefix("Value error, ")}
 
 
 async def _validation_error(_: Request, exc: Exception) -> JSONResponse:

@@ -1,13 +1,40 @@
 """Request and response bodies of the API."""
 
+import math
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, AnyHttpUrl, BaseModel, ConfigDict, Field
 
 from core.models import Job, JobStatus, JobStep, StepStatus
 
 Mode = Literal["auto", "agent", "flow", "mcp"]
+MAX_JSON_DEPTH = 32
+
+
+def json_problem(value: Any, limit: int = MAX_JSON_DEPTH) -> str | None:
+    """Why `value` may not be stored as JSON (too deep, NaN or Infinity), or None."""
+    pending: list[tuple[Any, int]] = [(value, 1)]
+    while pending:
+        item, depth = pending.pop()
+        if isinstance(item, float) and not math.isfinite(item):
+            return f"{item} is not a JSON number; send a finite number or null"
+        if isinstance(item, dict | list):
+            if depth > limit:
+                return f"nested deeper than {limit} levels; flatten it"
+            children = item.values() if isinstance(item, dict) else item
+            pending.extend((child, depth + 1) for child in children)
+    return None
+
+
+def _storable(value: dict[str, Any]) -> dict[str, Any]:
+    if problem := json_problem(value):
+        raise ValueError(problem)
+    return value
+
+
+StoredJson = Annotated[dict[str, Any], AfterValidator(_storable)]
+Wait = Annotated[float, Field(allow_inf_nan=False)] | bool
 
 
 class JobCreate(BaseModel):
@@ -16,11 +43,11 @@ class JobCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
     intent: str = Field(min_length=1, max_length=200, description="A registered intent name.",
                         examples=["debug.echo"])
-    inputs: dict[str, Any] = Field(default_factory=dict, description="The intent's inputs.")
+    inputs: StoredJson = Field(default_factory=dict, description="The intent's inputs.")
     mode: Mode = Field("auto", description="Execution mode; `auto` takes the intent's own.")
     callback_url: AnyHttpUrl | None = Field(None, description="Where the outcome is delivered.")
-    context: dict[str, Any] = Field(default_factory=dict, description="Tracing metadata.")
-    wait: float | bool = Field(
+    context: StoredJson = Field(default_factory=dict, description="Tracing metadata.")
+    wait: Wait = Field(
         False, description="Seconds to wait for the result (true: the server's sync timeout)."
     )
 
@@ -117,10 +144,10 @@ class OrchestrateRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     intent: str = Field(min_length=1, max_length=200)
-    inputs: dict[str, Any] = Field(default_factory=dict)
+    inputs: StoredJson = Field(default_factory=dict)
     mode: Mode = "auto"
     callback_url: AnyHttpUrl | None = None
-    context: dict[str, Any] = Field(default_factory=dict)
+    context: StoredJson = Field(default_factory=dict)
 
 
 class OrchestrateSync(BaseModel):

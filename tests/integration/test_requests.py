@@ -139,3 +139,49 @@ def test_openapi_names_every_operation(stack: Stack) -> None:
     spec = httpx.get(f"{stack.url}/openapi.json").json()
     operations = [op for path in spec["paths"].values() for op in path.values()]
     assert all(op.get("operationId") and op.get("summary") for op in operations)
+
+
+def _nested(depth: int) -> str:
+    return '{"a": ' * (depth - 1) + "{}" + "}" * (depth - 1)
+
+
+@pytest.mark.parametrize("route", ["/v1/jobs", "/orchestrate"])
+@pytest.mark.parametrize(
+    ("field", "value", "says"),
+    [("context", _nested(300), "nested deeper than 32 levels"),
+     ("inputs", _nested(300), "nested deeper than 32 levels"),
+     ("inputs", '{"text": NaN}', "nan is not a JSON number"),
+     ("context", '{"x": [Infinity]}', "inf is not a JSON number"),
+     ("context", '{"x": -Infinity}', "-inf is not a JSON number")],
+    ids=["deep-context", "deep-inputs", "nan", "infinity", "minus-infinity"])
+def test_json_that_cannot_be_stored_is_refused(client: httpx.Client, route: str, field: str,
+                                               value: str, says: str) -> None:
+    # Given a submission whose JSON is too deep, or holds NaN or Infinity
+    body = f'{{"intent": "debug.echo", "{field}": {value}}}'
+    # When it is submitted
+    response = client.post(route, content=body, headers={"Content-Type": "application/json"})
+    # Then it is refused with the limit, and the tenant's jobs still read fine
+    assert response.status_code == 422, response.text
+    assert f"{field}: {says}" in response.json()["error"]
+    assert client.get("/v1/jobs").status_code == 200
+
+
+def test_json_at_the_depth_limit_is_stored(client: httpx.Client) -> None:
+    # Given a context exactly 32 levels deep
+    body = f'{{"intent": "debug.echo", "context": {_nested(32)}}}'
+    # When it is submitted
+    response = client.post("/v1/jobs", content=body,
+                           headers={"Content-Type": "application/json"})
+    # Then it is accepted and reads back
+    assert response.status_code == 202, response.text
+    assert client.get(f"/v1/jobs/{response.json()['job_id']}").status_code == 200
+
+
+def test_a_body_too_deep_to_parse_is_a_400(client: httpx.Client) -> None:
+    # Given a body nested deeper than any parser recursion allows
+    body = '{"intent": "debug.echo", "context": ' + "[" * 100_000 + "]" * 100_000 + "}"
+    # When it is submitted
+    response = client.post("/v1/jobs", content=body, headers={"Content-Type": "application/json"})
+    # Then it is a 400 that says so
+    assert response.status_code == 400
+    assert "parsing the body" in response.json()["error"]
