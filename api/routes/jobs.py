@@ -32,6 +32,7 @@ from workers.cancellation import flag
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+MAX_EVENT_ID = 2**63 - 1  # the store's BIGINT
 ERRORS: dict[int | str, dict[str, object]] = {
     code: {"model": ErrorBody} for code in (401, 404, 409, 413, 422, 503)
 }
@@ -67,7 +68,10 @@ def _cursor(text: str | None) -> tuple[datetime, str] | None:
         return None
     try:
         created, job_id = base64.urlsafe_b64decode(text.encode()).decode().split("|", 1)
-        return datetime.fromisoformat(created), job_id
+        moment = datetime.fromisoformat(created)
+        if moment.tzinfo is None:
+            raise ValueError("a cursor's time has a UTC offset")
+        return moment, job_id
     except ValueError as exc:
         raise InvalidRequest("cursor: not a cursor from a previous page", "cursor") from exc
 
@@ -109,8 +113,10 @@ async def get_job_events(
     request: Request,
     state: StateDep,
     tenant: TenantDep,
-    after: Annotated[int, Query(ge=0, description="Only events with a higher id.")] = 0,
-    last_event_id: Annotated[int | None, Header()] = None,
+    after: Annotated[int, Query(ge=0, le=MAX_EVENT_ID,
+                                description="Only events with a higher id.")] = 0,
+    last_event_id: Annotated[int | None, Header(
+        ge=0, le=MAX_EVENT_ID, description="Resume an SSE stream after this event id.")] = None,
 ) -> list[EventPublic] | EventSourceResponse:
     """The job's event log; with `Accept: text/event-stream`, a live SSE stream."""
     await run_in_threadpool(service.check_job, state, tenant, job_id)

@@ -1,5 +1,6 @@
 """Bad requests get a 4xx that says what to fix; the compatibility and operations routes."""
 
+import base64
 import uuid
 
 import httpx
@@ -185,3 +186,43 @@ def test_a_body_too_deep_to_parse_is_a_400(client: httpx.Client) -> None:
     # Then it is a 400 that says so
     assert response.status_code == 400
     assert "parsing the body" in response.json()["error"]
+
+
+def _b64(text: str) -> str:
+    return base64.urlsafe_b64encode(text.encode()).decode()
+
+
+@pytest.mark.parametrize(
+    ("path", "headers", "says"),
+    [("events?after=9223372036854775808", {}, "after"),
+     ("events?after=-1", {}, "after"),
+     ("events", {"Last-Event-ID": "99999999999999999999"}, "last-event-id"),
+     ("events", {"Last-Event-ID": "99999999999999999999", "Accept": "text/event-stream"},
+      "last-event-id")],
+    ids=["after-past-bigint", "after-negative", "last-event-id-past-bigint", "sse-past-bigint"])
+def test_event_positions_out_of_range_are_a_422(client: httpx.Client, path: str,
+                                                headers: dict[str, str], says: str) -> None:
+    # Given a job
+    job_id = client.post("/v1/jobs", json={"intent": "debug.echo"}).json()["job_id"]
+    # When its events are asked from a position no event can have
+    response = client.get(f"/v1/jobs/{job_id}/{path}", headers=headers)
+    # Then the answer is a 422 naming the parameter, before any stream starts
+    assert response.status_code == 422, response.text
+    assert says in response.json()["error"].lower()
+
+
+@pytest.mark.parametrize(
+    ("cursor", "status"),
+    [(_b64("2024-01-01|x"), 422), (_b64("|"), 422), (_b64("not-a-date|job_1"), 422),
+     ("%%%", 422), (base64.urlsafe_b64encode(b"\xff\xfe|x").decode(), 422),
+     (_b64("2024-01-01T00:00:00+00:00|x" + "y" * 300), 200),
+     (_b64("9999-12-31T23:59:59+14:00|job_1"), 200)],
+    ids=["naive-date", "empty", "not-a-date", "not-base64", "not-utf8", "long-id", "far-future"])
+def test_a_forged_cursor_is_a_422(client: httpx.Client, cursor: str, status: int) -> None:
+    # Given a cursor that no page handed out
+    # When it is used to list jobs
+    response = client.get("/v1/jobs", params={"cursor": cursor})
+    # Then the answer is a 422 about the cursor, or (well-formed) an empty page
+    assert response.status_code == status, response.text
+    if status == 422:
+        assert "cursor" in response.json()["error"]
