@@ -4,7 +4,7 @@ import math
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, AnyHttpUrl, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, AnyHttpUrl, BaseModel, ConfigDict, Field, UrlConstraints
 
 from core.models import Job, JobStatus, JobStep, StepStatus
 
@@ -35,6 +35,7 @@ def _storable(value: dict[str, Any]) -> dict[str, Any]:
 
 StoredJson = Annotated[dict[str, Any], AfterValidator(_storable)]
 Wait = Annotated[float, Field(allow_inf_nan=False)] | bool
+CallbackUrl = Annotated[AnyHttpUrl, UrlConstraints(max_length=2048)]  # the store's column
 
 
 class JobCreate(BaseModel):
@@ -45,7 +46,8 @@ class JobCreate(BaseModel):
                         examples=["debug.echo"])
     inputs: StoredJson = Field(default_factory=dict, description="The intent's inputs.")
     mode: Mode = Field("auto", description="Execution mode; `auto` takes the intent's own.")
-    callback_url: AnyHttpUrl | None = Field(None, description="Where the outcome is delivered.")
+    callback_url: CallbackUrl | None = Field(None,
+                                             description="Where the outcome is delivered.")
     context: StoredJson = Field(default_factory=dict, description="Tracing metadata.")
     wait: Wait = Field(
         False, description="Seconds to wait for the result (true: the server's sync timeout)."
@@ -146,7 +148,7 @@ class OrchestrateRequest(BaseModel):
     intent: str = Field(min_length=1, max_length=200)
     inputs: StoredJson = Field(default_factory=dict)
     mode: Mode = "auto"
-    callback_url: AnyHttpUrl | None = None
+    callback_url: CallbackUrl | None = None
     context: StoredJson = Field(default_factory=dict)
 
 

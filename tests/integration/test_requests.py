@@ -20,10 +20,15 @@ from tests.integration.conftest import Stack, wait_job
         ({"intent": "debug.echo", "mode": "turbo"}, 422, "mode"),
         ({"inputs": {}}, 422, "intent: Field required"),
         ({"intent": "debug.echo", "callback_url": "not a url"}, 422, "callback_url"),
+        ({"intent": "debug.echo", "callback_url": "http://" + "a" * 1000 + ".com/"}, 422,
+         "is not a valid host name"),
+        ({"intent": "debug.echo", "callback_url": "https://example.com/" + "p" * 2048}, 422,
+         "callback_url: URL should have at most 2048 characters"),
         ({"intent": "debug.echo", "surprise": 1}, 422, "surprise"),
     ],
     ids=["unknown-intent", "wrong-type", "below-minimum", "zero-steps", "wrong-mode",
-         "unknown-mode", "missing-intent", "bad-callback", "unknown-field"],
+         "unknown-mode", "missing-intent", "bad-callback", "invalid-callback-host",
+         "long-callback-url", "unknown-field"],
 )
 def test_bad_submissions_say_what_to_fix(client: httpx.Client, body: dict, status: int,
                                          says: str) -> None:

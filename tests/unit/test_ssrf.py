@@ -4,7 +4,13 @@ import ipaddress
 
 import pytest
 
-from adapters.callbacks import check_url_at_submit, is_refused, parse_networks, refusal
+from adapters.callbacks import (
+    check_url_at_submit,
+    host_problem,
+    is_refused,
+    parse_networks,
+    refusal,
+)
 from core.errors import RefusedTarget
 
 NONE: list[str] = []
@@ -109,3 +115,25 @@ def test_submit_does_not_resolve_hostnames(monkeypatch: pytest.MonkeyPatch) -> N
 def test_submit_refuses_a_url_without_a_host() -> None:
     with pytest.raises(RefusedTarget, match="no host"):
         check_url_at_submit("http:///hook", [])
+
+
+@pytest.mark.parametrize(("url", "reason"), [
+    pytest.param("http://" + "a" * 3000 + ".com/", "a label is empty or over 63", id="long-label"),
+    pytest.param("http://" + "a." * 130 + "com/", "over 253 characters", id="long-name"),
+    pytest.param("http://-bad.example.com/", "label '-bad'", id="leading-hyphen"),
+    pytest.param("http://a..b.example.com/", "a label is empty", id="empty-label"),
+])
+def test_submit_refuses_a_host_that_is_not_a_valid_name(url: str, reason: str) -> None:
+    # Given a callback URL whose host no resolver would accept
+    # When it is checked at submit
+    with pytest.raises(RefusedTarget, match="is not a valid host name") as info:
+        check_url_at_submit(url, [])
+    # Then it is refused for that reason, without echoing thousands of characters
+    assert reason in str(info.value)
+    assert info.value.field == "callback_url" and len(str(info.value)) < 300
+
+
+@pytest.mark.parametrize("host", ["hooks.example.com", "xn--bcher-kva.de", "bücher.de",
+                                  "in_ternal.example", "example.com.", "8.8.8.8", "2001:db8::1"])
+def test_valid_host_names_and_addresses_have_no_problem(host: str) -> None:
+    assert host_problem(host) is None
