@@ -12,6 +12,7 @@ from urllib.parse import urlparse
 import typer
 from rich.console import Console
 
+from core.errors import ConfigError
 from core.settings import DATA_DIR, get_settings
 
 app = typer.Typer(help="Orchestrator: intents in, jobs on Celery, signed callbacks out.",
@@ -19,7 +20,17 @@ app = typer.Typer(help="Orchestrator: intents in, jobs on Celery, signed callbac
 keys = typer.Typer(help="API keys.", no_args_is_help=True)
 app.add_typer(keys, name="keys")
 console = Console()
+errors = Console(stderr=True)
 PROCFILE = Path("Procfile")
+
+
+def main() -> None:
+    """The `orchestrator` command; an invalid setting is one line, not a traceback."""
+    try:
+        app()
+    except ConfigError as exc:
+        errors.print(str(exc), markup=False, highlight=False, soft_wrap=True)
+        raise SystemExit(2) from None
 
 
 @app.command()

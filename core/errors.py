@@ -7,6 +7,10 @@ class OrchestratorError(Exception):
     status_code = 500
 
 
+class ConfigError(OrchestratorError):
+    """Raised when a setting is invalid; the message names the variable and the form it wants."""
+
+
 class NotFound(OrchestratorError):
     """Raised when a job or resource does not exist for this tenant."""
 
