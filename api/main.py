@@ -16,6 +16,7 @@ from sqlalchemy.exc import OperationalError as DBOperationalError
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from api import openapi
 from api.hub import EventHub
 from api.limits import BodyLimit
 from api.routes import breakers, compat, deliveries, health, intents, jobs, secrets
@@ -95,9 +96,11 @@ async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the API."""
+    settings = settings or get_settings()
     app = FastAPI(title="Orchestrator", version="0.1.0", lifespan=lifespan,
-                  description="Submit intents as jobs; follow them by polling, SSE or callback.")
-    app.state.settings = settings or get_settings()
+                  description="Submit intents as jobs; follow them by polling, SSE or callback.",
+                  servers=[{"url": settings.api.base_url, "description": "API_PUBLIC_URL"}])
+    app.state.settings = settings
     app.add_middleware(BodyLimit, max_bytes=app.state.settings.api.max_body_bytes)
     app.add_exception_handler(OrchestratorError, _orchestrator_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
@@ -108,4 +111,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for router in (jobs.router, intents.router, deliveries.router, secrets.router,
                    breakers.router, health.router, compat.router):
         app.include_router(router)
+    openapi.install(app)
     return app

@@ -5,7 +5,7 @@ import logging
 from datetime import datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Header, Query, Request, Response
+from fastapi import APIRouter, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from kombu.exceptions import OperationalError
 from redis.exceptions import RedisError
@@ -13,13 +13,17 @@ from sse_starlette import EventSourceResponse
 
 from api import service, streaming
 from api.deps import StateDep, TenantDep
+from api.openapi import BODY, KEYED, POST, errors
 from api.schemas import (
-    ErrorBody,
+    MAX_EVENT_ID,
     EventPublic,
+    IdempotencyKey,
     JobAccepted,
     JobCreate,
+    JobIdPath,
     JobPage,
     JobPublic,
+    LastEventId,
     job_public,
     links_for,
 )
@@ -32,23 +36,26 @@ from workers.cancellation import flag
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
-MAX_EVENT_ID = 2**63 - 1  # the store's BIGINT
-ERRORS: dict[int | str, dict[str, object]] = {
-    code: {"model": ErrorBody} for code in (401, 404, 409, 413, 422, 503)
-}
+# Every error a job route may answer; new routes name their own with `errors(...)`.
+ERRORS = errors(*KEYED, *BODY, 403, 404, 409)
 
 
-@router.post("", operation_id="createJob", status_code=202, responses={
-    **ERRORS, 200: {"model": JobPublic, "description": "The job ended within `wait`."}},
-    response_model=JobAccepted | JobPublic)
+@router.post("", operation_id="createJob", status_code=202, summary="Submit a job",
+             response_model=JobAccepted | JobPublic, responses={
+                 **errors(*KEYED, *BODY, 404),
+                 202: {"model": JobAccepted, "description": "The job is on its way."},
+                 200: {"model": JobPublic, "description": "The job ended within `wait`."}})
 async def create_job(
     body: JobCreate,
     state: StateDep,
     tenant: TenantDep,
     response: Response,
-    idempotency_key: Annotated[str | None, Header(max_length=128)] = None,
+    idempotency_key: IdempotencyKey = None,
 ) -> JobAccepted | JobPublic:
-    """Submit an intent; answers 202 at once, or 200 with the result if it ends within `wait`."""
+    """Submit an intent with its inputs. Answers 202 at once with the job's id and links, or
+    200 with the finished job if it ends within `wait` seconds. An unknown intent is a 404
+    listing the available ones; a repeated request (same `Idempotency-Key`, or the same
+    tenant, intent and inputs within the idempotency window) answers the same job."""
     request = service.Request(
         tenant_id=tenant, intent=body.intent, inputs=body.inputs, mode=body.mode,
         context=body.context, callback_url=str(body.callback_url) if body.callback_url else None,
@@ -76,16 +83,19 @@ def _cursor(text: str | None) -> tuple[datetime, str] | None:
         raise InvalidRequest("cursor: not a cursor from a previous page", "cursor") from exc
 
 
-@router.get("", operation_id="listJobs", response_model=JobPage, responses=ERRORS)
+@router.get("", operation_id="listJobs", response_model=JobPage, summary="List jobs",
+            responses=errors(*KEYED, 422))
 def list_jobs(
     state: StateDep,
     tenant: TenantDep,
-    status: JobStatus | None = None,
-    intent: str | None = None,
-    limit: Annotated[int, Query(ge=1, le=200)] = 50,
-    cursor: str | None = None,
+    status: Annotated[JobStatus | None, Query(description="Only jobs in this status.")] = None,
+    intent: Annotated[str | None, Query(description="Only jobs of this intent.")] = None,
+    limit: Annotated[int, Query(ge=1, le=200, description="Jobs per page.")] = 50,
+    cursor: Annotated[str | None, Query(
+        description="`next_cursor` of the previous page.")] = None,
 ) -> JobPage:
-    """The caller's jobs, newest first, filtered by status and intent."""
+    """The caller's jobs, newest first, filtered by status and intent, a page at a time;
+    steps are left out (read one job for them)."""
     with state.db.read() as session:
         jobs = store.list_jobs(session=session, tenant_id=tenant, status=status, intent=intent,
                                limit=limit, before=_cursor(cursor))
@@ -97,28 +107,34 @@ def list_jobs(
     return JobPage(items=[job_public(job, []) for job in jobs], next_cursor=next_cursor)
 
 
-@router.get("/{job_id}", operation_id="getJob", response_model=JobPublic, responses=ERRORS)
-def get_job(job_id: str, state: StateDep, tenant: TenantDep) -> JobPublic:
-    """A job with its steps, result, error and timings."""
+@router.get("/{job_id}", operation_id="getJob", response_model=JobPublic, summary="Get a job",
+            responses=errors(*KEYED, 404))
+def get_job(job_id: JobIdPath, state: StateDep, tenant: TenantDep) -> JobPublic:
+    """A job with its status, progress, steps, result, error and timings."""
     job, steps = service.load_job(state, tenant, job_id)
     return job_public(job, steps)
 
 
 @router.get(
     "/{job_id}/events", operation_id="getJobEvents", response_model=list[EventPublic],
-    responses={**ERRORS, 200: {"content": {"text/event-stream": {}}}},
+    summary="Read or stream a job's events",
+    responses={**errors(*KEYED, 404, 422), 200: {
+        "description": "The events as a JSON list, or with `Accept: text/event-stream` a live "
+        "SSE stream (`id` is the event id, `event` its type, `data` the event as JSON) that "
+        "ends after the job's terminal event.",
+        "content": {"text/event-stream": {"schema": {"type": "string"}}}}},
 )
 async def get_job_events(
-    job_id: str,
+    job_id: JobIdPath,
     request: Request,
     state: StateDep,
     tenant: TenantDep,
     after: Annotated[int, Query(ge=0, le=MAX_EVENT_ID,
                                 description="Only events with a higher id.")] = 0,
-    last_event_id: Annotated[int | None, Header(
-        ge=0, le=MAX_EVENT_ID, description="Resume an SSE stream after this event id.")] = None,
+    last_event_id: LastEventId = None,
 ) -> list[EventPublic] | EventSourceResponse:
-    """The job's event log; with `Accept: text/event-stream`, a live SSE stream."""
+    """The job's event log, oldest first; with `Accept: text/event-stream`, a live SSE stream
+    that a client resumes with `Last-Event-ID`."""
     await run_in_threadpool(service.check_job, state, tenant, job_id)
     start = last_event_id if last_event_id is not None else after
     if "text/event-stream" in request.headers.get("accept", ""):
@@ -128,9 +144,10 @@ async def get_job_events(
 
 
 @router.post("/{job_id}/cancel", operation_id="cancelJob", response_model=JobPublic,
-             responses=ERRORS)
-def cancel_job(job_id: str, state: StateDep, tenant: TenantDep) -> JobPublic:
-    """Cancel a job: its remaining steps are revoked and it ends `cancelled`."""
+             summary="Cancel a job", responses=errors(*KEYED, *POST, 404, 409))
+def cancel_job(job_id: JobIdPath, state: StateDep, tenant: TenantDep) -> JobPublic:
+    """Cancel a job: its remaining steps are revoked and it ends `cancelled`; a job that
+    already ended is a 409."""
     with state.db.write() as session:
         job, events = store.cancel_job(session=session, tenant_id=tenant, job_id=job_id)
         steps = store.job_steps(session=session, job_id=job_id)
