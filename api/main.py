@@ -15,6 +15,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from sqlalchemy.exc import OperationalError as DBOperationalError
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Route
 
 from api import openapi
 from api.hub import EventHub
@@ -77,10 +78,23 @@ async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
     return _error(422, f"invalid request: {summary}", detail=problems)
 
 
-async def _http_error(_: Request, exc: Exception) -> JSONResponse:
+def _allowed(request: Request) -> str:
+    """Every method some route answers on this path (Starlette names only the first route's)."""
+    methods: set[str] = set()
+    for route in request.app.router.routes:
+        if isinstance(route, Route) and route.methods and route.path_regex.match(
+                request.url.path):
+            methods |= route.methods
+    return ", ".join(sorted(methods))
+
+
+async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
+    headers = dict(exc.headers or {})
+    if exc.status_code == 405:
+        headers["Allow"] = _allowed(request)
     return JSONResponse({"error": str(exc.detail)}, status_code=exc.status_code,
-                        headers=exc.headers)
+                        headers=headers)
 
 
 async def _dependency_down(_: Request, exc: Exception) -> JSONResponse:

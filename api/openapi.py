@@ -29,6 +29,13 @@ BODY = (400, 413, 422)
 POST = (413,)
 
 
+def job_links() -> dict[str, Any]:
+    """OpenAPI links from an answer carrying `job_id` to the routes that follow the job."""
+    follow = {"GetJob": "getJob", "GetJobEvents": "getJobEvents", "CancelJob": "cancelJob"}
+    return {name: {"operationId": operation, "parameters": {"job_id": "$response.body#/job_id"}}
+            for name, operation in follow.items()}
+
+
 def errors(*codes: int) -> Responses:
     """The `responses=` of a route: each error code it can answer, each with ErrorBody."""
     return {code: {"model": ErrorBody, "description": WHY[code]} for code in sorted(set(codes))}
@@ -47,6 +54,18 @@ def _drop_default_422(document: dict[str, Any]) -> None:
         schemas.pop(name, None)
 
 
+def _absent_not_null(document: dict[str, Any]) -> None:
+    """An optional parameter is left out, never sent as null: drop `null` from its schema."""
+    for item in document["paths"].values():
+        for operation in item.values():
+            for parameter in operation.get("parameters", []):
+                schema = parameter["schema"]
+                options = [s for s in schema.get("anyOf", []) if s.get("type") != "null"]
+                if len(options) == 1 and len(schema["anyOf"]) == 2:
+                    extra = {k: v for k, v in schema.items() if k != "anyOf"}
+                    parameter["schema"] = {**options[0], **extra}
+
+
 def install(app: FastAPI) -> None:
     """Serve the document built once, with only the error answers each route declares."""
     def openapi() -> dict[str, Any]:
@@ -55,6 +74,7 @@ def install(app: FastAPI) -> None:
                                    description=app.description, routes=app.routes,
                                    servers=app.servers, tags=app.openapi_tags)
             _drop_default_422(document)
+            _absent_not_null(document)
             app.openapi_schema = document
         return app.openapi_schema
 

@@ -13,7 +13,7 @@ from sse_starlette import EventSourceResponse
 
 from api import service, streaming
 from api.deps import StateDep, TenantDep
-from api.openapi import BODY, KEYED, POST, errors
+from api.openapi import BODY, KEYED, POST, errors, job_links
 from api.schemas import (
     MAX_EVENT_ID,
     EventPublic,
@@ -43,7 +43,8 @@ ERRORS = errors(*KEYED, *BODY, 403, 404, 409)
 @router.post("", operation_id="createJob", status_code=202, summary="Submit a job",
              response_model=JobAccepted | JobPublic, responses={
                  **errors(*KEYED, *BODY, 404),
-                 202: {"model": JobAccepted, "description": "The job is on its way."},
+                 202: {"model": JobAccepted, "description": "The job is on its way.",
+                       "links": job_links()},
                  200: {"model": JobPublic, "description": "The job ended within `wait`."}})
 async def create_job(
     body: JobCreate,
