@@ -4,6 +4,7 @@ from celery import Celery
 from kombu.entity import Exchange, Queue
 
 from core.settings import get_settings
+from workers import events, logs  # noqa: F401  (Flower events of ignored steps; quiet logs)
 from workers.pools import POOLS, Pool
 
 TASK_MODULES = ["tasks.tools", "tasks.callbacks"]
