@@ -12,6 +12,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from kombu.exceptions import OperationalError as KombuOperationalError
 from redis.exceptions import ConnectionError as RedisConnectionError
+from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError as DBOperationalError
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -30,6 +31,14 @@ from workers.app import celery_app
 log = logging.getLogger(__name__)
 
 
+def startup_line(settings: Settings) -> str:
+    """Where the API is, what it stores in and sends to (passwords hidden), where its docs are."""
+    base = settings.api.base_url
+    store = make_url(settings.database.url).render_as_string(hide_password=True)
+    broker = make_url(settings.broker.url).render_as_string(hide_password=True)
+    return f"Orchestrator API at {base} (docs {base}/docs); job store {store}; broker {broker}"
+
+
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
@@ -39,6 +48,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
                      hub=EventHub(client))
     await state.hub.start()
     app.state.orch = state
+    log.info(startup_line(settings))
     try:
         yield
     finally:

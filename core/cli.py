@@ -37,11 +37,15 @@ def main() -> None:
 def api() -> None:
     """Run the HTTP API (uvicorn)."""
     import uvicorn
+    from uvicorn.config import LOGGING_CONFIG
 
     settings = get_settings()
+    # uvicorn's own lines from warnings up; the API's (its start line, errors) from INFO.
+    log_config = {**LOGGING_CONFIG, "loggers": {**LOGGING_CONFIG["loggers"], "api": {
+        "handlers": ["default"], "level": "INFO", "propagate": False}}}
     uvicorn.run("api.main:create_app", factory=True, host=settings.api.host,
                 port=settings.api.port, workers=settings.api.workers, log_level="warning",
-                access_log=False)
+                access_log=False, log_config=log_config)
 
 
 @app.command()

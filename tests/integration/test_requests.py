@@ -231,3 +231,15 @@ def test_a_forged_cursor_is_a_422(client: httpx.Client, cursor: str, status: int
     assert response.status_code == status, response.text
     if status == 422:
         assert "cursor" in response.json()["error"]
+
+
+def test_the_api_says_where_it_is_at_start(stack: Stack) -> None:
+    # Given the API process of the stack, started and ready
+    log = (stack.logs / "api.log").read_text()
+    # Then its log has one line with its URL, the job store, the broker and the docs
+    lines = [line for line in log.splitlines() if "Orchestrator API at" in line]
+    assert len(lines) == 1, log
+    assert f"Orchestrator API at {stack.url} (docs {stack.url}/docs)" in lines[0]
+    assert f"job store {stack.env['DATABASE_URL']};" in lines[0]
+    assert f"broker {stack.env['REDIS_URL']}" in lines[0]
+

@@ -1,13 +1,14 @@
-"""The OpenAPI document is part of the product: valid, described, and honest about errors."""
+"""What the API tells about itself: its OpenAPI document (valid, described, honest about errors)
+and its start line."""
 
 from typing import Any
 
 import pytest
 from openapi_spec_validator import validate
 
-from api.main import create_app
+from api.main import create_app, startup_line
 from api.openapi import WHY
-from core.settings import ApiSettings, Settings
+from core.settings import ApiSettings, BrokerSettings, DatabaseSettings, Settings
 
 PUBLIC_URL = "https://orchestrator.example.com"
 METHODS = {"get", "post", "put", "patch", "delete"}
@@ -97,3 +98,13 @@ def test_the_events_stream_and_the_ready_503_are_declared(document: dict[str, An
     assert set(events["content"]) == {"application/json", "text/event-stream"}
     assert resolve(document, ready["503"]["content"]["application/json"]["schema"])[
         "title"] == "Readiness"
+
+
+def test_the_start_line_hides_passwords() -> None:
+    # Given settings whose URLs carry passwords
+    settings = Settings(database=DatabaseSettings(DATABASE_URL="postgresql+psycopg://u:pw@db/x"),
+                        broker=BrokerSettings(REDIS_URL="redis://:pw@broker:6379/0"))
+    # When the API's start line is written
+    line = startup_line(settings)
+    # Then it shows where everything is, without the passwords
+    assert "pw" not in line and "u:***@db/x" in line and "redis://:***@broker:6379/0" in line
