@@ -24,13 +24,31 @@ errors = Console(stderr=True)
 PROCFILE = Path("Procfile")
 
 
+STILL_RUNNING = 3
+
+
 def main() -> None:
-    """The `orchestrator` command; an invalid setting is one line, not a traceback."""
+    """The `orchestrator` command; an invalid setting or an unreachable API is one line."""
+    import httpx
+
     try:
         app()
     except ConfigError as exc:
-        errors.print(str(exc), markup=False, highlight=False, soft_wrap=True)
-        raise SystemExit(2) from None
+        _fail(str(exc), 2)
+    except httpx.TransportError as exc:
+        base = exc.request.url.copy_with(path="/", query=None, fragment=None)
+        _fail(f"could not reach the API at {base} ({type(exc).__name__}: {exc}); start the "
+              "stack with `make run` (or `orchestrator dev`), or pass --url", 1)
+
+
+def _say(message: str) -> None:
+    """One plain line on stderr."""
+    errors.print(message, markup=False, highlight=False, soft_wrap=True)
+
+
+def _fail(message: str, code: int) -> None:
+    _say(message)
+    raise SystemExit(code) from None
 
 
 @app.command()
@@ -211,7 +229,9 @@ def submit(
     intent: str,
     input: Annotated[list[str] | None, typer.Option(
         "--input", "-i", help="key=value (JSON values allowed).")] = None,
-    wait: Annotated[bool, typer.Option(help="Wait for the result.")] = False,
+    wait: Annotated[bool, typer.Option(help="Wait for the result (up to the server's "
+                                       "ORCHESTRATOR_SYNC_TIMEOUT); exit 3 if it is still "
+                                       "running then, 1 if it failed.")] = False,
     url: UrlOpt = None,
     api_key: KeyOpt = None,
 ) -> None:
@@ -221,6 +241,13 @@ def submit(
         response = client.post("/v1/jobs", json=body)
     console.print_json(response.text)
     if response.status_code >= 400:
+        raise typer.Exit(1)
+    job = response.json()
+    if wait and job["status"] not in ("succeeded", "failed", "cancelled"):
+        _say(f"job {job['job_id']} is still {job['status']} after the wait; follow it with: "
+             f"orchestrator watch {job['job_id']}")
+        raise typer.Exit(STILL_RUNNING)
+    if wait and job["status"] != "succeeded":
         raise typer.Exit(1)
 
 

@@ -86,3 +86,20 @@ def test_flowers_metrics_need_its_basic_auth(stack: Stack, tmp_path: Path) -> No
     # Then only the operator's credentials see them
     assert anonymous.status_code == 401
     assert authorised.status_code == 200 and "flower_" in authorised.text
+
+
+def test_submit_wait_on_a_job_that_outlives_the_wait_fails_and_says_watch(stack: Stack) -> None:
+    # Given a job longer than the server's sync timeout (8 s in the stack)
+    # When it is submitted with --wait
+    result = CliRunner().invoke(app, ["submit", "debug.sleep", "-i", "seconds=12", "--wait",
+                                      "--url", stack.url, "--api-key", stack.new_key()])
+    # Then the command exits 3 and says how to follow the job
+    assert result.exit_code == 3, result.output
+    assert "after the wait; follow it with: orchestrator watch job_" in result.output
+
+
+def test_submit_wait_on_a_failed_job_exits_1(stack: Stack) -> None:
+    result = CliRunner().invoke(app, ["submit", "debug.fail", "--wait", "--url", stack.url,
+                                      "--api-key", stack.new_key()])
+    assert result.exit_code == 1, result.output
+    assert json.loads(result.output)["status"] == "failed"

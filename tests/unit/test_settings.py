@@ -1,5 +1,6 @@
-"""The README's configuration table names every setting the code reads."""
+"""Settings as people write them, and the command's one-line answers when something is off."""
 
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -79,4 +80,21 @@ def test_the_command_prints_an_invalid_setting_as_one_line(tmp_path: Path) -> No
     # Then it exits 2 with one line on stderr, no traceback
     assert done.returncode == 2
     assert done.stderr.startswith("invalid setting CALLBACK_ALLOWED_NETWORKS='127.0.0.0/8,oops'")
+    assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+
+
+def test_submit_without_a_reachable_api_says_where_it_looked(tmp_path: Path) -> None:
+    # Given no API on a port
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    # When a job is submitted there
+    done = subprocess.run([str(ORCHESTRATOR), "submit", "debug.echo", "--url",
+                           f"http://127.0.0.1:{port}", "--api-key", "k"],
+                          env={"PATH": "/usr/bin:/bin"}, capture_output=True, text=True,
+                          cwd=tmp_path, timeout=60)
+    # Then one line names the URL tried and how to start the stack; no traceback
+    assert done.returncode == 1
+    assert done.stderr.startswith(f"could not reach the API at http://127.0.0.1:{port}/ (")
+    assert "make run" in done.stderr and "Traceback" not in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1, done.stderr
