@@ -10,6 +10,7 @@ import redis.asyncio as aioredis
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi_offline import FastAPIOffline
 from kombu.exceptions import OperationalError as KombuOperationalError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from sqlalchemy.engine import make_url
@@ -121,9 +122,11 @@ async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the API."""
     settings = settings or get_settings()
-    app = FastAPI(title="Orchestrator", version="0.1.0", lifespan=lifespan,
-                  description="Submit intents as jobs; follow them by polling, SSE or callback.",
-                  servers=[{"url": settings.api.base_url, "description": "API_PUBLIC_URL"}])
+    # Swagger UI and ReDoc served from the installed package, not a CDN.
+    app = FastAPIOffline(
+        title="Orchestrator", version="0.1.0", lifespan=lifespan,
+        description="Submit intents as jobs; follow them by polling, SSE or callback.",
+        servers=[{"url": settings.api.base_url, "description": "API_PUBLIC_URL"}])
     app.state.settings = settings
     app.add_middleware(BodyLimit, max_bytes=app.state.settings.api.max_body_bytes)
     app.add_exception_handler(OrchestratorError, _orchestrator_error)

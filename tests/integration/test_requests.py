@@ -1,6 +1,7 @@
 """Bad requests get a 4xx that says what to fix; the compatibility and operations routes."""
 
 import base64
+import re
 import uuid
 
 import httpx
@@ -243,3 +244,16 @@ def test_the_api_says_where_it_is_at_start(stack: Stack) -> None:
     assert f"job store {stack.env['DATABASE_URL']};" in lines[0]
     assert f"broker {stack.env['REDIS_URL']}" in lines[0]
 
+
+
+@pytest.mark.parametrize("page", ["/docs", "/redoc"])
+def test_the_docs_need_no_internet(stack: Stack, page: str) -> None:
+    # Given the docs page
+    html = httpx.get(stack.url + page).text
+    # When every script and stylesheet it loads is fetched
+    assets = re.findall(r'(?:src|href)="([^"]+\.(?:js|css))"', html)
+    # Then each comes from the API itself and is served
+    assert assets and all(asset.startswith("/") for asset in assets), assets
+    for asset in assets:
+        response = httpx.get(stack.url + asset)
+        assert response.status_code == 200 and len(response.content) > 1000, asset
