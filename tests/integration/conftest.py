@@ -1,6 +1,7 @@
 """The integration stack: a real broker, SQLite or Postgres, worker processes and the API."""
 
 import os
+import shutil
 import tempfile
 import time
 import uuid
@@ -111,6 +112,7 @@ def stack(request: pytest.FixtureRequest, broker_url: str) -> Iterator[Stack]:
            "PATH": f"{services.BIN}:{os.environ['PATH']}"}
     running = Stack(url=f"http://127.0.0.1:{port}", env=env, db=Database(database_url),
                     logs=logs)
+    failed_before = request.session.testsfailed
     try:
         running.start_worker("tools", ["tools"])
         running.start_worker("others", OTHER_POOLS, concurrency=1)
@@ -119,6 +121,23 @@ def stack(request: pytest.FixtureRequest, broker_url: str) -> Iterator[Stack]:
         yield running
     finally:
         running.stop()
+        _keep_logs_if_failed(logs, request.session.testsfailed > failed_before)
+
+
+KEPT_LOGS: list[Path] = []
+
+
+def _keep_logs_if_failed(logs: Path, failed: bool) -> None:
+    """A stack's logs (and SQLite store) are kept for a failed test only."""
+    if failed:
+        KEPT_LOGS.append(logs)
+    else:
+        shutil.rmtree(logs, ignore_errors=True)
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    for logs in KEPT_LOGS:
+        terminalreporter.write_line(f"stack logs of failed tests kept in {logs}")
 
 
 @pytest.fixture
