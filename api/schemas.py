@@ -37,7 +37,7 @@ def _storable(value: dict[str, Any]) -> dict[str, Any]:
 StoredJson = Annotated[dict[str, Any], AfterValidator(_storable)]
 Wait = Annotated[float, Field(allow_inf_nan=False)] | bool
 CallbackUrl = Annotated[AnyHttpUrl, UrlConstraints(max_length=2048)]  # the store's column
-MAX_EVENT_ID = 2**63 - 1  # the store's BIGINT
+MAX_EVENT_ID = 2**31 - 1  # job_events.seq is an INTEGER column
 JobIdPath = Annotated[str, Path(description="The job's id (`job_id` in every answer).")]
 IdempotencyKey = Annotated[str | None, Header(
     max_length=128, description="Makes a retried request answer the job it created the first "

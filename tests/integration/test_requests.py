@@ -201,11 +201,13 @@ def _b64(text: str) -> str:
 @pytest.mark.parametrize(
     ("path", "headers", "says"),
     [("events?after=9223372036854775808", {}, "after"),
+     ("events?after=2147483648", {}, "after"),
      ("events?after=-1", {}, "after"),
      ("events", {"Last-Event-ID": "99999999999999999999"}, "last-event-id"),
      ("events", {"Last-Event-ID": "99999999999999999999", "Accept": "text/event-stream"},
       "last-event-id")],
-    ids=["after-past-bigint", "after-negative", "last-event-id-past-bigint", "sse-past-bigint"])
+    ids=["after-past-bigint", "after-past-integer", "after-negative",
+         "last-event-id-past-bigint", "sse-past-bigint"])
 def test_event_positions_out_of_range_are_a_422(client: httpx.Client, path: str,
                                                 headers: dict[str, str], says: str) -> None:
     # Given a job
@@ -257,3 +259,14 @@ def test_the_docs_need_no_internet(stack: Stack, page: str) -> None:
     for asset in assets:
         response = httpx.get(stack.url + asset)
         assert response.status_code == 200 and len(response.content) > 1000, asset
+
+
+def test_the_highest_event_position_reads_an_empty_page(client: httpx.Client) -> None:
+    # Given a job, and the highest position the store can hold
+    job_id = client.post("/v1/jobs", json={"intent": "debug.echo"}).json()["job_id"]
+    # When its events after that position are read, by query and by header
+    by_query = client.get(f"/v1/jobs/{job_id}/events", params={"after": 2**31 - 1})
+    by_header = client.get(f"/v1/jobs/{job_id}/events", headers={"Last-Event-ID": "2147483647"})
+    # Then both are empty pages, not errors
+    assert (by_query.status_code, by_query.json()) == (200, [])
+    assert (by_header.status_code, by_header.json()) == (200, [])
