@@ -7,6 +7,7 @@ import hmac
 import ipaddress
 import logging
 import math
+import re
 import socket
 import ssl
 import time
@@ -35,6 +36,8 @@ SHARED = ipaddress.IPv4Network("100.64.0.0/10")
 UNIQUE_LOCAL = ipaddress.IPv6Network("fc00::/7")
 NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
 INET_ATON_CHARS = set("0123456789abcdefx.")
+LABEL = re.compile(r"(?!-)[a-z0-9_-]{1,63}(?<!-)")
+MAX_HOST = 253
 READ_CHUNK = 16 * 1024
 
 
@@ -144,6 +147,28 @@ def _literal(host: str) -> Address | None:
         return None
 
 
+def _short(text: str, keep: int = 40) -> str:
+    return text if len(text) <= keep else f"{text[:keep]}… ({len(text)} characters)"
+
+
+def host_problem(host: str) -> str | None:
+    """Why `host` is neither an IP address nor a DNS name a resolver accepts, or None."""
+    if _literal(host) is not None:
+        return None
+    try:
+        name = host.encode("idna").decode("ascii").lower().removesuffix(".")
+    except UnicodeError:
+        return f"'{_short(host)}' is not a valid host name (a label is empty or over 63 " \
+               "characters)"
+    if len(name) > MAX_HOST:
+        return f"'{_short(name)}' is not a valid host name (over {MAX_HOST} characters)"
+    bad = next((label for label in name.split(".") if not LABEL.fullmatch(label)), None)
+    if bad is not None:
+        return f"'{_short(name)}' is not a valid host name (label '{_short(bad)}': letters, " \
+               "digits, underscores and inner hyphens, 1 to 63 of them)"
+    return None
+
+
 def check_url_at_submit(url: str, allowed: list[Network]) -> None:
     """Refuse a callback URL that is not http(s) or whose literal IP is refused (no DNS)."""
     parts = urlsplit(url)
@@ -152,6 +177,8 @@ def check_url_at_submit(url: str, allowed: list[Network]) -> None:
                             field="callback_url")
     if not parts.hostname:
         raise RefusedTarget("callback_url has no host", field="callback_url")
+    if problem := host_problem(parts.hostname):
+        raise RefusedTarget(f"callback_url: {problem}", field="callback_url")
     address = _literal(parts.hostname)
     reason = refusal(address, allowed) if address is not None else None
     if reason:
@@ -299,8 +326,8 @@ def _describe(exc: Exception, timeout: float) -> str:
         return f"timeout: no complete answer within {timeout:g}s ({str(exc) or 'timed out'})"
     if isinstance(exc, socket.gaierror):
         return f"could not resolve the host: {exc.strerror or exc}"
-    if isinstance(exc, httpx.InvalidURL):
-        return f"invalid callback URL: {exc}"
+    if isinstance(exc, httpx.InvalidURL | UnicodeError):
+        return f"invalid callback URL: {_short(str(exc), 200)}"
     return f"connection failed: {type(exc).__name__}: {exc}"
 
 
@@ -313,7 +340,9 @@ def deliver(url: str, body: bytes, headers: dict[str, str], *, timeout: float,
         target = _target(url, timeout, allowed)
         attempt = _post(target, body, headers, max_response_bytes, started + timeout,
                         ssl_context)
-    except (RefusedTarget, _Timeout, httpx.HTTPError, httpx.InvalidURL, OSError) as exc:
+    except Exception as exc:  # noqa: BLE001 - every failure is an attempt the schedule counts
+        # An exception escaping here would leave the delivery leased, to be sent again at
+        # every lease expiry forever, never `dead`.
         attempt = Attempt(status_code=None, latency_ms=0, error=_describe(exc, timeout),
                           retry_after=None, response_body="", ok=False, gone=False)
     latency_ms = int((time.monotonic() - started) * 1000)

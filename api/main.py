@@ -10,12 +10,16 @@ import redis.asyncio as aioredis
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi_offline import FastAPIOffline
 from kombu.exceptions import OperationalError as KombuOperationalError
 from redis.exceptions import ConnectionError as RedisConnectionError
+from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError as DBOperationalError
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Route
 
+from api import openapi
 from api.hub import EventHub
 from api.limits import BodyLimit
 from api.routes import breakers, compat, deliveries, health, intents, jobs, resume, secrets
@@ -26,6 +30,14 @@ from core.settings import Settings, get_settings
 from workers.app import celery_app
 
 log = logging.getLogger(__name__)
+
+
+def startup_line(settings: Settings) -> str:
+    """Where the API is, what it stores in and sends to (passwords hidden), where its docs are."""
+    base = settings.api.base_url
+    store = make_url(settings.database.url).render_as_string(hide_password=True)
+    broker = make_url(settings.broker.url).render_as_string(hide_password=True)
+    return f"Orchestrator API at {base} (docs {base}/docs); job store {store}; broker {broker}"
 
 
 @asynccontextmanager
@@ -39,6 +51,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
                      hub=EventHub(client))
     await state.hub.start()
     app.state.orch = state
+    log.info(startup_line(settings))
     try:
         yield
     finally:
@@ -68,7 +81,7 @@ def _problem(err: dict[str, Any]) -> dict[str, str]:
     field = ".".join(str(p) for p in err["loc"] if p != "body")
     if not field and err["type"] in ("model_attributes_type", "dict_type"):
         return {"field": "body", "message": NOT_AN_OBJECT}
-    return {"field": field or "body", "message": err["msg"]}
+    return {"field": field or "body", "message": err["msg"].removeprefix("Value error, ")}
 
 
 async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
@@ -78,10 +91,23 @@ async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
     return _error(422, f"invalid request: {summary}", detail=problems)
 
 
-async def _http_error(_: Request, exc: Exception) -> JSONResponse:
+def _allowed(request: Request) -> str:
+    """Every method some route answers on this path (Starlette names only the first route's)."""
+    methods: set[str] = set()
+    for route in request.app.router.routes:
+        if isinstance(route, Route) and route.methods and route.path_regex.match(
+                request.url.path):
+            methods |= route.methods
+    return ", ".join(sorted(methods))
+
+
+async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
+    headers = dict(exc.headers or {})
+    if exc.status_code == 405:
+        headers["Allow"] = _allowed(request)
     return JSONResponse({"error": str(exc.detail)}, status_code=exc.status_code,
-                        headers=exc.headers)
+                        headers=headers)
 
 
 async def _dependency_down(_: Request, exc: Exception) -> JSONResponse:
@@ -97,9 +123,13 @@ async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the API."""
-    app = FastAPI(title="Orchestrator", version="0.1.0", lifespan=lifespan,
-                  description="Submit intents as jobs; follow them by polling, SSE or callback.")
-    app.state.settings = settings or get_settings()
+    settings = settings or get_settings()
+    # Swagger UI and ReDoc served from the installed package, not a CDN.
+    app = FastAPIOffline(
+        title="Orchestrator", version="0.1.0", lifespan=lifespan,
+        description="Submit intents as jobs; follow them by polling, SSE or callback.",
+        servers=[{"url": settings.api.base_url, "description": "API_PUBLIC_URL"}])
+    app.state.settings = settings
     app.add_middleware(BodyLimit, max_bytes=app.state.settings.api.max_body_bytes)
     app.add_exception_handler(OrchestratorError, _orchestrator_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
@@ -110,4 +140,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for router in (jobs.router, resume.router, intents.router, deliveries.router, secrets.router,
                    breakers.router, health.router, compat.router):
         app.include_router(router)
+    openapi.install(app)
     return app

@@ -1,5 +1,6 @@
 """Prometheus metrics of the API, and gauges read from the store and broker at scrape time."""
 
+from collections import defaultdict
 from collections.abc import Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
@@ -8,9 +9,11 @@ from prometheus_client.registry import Collector
 from sqlalchemy import func
 from sqlmodel import select
 
-from adapters.breakers import render_gauges
+from adapters.breakers import STATE_GAUGE, render_gauges
+from adapters.breakers import Gauge as Sample
 from api.state import AppState
 from core.models import Job
+from tasks.callbacks import CALLBACK_PREFIX
 from workers import heartbeat
 from workers.pools import POOLS
 
@@ -22,6 +25,8 @@ QUEUE_DEPTH = Gauge("orchestrator_queue_depth", "Messages waiting in a pool's qu
                     registry=REGISTRY)
 WORKERS = Gauge("orchestrator_live_workers", "Workers that stamped a pool recently.", ["pool"],
                 registry=REGISTRY)
+CALLBACKS = "callback"
+STATE_NAMES = {value: name for name, value in STATE_GAUGE.items()}
 
 
 class Upstreams(Collector):
@@ -35,6 +40,9 @@ class Upstreams(Collector):
             "orchestrator_breaker_state": GaugeMetricFamily(
                 "orchestrator_breaker_state", "0 closed, 1 half-open, 2 open.",
                 labels=["upstream"]),
+            "orchestrator_callback_breakers": GaugeMetricFamily(
+                "orchestrator_callback_breakers", "Breakers of tenants' callback hosts by state.",
+                labels=["state"]),
             "orchestrator_upstream_retries_total": CounterMetricFamily(
                 "orchestrator_upstream_retries", "Retries of calls to an upstream.",
                 labels=["upstream"]),
@@ -43,8 +51,24 @@ class Upstreams(Collector):
                 labels=["upstream"]),
         }
         for name, labels, value in self.samples:
-            families[name].add_metric([labels["upstream"]], value)
+            families[name].add_metric(list(labels.values()), value)
         yield from families.values()
+
+
+def bounded(samples: list[Sample]) -> list[Sample]:
+    """The samples without tenant data in labels: callback hosts are tenants' to choose, so
+    their breakers are counted by state and their retries and failures summed as `callback`."""
+    totals: dict[tuple[str, tuple[tuple[str, str], ...]], float] = defaultdict(float)
+    for state in STATE_NAMES.values():
+        totals["orchestrator_callback_breakers", (("state", state),)] = 0.0
+    for name, labels, value in samples:
+        if not labels["upstream"].startswith(CALLBACK_PREFIX):
+            totals[name, tuple(labels.items())] += value
+        elif name == "orchestrator_breaker_state":
+            totals["orchestrator_callback_breakers", (("state", STATE_NAMES[value]),)] += 1
+        else:
+            totals[name, (("upstream", CALLBACKS),)] += value
+    return [(name, dict(labels), value) for (name, labels), value in totals.items()]
 
 
 def render(state: AppState) -> bytes:
@@ -57,5 +81,5 @@ def render(state: AppState) -> bytes:
         QUEUE_DEPTH.labels(pool=pool.name).set(state.redis.llen(pool.queue))
         WORKERS.labels(pool=pool.name).set(len(heartbeat.live_workers(state.redis, pool.name, ttl)))
     upstreams = CollectorRegistry()
-    upstreams.register(Upstreams(render_gauges(state.redis)))
+    upstreams.register(Upstreams(bounded(render_gauges(state.redis))))
     return generate_latest(REGISTRY) + generate_latest(upstreams)

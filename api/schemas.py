@@ -1,26 +1,66 @@
 """Request and response bodies of the API."""
 
+import math
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field
+from fastapi import Header, Path
+from pydantic import AfterValidator, AnyHttpUrl, BaseModel, ConfigDict, Field, UrlConstraints
 
 from core.models import Job, JobStatus, JobStep, StepStatus
 
 Mode = Literal["auto", "agent", "flow", "mcp"]
+MAX_JSON_DEPTH = 32
+
+
+def json_problem(value: Any, limit: int = MAX_JSON_DEPTH) -> str | None:
+    """Why `value` may not be stored as JSON (too deep, NaN or Infinity), or None."""
+    pending: list[tuple[Any, int]] = [(value, 1)]
+    while pending:
+        item, depth = pending.pop()
+        if isinstance(item, float) and not math.isfinite(item):
+            return f"{item} is not a JSON number; send a finite number or null"
+        if isinstance(item, dict | list):
+            if depth > limit:
+                return f"nested deeper than {limit} levels; flatten it"
+            children = item.values() if isinstance(item, dict) else item
+            pending.extend((child, depth + 1) for child in children)
+    return None
+
+
+def _storable(value: dict[str, Any]) -> dict[str, Any]:
+    if problem := json_problem(value):
+        raise ValueError(problem)
+    return value
+
+
+StoredJson = Annotated[dict[str, Any], AfterValidator(_storable)]
+Wait = Annotated[float, Field(allow_inf_nan=False)] | bool
+CallbackUrl = Annotated[AnyHttpUrl, UrlConstraints(max_length=2048)]  # the store's column
+MAX_EVENT_ID = 2**31 - 1  # job_events.seq is an INTEGER column
+JobIdPath = Annotated[str, Path(description="The job's id (`job_id` in every answer).")]
+IdempotencyKey = Annotated[str | None, Header(
+    max_length=128, description="Makes a retried request answer the job it created the first "
+    "time (within ORCHESTRATOR_IDEMPOTENCY_WINDOW); without it, the same tenant, intent and "
+    "inputs count as a repeat.")]
+LastEventId = Annotated[int | None, Header(
+    ge=0, le=MAX_EVENT_ID, description="Resume an SSE stream after this event id (sent by "
+    "EventSource on reconnect); wins over `after`.")]
 
 
 class JobCreate(BaseModel):
     """Submit an intent with its inputs."""
 
     model_config = ConfigDict(extra="forbid")
-    intent: str = Field(min_length=1, max_length=200, description="A registered intent name.",
-                        examples=["debug.echo"])
-    inputs: dict[str, Any] = Field(default_factory=dict, description="The intent's inputs.")
+    intent: str = Field(min_length=1, max_length=200, examples=["debug.echo"],
+                        description="A registered intent name (`GET /v1/intents`).")
+    inputs: StoredJson = Field(default_factory=dict,
+                               description="The intent's inputs, per its JSON input schema.")
     mode: Mode = Field("auto", description="Execution mode; `auto` takes the intent's own.")
-    callback_url: AnyHttpUrl | None = Field(None, description="Where the outcome is delivered.")
-    context: dict[str, Any] = Field(default_factory=dict, description="Tracing metadata.")
-    wait: float | bool = Field(
+    callback_url: CallbackUrl | None = Field(None,
+                                             description="Where the outcome is delivered.")
+    context: StoredJson = Field(default_factory=dict, description="Tracing metadata.")
+    wait: Wait = Field(
         False, description="Seconds to wait for the result (true: the server's sync timeout)."
     )
 
@@ -142,18 +182,26 @@ class ErrorBody(BaseModel):
     """What every error answers."""
 
     error: str = Field(description="What went wrong and what to fix.")
-    detail: Any = None
+    detail: Any = Field(None, description="For 422: each problem as `{field, message}`.")
+    field: str | None = Field(None, description="For 422: the field at fault, when one is.")
+    available: list[str] | None = Field(
+        None, description="For an unknown intent (404): the registered intents.")
 
 
 class OrchestrateRequest(BaseModel):
     """The `/orchestrate` contract's request."""
 
     model_config = ConfigDict(extra="forbid")
-    intent: str = Field(min_length=1, max_length=200)
-    inputs: dict[str, Any] = Field(default_factory=dict)
-    mode: Mode = "auto"
-    callback_url: AnyHttpUrl | None = None
-    context: dict[str, Any] = Field(default_factory=dict)
+    intent: str = Field(min_length=1, max_length=200, examples=["debug.echo"],
+                        description="A registered intent name (`GET /v1/intents`).")
+    inputs: StoredJson = Field(default_factory=dict,
+                               description="The intent's inputs, per its JSON input schema.")
+    mode: Mode = Field("auto", description="Execution mode; `auto` takes the intent's own.")
+    callback_url: CallbackUrl | None = Field(
+        None, description="Where the outcome is delivered, signed (Standard Webhooks); with it "
+        "the answer is always `accepted`.")
+    context: StoredJson = Field(default_factory=dict,
+                                description="Tracing metadata, stored with the job.")
 
 
 class OrchestrateSync(BaseModel):

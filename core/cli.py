@@ -12,6 +12,7 @@ from urllib.parse import urlparse
 import typer
 from rich.console import Console
 
+from core.errors import ConfigError
 from core.settings import DATA_DIR, get_settings
 
 app = typer.Typer(help="Orchestrator: intents in, jobs on Celery, signed callbacks out.",
@@ -19,18 +20,50 @@ app = typer.Typer(help="Orchestrator: intents in, jobs on Celery, signed callbac
 keys = typer.Typer(help="API keys.", no_args_is_help=True)
 app.add_typer(keys, name="keys")
 console = Console()
+errors = Console(stderr=True)
 PROCFILE = Path("Procfile")
+
+
+STILL_RUNNING = 3
+
+
+def main() -> None:
+    """The `orchestrator` command; an invalid setting or an unreachable API is one line."""
+    import httpx
+
+    try:
+        app()
+    except ConfigError as exc:
+        _fail(str(exc), 2)
+    except httpx.TransportError as exc:
+        base = exc.request.url.copy_with(path="/", query=None, fragment=None)
+        _fail(f"could not reach the API at {base} ({type(exc).__name__}: {exc}); start the "
+              "stack with `make run` (or `orchestrator dev`), or pass --url", 1)
+
+
+def _say(message: str) -> None:
+    """One plain line on stderr."""
+    errors.print(message, markup=False, highlight=False, soft_wrap=True)
+
+
+def _fail(message: str, code: int) -> None:
+    _say(message)
+    raise SystemExit(code) from None
 
 
 @app.command()
 def api() -> None:
     """Run the HTTP API (uvicorn)."""
     import uvicorn
+    from uvicorn.config import LOGGING_CONFIG
 
     settings = get_settings()
+    # uvicorn's own lines from warnings up; the API's (its start line, errors) from INFO.
+    log_config = {**LOGGING_CONFIG, "loggers": {**LOGGING_CONFIG["loggers"], "api": {
+        "handlers": ["default"], "level": "INFO", "propagate": False}}}
     uvicorn.run("api.main:create_app", factory=True, host=settings.api.host,
                 port=settings.api.port, workers=settings.api.workers, log_level="warning",
-                access_log=False)
+                access_log=False, log_config=log_config)
 
 
 @app.command()
@@ -75,8 +108,20 @@ def flower() -> None:
     settings = get_settings()
     if not settings.flower.basic_auth:
         raise typer.BadParameter("set FLOWER_BASIC_AUTH=user:password; Flower runs with auth only")
+    _protect_flower_metrics()
     celery_app.start(["flower", f"--port={settings.flower.port}", "--address=127.0.0.1",
                       f"--basic-auth={settings.flower.basic_auth}"])
+
+
+def _protect_flower_metrics() -> None:
+    """Flower serves /metrics and /healthcheck without its basic auth: ask for it there too."""
+    from flower.views.monitor import Healthcheck, Metrics
+
+    def prepare(handler: Any) -> None:
+        handler.current_user  # noqa: B018 - reading it checks the basic auth (401 if wrong)
+
+    for view in (Metrics, Healthcheck):
+        view.prepare = prepare
 
 
 @app.command()
@@ -194,7 +239,9 @@ def submit(
     intent: str,
     input: Annotated[list[str] | None, typer.Option(
         "--input", "-i", help="key=value (JSON values allowed).")] = None,
-    wait: Annotated[bool, typer.Option(help="Wait for the result.")] = False,
+    wait: Annotated[bool, typer.Option(help="Wait for the result (up to the server's "
+                                       "ORCHESTRATOR_SYNC_TIMEOUT); exit 3 if it is still "
+                                       "running then, 1 if it failed.")] = False,
     url: UrlOpt = None,
     api_key: KeyOpt = None,
 ) -> None:
@@ -204,6 +251,13 @@ def submit(
         response = client.post("/v1/jobs", json=body)
     console.print_json(response.text)
     if response.status_code >= 400:
+        raise typer.Exit(1)
+    job = response.json()
+    if wait and job["status"] not in ("succeeded", "failed", "cancelled"):
+        _say(f"job {job['job_id']} is still {job['status']} after the wait; follow it with: "
+             f"orchestrator watch {job['job_id']}")
+        raise typer.Exit(STILL_RUNNING)
+    if wait and job["status"] != "succeeded":
         raise typer.Exit(1)
 
 

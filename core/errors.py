@@ -7,6 +7,10 @@ class OrchestratorError(Exception):
     status_code = 500
 
 
+class ConfigError(OrchestratorError):
+    """Raised when a setting is invalid; the message names the variable and the form it wants."""
+
+
 class NotFound(OrchestratorError):
     """Raised when a job or resource does not exist for this tenant."""
 
@@ -17,7 +21,7 @@ class IntentNotFound(NotFound):
     """Raised when a request names an intent that is not registered."""
 
     def __init__(self, name: str, available: list[str]) -> None:
-        super().__init__(f"Intent '{name}' not found")
+        super().__init__(f"Intent '{name}' not found. Available: {available}")
         self.available = available
 
 

@@ -1,17 +1,34 @@
 """Settings, read once from the environment (and `.env`), one class per concern."""
 
 import ipaddress
+import json
 from functools import lru_cache
 from pathlib import Path
+from typing import Annotated, Any
 
-from pydantic import AliasChoices, Field, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import AliasChoices, Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict, SettingsError
+
+from core.errors import ConfigError
 
 DATA_DIR = Path("var")
 
 
 def _config(prefix: str) -> SettingsConfigDict:
     return SettingsConfigDict(env_prefix=prefix, env_file=".env", extra="ignore")
+
+
+def split_list(value: Any) -> Any:
+    """A list setting as people write it: `a`, `a,b` or a JSON list."""
+    if not isinstance(value, str):
+        return value
+    text = value.strip()
+    if text.startswith("["):
+        return json.loads(text)
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
+LIST_FORM = "one value, comma-separated values or a JSON list"
 
 
 class ApiSettings(BaseSettings):
@@ -25,6 +42,9 @@ class ApiSettings(BaseSettings):
     public_url: str = Field(
         "", description="The API's address as callers reach it (resume URLs, the OpenAPI "
         "`servers` entry); empty means http://API_HOST:API_PORT.")
+    metrics_token: str = Field(
+        "", description="Bearer token Prometheus sends to scrape /metrics "
+        "(`Authorization: Bearer …`); operator API keys may scrape too. Empty: operators only.")
 
     @property
     def base_url(self) -> str:
@@ -171,14 +191,23 @@ class CallbackSettings(BaseSettings):
     timeout: float = Field(15.0, gt=0, description="Seconds one delivery attempt may take.")
     max_response_bytes: int = Field(
         64 * 1024, description="Bytes of a receiver's response body read and kept.")
-    schedule: list[float] = Field(
+    schedule: Annotated[list[float], NoDecode] = Field(
         [5, 300, 1800, 7200, 18000, 36000, 50400, 72000, 86400],
-        description="Seconds to wait before each retry after a failed attempt (JSON list).")
-    allowed_networks: list[str] = Field(
-        [], description="CIDRs callbacks may reach although private (JSON list), e.g. "
-        '["127.0.0.1/32"].')
+        description="Seconds to wait before each retry after a failed attempt (comma-separated "
+        "or a JSON list), e.g. 5,300,1800.")
+    allowed_networks: Annotated[list[str], NoDecode] = Field(
+        [], description="CIDRs callbacks may reach although private (comma-separated or a JSON "
+        "list), e.g. 127.0.0.0/8,10.0.0.0/8.")
     sweep_seconds: float = Field(
         5.0, gt=0, description="How often the sweeper sends deliveries that are due.")
+
+    @field_validator("schedule", "allowed_networks", mode="before")
+    @classmethod
+    def _split(cls, value: Any) -> Any:
+        try:
+            return split_list(value)
+        except ValueError as exc:
+            raise ValueError(f"not {LIST_FORM}") from exc
 
     @field_validator("allowed_networks")
     @classmethod
@@ -203,7 +232,6 @@ class Settings(BaseSettings):
     breaker: BreakerSettings = Field(default_factory=lambda: BreakerSettings())
     callback: CallbackSettings = Field(default_factory=lambda: CallbackSettings())
 
-
     @model_validator(mode="after")
     def _limits_below_visibility(self) -> "Settings":
         pool, visibility = self.pool, self.broker.visibility_timeout
@@ -215,7 +243,42 @@ class Settings(BaseSettings):
         return self
 
 
+SECTIONS: list[type[BaseSettings]] = [
+    ApiSettings, BrokerSettings, DatabaseSettings, OrchestratorSettings, WorkerSettings,
+    PoolSettings, FlowerSettings, RetrySettings, BreakerSettings, CallbackSettings]
+
+
+def env_name(section: type[BaseSettings], field: str) -> str:
+    """The environment variable a field is read from."""
+    alias = section.model_fields[field].validation_alias
+    if isinstance(alias, AliasChoices):
+        return str(alias.choices[0])
+    return f"{section.model_config.get('env_prefix', '')}{field}".upper()
+
+
+def _problem(exc: ValidationError) -> str:
+    """One line per invalid setting: the variable, what it was, what is wanted."""
+    section = next((s for s in SECTIONS if s.__name__ == exc.title), None)
+    lines = []
+    for err in exc.errors():
+        field = str(err["loc"][0]) if err["loc"] else ""
+        if section is None or field not in section.model_fields:
+            what = f"invalid setting {field}" if field else "invalid settings"
+            lines.append(f"{what}: {err['msg'].removeprefix('Value error, ')}")
+            continue
+        wanted = section.model_fields[field].description
+        item = "".join(f"[{part}]" for part in err["loc"][1:])
+        lines.append(f"invalid setting {env_name(section, field)}{item}={err['input']!r}: "
+                     f"{err['msg'].removeprefix('Value error, ')}. Expected: {wanted}")
+    return "; ".join(lines)
+
+
 @lru_cache
 def get_settings() -> Settings:
-    """The process-wide settings, read once."""
-    return Settings()
+    """The process-wide settings, read once; an invalid one raises ConfigError naming it."""
+    try:
+        return Settings()
+    except ValidationError as exc:
+        raise ConfigError(_problem(exc)) from None
+    except SettingsError as exc:
+        raise ConfigError(f"invalid setting: {exc}") from None

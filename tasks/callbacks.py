@@ -38,6 +38,9 @@ def _attempt(rt: Runtime, url: str, body: str, headers: dict[str, str]) -> Attem
     except UpstreamUnavailable as exc:
         return AttemptResult(ok=False, gone=False, status_code=None, latency_ms=0,
                              error=str(exc), retry_after=exc.retry_after)
+    except Exception as exc:  # noqa: BLE001 - escaping, it would re-send at each lease expiry
+        return AttemptResult(ok=False, gone=False, status_code=None, latency_ms=0,
+                             error=f"attempt failed: {type(exc).__name__}", retry_after=None)
     return AttemptResult(ok=attempt.ok, gone=attempt.gone, status_code=attempt.status_code,
                          latency_ms=attempt.latency_ms, error=attempt.error,
                          retry_after=attempt.retry_after)

@@ -4,6 +4,7 @@ from celery import Celery
 from kombu.entity import Exchange, Queue
 
 from core.settings import get_settings
+from workers import events, logs  # noqa: F401  (Flower events of ignored steps; quiet logs)
 from workers.pools import POOLS, Pool
 
 TASK_MODULES = ["tasks.steps", "tasks.callbacks"]
@@ -52,4 +53,4 @@ def create_celery() -> Celery:
 
 celery_app = create_celery()
 
-import workers.signals  # noqa: E402,F401  (connects the step-recording signals)
+import workers.signals  # noqa: E402,F401  (per-process resources and heartbeats)

@@ -1,12 +1,13 @@
 """`/v1/breakers`: the circuit breaker of every upstream, read from Redis, and a manual reset."""
 
-from fastapi import APIRouter
+from typing import Annotated
+
+from fastapi import APIRouter, Path
 from pydantic import BaseModel, Field
 
 from adapters.breakers import Breakers, BreakerState
 from api.deps import StateDep, TenantDep
-from api.routes.jobs import ERRORS
-from api.schemas import ErrorBody
+from api.openapi import KEYED, POST, errors
 from core import deliveries
 from core.errors import Forbidden, NotFound
 from tasks.callbacks import CALLBACK_PREFIX
@@ -50,7 +51,7 @@ def _visible(state: StateDep, tenant: str, name: str) -> bool:
 
 
 @router.get("", operation_id="listBreakers", response_model=list[BreakerPublic],
-            responses=ERRORS)
+            summary="List circuit breakers", responses=errors(*KEYED))
 def list_breakers(state: StateDep, tenant: TenantDep) -> list[BreakerPublic]:
     """Every circuit breaker the caller's calls go through (every one, for an operator)."""
     everything = state.is_operator(tenant)
@@ -59,8 +60,9 @@ def list_breakers(state: StateDep, tenant: TenantDep) -> list[BreakerPublic]:
 
 
 @router.post("/{name}/reset", operation_id="resetBreaker", response_model=BreakerPublic,
-             responses={**ERRORS, 403: {"model": ErrorBody}})
-def reset_breaker(name: str, state: StateDep, tenant: TenantDep) -> BreakerPublic:
+             summary="Reset a circuit breaker", responses=errors(*KEYED, *POST, 403, 404))
+def reset_breaker(name: Annotated[str, Path(description="The breaker's `name`.")],
+                  state: StateDep, tenant: TenantDep) -> BreakerPublic:
     """Close a circuit breaker for every process, so calls to its upstream go through again.
 
     A tenant may reset the breaker of a host its callbacks go to; the breakers of shared

@@ -1,14 +1,14 @@
 """The `/orchestrate` webhook contract: sync answers for fast jobs, `accepted` for slow ones."""
 
-from typing import Annotated
-
-from fastapi import APIRouter, Header, Response
+from fastapi import APIRouter, Response
 
 from api import service
 from api.deps import StateDep, TenantDep
-from api.routes.jobs import ERRORS
+from api.openapi import BODY, KEYED, errors
 from api.schemas import (
     CompatJob,
+    IdempotencyKey,
+    JobIdPath,
     OrchestrateAccepted,
     OrchestrateRequest,
     OrchestrateSync,
@@ -27,17 +27,22 @@ def _sync(job: Job) -> OrchestrateSync:
                            job_id=job.id)
 
 
-@router.post("/orchestrate", operation_id="orchestrate",
-             response_model=OrchestrateSync | OrchestrateAccepted,
-             responses={**ERRORS, 202: {"model": OrchestrateAccepted}})
+@router.post("/orchestrate", operation_id="orchestrate", summary="Execute an intent",
+             response_model=OrchestrateSync | OrchestrateAccepted, responses={
+                 **errors(*KEYED, *BODY, 404),
+                 200: {"model": OrchestrateSync, "description": "The job ended in time."},
+                 202: {"model": OrchestrateAccepted,
+                       "description": "The job goes on; poll `GET /jobs/{job_id}`."}})
 async def orchestrate(
     body: OrchestrateRequest,
     state: StateDep,
     tenant: TenantDep,
     response: Response,
-    idempotency_key: Annotated[str | None, Header(max_length=128)] = None,
+    idempotency_key: IdempotencyKey = None,
 ) -> OrchestrateSync | OrchestrateAccepted:
-    """Execute any intent: the result if it ends within the sync timeout, else a job id."""
+    """The `/orchestrate` webhook contract: the result (200) if the job ends within
+    ORCHESTRATOR_SYNC_TIMEOUT, else `accepted` with its id (202); with a `callback_url` it
+    is always `accepted`. An unknown intent is a 404 listing the available ones."""
     callback = str(body.callback_url) if body.callback_url else None
     request = service.Request(tenant_id=tenant, intent=body.intent, inputs=body.inputs,
                               mode=body.mode, context=body.context, callback_url=callback,
@@ -51,9 +56,10 @@ async def orchestrate(
 
 
 @router.get("/jobs/{job_id}", operation_id="getCompatJob", response_model=CompatJob,
-            responses=ERRORS)
-def get_compat_job(job_id: str, state: StateDep, tenant: TenantDep) -> CompatJob:
-    """A job's status and result in the `/orchestrate` contract's shape."""
+            summary="Get a job (orchestrate contract)", responses=errors(*KEYED, 404))
+def get_compat_job(job_id: JobIdPath, state: StateDep, tenant: TenantDep) -> CompatJob:
+    """A job's status and result in the `/orchestrate` contract's shape, for polling an
+    `accepted` answer."""
     job, _ = service.load_job(state, tenant, job_id)
     return CompatJob(job_id=job.id, status=job.status, intent=job.intent, mode=job.mode,
                      result=job.result, error=job.error, duration_ms=duration_ms(job))

@@ -3,17 +3,19 @@
 from datetime import datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Path, Query
 from pydantic import BaseModel
 
 from api.deps import StateDep, TenantDep
-from api.routes.jobs import ERRORS
+from api.openapi import KEYED, POST, errors
 from core import deliveries
 from core.models import Delivery, DeliveryStatus
 from tasks.chain import DELIVER_TASK
 from workers.pools import POOLS
 
 router = APIRouter(prefix="/v1/deliveries", tags=["callbacks"])
+DeliveryId = Annotated[str, Path(description="The delivery's id: the `webhook-id` it is sent "
+                                             "with.")]
 
 
 class AttemptPublic(BaseModel):
@@ -48,15 +50,17 @@ def _public(delivery: Delivery, attempt_log: list[AttemptPublic] | None = None) 
 
 
 @router.get("", operation_id="listDeliveries", response_model=list[DeliveryPublic],
-            responses=ERRORS)
+            summary="List callback deliveries", responses=errors(*KEYED, 422))
 def list_deliveries(
     state: StateDep,
     tenant: TenantDep,
-    job_id: str | None = None,
-    status: DeliveryStatus | None = None,
-    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    job_id: Annotated[str | None, Query(description="Only this job's deliveries.")] = None,
+    status: Annotated[DeliveryStatus | None, Query(
+        description="Only deliveries in this status.")] = None,
+    limit: Annotated[int, Query(ge=1, le=200, description="Most deliveries answered.")] = 50,
 ) -> list[DeliveryPublic]:
-    """The caller's deliveries, newest first, by job and status."""
+    """The caller's callback deliveries, newest first, by job and status (without their
+    attempts: read one delivery for those)."""
     with state.db.read() as session:
         rows = deliveries.list_deliveries(session=session, tenant_id=tenant, job_id=job_id,
                                           status=status, limit=limit)
@@ -64,9 +68,9 @@ def list_deliveries(
 
 
 @router.get("/{delivery_id}", operation_id="getDelivery", response_model=DeliveryPublic,
-            responses=ERRORS)
-def get_delivery(delivery_id: str, state: StateDep, tenant: TenantDep) -> DeliveryPublic:
-    """A delivery with every attempt: time, status code, latency, error."""
+            summary="Get a callback delivery", responses=errors(*KEYED, 404))
+def get_delivery(delivery_id: DeliveryId, state: StateDep, tenant: TenantDep) -> DeliveryPublic:
+    """A delivery with every attempt: when, the receiver's status code, latency, error."""
     with state.db.read() as session:
         delivery = deliveries.get_delivery(session=session, tenant_id=tenant,
                                            delivery_id=delivery_id)
@@ -75,10 +79,11 @@ def get_delivery(delivery_id: str, state: StateDep, tenant: TenantDep) -> Delive
     return _public(delivery, log)
 
 
-@router.post("/{delivery_id}/redeliver", operation_id="redeliver",
-             response_model=DeliveryPublic, responses=ERRORS)
-def redeliver(delivery_id: str, state: StateDep, tenant: TenantDep) -> DeliveryPublic:
-    """Send a delivery again now, with the same `webhook-id`."""
+@router.post("/{delivery_id}/redeliver", operation_id="redeliver", summary="Send a delivery again",
+             response_model=DeliveryPublic, responses=errors(*KEYED, *POST, 404, 409))
+def redeliver(delivery_id: DeliveryId, state: StateDep, tenant: TenantDep) -> DeliveryPublic:
+    """Send a finished delivery again now, with the same `webhook-id`; one still pending or
+    being sent is a 409."""
     with state.db.write() as session:
         delivery = deliveries.redeliver(session=session, tenant_id=tenant,
                                         delivery_id=delivery_id)

@@ -3,15 +3,18 @@
 from fastapi import APIRouter
 
 from api.deps import TenantDep
+from api.openapi import KEYED, errors
 from api.schemas import IntentPublic
 from tasks.intents import REGISTRY
 
 router = APIRouter(prefix="/v1/intents", tags=["intents"])
 
 
-@router.get("", operation_id="listIntents", response_model=list[IntentPublic])
+@router.get("", operation_id="listIntents", response_model=list[IntentPublic],
+            summary="List intents", responses=errors(*KEYED))
 def list_intents(tenant: TenantDep) -> list[IntentPublic]:
-    """Every intent the caller's tenant may use, with its pool, mode and JSON input schema."""
+    """Every intent the caller's tenant may submit, with its pool, mode, description, whether
+    it is dangerous, its timeout and the JSON schema of its inputs."""
     return [
         IntentPublic(name=i.name, pool=i.pool, mode=i.mode, description=i.description,
                      dangerous=i.dangerous, timeout=i.timeout, input_schema=i.schema())

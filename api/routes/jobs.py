@@ -5,7 +5,7 @@ import logging
 from datetime import datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Header, Query, Request, Response
+from fastapi import APIRouter, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from kombu.exceptions import OperationalError
 from redis.exceptions import RedisError
@@ -13,14 +13,18 @@ from sse_starlette import EventSourceResponse
 
 from api import service, streaming
 from api.deps import StateDep, TenantDep
+from api.openapi import BODY, KEYED, POST, errors, job_links
 from api.schemas import (
+    MAX_EVENT_ID,
     ApprovalRequest,
-    ErrorBody,
     EventPublic,
+    IdempotencyKey,
     JobAccepted,
     JobCreate,
+    JobIdPath,
     JobPage,
     JobPublic,
+    LastEventId,
     RejectionRequest,
     job_public,
     links_for,
@@ -34,22 +38,27 @@ from workers.cancellation import flag
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
-ERRORS: dict[int | str, dict[str, object]] = {
-    code: {"model": ErrorBody} for code in (401, 404, 409, 413, 422, 503)
-}
+# Every error a job route may answer; new routes name their own with `errors(...)`.
+ERRORS = errors(*KEYED, *BODY, 403, 404, 409)
 
 
-@router.post("", operation_id="createJob", status_code=202, responses={
-    **ERRORS, 200: {"model": JobPublic, "description": "The job ended within `wait`."}},
-    response_model=JobAccepted | JobPublic)
+@router.post("", operation_id="createJob", status_code=202, summary="Submit a job",
+             response_model=JobAccepted | JobPublic, responses={
+                 **errors(*KEYED, *BODY, 404),
+                 202: {"model": JobAccepted, "description": "The job is on its way.",
+                       "links": job_links()},
+                 200: {"model": JobPublic, "description": "The job ended within `wait`."}})
 async def create_job(
     body: JobCreate,
     state: StateDep,
     tenant: TenantDep,
     response: Response,
-    idempotency_key: Annotated[str | None, Header(max_length=128)] = None,
+    idempotency_key: IdempotencyKey = None,
 ) -> JobAccepted | JobPublic:
-    """Submit an intent; answers 202 at once, or 200 with the result if it ends within `wait`."""
+    """Submit an intent with its inputs. Answers 202 at once with the job's id and links, or
+    200 with the finished job if it ends within `wait` seconds. An unknown intent is a 404
+    listing the available ones; a repeated request (same `Idempotency-Key`, or the same
+    tenant, intent and inputs within the idempotency window) answers the same job."""
     request = service.Request(
         tenant_id=tenant, intent=body.intent, inputs=body.inputs, mode=body.mode,
         context=body.context, callback_url=str(body.callback_url) if body.callback_url else None,
@@ -69,21 +78,27 @@ def _cursor(text: str | None) -> tuple[datetime, str] | None:
         return None
     try:
         created, job_id = base64.urlsafe_b64decode(text.encode()).decode().split("|", 1)
-        return datetime.fromisoformat(created), job_id
+        moment = datetime.fromisoformat(created)
+        if moment.tzinfo is None:
+            raise ValueError("a cursor's time has a UTC offset")
+        return moment, job_id
     except ValueError as exc:
         raise InvalidRequest("cursor: not a cursor from a previous page", "cursor") from exc
 
 
-@router.get("", operation_id="listJobs", response_model=JobPage, responses=ERRORS)
+@router.get("", operation_id="listJobs", response_model=JobPage, summary="List jobs",
+            responses=errors(*KEYED, 422))
 def list_jobs(
     state: StateDep,
     tenant: TenantDep,
-    status: JobStatus | None = None,
-    intent: str | None = None,
-    limit: Annotated[int, Query(ge=1, le=200)] = 50,
-    cursor: str | None = None,
+    status: Annotated[JobStatus | None, Query(description="Only jobs in this status.")] = None,
+    intent: Annotated[str | None, Query(description="Only jobs of this intent.")] = None,
+    limit: Annotated[int, Query(ge=1, le=200, description="Jobs per page.")] = 50,
+    cursor: Annotated[str | None, Query(
+        description="`next_cursor` of the previous page.")] = None,
 ) -> JobPage:
-    """The caller's jobs, newest first, filtered by status and intent."""
+    """The caller's jobs, newest first, filtered by status and intent, a page at a time;
+    steps are left out (read one job for them)."""
     with state.db.read() as session:
         jobs = store.list_jobs(session=session, tenant_id=tenant, status=status, intent=intent,
                                limit=limit, before=_cursor(cursor))
@@ -95,26 +110,35 @@ def list_jobs(
     return JobPage(items=[job_public(job, []) for job in jobs], next_cursor=next_cursor)
 
 
-@router.get("/{job_id}", operation_id="getJob", response_model=JobPublic, responses=ERRORS)
-def get_job(job_id: str, state: StateDep, tenant: TenantDep) -> JobPublic:
-    """A job with its steps, result, error and timings, and what a held or waiting step awaits."""
+@router.get("/{job_id}", operation_id="getJob", response_model=JobPublic, summary="Get a job",
+            responses=errors(*KEYED, 404))
+def get_job(job_id: JobIdPath, state: StateDep, tenant: TenantDep) -> JobPublic:
+    """A job with its status, progress, steps, result, error and timings, and under `pending`
+    what a held or waiting step awaits (the approval token, or the resume URL)."""
     job, steps = service.load_job(state, tenant, job_id)
     return job_public(job, steps, service.pending_action(state, steps))
 
 
 @router.get(
     "/{job_id}/events", operation_id="getJobEvents", response_model=list[EventPublic],
-    responses={**ERRORS, 200: {"content": {"text/event-stream": {}}}},
+    summary="Read or stream a job's events",
+    responses={**errors(*KEYED, 404, 422), 200: {
+        "description": "The events as a JSON list, or with `Accept: text/event-stream` a live "
+        "SSE stream (`id` is the event id, `event` its type, `data` the event as JSON) that "
+        "ends after the job's terminal event.",
+        "content": {"text/event-stream": {"schema": {"type": "string"}}}}},
 )
 async def get_job_events(
-    job_id: str,
+    job_id: JobIdPath,
     request: Request,
     state: StateDep,
     tenant: TenantDep,
-    after: Annotated[int, Query(ge=0, description="Only events with a higher id.")] = 0,
-    last_event_id: Annotated[int | None, Header()] = None,
+    after: Annotated[int, Query(ge=0, le=MAX_EVENT_ID,
+                                description="Only events with a higher id.")] = 0,
+    last_event_id: LastEventId = None,
 ) -> list[EventPublic] | EventSourceResponse:
-    """The job's event log; with `Accept: text/event-stream`, a live SSE stream."""
+    """The job's event log, oldest first; with `Accept: text/event-stream`, a live SSE stream
+    that a client resumes with `Last-Event-ID`."""
     await run_in_threadpool(service.check_job, state, tenant, job_id)
     start = last_event_id if last_event_id is not None else after
     if "text/event-stream" in request.headers.get("accept", ""):
@@ -124,9 +148,10 @@ async def get_job_events(
 
 
 @router.post("/{job_id}/cancel", operation_id="cancelJob", response_model=JobPublic,
-             responses=ERRORS)
-def cancel_job(job_id: str, state: StateDep, tenant: TenantDep) -> JobPublic:
-    """Cancel a job: its remaining steps are revoked and it ends `cancelled`."""
+             summary="Cancel a job", responses=errors(*KEYED, *POST, 404, 409))
+def cancel_job(job_id: JobIdPath, state: StateDep, tenant: TenantDep) -> JobPublic:
+    """Cancel a job: its remaining steps are revoked and it ends `cancelled`; a job that
+    already ended is a 409."""
     with state.db.write() as session:
         job, events = store.cancel_job(session=session, tenant_id=tenant, job_id=job_id)
         steps = store.job_steps(session=session, job_id=job_id)
@@ -142,24 +167,24 @@ def cancel_job(job_id: str, state: StateDep, tenant: TenantDep) -> JobPublic:
     return job_public(job, steps)
 
 
-
 @router.post("/{job_id}/approve", operation_id="approveStep", response_model=JobPublic,
-             responses={**ERRORS, 403: {"model": ErrorBody}})
-def approve_step(job_id: str, body: ApprovalRequest, state: StateDep,
+             summary="Approve a held step", responses=errors(*KEYED, *BODY, 403, 404, 409))
+def approve_step(job_id: JobIdPath, body: ApprovalRequest, state: StateDep,
                  tenant: TenantDep) -> JobPublic:
-    """Approve the job's held step with its token: the step runs.
+    """Approve the job's held step with the token issued for it: the step runs.
 
     The token approves only the step it was issued for, with that exact intent and inputs
-    (403 otherwise), once, before it expires (409 after: the step fails).
+    (403 otherwise), once (409 after), before it expires (409 after: the step fails).
     """
     service.approve(state, tenant, job_id, body.token)
     return get_job(job_id, state, tenant)
 
 
 @router.post("/{job_id}/reject", operation_id="rejectStep", response_model=JobPublic,
-             responses=ERRORS)
-def reject_step(job_id: str, body: RejectionRequest, state: StateDep,
+             summary="Reject a held step", responses=errors(*KEYED, *BODY, 404, 409))
+def reject_step(job_id: JobIdPath, body: RejectionRequest, state: StateDep,
                 tenant: TenantDep) -> JobPublic:
-    """Reject the job's held step: it fails with the reason, and the job with it."""
+    """Reject the job's held step: it fails with the reason, and the job with it (409 when no
+    step is held)."""
     service.reject(state, tenant, job_id, body.reason)
     return get_job(job_id, state, tenant)

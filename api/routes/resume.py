@@ -6,14 +6,14 @@ from fastapi import APIRouter, Body, Path
 
 from api import service
 from api.deps import StateDep
-from api.routes.jobs import ERRORS
+from api.openapi import BODY, errors
 from api.schemas import ResumeAccepted
 
 router = APIRouter(prefix="/v1/resume", tags=["jobs"])
 
 
 @router.post("/{token}", operation_id="resumeStep", response_model=ResumeAccepted,
-             responses={code: ERRORS[code] for code in (404, 409, 413, 422, 503)})
+             summary="Resume a waiting step", responses=errors(*BODY, 404, 409, 503))
 def resume_step(
     state: StateDep,
     token: Annotated[str, Path(min_length=1, max_length=200,

@@ -3,11 +3,11 @@
 from datetime import datetime
 
 from fastapi import APIRouter
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from adapters.callbacks import new_secret
 from api.deps import StateDep, TenantDep
-from api.routes.jobs import ERRORS
+from api.openapi import KEYED, POST, errors
 from core import deliveries
 from core.models import Tenant
 
@@ -17,9 +17,10 @@ router = APIRouter(prefix="/v1/webhook-secret", tags=["callbacks"])
 class SecretPublic(BaseModel):
     """The signing secret (`whsec_…`), and the previous one while it still signs."""
 
-    secret: str
-    previous_secret: str | None
-    previous_expires_at: datetime | None
+    secret: str = Field(description="The current secret (`whsec_` and base64).")
+    previous_secret: str | None = Field(description="The secret before the last rotation.")
+    previous_expires_at: datetime | None = Field(
+        description="When the previous secret stops signing.")
 
 
 def _public(tenant: Tenant) -> SecretPublic:
@@ -28,16 +29,18 @@ def _public(tenant: Tenant) -> SecretPublic:
                         previous_expires_at=tenant.previous_secret_expires_at)
 
 
-@router.get("", operation_id="getWebhookSecret", response_model=SecretPublic, responses=ERRORS)
+@router.get("", operation_id="getWebhookSecret", response_model=SecretPublic,
+            summary="Get the webhook secret", responses=errors(*KEYED))
 def get_secret(state: StateDep, tenant: TenantDep) -> SecretPublic:
-    """The secret callbacks are signed with (Standard Webhooks)."""
+    """The secret the caller's callbacks are signed with (Standard Webhooks), to verify the
+    `webhook-signature` header."""
     with state.db.write() as session:
         deliveries.signing_secrets(session=session, tenant_id=tenant, new_secret=new_secret())
         return _public(session.get_one(Tenant, tenant))
 
 
 @router.post("/rotate", operation_id="rotateWebhookSecret", response_model=SecretPublic,
-             responses=ERRORS)
+             summary="Rotate the webhook secret", responses=errors(*KEYED, *POST))
 def rotate_secret(state: StateDep, tenant: TenantDep) -> SecretPublic:
     """Make a new secret; for 24 h callbacks carry signatures by both the new and the old."""
     with state.db.write() as session:

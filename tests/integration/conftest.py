@@ -1,6 +1,7 @@
 """The integration stack: a real broker, SQLite or Postgres, worker processes and the API."""
 
 import os
+import shutil
 import tempfile
 import time
 import uuid
@@ -18,6 +19,7 @@ from core.migrate import upgrade
 from tests import services
 
 OTHER_POOLS = ["llm", "flow", "callbacks"]
+METRICS_TOKEN = "metrics-token-for-tests"
 VISIBILITY_TIMEOUT = 60
 LOST_AFTER = 4
 
@@ -44,6 +46,13 @@ class Stack:
     def client(self, key: str | None = None) -> httpx.Client:
         return httpx.Client(base_url=self.url, timeout=30,
                             headers={"Authorization": f"Bearer {key or self.new_key()}"})
+
+    def metrics(self) -> str:
+        """What Prometheus scrapes, with the metrics token."""
+        response = httpx.get(f"{self.url}/metrics",
+                             headers={"Authorization": f"Bearer {METRICS_TOKEN}"})
+        response.raise_for_status()
+        return response.text
 
     def start_worker(self, name: str, pools: list[str], concurrency: int = 50) -> None:
         self.workers[name] = services.start_worker(self.env, pools, self.logs / f"{name}.log",
@@ -109,12 +118,15 @@ def stack(request: pytest.FixtureRequest, broker_url: str) -> Iterator[Stack]:
            "CALLBACK_SWEEP_SECONDS": "0.3", "CALLBACK_TIMEOUT": "3",
            "BREAKER_FAIL_MAX": "1000", "ORCHESTRATOR_LOST_AFTER": "2",
            "WORKER_LOST_AFTER": str(LOST_AFTER), "POOL_SOFT_TIME_LIMIT": "40",
-           "POOL_TIME_LIMIT": "50", "ORCHESTRATOR_DEBUG_CRASH": "true", "API_PUBLIC_URL": f"http://127.0.0.1:{port}",
+           "POOL_TIME_LIMIT": "50", "ORCHESTRATOR_DEBUG_CRASH": "true",
+           "API_PUBLIC_URL": f"http://127.0.0.1:{port}",
            "BROKER_RESTORE_LOCK_SECONDS": "5",
            "ORCHESTRATOR_UPSTREAM_RETRIES": "2",
-           "ORCHESTRATOR_SYNC_TIMEOUT": "8", "PATH": f"{services.BIN}:{os.environ['PATH']}"}
+           "ORCHESTRATOR_SYNC_TIMEOUT": "8", "API_METRICS_TOKEN": METRICS_TOKEN,
+           "PATH": f"{services.BIN}:{os.environ['PATH']}"}
     running = Stack(url=f"http://127.0.0.1:{port}", env=env, db=Database(database_url),
                     logs=logs)
+    failed_before = request.session.testsfailed
     try:
         running.start_worker("tools", ["tools"])
         running.start_worker("memory", ["memory"], concurrency=2)
@@ -125,6 +137,23 @@ def stack(request: pytest.FixtureRequest, broker_url: str) -> Iterator[Stack]:
         yield running
     finally:
         running.stop()
+        _keep_logs_if_failed(logs, request.session.testsfailed > failed_before)
+
+
+KEPT_LOGS: list[Path] = []
+
+
+def _keep_logs_if_failed(logs: Path, failed: bool) -> None:
+    """A stack's logs (and SQLite store) are kept for a failed test only."""
+    if failed:
+        KEPT_LOGS.append(logs)
+    else:
+        shutil.rmtree(logs, ignore_errors=True)
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    for logs in KEPT_LOGS:
+        terminalreporter.write_line(f"stack logs of failed tests kept in {logs}")
 
 
 @pytest.fixture

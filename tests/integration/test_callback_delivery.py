@@ -270,3 +270,14 @@ def test_https_refuses_a_certificate_for_another_name(
     assert (attempt.ok, attempt.status_code) == (False, None)
     assert attempt.error is not None and "CERTIFICATE_VERIFY_FAILED" in attempt.error
     assert hook.received == []
+
+
+@pytest.mark.parametrize("url", ["http://" + "a" * 3000 + ".com/", "http://a..b.example/"],
+                         ids=["label-too-long", "empty-label"])
+def test_a_host_no_resolver_accepts_is_a_failed_attempt_not_an_exception(url: str) -> None:
+    # Given a callback URL stored before hosts were checked at submit
+    # When one attempt is made
+    attempt = send(url, allowed=[])
+    # Then it is a failed attempt that says why, and nothing was raised
+    assert not attempt.ok and attempt.status_code is None
+    assert attempt.error is not None and attempt.error.startswith("invalid callback URL")

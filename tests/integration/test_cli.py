@@ -2,6 +2,7 @@
 
 import io
 import json
+from pathlib import Path
 
 import httpx
 import pytest
@@ -12,6 +13,7 @@ from core import store
 from core.cli import app
 from core.settings import get_settings
 from core.watch import watch_job
+from tests import services
 from tests.integration.conftest import Stack
 
 
@@ -66,3 +68,38 @@ def test_keys_create_prints_a_working_key_last(stack: Stack,
             assert tenant is not None
             operators[result is ops] = store.is_operator(session=session, tenant_id=tenant)
     assert operators == {False: False, True: True}
+
+
+def test_flowers_metrics_need_its_basic_auth(stack: Stack, tmp_path: Path) -> None:
+    # Given Flower started with basic auth on the stack's broker
+    port = services.free_port()
+    env = {**stack.env, "FLOWER_PORT": str(port), "FLOWER_BASIC_AUTH": "ops:s3cret"}
+    flower = services.Process([str(services.BIN / "orchestrator"), "flower"], env,
+                              tmp_path / "flower.log")
+    try:
+        services.wait_http(f"http://127.0.0.1:{port}/metrics", expect=401)
+        # When /metrics is scraped without and with the credentials
+        anonymous = httpx.get(f"http://127.0.0.1:{port}/metrics")
+        authorised = httpx.get(f"http://127.0.0.1:{port}/metrics", auth=("ops", "s3cret"))
+    finally:
+        flower.stop()
+    # Then only the operator's credentials see them
+    assert anonymous.status_code == 401
+    assert authorised.status_code == 200 and "flower_" in authorised.text
+
+
+def test_submit_wait_on_a_job_that_outlives_the_wait_fails_and_says_watch(stack: Stack) -> None:
+    # Given a job longer than the server's sync timeout (8 s in the stack)
+    # When it is submitted with --wait
+    result = CliRunner().invoke(app, ["submit", "debug.sleep", "-i", "seconds=12", "--wait",
+                                      "--url", stack.url, "--api-key", stack.new_key()])
+    # Then the command exits 3 and says how to follow the job
+    assert result.exit_code == 3, result.output
+    assert "after the wait; follow it with: orchestrator watch job_" in result.output
+
+
+def test_submit_wait_on_a_failed_job_exits_1(stack: Stack) -> None:
+    result = CliRunner().invoke(app, ["submit", "debug.fail", "--wait", "--url", stack.url,
+                                      "--api-key", stack.new_key()])
+    assert result.exit_code == 1, result.output
+    assert json.loads(result.output)["status"] == "failed"

@@ -1,5 +1,7 @@
 """Bad requests get a 4xx that says what to fix; the compatibility and operations routes."""
 
+import base64
+import re
 import uuid
 
 import httpx
@@ -19,10 +21,15 @@ from tests.integration.conftest import Stack, wait_job
         ({"intent": "debug.echo", "mode": "turbo"}, 422, "mode"),
         ({"inputs": {}}, 422, "intent: Field required"),
         ({"intent": "debug.echo", "callback_url": "not a url"}, 422, "callback_url"),
+        ({"intent": "debug.echo", "callback_url": "http://" + "a" * 1000 + ".com/"}, 422,
+         "is not a valid host name"),
+        ({"intent": "debug.echo", "callback_url": "https://example.com/" + "p" * 2048}, 422,
+         "callback_url: URL should have at most 2048 characters"),
         ({"intent": "debug.echo", "surprise": 1}, 422, "surprise"),
     ],
     ids=["unknown-intent", "wrong-type", "below-minimum", "zero-steps", "wrong-mode",
-         "unknown-mode", "missing-intent", "bad-callback", "unknown-field"],
+         "unknown-mode", "missing-intent", "bad-callback", "invalid-callback-host",
+         "long-callback-url", "unknown-field"],
 )
 def test_bad_submissions_say_what_to_fix(client: httpx.Client, body: dict, status: int,
                                          says: str) -> None:
@@ -33,8 +40,22 @@ def test_bad_submissions_say_what_to_fix(client: httpx.Client, body: dict, statu
 
 
 def test_unknown_intent_lists_the_available_ones(client: httpx.Client) -> None:
+    # Given an intent that does not exist
+    # When it is submitted
     body = client.post("/v1/jobs", json={"intent": "xyz"}).json()
+    # Then `error` has the seed contract's text and `available` stays a list
+    assert body["error"] == f"Intent 'xyz' not found. Available: {body['available']}"
     assert {"debug.echo", "debug.chain", "debug.sleep"} <= set(body["available"])
+
+
+@pytest.mark.parametrize("wait", [0, 5], ids=["accepted", "finished"])
+def test_a_job_id_is_job_id_in_every_answer(client: httpx.Client, wait: int) -> None:
+    # Given a job submitted with and without waiting for its result
+    response = client.post("/v1/jobs", json={"intent": "debug.echo", "wait": wait,
+                                             "inputs": {"text": uuid.uuid4().hex}})
+    # Then the 202 and the 200 both name it `job_id`, never `id`
+    assert response.status_code == (200 if wait else 202)
+    assert "job_id" in response.json() and "id" not in response.json()
 
 
 def test_form_body_is_told_to_send_json(client: httpx.Client) -> None:
@@ -102,7 +123,7 @@ def test_orchestrate_with_callback_is_accepted_and_pollable(client: httpx.Client
 def test_orchestrate_unknown_intent_contract(client: httpx.Client) -> None:
     response = client.post("/orchestrate", json={"intent": "xyz", "inputs": {}})
     assert response.status_code == 404
-    assert response.json()["error"] == "Intent 'xyz' not found"
+    assert response.json()["error"].startswith("Intent 'xyz' not found. Available: ['")
 
 
 def test_ready_sees_every_pool(stack: Stack) -> None:
@@ -113,7 +134,7 @@ def test_ready_sees_every_pool(stack: Stack) -> None:
 
 def test_metrics_and_intents(stack: Stack, client: httpx.Client) -> None:
     client.post("/v1/jobs", json={"intent": "debug.echo", "inputs": {"m": 1}, "wait": True})
-    metrics = httpx.get(f"{stack.url}/metrics").text
+    metrics = stack.metrics()
     assert 'orchestrator_jobs{status="succeeded"}' in metrics
     assert 'orchestrator_jobs_submitted_total{intent="debug.echo"}' in metrics
     assert 'orchestrator_live_workers{pool="tools"}' in metrics
@@ -125,3 +146,127 @@ def test_openapi_names_every_operation(stack: Stack) -> None:
     spec = httpx.get(f"{stack.url}/openapi.json").json()
     operations = [op for path in spec["paths"].values() for op in path.values()]
     assert all(op.get("operationId") and op.get("summary") for op in operations)
+
+
+def _nested(depth: int) -> str:
+    return '{"a": ' * (depth - 1) + "{}" + "}" * (depth - 1)
+
+
+@pytest.mark.parametrize("route", ["/v1/jobs", "/orchestrate"])
+@pytest.mark.parametrize(
+    ("field", "value", "says"),
+    [("context", _nested(300), "nested deeper than 32 levels"),
+     ("inputs", _nested(300), "nested deeper than 32 levels"),
+     ("inputs", '{"text": NaN}', "nan is not a JSON number"),
+     ("context", '{"x": [Infinity]}', "inf is not a JSON number"),
+     ("context", '{"x": -Infinity}', "-inf is not a JSON number")],
+    ids=["deep-context", "deep-inputs", "nan", "infinity", "minus-infinity"])
+def test_json_that_cannot_be_stored_is_refused(client: httpx.Client, route: str, field: str,
+                                               value: str, says: str) -> None:
+    # Given a submission whose JSON is too deep, or holds NaN or Infinity
+    body = f'{{"intent": "debug.echo", "{field}": {value}}}'
+    # When it is submitted
+    response = client.post(route, content=body, headers={"Content-Type": "application/json"})
+    # Then it is refused with the limit, and the tenant's jobs still read fine
+    assert response.status_code == 422, response.text
+    assert f"{field}: {says}" in response.json()["error"]
+    assert client.get("/v1/jobs").status_code == 200
+
+
+def test_json_at_the_depth_limit_is_stored(client: httpx.Client) -> None:
+    # Given a context exactly 32 levels deep
+    body = f'{{"intent": "debug.echo", "context": {_nested(32)}}}'
+    # When it is submitted
+    response = client.post("/v1/jobs", content=body,
+                           headers={"Content-Type": "application/json"})
+    # Then it is accepted and reads back
+    assert response.status_code == 202, response.text
+    assert client.get(f"/v1/jobs/{response.json()['job_id']}").status_code == 200
+
+
+def test_a_body_too_deep_to_parse_is_a_400(client: httpx.Client) -> None:
+    # Given a body nested deeper than any parser recursion allows
+    body = '{"intent": "debug.echo", "context": ' + "[" * 100_000 + "]" * 100_000 + "}"
+    # When it is submitted
+    response = client.post("/v1/jobs", content=body, headers={"Content-Type": "application/json"})
+    # Then it is a 400 that says so
+    assert response.status_code == 400
+    assert "parsing the body" in response.json()["error"]
+
+
+def _b64(text: str) -> str:
+    return base64.urlsafe_b64encode(text.encode()).decode()
+
+
+@pytest.mark.parametrize(
+    ("path", "headers", "says"),
+    [("events?after=9223372036854775808", {}, "after"),
+     ("events?after=2147483648", {}, "after"),
+     ("events?after=-1", {}, "after"),
+     ("events", {"Last-Event-ID": "99999999999999999999"}, "last-event-id"),
+     ("events", {"Last-Event-ID": "99999999999999999999", "Accept": "text/event-stream"},
+      "last-event-id")],
+    ids=["after-past-bigint", "after-past-integer", "after-negative",
+         "last-event-id-past-bigint", "sse-past-bigint"])
+def test_event_positions_out_of_range_are_a_422(client: httpx.Client, path: str,
+                                                headers: dict[str, str], says: str) -> None:
+    # Given a job
+    job_id = client.post("/v1/jobs", json={"intent": "debug.echo"}).json()["job_id"]
+    # When its events are asked from a position no event can have
+    response = client.get(f"/v1/jobs/{job_id}/{path}", headers=headers)
+    # Then the answer is a 422 naming the parameter, before any stream starts
+    assert response.status_code == 422, response.text
+    assert says in response.json()["error"].lower()
+
+
+@pytest.mark.parametrize(
+    ("cursor", "status"),
+    [(_b64("2024-01-01|x"), 422), (_b64("|"), 422), (_b64("not-a-date|job_1"), 422),
+     ("%%%", 422), (base64.urlsafe_b64encode(b"\xff\xfe|x").decode(), 422),
+     (_b64("2024-01-01T00:00:00+00:00|x" + "y" * 300), 200),
+     (_b64("9999-12-31T23:59:59+14:00|job_1"), 200)],
+    ids=["naive-date", "empty", "not-a-date", "not-base64", "not-utf8", "long-id", "far-future"])
+def test_a_forged_cursor_is_a_422(client: httpx.Client, cursor: str, status: int) -> None:
+    # Given a cursor that no page handed out
+    # When it is used to list jobs
+    response = client.get("/v1/jobs", params={"cursor": cursor})
+    # Then the answer is a 422 about the cursor, or (well-formed) an empty page
+    assert response.status_code == status, response.text
+    if status == 422:
+        assert "cursor" in response.json()["error"]
+
+
+def test_the_api_says_where_it_is_at_start(stack: Stack) -> None:
+    # Given the API process of the stack, started and ready
+    log = (stack.logs / "api.log").read_text()
+    # Then its log has one line with its URL, the job store, the broker and the docs
+    lines = [line for line in log.splitlines() if "Orchestrator API at" in line]
+    assert len(lines) == 1, log
+    assert f"Orchestrator API at {stack.url} (docs {stack.url}/docs)" in lines[0]
+    assert f"job store {stack.env['DATABASE_URL']};" in lines[0]
+    assert f"broker {stack.env['REDIS_URL']}" in lines[0]
+
+
+
+@pytest.mark.parametrize("page", ["/docs", "/redoc"])
+def test_the_docs_need_no_internet(stack: Stack, page: str) -> None:
+    # Given the docs page
+    html = httpx.get(stack.url + page).text
+    # When every script and stylesheet it loads is fetched
+    assets = re.findall(r'(?:src|href)="([^"]+\.(?:js|css))"', html)
+    # Then each comes from the API itself and is served
+    assert assets and all(asset.startswith("/") for asset in assets), assets
+    for asset in assets:
+        response = httpx.get(stack.url + asset)
+        assert response.status_code == 200 and len(response.content) > 1000, asset
+
+
+def test_the_highest_event_position_reads_an_empty_page(client: httpx.Client) -> None:
+    # Given a job, and the highest position the store can hold
+    job_id = client.post("/v1/jobs", json={"intent": "debug.echo"}).json()["job_id"]
+    # When its events after that position are read, by query and by header
+    by_query = client.get(f"/v1/jobs/{job_id}/events", params={"after": 2**31 - 1})
+    by_header = client.get(f"/v1/jobs/{job_id}/events", headers={"Last-Event-ID": "2147483647"})
+    # Then both are empty pages, not errors
+    assert (by_query.status_code, by_query.json()) == (200, [])
+    assert (by_header.status_code, by_header.json()) == (200, [])

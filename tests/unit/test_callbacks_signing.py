@@ -2,6 +2,7 @@
 
 import base64
 import time
+from collections.abc import Callable
 
 import pytest
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
@@ -51,22 +52,39 @@ def test_during_rotation_both_secrets_verify() -> None:
     Webhook(new).verify(BODY, headers)
 
 
-def test_a_tampered_body_fails_verification() -> None:
+def _tamper_body(body: bytes, headers: dict[str, str]) -> tuple[bytes, dict[str, str]]:
+    return body.replace(b"j1", b"j2"), headers
+
+
+def _tamper_id(body: bytes, headers: dict[str, str]) -> tuple[bytes, dict[str, str]]:
+    return body, {**headers, "webhook-id": "msg_other"}
+
+
+def _tamper_timestamp(body: bytes, headers: dict[str, str]) -> tuple[bytes, dict[str, str]]:
+    return body, {**headers, "webhook-timestamp": str(int(headers["webhook-timestamp"]) - 1)}
+
+
+@pytest.mark.parametrize("tamper", [_tamper_body, _tamper_id, _tamper_timestamp],
+                         ids=["body", "webhook-id", "webhook-timestamp"])
+def test_a_tampered_callback_fails_the_verification_the_untouched_one_passes(
+        tamper: Callable[[bytes, dict[str, str]], tuple[bytes, dict[str, str]]]) -> None:
+    # Given a signed callback that the reference verifier accepts as sent
     secret = new_secret()
     headers = webhook_headers([secret], "msg_3", int(time.time()), BODY)
+    assert Webhook(secret).verify(BODY, headers)["data"] == {"job_id": "j1"}
+    # When one signed part is changed
+    body, changed = tamper(BODY, headers)
+    # Then the same verifier refuses it
     with pytest.raises(WebhookVerificationError, match="No matching signature"):
-        Webhook(secret).verify(BODY.replace(b"j1", b"j2"), headers)
+        Webhook(secret).verify(body, changed)
 
 
-def test_a_tampered_id_fails_verification() -> None:
+def test_another_secret_fails_the_verification_the_signing_one_passes() -> None:
+    # Given a callback signed with one secret, which verifies with that secret
     secret = new_secret()
-    headers = webhook_headers([secret], "msg_4", int(time.time()), BODY)
-    with pytest.raises(WebhookVerificationError, match="No matching signature"):
-        Webhook(secret).verify(BODY, {**headers, "webhook-id": "msg_5"})
-
-
-def test_another_secret_fails_verification() -> None:
-    headers = webhook_headers([new_secret()], "msg_6", int(time.time()), BODY)
+    headers = webhook_headers([secret], "msg_6", int(time.time()), BODY)
+    Webhook(secret).verify(BODY, headers)
+    # Then a receiver holding another secret refuses it
     with pytest.raises(WebhookVerificationError, match="No matching signature"):
         Webhook(new_secret()).verify(BODY, headers)
 

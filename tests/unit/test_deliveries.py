@@ -2,6 +2,7 @@
 
 import json
 from datetime import timedelta
+from types import SimpleNamespace
 
 import pytest
 
@@ -10,7 +11,9 @@ from core.db import Database
 from core.deliveries import AttemptResult
 from core.errors import Conflict
 from core.models import Delivery, DeliveryStatus
+from core.settings import Settings
 from core.store import NewStep
+from tasks import callbacks as callback_tasks
 
 SCHEDULE = [1.0, 2.0]
 FAILED = AttemptResult(ok=False, gone=False, status_code=500, latency_ms=3, error="answered 500",
@@ -190,3 +193,17 @@ def test_a_step_ending_after_cancel_adds_no_second_callback(db: Database, tenant
     # Then the cancel's callback is the only one, and the cancelled step stays cancelled
     assert [*finished, *failed] == []
     assert json.loads(the_delivery(db, job_id).body)["type"] == "job.cancelled"
+
+
+def test_any_exception_in_an_attempt_is_a_failed_attempt(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Given an attempt whose breaker (or anything around the request) raises something unforeseen
+    class Broken:
+        def call(self, upstream: str, fn: object) -> None:
+            raise RuntimeError("the breaker's store went away")
+
+    runtime = SimpleNamespace(settings=Settings(), breakers=Broken())
+    # When the attempt is made
+    result = callback_tasks._attempt(runtime, "https://hooks.example.com/x", "{}", {})
+    # Then it is a failed attempt the schedule counts, not an exception
+    assert (result.ok, result.gone, result.status_code) == (False, False, None)
+    assert result.error == "attempt failed: RuntimeError"

@@ -15,9 +15,12 @@ def request(intent: str, inputs: dict, mode: str = "auto") -> service.Request:
 
 
 def test_unknown_intent_names_the_available_ones() -> None:
+    # Given an intent name nobody registered
+    # When it is looked up
     with pytest.raises(IntentNotFound) as raised:
         REGISTRY.get("nope")
-    assert str(raised.value).startswith("Intent 'nope' not found")
+    # Then the error carries the seed contract's text, and the names as a list
+    assert str(raised.value) == f"Intent 'nope' not found. Available: {REGISTRY.names()}"
     assert "debug.echo" in raised.value.available
 
 

@@ -1,0 +1,81 @@
+"""The OpenAPI document: the error answers of each route, and only those, with one body shape.
+
+Every route declares `summary=`, a docstring (its description) and `responses=errors(...)`
+naming each error code it can answer; `KEYED` and `BODY` are the codes every keyed route and
+every route reading a JSON body share.
+"""
+
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
+
+from api.schemas import ErrorBody
+
+Responses = dict[int | str, dict[str, Any]]
+
+WHY = {
+    400: "The body could not be parsed (not UTF-8, or nested too deep to read).",
+    401: "No API key, or an unknown or revoked one (`Authorization: Bearer <key>`).",
+    403: "The API key is valid but may not do this.",
+    404: "No such resource for this tenant.",
+    409: "The resource's current state does not allow this.",
+    413: "The body is over API_MAX_BODY_BYTES.",
+    422: "The request is well-formed but invalid; `detail` lists each problem with its field.",
+    503: "The broker or the job store is unavailable; retry shortly.",
+}
+KEYED = (401, 503)
+BODY = (400, 413, 422)
+POST = (413,)
+
+
+def job_links() -> dict[str, Any]:
+    """OpenAPI links from an answer carrying `job_id` to the routes that follow the job."""
+    follow = {"GetJob": "getJob", "GetJobEvents": "getJobEvents", "CancelJob": "cancelJob"}
+    return {name: {"operationId": operation, "parameters": {"job_id": "$response.body#/job_id"}}
+            for name, operation in follow.items()}
+
+
+def errors(*codes: int) -> Responses:
+    """The `responses=` of a route: each error code it can answer, each with ErrorBody."""
+    return {code: {"model": ErrorBody, "description": WHY[code]} for code in sorted(set(codes))}
+
+
+def _drop_default_422(document: dict[str, Any]) -> None:
+    """FastAPI adds a 422 to every route with parameters; routes that can answer one say so."""
+    for item in document["paths"].values():
+        for operation in item.values():
+            answer = operation["responses"].get("422", {})
+            schema = answer.get("content", {}).get("application/json", {}).get("schema", {})
+            if schema.get("$ref", "").endswith("/HTTPValidationError"):
+                del operation["responses"]["422"]
+    schemas = document.get("components", {}).get("schemas", {})
+    for name in ("HTTPValidationError", "ValidationError"):
+        schemas.pop(name, None)
+
+
+def _absent_not_null(document: dict[str, Any]) -> None:
+    """An optional parameter is left out, never sent as null: drop `null` from its schema."""
+    for item in document["paths"].values():
+        for operation in item.values():
+            for parameter in operation.get("parameters", []):
+                schema = parameter["schema"]
+                options = [s for s in schema.get("anyOf", []) if s.get("type") != "null"]
+                if len(options) == 1 and len(schema["anyOf"]) == 2:
+                    extra = {k: v for k, v in schema.items() if k != "anyOf"}
+                    parameter["schema"] = {**options[0], **extra}
+
+
+def install(app: FastAPI) -> None:
+    """Serve the document built once, with only the error answers each route declares."""
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            document = get_openapi(title=app.title, version=app.version,
+                                   description=app.description, routes=app.routes,
+                                   servers=app.servers, tags=app.openapi_tags)
+            _drop_default_422(document)
+            _absent_not_null(document)
+            app.openapi_schema = document
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]

@@ -1,0 +1,67 @@
+"""What workers tell operators: ids and outcomes in logs, a final state in Flower."""
+
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests import services
+from tests.integration.conftest import Stack, wait_job
+from tests.integration.test_jobs import read_until
+
+FLOWER_AUTH = ("ops", "s3cret")
+
+
+def test_a_steps_output_is_not_logged_but_its_id_is(stack: Stack, client: httpx.Client) -> None:
+    # Given a step whose output carries tenant data
+    secret = f"tenant-data-{uuid.uuid4().hex}"
+    job_id = client.post("/v1/jobs", json={"intent": "debug.echo", "wait": 5,
+                                           "inputs": {"text": secret}}).json()["job_id"]
+    # When it has succeeded
+    assert wait_job(client, job_id)["result"] is not None
+    # Then the worker's log names the step and its outcome, not what it returned
+    log = (stack.logs / "tools.log").read_text()
+    assert f"[{job_id}-0] succeeded in" in log
+    assert secret not in log
+
+
+@pytest.fixture
+def flower(stack: Stack, tmp_path: Path) -> Iterator[str]:
+    """Flower with basic auth on the stack's broker."""
+    port = services.free_port()
+    env = {**stack.env, "FLOWER_PORT": str(port), "FLOWER_BASIC_AUTH": ":".join(FLOWER_AUTH)}
+    process = services.Process([str(services.BIN / "orchestrator"), "flower"], env,
+                               tmp_path / "flower.log")
+    url = f"http://127.0.0.1:{port}"
+    try:
+        services.wait_http(f"{url}/api/workers", expect=401)
+        time.sleep(1.0)  # its event consumer connects after the web server is up
+        yield url
+    finally:
+        process.stop()
+
+
+def _flower_state(url: str, task_id: str) -> str | None:
+    response = httpx.get(f"{url}/api/task/info/{task_id}", auth=FLOWER_AUTH)
+    return response.json().get("state") if response.status_code == 200 else None
+
+
+def test_a_cancelled_step_ends_revoked_in_flower_without_backend_warnings(
+        stack: Stack, client: httpx.Client, flower: str) -> None:
+    # Given a running step that Flower has seen start
+    job_id = client.post("/v1/jobs", json={"intent": "debug.sleep",
+                                           "inputs": {"seconds": 8}}).json()["job_id"]
+    read_until(client, job_id, "step_started")
+    # When its job is cancelled
+    assert client.post(f"/v1/jobs/{job_id}/cancel").status_code == 200
+    # Then Flower shows the step REVOKED, not STARTED forever
+    deadline = time.monotonic() + 15
+    while (state := _flower_state(flower, f"{job_id}-0")) != "REVOKED":
+        assert time.monotonic() < deadline, state
+        time.sleep(0.2)
+    # And no worker logged that it could not mark the revoke in a result backend
+    logs = "".join(path.read_text() for path in stack.logs.glob("*.log"))
+    assert "as revoked in backend" not in logs
