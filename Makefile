@@ -19,6 +19,7 @@ run: install
 test: install
 	$(BIN)/ruff check .
 	$(BIN)/mypy .
+	$(BIN)/python -m tests.n8n
 	$(BIN)/pytest
 
 lint: install

@@ -56,6 +56,8 @@ def plan(request: Request, max_steps: int = 0) -> tuple[Intent, dict[str, Any], 
         raise InvalidRequest(f"mode: intent '{intent.name}' runs in mode '{intent.mode}', "
                              f"not '{request.mode}'; send mode 'auto' or '{intent.mode}'",
                              field="mode")
+    if intent.precheck is not None:
+        intent.precheck()
     inputs = intent.validate(request.inputs)
     steps = intent.plan(inputs)
     if max_steps and len(steps) > max_steps:

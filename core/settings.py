@@ -217,6 +217,31 @@ class CallbackSettings(BaseSettings):
         return value
 
 
+class FlowSettings(BaseSettings):
+    """Workflow engines (n8n, ActivePieces) and the named flows that run on them."""
+
+    model_config = _config("FLOW_")
+    n8n_webhook_base: str = Field(
+        "", validation_alias=AliasChoices("N8N_WEBHOOK_BASE"),
+        description="n8n's webhook base URL, e.g. http://127.0.0.1:5678/webhook; empty: n8n "
+        "flows answer 422 until it is set.")
+    activepieces_base: str = Field(
+        "", validation_alias=AliasChoices("ACTIVEPIECES_BASE"),
+        description="ActivePieces' webhook base URL, e.g. https://cloud.activepieces.com/api/v1"
+        "/webhooks; empty: ActivePieces flows answer 422 until it is set.")
+    timeout: float = Field(
+        30.0, gt=0, validation_alias=AliasChoices("ORCHESTRATOR_FLOW_TIMEOUT"),
+        description="Seconds a flow has to answer its webhook call (a 202 within it makes the "
+        "step wait for its resume URL instead).")
+    breaker_fail_max: int = Field(
+        0, ge=0, description="Consecutive failures that open an engine's breaker; 0: "
+        "BREAKER_FAIL_MAX.")
+    flows_file: str = Field(
+        "", validation_alias=AliasChoices("FLOWS_FILE"),
+        description="A JSON file listing flows (name, engine, path, mode, timeout, wait, "
+        "input_schema, tenants, description); they are added to the built-in examples.")
+
+
 class Settings(BaseSettings):
     """Every concern's settings."""
 
@@ -231,6 +256,7 @@ class Settings(BaseSettings):
     retry: RetrySettings = Field(default_factory=lambda: RetrySettings())
     breaker: BreakerSettings = Field(default_factory=lambda: BreakerSettings())
     callback: CallbackSettings = Field(default_factory=lambda: CallbackSettings())
+    flow: FlowSettings = Field(default_factory=lambda: FlowSettings())
 
     @model_validator(mode="after")
     def _limits_below_visibility(self) -> "Settings":
@@ -245,7 +271,7 @@ class Settings(BaseSettings):
 
 SECTIONS: list[type[BaseSettings]] = [
     ApiSettings, BrokerSettings, DatabaseSettings, OrchestratorSettings, WorkerSettings,
-    PoolSettings, FlowerSettings, RetrySettings, BreakerSettings, CallbackSettings]
+    PoolSettings, FlowerSettings, RetrySettings, BreakerSettings, CallbackSettings, FlowSettings]
 
 
 def env_name(section: type[BaseSettings], field: str) -> str:

@@ -1,6 +1,7 @@
-"""The built-in intents (a static provider) and the registry every process uses."""
+"""The built-in intents (a static provider), the flows, and the registry every process uses."""
 
 from tasks import debug
+from tasks.flows import FlowProvider
 from tasks.registry import Intent, Registry, StaticProvider
 
 BUILTIN = StaticProvider()
@@ -35,4 +36,4 @@ for _intent in (
 ):
     BUILTIN.register(_intent)
 
-REGISTRY = Registry([BUILTIN])
+REGISTRY = Registry([BUILTIN, FlowProvider()])

@@ -56,6 +56,8 @@ class Intent:
     are steps for later, whose references are resolved when those steps start).
     `json_schema`: inputs are checked against this JSON schema (an intent defined outside the
     code: a flow, an MCP tool, an HTTP tool) and kept as given, in a `JsonInputs`.
+    `precheck`: raises InvalidRequest when the intent cannot run now (its engine is not
+    configured), so a submission is refused with the reason instead of failing later.
     """
 
     name: str
@@ -70,6 +72,7 @@ class Intent:
     planner: Callable[[Any], list[NewStep]] | None = None
     literal_inputs: bool = False
     json_schema: dict[str, Any] | None = None
+    precheck: Callable[[], None] | None = None
 
     def __post_init__(self) -> None:
         if self.pool not in POOLS or self.mode not in MODES:

@@ -16,12 +16,15 @@ import pytest
 from core import store
 from core.db import Database
 from core.migrate import upgrade
+from tests import n8n as n8n_service
 from tests import services
+from tests.n8n import N8n
 
 OTHER_POOLS = ["llm", "flow", "callbacks"]
 METRICS_TOKEN = "metrics-token-for-tests"
 VISIBILITY_TIMEOUT = 60
 LOST_AFTER = 4
+FLOWS_FILE = Path(__file__).parent / "flows.json"
 
 
 @dataclass
@@ -101,8 +104,35 @@ def postgres_url() -> Iterator[str]:
         yield url
 
 
+@dataclass(frozen=True)
+class FlowPorts:
+    """Where the workflow engines listen: known before the stack starts, served when needed."""
+
+    n8n: int
+    activepieces: int
+
+
+@pytest.fixture(scope="session")
+def flow_ports() -> FlowPorts:
+    return FlowPorts(services.free_port(), services.free_port())
+
+
+@pytest.fixture(scope="session")
+def n8n(flow_ports: FlowPorts, tmp_path_factory: pytest.TempPathFactory) -> Iterator[N8n]:
+    """A real n8n with the test workflows active (installed once into the cache)."""
+    n8n_service.install()
+    server = N8n(flow_ports.n8n, tmp_path_factory.mktemp("n8n"))
+    try:
+        server.import_workflows()
+        server.start()
+        yield server
+    finally:
+        server.close()
+
+
 @pytest.fixture(scope="session", params=["sqlite", "postgres"])
-def stack(request: pytest.FixtureRequest, broker_url: str) -> Iterator[Stack]:
+def stack(request: pytest.FixtureRequest, broker_url: str,
+          flow_ports: FlowPorts) -> Iterator[Stack]:
     """The whole stack on one job-store backend: API, a tools worker, a worker for the rest."""
     logs = Path(tempfile.mkdtemp(prefix=f"orch-{request.param}-"))
     database_url = (f"sqlite:///{logs}/orchestrator.db" if request.param == "sqlite"
@@ -123,6 +153,10 @@ def stack(request: pytest.FixtureRequest, broker_url: str) -> Iterator[Stack]:
            "BROKER_RESTORE_LOCK_SECONDS": "5",
            "ORCHESTRATOR_UPSTREAM_RETRIES": "2",
            "ORCHESTRATOR_SYNC_TIMEOUT": "8", "API_METRICS_TOKEN": METRICS_TOKEN,
+           "N8N_WEBHOOK_BASE": f"http://127.0.0.1:{flow_ports.n8n}/webhook",
+           "ACTIVEPIECES_BASE": f"http://127.0.0.1:{flow_ports.activepieces}/api/v1/webhooks",
+           "FLOWS_FILE": str(FLOWS_FILE), "FLOW_BREAKER_FAIL_MAX": "2",
+           "ORCHESTRATOR_FLOW_TIMEOUT": "10",
            "PATH": f"{services.BIN}:{os.environ['PATH']}"}
     running = Stack(url=f"http://127.0.0.1:{port}", env=env, db=Database(database_url),
                     logs=logs)

@@ -6,6 +6,7 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 
 from tests import services
+from tests.integration import receiver
 from tests.integration.conftest import Stack, wait_job
 
 OUTAGE_SECONDS = 15
@@ -31,3 +32,27 @@ def test_a_broker_restart_during_fifty_running_steps_fails_none(
     assert [j["status"] for j in jobs] == ["succeeded"] * 50, [j["error"] for j in jobs]
     assert all(j["steps"][0]["attempts"] == 1 for j in jobs)
     stack.wait_ready(timeout=60)
+
+
+def test_a_submission_the_broker_refuses_leaves_nothing_behind(
+        stack: Stack, client: httpx.Client, broker: services.BrokerServer) -> None:
+    with receiver.serve(receiver.reply(200)) as hook:
+        # Given the broker is down
+        broker.stop()
+        try:
+            # When a job with a callback is submitted
+            refused = client.post("/v1/jobs", json={
+                "intent": "debug.echo", "inputs": {"n": 1}, "callback_url": f"{hook.url}/h"})
+        finally:
+            broker.start()
+        # Then it is refused with 503, and nothing of it can be seen or is called back
+        assert refused.status_code == 503, refused.text
+        assert "not started" in refused.json()["error"]
+        assert client.get("/v1/jobs").json()["items"] == []
+        time.sleep(2)
+        assert hook.received == []
+        # And the same request, retried, is a new job that runs
+        stack.wait_ready(timeout=60)
+        retried = client.post("/v1/jobs", json={"intent": "debug.echo", "inputs": {"n": 1},
+                                                "wait": True})
+        assert retried.status_code == 200 and retried.json()["status"] == "succeeded"
