@@ -22,7 +22,17 @@ from starlette.routing import Route
 from api import openapi
 from api.hub import EventHub
 from api.limits import BodyLimit
-from api.routes import breakers, compat, deliveries, health, intents, jobs, resume, secrets
+from api.routes import (
+    agents,
+    breakers,
+    compat,
+    deliveries,
+    health,
+    intents,
+    jobs,
+    resume,
+    secrets,
+)
 from api.state import AppState
 from core.db import Database
 from core.errors import IntentNotFound, InvalidRequest, OrchestratorError
@@ -57,8 +67,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     finally:
         await state.hub.stop()
         await client.aclose()
-        state.redis.close()
-        state.db.dispose()
+        state.close()
 
 
 def _error(status: int, message: str, **extra: object) -> JSONResponse:
@@ -137,8 +146,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for down in (DBOperationalError, RedisConnectionError, KombuOperationalError):
         app.add_exception_handler(down, _dependency_down)
     app.add_exception_handler(Exception, _unexpected)
-    for router in (jobs.router, resume.router, intents.router, deliveries.router, secrets.router,
-                   breakers.router, health.router, compat.router):
+    for router in (jobs.router, resume.router, intents.router, agents.router,
+                   deliveries.router, secrets.router, breakers.router, health.router,
+                   compat.router):
         app.include_router(router)
     openapi.install(app)
     return app

@@ -2,10 +2,13 @@
 
 import time
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import redis
 from celery import Celery
 
+from adapters.agents import AgentClient
+from adapters.callbacks import parse_networks
 from api.hub import EventHub
 from core import store
 from core.db import Database
@@ -24,6 +27,17 @@ class AppState:
     celery: Celery
     hub: EventHub
     _keys: dict[str, tuple[str, float]] = field(default_factory=dict)
+
+    @cached_property
+    def agents(self) -> AgentClient:
+        """The client that health-checks agents being registered (their URLs are guarded)."""
+        return AgentClient(parse_networks(self.settings.callback.allowed_networks))
+
+    def close(self) -> None:
+        if "agents" in self.__dict__:
+            self.agents.http.close()
+        self.redis.close()
+        self.db.dispose()
 
     def tenant_for_key(self, raw_key: str) -> str | None:
         """The tenant of an API key, cached briefly so each request is not a query."""

@@ -193,3 +193,14 @@ class DeliveryAttempt(SQLModel, table=True):
     status_code: int | None = None
     latency_ms: int = 0
     error: str | None = None
+
+
+class Agent(SQLModel, table=True):
+    """An external agent a tenant registered: its SSE `/invoke` endpoint is intent `agent.<id>`."""
+
+    __tablename__ = "agents"
+    tenant_id: str = Field(foreign_key="tenants.id", primary_key=True, max_length=64)
+    agent_id: str = Field(primary_key=True, max_length=100)
+    name: str = Field(max_length=200)
+    endpoint: str = Field(max_length=2048)
+    created_at: datetime = Field(default_factory=utcnow)

@@ -242,6 +242,15 @@ class FlowSettings(BaseSettings):
         "input_schema, tenants, description); they are added to the built-in examples.")
 
 
+class AgentSettings(BaseSettings):
+    """External agents reached over their SSE `/invoke` endpoint."""
+
+    model_config = _config("AGENT_")
+    timeout_ms: int = Field(300000, gt=0, description="Longest an agent run may stream (ms).")
+    health_timeout: float = Field(
+        5.0, gt=0, description="Seconds an agent has to answer GET /health on registration.")
+
+
 class Settings(BaseSettings):
     """Every concern's settings."""
 
@@ -257,6 +266,7 @@ class Settings(BaseSettings):
     breaker: BreakerSettings = Field(default_factory=lambda: BreakerSettings())
     callback: CallbackSettings = Field(default_factory=lambda: CallbackSettings())
     flow: FlowSettings = Field(default_factory=lambda: FlowSettings())
+    agent: AgentSettings = Field(default_factory=lambda: AgentSettings())
 
     @model_validator(mode="after")
     def _limits_below_visibility(self) -> "Settings":
@@ -271,7 +281,8 @@ class Settings(BaseSettings):
 
 SECTIONS: list[type[BaseSettings]] = [
     ApiSettings, BrokerSettings, DatabaseSettings, OrchestratorSettings, WorkerSettings,
-    PoolSettings, FlowerSettings, RetrySettings, BreakerSettings, CallbackSettings, FlowSettings]
+    PoolSettings, FlowerSettings, RetrySettings, BreakerSettings, CallbackSettings, FlowSettings,
+    AgentSettings]
 
 
 def env_name(section: type[BaseSettings], field: str) -> str:

@@ -44,7 +44,11 @@ class Wait:
 
 @dataclass
 class StepContext:
-    """One run of one step: ids, validated inputs, and the engine's services to the handler."""
+    """One run of one step: ids, validated inputs, and the engine's services to the handler.
+
+    `emit(type, data)` appends an event to the job's log and announces it live (output lines,
+    streamed deltas, audit records) while the step runs.
+    """
 
     job_id: str
     index: int
@@ -55,6 +59,7 @@ class StepContext:
     is_cancelled: Callable[[], bool]
     issue_resume_url: Callable[[], str]
     plan_step: Callable[[str, dict[str, Any]], NewStep]
+    emit: Callable[[str, dict[str, Any]], None] = lambda _type, _data: None
     _resume_url: str | None = None
 
     def cancelled(self) -> bool:

@@ -54,6 +54,8 @@ def _configured(spec: FlowSpec) -> None:
 class FlowProvider:
     """The configured flows (built-in examples and `FLOWS_FILE`), each for its tenants."""
 
+    prefix = ""
+
     def __init__(self, load: Callable[[], list[FlowSpec]] | None = None) -> None:
         self._load = load or (lambda: load_flows(get_settings().flow))
         self._flows: list[tuple[FlowSpec, Intent]] | None = None

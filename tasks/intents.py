@@ -1,6 +1,7 @@
 """The built-in intents (a static provider), the flows, and the registry every process uses."""
 
 from tasks import debug
+from tasks.agents import AgentProvider
 from tasks.flows import FlowProvider
 from tasks.registry import Intent, Registry, StaticProvider
 
@@ -36,4 +37,4 @@ for _intent in (
 ):
     BUILTIN.register(_intent)
 
-REGISTRY = Registry([BUILTIN, FlowProvider()])
+REGISTRY = Registry([BUILTIN, FlowProvider(), AgentProvider()])

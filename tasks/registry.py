@@ -105,13 +105,21 @@ class Intent:
 
 
 class Provider(Protocol):
-    """A source of intents; `tenant_id` None asks for those every tenant shares."""
+    """A source of intents; `tenant_id` None asks for those every tenant shares.
+
+    `prefix`: every name it provides starts with it ("" for any), so a lookup by name asks
+    only the providers that could have it (some read the job store or Redis).
+    """
+
+    prefix: str
 
     def intents(self, tenant_id: str | None) -> Iterable[Intent]: ...
 
 
 class StaticProvider:
     """Intents fixed in code."""
+
+    prefix = ""
 
     def __init__(self) -> None:
         self._intents: dict[str, Intent] = {}
@@ -135,18 +143,20 @@ class Registry:
     def add(self, provider: Provider) -> None:
         self.providers.append(provider)
 
-    def _all(self, tenant_id: str | None) -> dict[str, Intent]:
+    def _all(self, tenant_id: str | None, name: str = "") -> dict[str, Intent]:
         found: dict[str, Intent] = {}
         for provider in self.providers:
+            if name and not name.startswith(provider.prefix):
+                continue
             for intent in provider.intents(tenant_id):
                 found.setdefault(intent.name, intent)
         return found
 
     def get(self, name: str, tenant_id: str | None = None) -> Intent:
-        found = self._all(tenant_id)
-        if name not in found:
-            raise IntentNotFound(name, sorted(found))
-        return found[name]
+        intent = self._all(tenant_id, name).get(name)
+        if intent is None:
+            raise IntentNotFound(name, self.names(tenant_id))
+        return intent
 
     def names(self, tenant_id: str | None = None) -> list[str]:
         return sorted(self._all(tenant_id))

@@ -6,6 +6,8 @@ from functools import cached_property
 
 import redis
 
+from adapters import callbacks
+from adapters.agents import AgentClient
 from adapters.breakers import Breakers
 from adapters.flow import FlowClient
 from core.db import Database
@@ -38,6 +40,11 @@ class Runtime:
         """This process's client of the workflow engines."""
         return FlowClient(self.settings.flow, self.settings.retry, self.breakers)
 
+    @cached_property
+    def agents(self) -> AgentClient:
+        """This process's client of external agents (their URLs pass the SSRF guard)."""
+        return AgentClient(callbacks.parse_networks(self.settings.callback.allowed_networks))
+
     def start_heartbeat(self) -> None:
         """Stamp this process as a live runner until it closes."""
         worker = self.settings.worker
@@ -54,8 +61,9 @@ class Runtime:
     def close(self) -> None:
         if self._beat is not None:
             self._beat.set()
-        if "flows" in self.__dict__:
-            self.flows.close()
+        for client in ("flows", "agents"):
+            if client in self.__dict__:
+                self.__dict__[client].http.close()
         self.db.dispose()
         self.redis.close()
 

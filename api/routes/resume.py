@@ -1,13 +1,13 @@
 """`/v1/resume/{token}`: an outside system resumes a waiting step; the token is the credential."""
 
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Body, Path
 
 from api import service
 from api.deps import StateDep
 from api.openapi import BODY, errors
-from api.schemas import ResumeAccepted
+from api.schemas import ResumeAccepted, StoredJson
 
 router = APIRouter(prefix="/v1/resume", tags=["jobs"])
 
@@ -18,7 +18,7 @@ def resume_step(
     state: StateDep,
     token: Annotated[str, Path(min_length=1, max_length=200,
                                description="The token of the step's resume URL.")],
-    body: Annotated[dict[str, Any], Body(description="The step's output.")],
+    body: Annotated[StoredJson, Body(description="The step's output.")],
 ) -> ResumeAccepted:
     """Resume a waiting step with this JSON body as its output; no API key, single use.
 

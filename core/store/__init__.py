@@ -4,6 +4,7 @@ Split along its seams: tenants, submission, the step ledger and its waits, event
 and recovery. Import the functions from here.
 """
 
+from core.store.agents import delete_agent, list_agents, register_agent
 from core.store.events import append_events
 from core.store.ledger import (
     StepStart,
@@ -52,7 +53,7 @@ from core.store.waits import (
 
 __all__ = [
     "WAITING_STEPS", "Handoff", "NewStep", "NextStep", "Orphan", "StepStart", "StepVerdict",
-    "append_events",
+    "append_events", "delete_agent", "list_agents", "register_agent",
     "approve_step", "begin_step", "cancel_job", "create_tenant_key", "discard_submission",
     "expire_step", "expired_steps", "fail_step", "finish_step", "get_job", "hash_key",
     "hold_step", "is_operator", "issue_resume_token", "job_steps", "list_events", "list_jobs",

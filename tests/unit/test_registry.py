@@ -5,8 +5,8 @@ from pydantic import BaseModel
 
 from api import service
 from core.errors import IntentNotFound, InvalidRequest
-from tasks.intents import REGISTRY
-from tasks.registry import Intent, StaticProvider
+from tasks.intents import BUILTIN, REGISTRY
+from tasks.registry import Intent, Registry, StaticProvider
 
 
 def request(intent: str, inputs: dict, mode: str = "auto") -> service.Request:
@@ -40,11 +40,13 @@ def test_an_intent_needs_a_real_pool_and_mode() -> None:
 def test_providers_add_intents_per_tenant() -> None:
     # Given a provider whose intent only tenant "a" may use
     class PerTenant:
+        prefix = "tool."
+
         def intents(self, tenant_id: str | None) -> list[Intent]:
             own = Intent("tool.mine", "tools", "agent", BaseModel, "x", lambda _: None)
             return [own] if tenant_id == "a" else []
 
-    registry = type(REGISTRY)([*REGISTRY.providers, PerTenant()])
+    registry = Registry([BUILTIN, PerTenant()])
     # Then "a" sees it beside the built-in intents and "b" does not
     assert "tool.mine" in registry.names("a") and "debug.echo" in registry.names("a")
     assert "tool.mine" not in registry.names("b")

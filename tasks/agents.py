@@ -1,0 +1,92 @@
+"""External agents as intents: `agent.<id>` for the agents a tenant registered.
+
+A step POSTs `{session_id, run_id, input_message}` to the agent's `/invoke` and records its
+stream as events: `agent_invoke_started`, one `agent_stream_delta` per delta (`{text}`),
+`agent_invoke_done`. A stream that breaks off is a failed attempt, tried again by the retry
+policy (the deltas of each attempt carry its number).
+"""
+
+import threading
+from collections.abc import Iterable
+from functools import partial
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from adapters.breakers import call_with_retry
+from core import store
+from core.db import Database
+from core.models import Agent
+from core.settings import get_settings
+from tasks.context import StepContext
+from tasks.registry import Intent
+from workers.runtime import runtime
+
+PREFIX = "agent."
+
+
+class InputMessage(BaseModel):
+    """One chat message to the agent."""
+
+    role: str = Field("user", max_length=32, description="Who speaks: user, system, …")
+    content: str = Field(max_length=100_000, description="What is said.")
+
+
+class AgentInputs(BaseModel):
+    """What an agent run is given (reference 003's invoke body)."""
+
+    input_message: InputMessage = Field(description="The message the agent answers.")
+    session_id: str | None = Field(None, max_length=200,
+                                   description="Groups runs; the job id when absent.")
+
+
+def run_agent(agent: Agent, step: StepContext) -> dict[str, Any]:
+    """Invoke the agent and read its stream; the final message is the output."""
+    rt, inputs = runtime(), step.inputs
+    assert isinstance(inputs, AgentInputs)
+    session_id = inputs.session_id or step.job_id
+    payload = {"session_id": session_id, "run_id": step.job_id,
+               "input_message": inputs.input_message.model_dump()}
+    step.emit("agent_invoke_started", {"agent_id": agent.agent_id, "run_id": step.job_id,
+                                       "session_id": session_id})
+    attempt = [0]
+    timeout = min(rt.settings.agent.timeout_ms / 1000, max(step.remaining(), 1.0))
+
+    def invoke() -> Any:
+        attempt[0] += 1
+        return rt.agents.invoke(agent.endpoint, payload, timeout, lambda text: step.emit(
+            "agent_stream_delta", {"text": text, "run_id": step.job_id, "attempt": attempt[0]}))
+
+    run = call_with_retry(invoke, rt.settings.retry, upstream="agent", redis=rt.redis)
+    done = {"final_message": run.final_message, "usage": run.usage}
+    step.emit("agent_invoke_done", {**done, "run_id": step.job_id})
+    return {**done, "text": run.text, "agent_id": agent.agent_id, "session_id": session_id}
+
+
+def agent_intent(agent: Agent) -> Intent:
+    return Intent(f"{PREFIX}{agent.agent_id}", "flow", "agent", AgentInputs,
+                  f"The external agent {agent.name!r}: streams its answer as events.",
+                  partial(run_agent, agent))
+
+
+class AgentProvider:
+    """The agents each tenant registered, read from the job store."""
+
+    prefix = PREFIX
+
+    def __init__(self) -> None:
+        self._db: Database | None = None
+        self._lock = threading.Lock()
+
+    def _database(self) -> Database:
+        with self._lock:
+            if self._db is None:
+                self._db = Database(get_settings().database.url, pool_size=2, max_overflow=4)
+            return self._db
+
+    def intents(self, tenant_id: str | None) -> Iterable[Intent]:
+        if tenant_id is None:
+            return []
+        with self._database().read() as session:
+            return [agent_intent(agent)
+                    for agent in store.list_agents(session=session, tenant_id=tenant_id)]
