@@ -251,6 +251,18 @@ class AgentSettings(BaseSettings):
         5.0, gt=0, description="Seconds an agent has to answer GET /health on registration.")
 
 
+class McpSettings(BaseSettings):
+    """MCP servers whose tools become intents `mcp.<server>.<tool>`."""
+
+    model_config = _config("MCP_")
+    servers_file: str = Field(
+        "", description="A JSON file listing MCP servers: name, command (a list: argv of a "
+        "stdio server) or url (streamable HTTP), env, tenants (ids; null: all), timeout (s).")
+    timeout: float = Field(30.0, gt=0, description="Seconds one MCP tool call may take.")
+    discovery_timeout: float = Field(
+        20.0, gt=0, description="Seconds a server has to list its tools when a worker starts.")
+
+
 class Settings(BaseSettings):
     """Every concern's settings."""
 
@@ -267,6 +279,7 @@ class Settings(BaseSettings):
     callback: CallbackSettings = Field(default_factory=lambda: CallbackSettings())
     flow: FlowSettings = Field(default_factory=lambda: FlowSettings())
     agent: AgentSettings = Field(default_factory=lambda: AgentSettings())
+    mcp: McpSettings = Field(default_factory=lambda: McpSettings())
 
     @model_validator(mode="after")
     def _limits_below_visibility(self) -> "Settings":
@@ -282,7 +295,7 @@ class Settings(BaseSettings):
 SECTIONS: list[type[BaseSettings]] = [
     ApiSettings, BrokerSettings, DatabaseSettings, OrchestratorSettings, WorkerSettings,
     PoolSettings, FlowerSettings, RetrySettings, BreakerSettings, CallbackSettings, FlowSettings,
-    AgentSettings]
+    AgentSettings, McpSettings]
 
 
 def env_name(section: type[BaseSettings], field: str) -> str:

@@ -3,6 +3,7 @@
 from tasks import debug
 from tasks.agents import AgentProvider
 from tasks.flows import FlowProvider
+from tasks.mcp import McpProvider
 from tasks.registry import Intent, Registry, StaticProvider
 
 BUILTIN = StaticProvider()
@@ -37,4 +38,4 @@ for _intent in (
 ):
     BUILTIN.register(_intent)
 
-REGISTRY = Registry([BUILTIN, FlowProvider(), AgentProvider()])
+REGISTRY = Registry([BUILTIN, FlowProvider(), AgentProvider(), McpProvider()])

@@ -13,7 +13,9 @@ from celery.signals import (
     worker_shutdown,
 )
 
+from tasks import mcp
 from workers import heartbeat
+from workers.pools import POOLS
 from workers.runtime import close_runtime, open_runtime, runtime
 
 _background: list[threading.Event] = []
@@ -35,6 +37,11 @@ def _start_background(sender: Any, **_: Any) -> None:
     pools = sorted(sender.app.amqp.queues.consume_from or sender.app.amqp.queues)
     _background.append(heartbeat.start(rt.settings.broker.url, pools, sender.hostname,
                                        rt.settings.worker.heartbeat_seconds))
+    if POOLS["tools"].queue in pools:
+        # MCP tools are discovered where they run; off the main thread, so a slow server
+        # does not hold the worker back.
+        threading.Thread(target=mcp.discover, args=(rt.redis,), name="orch-mcp-discovery",
+                         daemon=True).start()
 
 
 @worker_shutdown.connect

@@ -1,7 +1,9 @@
 """The integration stack: a real broker, SQLite or Postgres, worker processes and the API."""
 
+import json
 import os
 import shutil
+import sys
 import tempfile
 import time
 import uuid
@@ -130,9 +132,31 @@ def n8n(flow_ports: FlowPorts, tmp_path_factory: pytest.TempPathFactory) -> Iter
         server.close()
 
 
+@pytest.fixture(scope="session")
+def mcp_servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """The MCP servers the stack's tools workers discover: the real `mcp-server-time` over
+    stdio, a streamable-HTTP server built with the SDK, and one no tenant of the tests may use.
+    """
+    folder = tmp_path_factory.mktemp("mcp")
+    port = services.free_port()
+    server = services.Process([sys.executable, "-m", "tests.integration.mcp_http_server",
+                               str(port)], dict(os.environ), folder / "mcp-http.log")
+    time_server = [sys.executable, "-m", "mcp_server_time", "--local-timezone", "UTC"]
+    listed = folder / "mcp-servers.json"
+    listed.write_text(json.dumps([
+        {"name": "time", "command": time_server},
+        {"name": "local", "url": f"http://127.0.0.1:{port}/mcp", "timeout": 20},
+        {"name": "secret", "command": time_server, "tenants": ["ten_nobody"]}]))
+    try:
+        services.wait_http(f"http://127.0.0.1:{port}/mcp", expect=400)
+        yield listed
+    finally:
+        server.stop()
+
+
 @pytest.fixture(scope="session", params=["sqlite", "postgres"])
-def stack(request: pytest.FixtureRequest, broker_url: str,
-          flow_ports: FlowPorts) -> Iterator[Stack]:
+def stack(request: pytest.FixtureRequest, broker_url: str, flow_ports: FlowPorts,
+          mcp_servers: Path) -> Iterator[Stack]:
     """The whole stack on one job-store backend: API, a tools worker, a worker for the rest."""
     logs = Path(tempfile.mkdtemp(prefix=f"orch-{request.param}-"))
     database_url = (f"sqlite:///{logs}/orchestrator.db" if request.param == "sqlite"
@@ -156,7 +180,7 @@ def stack(request: pytest.FixtureRequest, broker_url: str,
            "N8N_WEBHOOK_BASE": f"http://127.0.0.1:{flow_ports.n8n}/webhook",
            "ACTIVEPIECES_BASE": f"http://127.0.0.1:{flow_ports.activepieces}/api/v1/webhooks",
            "FLOWS_FILE": str(FLOWS_FILE), "FLOW_BREAKER_FAIL_MAX": "2",
-           "ORCHESTRATOR_FLOW_TIMEOUT": "10",
+           "ORCHESTRATOR_FLOW_TIMEOUT": "10", "MCP_SERVERS_FILE": str(mcp_servers),
            "PATH": f"{services.BIN}:{os.environ['PATH']}"}
     running = Stack(url=f"http://127.0.0.1:{port}", env=env, db=Database(database_url),
                     logs=logs)

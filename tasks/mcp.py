@@ -1,0 +1,104 @@
+"""MCP tools as intents: `mcp.<server>.<tool>` on the `tools` pool.
+
+Workers of the `tools` pool list each configured server's tools when they start and publish
+them in Redis; every process (API and workers) builds the intents from there, each for the
+tenants its server allows.
+"""
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Iterable
+from functools import partial
+from typing import Any
+
+import redis
+
+from adapters import mcp
+from core.settings import get_settings
+from tasks.context import StepContext
+from tasks.registry import Intent, JsonInputs
+from workers.runtime import runtime
+
+log = logging.getLogger(__name__)
+PREFIX = "mcp."
+TOOLS_KEY = "orch:mcp:tools"
+CACHE_SECONDS = 2.0
+
+
+def discover(client: redis.Redis) -> int:
+    """List every configured server's tools and publish them; returns how many servers
+    answered. A server that does not answer keeps what was published before."""
+    settings = get_settings().mcp
+    answered = 0
+    for spec in mcp.load_servers(settings):
+        try:
+            tools = mcp.list_tools(spec, settings.discovery_timeout)
+        except Exception as exc:  # noqa: BLE001 - one server's trouble must not stop the rest
+            log.warning("MCP server %s did not list its tools: %s", spec.name, exc)
+            continue
+        client.hset(TOOLS_KEY, spec.name, json.dumps(
+            [{"name": t.name, "description": t.description, "input_schema": t.input_schema}
+             for t in tools]))
+        answered += 1
+        log.info("MCP server %s: %d tools", spec.name, len(tools))
+    return answered
+
+
+def call(spec: mcp.McpServerSpec, tool: str, step: StepContext) -> Any:
+    """Call the tool through its server's breaker, within the step's time."""
+    rt = runtime()
+    timeout = min(spec.timeout or rt.settings.mcp.timeout, max(step.remaining(), 1.0))
+    arguments = step.inputs.model_dump(mode="json")
+    return rt.breakers.call(spec.upstream,
+                            lambda: mcp.call_tool(spec, tool, arguments, timeout))
+
+
+class McpProvider:
+    """The discovered tools of the configured MCP servers, each for its tenants."""
+
+    prefix = PREFIX
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._client: redis.Redis | None = None
+        self._cached: tuple[float, list[tuple[mcp.McpServerSpec, Intent]]] | None = None
+
+    def intents(self, tenant_id: str | None) -> Iterable[Intent]:
+        return [intent for spec, intent in self._intents()
+                if spec.tenants is None or (tenant_id is not None and tenant_id in spec.tenants)]
+
+    def _intents(self) -> list[tuple[mcp.McpServerSpec, Intent]]:
+        with self._lock:
+            if self._cached is None or self._cached[0] < time.monotonic():
+                self._cached = (time.monotonic() + CACHE_SECONDS, self._build())
+            return self._cached[1]
+
+    def _build(self) -> list[tuple[mcp.McpServerSpec, Intent]]:
+        specs = {spec.name: spec for spec in mcp.load_servers(get_settings().mcp)}
+        if not specs:
+            return []
+        try:
+            published = self._redis().hgetall(TOOLS_KEY)
+        except redis.RedisError as exc:
+            log.warning("MCP tools unavailable: %s", exc)
+            return []
+        found = []
+        for raw_name, raw_tools in published.items():
+            spec = specs.get(raw_name.decode() if isinstance(raw_name, bytes) else raw_name)
+            if spec is not None:
+                found += [(spec, _intent(spec, tool)) for tool in json.loads(raw_tools)]
+        return found
+
+    def _redis(self) -> redis.Redis:
+        if self._client is None:
+            self._client = redis.Redis.from_url(get_settings().broker.url)
+        return self._client
+
+
+def _intent(spec: mcp.McpServerSpec, tool: dict[str, Any]) -> Intent:
+    return Intent(f"{PREFIX}{spec.name}.{tool['name']}", "tools", "mcp", JsonInputs,
+                  tool["description"] or f"The MCP tool {tool['name']} of {spec.name}.",
+                  partial(call, spec, tool["name"]), timeout=spec.timeout,
+                  json_schema=tool["input_schema"])
