@@ -3,6 +3,7 @@
 import ipaddress
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import AliasChoices, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -188,6 +189,54 @@ class CallbackSettings(BaseSettings):
         return value
 
 
+class LlmSettings(BaseSettings):
+    """The OpenAI-compatible model that plans prompts and writes answers (a trusted upstream).
+
+    Reference 000's `OPENROUTER_*` and 002's `LLM_DEFAULT_MODEL` are accepted as aliases.
+    """
+
+    model_config = _config("LLM_")
+    base_url: str = Field(
+        "https://openrouter.ai/api/v1",
+        validation_alias=AliasChoices("LLM_BASE_URL", "OPENROUTER_URL"),
+        description="OpenAI-compatible API root (OpenRouter, OpenAI, vLLM, Ollama, llama.cpp); "
+        "a trailing `/chat/completions` is dropped.")
+    api_key: str = Field(
+        "", validation_alias=AliasChoices("LLM_API_KEY", "OPENROUTER_API_KEY"),
+        description="Bearer key; empty means no model: the rule-based planner answers (any "
+        "value for local servers without auth).")
+    model: str = Field(
+        "google/gemini-2.0-flash-exp",
+        validation_alias=AliasChoices("LLM_MODEL", "OPENROUTER_MODEL", "LLM_DEFAULT_MODEL"),
+        description="Model name sent with every request.")
+    timeout: float = Field(60.0, gt=0, description="Seconds one model call may take.")
+    connect_timeout: float = Field(5.0, gt=0, description="Seconds to connect to the server.")
+    response_format: Literal["json_schema", "json_object"] = Field(
+        "json_schema", description="How a plan is asked for; `json_schema` falls back to "
+        "`json_object` (once per process) when the server refuses it.")
+    max_tokens: int = Field(1024, ge=1, description="Most tokens of one answer or plan.")
+    temperature: float = Field(0.2, ge=0, le=2, description="Sampling temperature.")
+    history_turns: int = Field(10, ge=0, description="Recent session messages given to the "
+                               "planner and the answer.")
+    max_plan_steps: int = Field(8, ge=1, description="Most steps one plan may add.")
+    plan_intents: list[str] = Field(
+        ["*"], description="Glob patterns of the intents the planner may use (JSON list); "
+        "`llm.*` never.")
+    prices: dict[str, dict[str, float]] = Field(
+        {}, description='USD per million tokens by model (JSON), e.g. '
+        '`{"gpt-4o-mini": {"prompt": 0.15, "completion": 0.6}}`; unknown models cost 0.')
+
+    @field_validator("base_url")
+    @classmethod
+    def _api_root(cls, value: str) -> str:
+        return value.rstrip("/").removesuffix("/chat/completions")
+
+    @property
+    def enabled(self) -> bool:
+        """Whether a model is configured (else the rule-based planner is used)."""
+        return bool(self.api_key)
+
+
 class Settings(BaseSettings):
     """Every concern's settings."""
 
@@ -202,6 +251,7 @@ class Settings(BaseSettings):
     retry: RetrySettings = Field(default_factory=lambda: RetrySettings())
     breaker: BreakerSettings = Field(default_factory=lambda: BreakerSettings())
     callback: CallbackSettings = Field(default_factory=lambda: CallbackSettings())
+    llm: LlmSettings = Field(default_factory=lambda: LlmSettings())
 
 
     @model_validator(mode="after")

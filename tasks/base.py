@@ -22,6 +22,7 @@ from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_e
 
 from core import refs, store
 from core.errors import IntentNotFound, InvalidRequest, UpstreamUnavailable
+from core.events import publish
 from core.store import Handoff, NewStep, StepStart, StepVerdict
 from tasks.chain import hand_off
 from tasks.context import Cancelled, Extend, Hold, StepContext, Wait
@@ -122,7 +123,13 @@ class StepTask(Task):  # type: ignore[misc]
             inputs=inputs, deadline=time.monotonic() + seconds,
             is_cancelled=lambda: _cancelled(rt, job_id),
             issue_resume_url=lambda: self._issue_resume_url(rt, job_id, index),
-            plan_step=lambda name, step_inputs: _plan_step(start.tenant_id, name, step_inputs))
+            plan_step=lambda name, step_inputs: _plan_step(start.tenant_id, name, step_inputs),
+            emit=lambda kind, data: self._emit(rt, job_id, kind, data))
+
+    def _emit(self, rt: Runtime, job_id: str, kind: str, data: dict[str, Any]) -> None:
+        """Append an event of the handler's own (token deltas, a plan) and publish it."""
+        publish(rt.redis, self._write(rt, lambda s: store.append_events(
+            session=s, job_id=job_id, items=[(kind, data)])))
 
     def _outcome(self, rt: Runtime, context: StepContext, result: Any) -> Handoff:
         settings = rt.settings.orchestrator

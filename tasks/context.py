@@ -55,6 +55,7 @@ class StepContext:
     is_cancelled: Callable[[], bool]
     issue_resume_url: Callable[[], str]
     plan_step: Callable[[str, dict[str, Any]], NewStep]
+    emit: Callable[[str, dict[str, Any]], None] = lambda _type, _data: None
     _resume_url: str | None = None
 
     def cancelled(self) -> bool:

@@ -7,6 +7,7 @@ from functools import cached_property
 import redis
 
 from adapters.breakers import Breakers
+from adapters.llm import LLM
 from core.db import Database
 from core.settings import Settings, get_settings
 from workers import heartbeat
@@ -32,6 +33,11 @@ class Runtime:
         """This process's circuit breakers, their state shared through Redis."""
         return Breakers(self.redis, self.settings.breaker)
 
+    @cached_property
+    def llm(self) -> LLM:
+        """This process's client of the configured model (one connection pool for all threads)."""
+        return LLM(self.settings.llm, self.breakers, self.settings.retry)
+
     def start_heartbeat(self) -> None:
         """Stamp this process as a live runner until it closes."""
         worker = self.settings.worker
@@ -48,6 +54,8 @@ class Runtime:
     def close(self) -> None:
         if self._beat is not None:
             self._beat.set()
+        if "llm" in self.__dict__:
+            self.llm.close()
         self.db.dispose()
         self.redis.close()
 
