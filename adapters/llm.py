@@ -158,6 +158,16 @@ class LLM:
         done.usage.model_seconds = time.perf_counter() - started
         return done
 
+    def planner(self) -> dict[str, Any]:
+        """Which planner prompts get now: the model, or the rule-based one and why."""
+        if not self.settings.enabled:
+            return {"planner": "rule-based",
+                    "reason": "no model is configured (LLM_API_KEY is not set)"}
+        if self.breakers.breaker(UPSTREAM).current_state == "open":
+            return {"planner": "rule-based", "reason": f"the {UPSTREAM} breaker is open"}
+        return {"planner": "llm", "model": self.settings.model,
+                "base_url": self.settings.base_url}
+
     def models(self) -> list[str]:
         """The model ids the server lists."""
         page = self._call(lambda: self.client.models.list())

@@ -16,9 +16,23 @@ from sqlalchemy.exc import OperationalError as DBOperationalError
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from adapters.breakers import Breakers
+from adapters.llm import LLM
 from api.hub import EventHub
 from api.limits import BodyLimit
-from api.routes import breakers, compat, deliveries, health, intents, jobs, resume, secrets
+from api.routes import (
+    breakers,
+    chat,
+    compat,
+    deliveries,
+    health,
+    intents,
+    jobs,
+    llm,
+    resume,
+    secrets,
+    sessions,
+)
 from api.state import AppState
 from core.db import Database
 from core.errors import IntentNotFound, InvalidRequest, OrchestratorError
@@ -32,11 +46,12 @@ log = logging.getLogger(__name__)
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
     client = aioredis.Redis.from_url(settings.broker.url)
+    sync = redis.Redis.from_url(settings.broker.url)
     state = AppState(settings=settings, db=Database(settings.database.url,
                                                     settings.database.pool_size,
                                                     settings.database.max_overflow),
-                     redis=redis.Redis.from_url(settings.broker.url), celery=celery_app,
-                     hub=EventHub(client))
+                     redis=sync, celery=celery_app, hub=EventHub(client),
+                     llm=LLM(settings.llm, Breakers(sync, settings.breaker), settings.retry))
     await state.hub.start()
     app.state.orch = state
     try:
@@ -44,6 +59,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     finally:
         await state.hub.stop()
         await client.aclose()
+        state.llm.close()
         state.redis.close()
         state.db.dispose()
 
@@ -108,6 +124,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.add_exception_handler(down, _dependency_down)
     app.add_exception_handler(Exception, _unexpected)
     for router in (jobs.router, resume.router, intents.router, deliveries.router, secrets.router,
-                   breakers.router, health.router, compat.router):
+                   breakers.router, health.router, compat.router, chat.router, sessions.router,
+                   llm.router):
         app.include_router(router)
     return app

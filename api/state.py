@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 import redis
 from celery import Celery
 
+from adapters.llm import LLM
 from api.hub import EventHub
 from core import store
 from core.db import Database
@@ -16,13 +17,14 @@ KEY_CACHE_SECONDS = 30.0
 
 @dataclass
 class AppState:
-    """The API's clients: job store, Redis, the Celery app, the event hub."""
+    """The API's clients: job store, Redis, the Celery app, the event hub, the model."""
 
     settings: Settings
     db: Database
     redis: redis.Redis
     celery: Celery
     hub: EventHub
+    llm: LLM
     _keys: dict[str, tuple[str, float]] = field(default_factory=dict)
 
     def tenant_for_key(self, raw_key: str) -> str | None:

@@ -9,6 +9,7 @@ from sqlalchemy import text
 
 from api import metrics
 from api.deps import StateDep
+from api.state import AppState
 from workers import heartbeat
 from workers.pools import POOLS
 
@@ -31,7 +32,10 @@ def _check(fn: Any) -> str:
 
 @router.get("/ready", operation_id="ready")
 def ready(state: StateDep) -> JSONResponse:
-    """Ready when the broker and job store answer and every pool has a live worker."""
+    """Ready when the broker and job store answer and every pool has a live worker.
+
+    `checks.planner` says which planner prompts get: the model, or the rule-based fallback.
+    """
     def db() -> None:
         with state.db.read() as session:
             session.exec(text("SELECT 1"))  # type: ignore[call-overload]
@@ -46,10 +50,18 @@ def ready(state: StateDep) -> JSONResponse:
             live = []
         pools[pool] = live or "no live worker"
     checks["pools"] = pools
+    checks["planner"] = _check_planner(state)
     ok = all(v == "ok" for v in (checks["broker"], checks["database"])) and all(
         isinstance(v, list) for v in pools.values())
     return JSONResponse({"status": "ready" if ok else "not ready", "checks": checks},
                         status_code=200 if ok else 503)
+
+
+def _check_planner(state: AppState) -> dict[str, Any]:
+    try:
+        return state.llm.planner()
+    except Exception as exc:  # noqa: BLE001 - readiness reports any failure as text
+        return {"planner": "unknown", "reason": f"{type(exc).__name__}: {exc}"}
 
 
 @router.get("/metrics", operation_id="metrics", response_class=Response)

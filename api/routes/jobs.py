@@ -49,9 +49,13 @@ async def create_job(
     response: Response,
     idempotency_key: Annotated[str | None, Header(max_length=128)] = None,
 ) -> JobAccepted | JobPublic:
-    """Submit an intent; answers 202 at once, or 200 with the result if it ends within `wait`."""
+    """Submit an intent or a prompt; 202 at once, or 200 with the result if it ends in `wait`.
+
+    A `prompt` is planned by the `llm` pool into steps that then run, ending in an answer.
+    """
+    intent, inputs = body.target()
     request = service.Request(
-        tenant_id=tenant, intent=body.intent, inputs=body.inputs, mode=body.mode,
+        tenant_id=tenant, intent=intent, inputs=inputs, mode=body.mode,
         context=body.context, callback_url=str(body.callback_url) if body.callback_url else None,
         idempotency_key=idempotency_key)
     wait = service.clamp_wait(body.wait, state.settings.orchestrator.sync_timeout)
