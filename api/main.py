@@ -19,19 +19,24 @@ from sqlalchemy.exc import SQLAlchemyError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Route
 
+from adapters.breakers import Breakers
+from adapters.llm import LLM
 from api import openapi
 from api.hub import EventHub
 from api.limits import BodyLimit
 from api.routes import (
     agents,
     breakers,
+    chat,
     compat,
     deliveries,
     health,
     intents,
     jobs,
+    llm,
     resume,
     secrets,
+    sessions,
 )
 from api.state import AppState
 from core.db import Database
@@ -54,11 +59,12 @@ def startup_line(settings: Settings) -> str:
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
     client = aioredis.Redis.from_url(settings.broker.url)
+    sync = redis.Redis.from_url(settings.broker.url)
     state = AppState(settings=settings, db=Database(settings.database.url,
                                                     settings.database.pool_size,
                                                     settings.database.max_overflow),
-                     redis=redis.Redis.from_url(settings.broker.url), celery=celery_app,
-                     hub=EventHub(client))
+                     redis=sync, celery=celery_app, hub=EventHub(client),
+                     llm=LLM(settings.llm, Breakers(sync, settings.breaker), settings.retry))
     await state.hub.start()
     app.state.orch = state
     log.info(startup_line(settings))
@@ -148,7 +154,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_exception_handler(Exception, _unexpected)
     for router in (jobs.router, resume.router, intents.router, agents.router,
                    deliveries.router, secrets.router, breakers.router, health.router,
-                   compat.router):
+                   compat.router, chat.router, sessions.router, llm.router):
         app.include_router(router)
     openapi.install(app)
     return app

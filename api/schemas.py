@@ -5,7 +5,15 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import Header, Path
-from pydantic import AfterValidator, AnyHttpUrl, BaseModel, ConfigDict, Field, UrlConstraints
+from pydantic import (
+    AfterValidator,
+    AnyHttpUrl,
+    BaseModel,
+    ConfigDict,
+    Field,
+    UrlConstraints,
+    model_validator,
+)
 
 from core.models import Job, JobStatus, JobStep, StepStatus
 
@@ -46,14 +54,20 @@ IdempotencyKey = Annotated[str | None, Header(
 LastEventId = Annotated[int | None, Header(
     ge=0, le=MAX_EVENT_ID, description="Resume an SSE stream after this event id (sent by "
     "EventSource on reconnect); wins over `after`.")]
+PROMPT_INTENT = "llm.plan"
 
 
 class JobCreate(BaseModel):
-    """Submit an intent with its inputs."""
+    """Submit an intent with its inputs, or a free-text prompt for the LLM planner."""
 
     model_config = ConfigDict(extra="forbid")
-    intent: str = Field(min_length=1, max_length=200, examples=["debug.echo"],
-                        description="A registered intent name (`GET /v1/intents`).")
+    intent: str | None = Field(None, min_length=1, max_length=200, examples=["debug.echo"],
+                               description="A registered intent name (`GET /v1/intents`), "
+                               "or send `prompt`.")
+    prompt: str | None = Field(None, min_length=1, max_length=20000, description=(
+        "Free text instead of `intent`: the job is one `llm.plan` step that plans it, runs "
+        "the plan and answers; `inputs` may add `session_id`, `namespace`, `twin_id`, "
+        "`user_id`."))
     inputs: StoredJson = Field(default_factory=dict,
                                description="The intent's inputs, per its JSON input schema.")
     mode: Mode = Field("auto", description="Execution mode; `auto` takes the intent's own.")
@@ -63,6 +77,18 @@ class JobCreate(BaseModel):
     wait: Wait = Field(
         False, description="Seconds to wait for the result (true: the server's sync timeout)."
     )
+
+    @model_validator(mode="after")
+    def _intent_or_prompt(self) -> "JobCreate":
+        if (self.intent is None) == (self.prompt is None):
+            raise ValueError("send either `intent` or `prompt`")
+        return self
+
+    def target(self) -> tuple[str, dict[str, Any]]:
+        """The intent to submit and its inputs: a prompt is an `llm.plan` job."""
+        if self.prompt is not None:
+            return PROMPT_INTENT, {**self.inputs, "prompt": self.prompt}
+        return str(self.intent), self.inputs
 
 
 class Links(BaseModel):
@@ -118,6 +144,9 @@ class JobPublic(BaseModel):
     finished_at: datetime | None = None
     duration_ms: int | None = None
     steps: list[StepPublic] = Field(default_factory=list)
+    usage: dict[str, Any] | None = Field(None, description=(
+        "Model tokens, cost (USD, from LLM_PRICES) and model seconds, summed over the steps "
+        "whose output carries `usage`."))
     pending: dict[str, Any] | None = Field(None, description=(
         "What a held or waiting step waits for: for `held`, the approval `token`, `reason`, "
         "`inputs` and `expires_at`; for `waiting`, the `resume_url` and `deadline`."))
@@ -257,5 +286,93 @@ def job_public(job: Job, steps: list[JobStep],
         callback_url=job.callback_url, created_at=job.created_at, started_at=job.started_at,
         finished_at=job.finished_at, duration_ms=duration_ms(job),
         steps=[StepPublic.model_validate(step, from_attributes=True) for step in steps],
-        pending=pending, links=links_for(job.id),
+        usage=total_usage([step.output for step in steps]), pending=pending,
+        links=links_for(job.id),
     )
+
+
+USAGE_SUMS = ("prompt_tokens", "completion_tokens", "total_tokens", "cost", "model_seconds",
+              "calls")
+
+
+def total_usage(outputs: list[Any]) -> dict[str, Any] | None:
+    """The model usage of a job: each step output's `usage`, added up."""
+    found = [o["usage"] for o in outputs if isinstance(o, dict) and isinstance(o.get("usage"),
+                                                                               dict)]
+    if not found:
+        return None
+    total: dict[str, Any] = {key: sum(u.get(key, 0) or 0 for u in found) for key in USAGE_SUMS}
+    total["cost"] = round(total["cost"], 8)
+    total["model_seconds"] = round(total["model_seconds"], 4)
+    total["models"] = sorted({u["model"] for u in found if u.get("model")})
+    return total
+
+
+class ChatRequest(BaseModel):
+    """Reference 000's `POST /chat`: a message in a session."""
+
+    message: str = Field(min_length=1, max_length=20000, description="The user's message.")
+    twin_id: str | None = Field(None, max_length=200, description="Kept on the session.")
+    session_id: str | None = Field(None, max_length=128, description=(
+        "The conversation; a new one is started (and returned) when absent."))
+    namespace: str | None = Field(None, max_length=200, description="Scopes memory steps.")
+
+
+class V1ChatRequest(BaseModel):
+    """Reference 002's `POST /v1/chat`."""
+
+    prompt: str = Field(min_length=1, max_length=20000, description="What the user asks.")
+    user_id: str | None = Field(None, max_length=200, description="Kept on the session.")
+    metadata: dict[str, Any] = Field(default_factory=dict, description=(
+        "Kept as the job's context; `session_id` and `namespace` here are used as such."))
+
+
+class ChatAnswer(BaseModel):
+    """The chat contracts' answer (`status`: completed, failed, cancelled or accepted)."""
+
+    response: str = Field(description="The answer; empty while `accepted`.")
+    job_id: str
+    actions_taken: list[str] = Field(default_factory=list)
+    status: Literal["completed", "failed", "cancelled", "accepted"]
+    session_id: str | None = None
+    fallback: bool = Field(False, description="Whether the rule-based planner answered.")
+
+
+class MessagePublic(BaseModel):
+    """One message of a session."""
+
+    id: int
+    role: str = Field(description="user, assistant or tool")
+    content: str
+    data: dict[str, Any] = Field(default_factory=dict)
+    job_id: str | None = None
+    created_at: datetime
+
+
+class SessionMessages(BaseModel):
+    """A session and its messages, oldest first."""
+
+    session_id: str
+    twin_id: str | None = None
+    user_id: str | None = None
+    namespace: str | None = None
+    messages: list[MessagePublic]
+
+
+class LlmModels(BaseModel):
+    """What the configured server lists, and the model in use."""
+
+    base_url: str
+    model: str
+    models: list[str]
+
+
+class LlmConnection(BaseModel):
+    """The outcome of one call to the configured server."""
+
+    ok: bool
+    base_url: str
+    model: str
+    latency_ms: int
+    planner: dict[str, Any]
+    error: str | None = None

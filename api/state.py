@@ -9,6 +9,7 @@ from celery import Celery
 
 from adapters.agents import AgentClient
 from adapters.callbacks import parse_networks
+from adapters.llm import LLM
 from api.hub import EventHub
 from core import store
 from core.db import Database
@@ -19,13 +20,14 @@ KEY_CACHE_SECONDS = 30.0
 
 @dataclass
 class AppState:
-    """The API's clients: job store, Redis, the Celery app, the event hub."""
+    """The API's clients: job store, Redis, the Celery app, the event hub, the model."""
 
     settings: Settings
     db: Database
     redis: redis.Redis
     celery: Celery
     hub: EventHub
+    llm: LLM
     _keys: dict[str, tuple[str, float]] = field(default_factory=dict)
 
     @cached_property
@@ -36,6 +38,7 @@ class AppState:
     def close(self) -> None:
         if "agents" in self.__dict__:
             self.agents.http.close()
+        self.llm.close()
         self.redis.close()
         self.db.dispose()
 

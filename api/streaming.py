@@ -26,17 +26,23 @@ def _sse(event: dict[str, Any]) -> dict[str, Any]:
     return {"id": str(event["id"]), "event": event["type"], "data": json.dumps(event)}
 
 
-async def job_events(state: AppState, job_id: str, after: int) -> AsyncIterator[dict[str, Any]]:
-    """Yield the job's events after `after` until its terminal event."""
+async def follow(state: AppState, job_id: str, after: int) -> AsyncIterator[dict[str, Any]]:
+    """Yield the job's events after `after`, in order, until its terminal event."""
     last = after
     with state.hub.subscribe(job_id) as queue:
         while True:
             for event in await run_in_threadpool(read_events, state, job_id, last):
                 last = event["id"]
-                yield _sse(event)
+                yield event
                 if event["type"] in TERMINAL_EVENTS:
                     return
             await _wait_for_newer(queue, last)
+
+
+async def job_events(state: AppState, job_id: str, after: int) -> AsyncIterator[dict[str, Any]]:
+    """The job's events after `after` as SSE messages, until its terminal event."""
+    async for event in follow(state, job_id, after):
+        yield _sse(event)
 
 
 async def _wait_for_newer(queue: "asyncio.Queue[dict[str, Any]]", last: int) -> None:

@@ -204,3 +204,31 @@ class Agent(SQLModel, table=True):
     name: str = Field(max_length=200)
     endpoint: str = Field(max_length=2048)
     created_at: datetime = Field(default_factory=utcnow)
+
+
+class ChatSession(SQLModel, table=True):
+    """A conversation of one tenant: its messages, and who and what memory it is about."""
+
+    __tablename__ = "chat_sessions"
+    tenant_id: str = Field(foreign_key="tenants.id", primary_key=True, max_length=64)
+    id: str = Field(primary_key=True, max_length=128)
+    twin_id: str | None = Field(default=None, max_length=200)
+    user_id: str | None = Field(default=None, max_length=200)
+    namespace: str | None = Field(default=None, max_length=200)
+    created_at: datetime = Field(default_factory=utcnow)
+    updated_at: datetime = Field(default_factory=utcnow)
+
+
+class ChatMessage(SQLModel, table=True):
+    """One message of a session: the user's, the assistant's, or a tool step's result."""
+
+    __tablename__ = "chat_messages"
+    __table_args__ = (Index("ix_chat_messages_session", "tenant_id", "session_id", "id"),)
+    id: int | None = Field(default=None, primary_key=True)
+    tenant_id: str = Field(max_length=64)
+    session_id: str = Field(max_length=128)
+    job_id: str | None = Field(default=None, max_length=40, index=True)
+    role: str = Field(max_length=16)
+    content: str
+    data: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    created_at: datetime = Field(default_factory=utcnow)

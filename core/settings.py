@@ -4,7 +4,7 @@ import ipaddress
 import json
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import AliasChoices, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict, SettingsError
@@ -261,6 +261,52 @@ class McpSettings(BaseSettings):
     timeout: float = Field(30.0, gt=0, description="Seconds one MCP tool call may take.")
     discovery_timeout: float = Field(
         20.0, gt=0, description="Seconds a server has to list its tools when a worker starts.")
+class LlmSettings(BaseSettings):
+    """The OpenAI-compatible model that plans prompts and writes answers (a trusted upstream).
+
+    Reference 000's `OPENROUTER_*` and 002's `LLM_DEFAULT_MODEL` are accepted as aliases.
+    """
+
+    model_config = _config("LLM_")
+    base_url: str = Field(
+        "https://openrouter.ai/api/v1",
+        validation_alias=AliasChoices("LLM_BASE_URL", "OPENROUTER_URL"),
+        description="OpenAI-compatible API root (OpenRouter, OpenAI, vLLM, Ollama, llama.cpp); "
+        "a trailing `/chat/completions` is dropped.")
+    api_key: str = Field(
+        "", validation_alias=AliasChoices("LLM_API_KEY", "OPENROUTER_API_KEY"),
+        description="Bearer key; empty means no model: the rule-based planner answers (any "
+        "value for local servers without auth).")
+    model: str = Field(
+        "google/gemini-2.0-flash-exp",
+        validation_alias=AliasChoices("LLM_MODEL", "OPENROUTER_MODEL", "LLM_DEFAULT_MODEL"),
+        description="Model name sent with every request.")
+    timeout: float = Field(60.0, gt=0, description="Seconds one model call may take.")
+    connect_timeout: float = Field(5.0, gt=0, description="Seconds to connect to the server.")
+    response_format: Literal["json_schema", "json_object"] = Field(
+        "json_schema", description="How a plan is asked for; `json_schema` falls back to "
+        "`json_object` (once per process) when the server refuses it.")
+    max_tokens: int = Field(1024, ge=1, description="Most tokens of one answer or plan.")
+    temperature: float = Field(0.2, ge=0, le=2, description="Sampling temperature.")
+    history_turns: int = Field(10, ge=0, description="Recent session messages given to the "
+                               "planner and the answer.")
+    max_plan_steps: int = Field(8, ge=1, description="Most steps one plan may add.")
+    plan_intents: list[str] = Field(
+        ["*"], description="Glob patterns of the intents the planner may use (JSON list); "
+        "`llm.*` never.")
+    prices: dict[str, dict[str, float]] = Field(
+        {}, description='USD per million tokens by model (JSON), e.g. '
+        '`{"gpt-4o-mini": {"prompt": 0.15, "completion": 0.6}}`; unknown models cost 0.')
+
+    @field_validator("base_url")
+    @classmethod
+    def _api_root(cls, value: str) -> str:
+        return value.rstrip("/").removesuffix("/chat/completions")
+
+    @property
+    def enabled(self) -> bool:
+        """Whether a model is configured (else the rule-based planner is used)."""
+        return bool(self.api_key)
 
 
 class Settings(BaseSettings):
@@ -280,6 +326,8 @@ class Settings(BaseSettings):
     flow: FlowSettings = Field(default_factory=lambda: FlowSettings())
     agent: AgentSettings = Field(default_factory=lambda: AgentSettings())
     mcp: McpSettings = Field(default_factory=lambda: McpSettings())
+    llm: LlmSettings = Field(default_factory=lambda: LlmSettings())
+
 
     @model_validator(mode="after")
     def _limits_below_visibility(self) -> "Settings":
@@ -295,7 +343,7 @@ class Settings(BaseSettings):
 SECTIONS: list[type[BaseSettings]] = [
     ApiSettings, BrokerSettings, DatabaseSettings, OrchestratorSettings, WorkerSettings,
     PoolSettings, FlowerSettings, RetrySettings, BreakerSettings, CallbackSettings, FlowSettings,
-    AgentSettings, McpSettings]
+    AgentSettings, McpSettings, LlmSettings]
 
 
 def env_name(section: type[BaseSettings], field: str) -> str:

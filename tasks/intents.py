@@ -1,6 +1,6 @@
 """The built-in intents (a static provider), the flows, and the registry every process uses."""
 
-from tasks import debug
+from tasks import debug, llm
 from tasks.agents import AgentProvider
 from tasks.flows import FlowProvider
 from tasks.mcp import McpProvider
@@ -35,6 +35,12 @@ for _intent in (
     Intent("debug.http", "tools", "agent", debug.HttpInputs,
            "POST `body` to `url` once (through the SSRF guard) and return the answer.",
            debug.http),
+    Intent("llm.plan", "llm", "agent", llm.PromptInputs,
+           "Plan a free-text prompt into steps with the model (or the rule-based planner "
+           "without one), then answer with `llm.respond`. What `prompt` submits.", llm.plan),
+    Intent("llm.respond", "llm", "agent", llm.RespondInputs,
+           "Answer a prompt from the outputs of its planned steps, streaming the text as "
+           "`llm_delta` events.", llm.respond),
 ):
     BUILTIN.register(_intent)
 

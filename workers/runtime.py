@@ -10,6 +10,7 @@ from adapters import callbacks
 from adapters.agents import AgentClient
 from adapters.breakers import Breakers
 from adapters.flow import FlowClient
+from adapters.llm import LLM
 from core.db import Database
 from core.settings import Settings, get_settings
 from workers import heartbeat
@@ -45,6 +46,11 @@ class Runtime:
         """This process's client of external agents (their URLs pass the SSRF guard)."""
         return AgentClient(callbacks.parse_networks(self.settings.callback.allowed_networks))
 
+    @cached_property
+    def llm(self) -> LLM:
+        """This process's client of the configured model (one connection pool for all threads)."""
+        return LLM(self.settings.llm, self.breakers, self.settings.retry)
+
     def start_heartbeat(self) -> None:
         """Stamp this process as a live runner until it closes."""
         worker = self.settings.worker
@@ -64,6 +70,8 @@ class Runtime:
         for client in ("flows", "agents"):
             if client in self.__dict__:
                 self.__dict__[client].http.close()
+        if "llm" in self.__dict__:
+            self.llm.close()
         self.db.dispose()
         self.redis.close()
 

@@ -11,6 +11,7 @@ from sqlalchemy import text
 from api import metrics
 from api.deps import StateDep, metrics_reader
 from api.openapi import KEYED, errors
+from api.state import AppState
 from workers import heartbeat
 from workers.pools import POOLS
 
@@ -50,7 +51,8 @@ def _check(fn: Any) -> str:
                              "`checks` says what."}})
 def ready(state: StateDep) -> JSONResponse:
     """Ready (200) when the broker and the job store answer and every pool has a live
-    worker; otherwise 503 naming what is missing."""
+    worker; otherwise 503 naming what is missing. `checks.planner` says which planner prompts
+    get: the model, or the rule-based fallback."""
     def db() -> None:
         with state.db.read() as session:
             session.exec(text("SELECT 1"))  # type: ignore[call-overload]
@@ -65,10 +67,18 @@ def ready(state: StateDep) -> JSONResponse:
             live = []
         pools[pool] = live or "no live worker"
     checks["pools"] = pools
+    checks["planner"] = _check_planner(state)
     ok = all(v == "ok" for v in (checks["broker"], checks["database"])) and all(
         isinstance(v, list) for v in pools.values())
     return JSONResponse({"status": "ready" if ok else "not ready", "checks": checks},
                         status_code=200 if ok else 503)
+
+
+def _check_planner(state: AppState) -> dict[str, Any]:
+    try:
+        return state.llm.planner()
+    except Exception as exc:  # noqa: BLE001 - readiness reports any failure as text
+        return {"planner": "unknown", "reason": f"{type(exc).__name__}: {exc}"}
 
 
 @router.get("/metrics", operation_id="metrics", response_class=Response, summary="Prometheus "

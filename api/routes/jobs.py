@@ -55,12 +55,14 @@ async def create_job(
     response: Response,
     idempotency_key: IdempotencyKey = None,
 ) -> JobAccepted | JobPublic:
-    """Submit an intent with its inputs. Answers 202 at once with the job's id and links, or
-    200 with the finished job if it ends within `wait` seconds. An unknown intent is a 404
-    listing the available ones; a repeated request (same `Idempotency-Key`, or the same
+    """Submit an intent with its inputs, or a free-text `prompt` (planned by the `llm` pool
+    into steps that run and end in an answer). Answers 202 at once with the job's id and
+    links, or 200 with the finished job if it ends within `wait` seconds. An unknown intent is
+    a 404 listing the available ones; a repeated request (same `Idempotency-Key`, or the same
     tenant, intent and inputs within the idempotency window) answers the same job."""
+    intent, inputs = body.target()
     request = service.Request(
-        tenant_id=tenant, intent=body.intent, inputs=body.inputs, mode=body.mode,
+        tenant_id=tenant, intent=intent, inputs=inputs, mode=body.mode,
         context=body.context, callback_url=str(body.callback_url) if body.callback_url else None,
         idempotency_key=idempotency_key)
     wait = service.clamp_wait(body.wait, state.settings.orchestrator.sync_timeout)

@@ -8,11 +8,13 @@ import tempfile
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httpx
+import psycopg
 import pytest
 
 from core import store
@@ -154,41 +156,60 @@ def mcp_servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
         server.stop()
 
 
-@pytest.fixture(scope="session", params=["sqlite", "postgres"])
-def stack(request: pytest.FixtureRequest, broker_url: str, flow_ports: FlowPorts,
-          mcp_servers: Path) -> Iterator[Stack]:
-    """The whole stack on one job-store backend: API, a tools worker, a worker for the rest."""
-    logs = Path(tempfile.mkdtemp(prefix=f"orch-{request.param}-"))
-    database_url = (f"sqlite:///{logs}/orchestrator.db" if request.param == "sqlite"
-                    else request.getfixturevalue("postgres_url"))
+def _env(broker_url: str, database_url: str, port: int, db_index: int) -> dict[str, str]:
+    return {**os.environ, "REDIS_URL": broker_url.rsplit("/", 1)[0] + f"/{db_index}",
+            "DATABASE_URL": database_url, "API_PORT": str(port),
+            "WORKER_HEARTBEAT_SECONDS": "1",
+            "BROKER_VISIBILITY_TIMEOUT": str(VISIBILITY_TIMEOUT),
+            "BROKER_RESTORE_INTERVAL": "1",
+            "CALLBACK_ALLOWED_NETWORKS": '["127.0.0.1/32"]',
+            "CALLBACK_SCHEDULE": "[0.3, 0.3, 0.3]",
+            "CALLBACK_SWEEP_SECONDS": "0.3", "CALLBACK_TIMEOUT": "3",
+            "BREAKER_FAIL_MAX": "1000", "ORCHESTRATOR_LOST_AFTER": "2",
+            "WORKER_LOST_AFTER": str(LOST_AFTER), "POOL_SOFT_TIME_LIMIT": "40",
+            "POOL_TIME_LIMIT": "50", "ORCHESTRATOR_DEBUG_CRASH": "true",
+            "API_PUBLIC_URL": f"http://127.0.0.1:{port}",
+            "BROKER_RESTORE_LOCK_SECONDS": "5",
+            "ORCHESTRATOR_UPSTREAM_RETRIES": "2",
+            "ORCHESTRATOR_SYNC_TIMEOUT": "8", "API_METRICS_TOKEN": METRICS_TOKEN,
+            "PATH": f"{services.BIN}:{os.environ['PATH']}"}
+
+
+def own_database(request: pytest.FixtureRequest, backend: str, name: str, logs: Path) -> str:
+    """A job store of the stack's own: a SQLite file, or a new database in the test Postgres."""
+    if backend == "sqlite":
+        return f"sqlite:///{logs}/orchestrator.db"
+    base: str = request.getfixturevalue("postgres_url")
+    if name == "orchestrator":
+        return base
+    with psycopg.connect(base.replace("+psycopg", ""), autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name}")
+    return base.rsplit("/", 1)[0] + f"/{name}"
+
+
+@contextmanager
+def running_stack(request: pytest.FixtureRequest, backend: str, db_index: int,
+                  extra_env: dict[str, str], name: str = "orchestrator",
+                  split_workers: bool = True) -> Iterator[Stack]:
+    """A whole stack on its own Redis database and job store, stopped on exit; its logs are
+    kept only when a test failed while it ran."""
+    logs = Path(tempfile.mkdtemp(prefix=f"orch-{name}-{backend}-"))
+    database_url = own_database(request, backend, name, logs)
     upgrade(database_url)
     port = services.free_port()
-    db_index = 1 if request.param == "sqlite" else 2
-    env = {**os.environ, "REDIS_URL": broker_url.rsplit("/", 1)[0] + f"/{db_index}",
-           "DATABASE_URL": database_url, "API_PORT": str(port),
-           "WORKER_HEARTBEAT_SECONDS": "1", "BROKER_VISIBILITY_TIMEOUT": str(VISIBILITY_TIMEOUT),
-           "BROKER_RESTORE_INTERVAL": "1",
-           "CALLBACK_ALLOWED_NETWORKS": '["127.0.0.1/32"]', "CALLBACK_SCHEDULE": "[0.3, 0.3, 0.3]",
-           "CALLBACK_SWEEP_SECONDS": "0.3", "CALLBACK_TIMEOUT": "3",
-           "BREAKER_FAIL_MAX": "1000", "ORCHESTRATOR_LOST_AFTER": "2",
-           "WORKER_LOST_AFTER": str(LOST_AFTER), "POOL_SOFT_TIME_LIMIT": "40",
-           "POOL_TIME_LIMIT": "50", "ORCHESTRATOR_DEBUG_CRASH": "true",
-           "API_PUBLIC_URL": f"http://127.0.0.1:{port}",
-           "BROKER_RESTORE_LOCK_SECONDS": "5",
-           "ORCHESTRATOR_UPSTREAM_RETRIES": "2",
-           "ORCHESTRATOR_SYNC_TIMEOUT": "8", "API_METRICS_TOKEN": METRICS_TOKEN,
-           "N8N_WEBHOOK_BASE": f"http://127.0.0.1:{flow_ports.n8n}/webhook",
-           "ACTIVEPIECES_BASE": f"http://127.0.0.1:{flow_ports.activepieces}/api/v1/webhooks",
-           "FLOWS_FILE": str(FLOWS_FILE), "FLOW_BREAKER_FAIL_MAX": "2",
-           "ORCHESTRATOR_FLOW_TIMEOUT": "10", "MCP_SERVERS_FILE": str(mcp_servers),
-           "PATH": f"{services.BIN}:{os.environ['PATH']}"}
+    env = {**_env(request.getfixturevalue("broker_url"), database_url, port, db_index),
+           **extra_env}
     running = Stack(url=f"http://127.0.0.1:{port}", env=env, db=Database(database_url),
                     logs=logs)
     failed_before = request.session.testsfailed
     try:
-        running.start_worker("tools", ["tools"])
-        running.start_worker("memory", ["memory"], concurrency=2)
-        running.start_worker("others", OTHER_POOLS, concurrency=20)
+        if split_workers:
+            running.start_worker("tools", ["tools"])
+            running.start_worker("memory", ["memory"], concurrency=2)
+            running.start_worker("others", OTHER_POOLS, concurrency=20)
+        else:
+            running.start_worker("all", ["llm", "tools", "flow", "callbacks", "memory"],
+                                 concurrency=20)
         running.api = services.start_api(env, logs / "api.log")
         running.start_sweeper()
         running.wait_ready()
@@ -196,6 +217,20 @@ def stack(request: pytest.FixtureRequest, broker_url: str, flow_ports: FlowPorts
     finally:
         running.stop()
         _keep_logs_if_failed(logs, request.session.testsfailed > failed_before)
+
+
+@pytest.fixture(scope="session", params=["sqlite", "postgres"])
+def stack(request: pytest.FixtureRequest, broker_url: str, flow_ports: FlowPorts,
+          mcp_servers: Path) -> Iterator[Stack]:
+    """The whole stack on one job-store backend: API, a tools worker, a prefork memory worker,
+    a worker for the rest, the sweeper; flows and MCP servers configured."""
+    db_index = 1 if request.param == "sqlite" else 2
+    extra = {"N8N_WEBHOOK_BASE": f"http://127.0.0.1:{flow_ports.n8n}/webhook",
+             "ACTIVEPIECES_BASE": f"http://127.0.0.1:{flow_ports.activepieces}/api/v1/webhooks",
+             "FLOWS_FILE": str(FLOWS_FILE), "FLOW_BREAKER_FAIL_MAX": "2",
+             "ORCHESTRATOR_FLOW_TIMEOUT": "10", "MCP_SERVERS_FILE": str(mcp_servers)}
+    with running_stack(request, request.param, db_index, extra) as running:
+        yield running
 
 
 KEPT_LOGS: list[Path] = []

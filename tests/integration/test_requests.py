@@ -19,7 +19,7 @@ from tests.integration.conftest import Stack, wait_job
         ({"intent": "debug.chain", "inputs": {"steps": 0}}, 422, "inputs.steps"),
         ({"intent": "debug.echo", "mode": "flow"}, 422, "runs in mode 'agent'"),
         ({"intent": "debug.echo", "mode": "turbo"}, 422, "mode"),
-        ({"inputs": {}}, 422, "intent: Field required"),
+        ({"inputs": {}}, 422, "send either `intent` or `prompt`"),
         ({"intent": "debug.echo", "callback_url": "not a url"}, 422, "callback_url"),
         ({"intent": "debug.echo", "callback_url": "http://" + "a" * 1000 + ".com/"}, 422,
          "is not a valid host name"),

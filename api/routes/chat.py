@@ -1,0 +1,98 @@
+"""Chat: `POST /chat` (reference 000), `POST /v1/chat` (reference 002) and a WebSocket."""
+
+import json
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Header, WebSocket, WebSocketDisconnect
+from fastapi.concurrency import run_in_threadpool
+from pydantic import ValidationError
+
+from api import conversation, service, streaming
+from api.deps import StateDep, TenantDep
+from api.routes.jobs import ERRORS
+from api.schemas import ChatAnswer, ChatRequest, V1ChatRequest
+from api.state import AppState
+from core.errors import OrchestratorError
+
+router = APIRouter(tags=["chat"])
+CHAT_DESCRIPTION = (
+    "The message becomes a prompt job: the `llm` pool plans it into steps (memory, tools…), "
+    "they run, and `llm.respond` answers. Waits up to ORCHESTRATOR_SYNC_TIMEOUT; a slower "
+    "job answers `status: accepted` with its `job_id` (follow `/v1/jobs/{job_id}`).")
+UNAUTHORIZED = 4401
+
+
+@router.post("/chat", operation_id="chat", response_model=ChatAnswer, responses=ERRORS,
+             description=CHAT_DESCRIPTION)
+async def chat(body: ChatRequest, state: StateDep, tenant: TenantDep,
+               idempotency_key: Annotated[str | None, Header(max_length=128)] = None
+               ) -> ChatAnswer:
+    """Send a chat message and get the answer (reference 000's contract)."""
+    session_id = body.session_id or conversation.new_session_id()
+    req = conversation.request(tenant, body.message, {
+        "session_id": session_id, "twin_id": body.twin_id, "namespace": body.namespace},
+        {}, idempotency_key)
+    return await conversation.ask(state, req, state.settings.orchestrator.sync_timeout)
+
+
+@router.post("/v1/chat", operation_id="chatV1", response_model=ChatAnswer, responses=ERRORS,
+             description=CHAT_DESCRIPTION)
+async def chat_v1(body: V1ChatRequest, state: StateDep, tenant: TenantDep,
+                  idempotency_key: Annotated[str | None, Header(max_length=128)] = None
+                  ) -> ChatAnswer:
+    """Send a prompt and get the answer (reference 002's contract)."""
+    meta = body.metadata
+    req = conversation.request(tenant, body.prompt, {
+        "session_id": str(meta.get("session_id") or conversation.new_session_id()),
+        "user_id": body.user_id, "namespace": meta.get("namespace")}, meta, idempotency_key)
+    return await conversation.ask(state, req, state.settings.orchestrator.sync_timeout)
+
+
+def _key(socket: WebSocket) -> str:
+    header = socket.headers.get("authorization", "")
+    return header.removeprefix("Bearer ").strip() or socket.query_params.get("api_key", "")
+
+
+@router.websocket("/v1/chat/ws")
+async def chat_socket(socket: WebSocket) -> None:
+    """Chat over a WebSocket: each message sent gets its job's events, then the answer.
+
+    Authenticate with `Authorization: Bearer <key>` or `?api_key=<key>`. Send
+    `{"message", "session_id"?, "namespace"?, "twin_id"?}`; receive `{"type": "accepted"}`,
+    every event of the job (as `GET /v1/jobs/{id}/events` shows them, `llm_delta` carrying
+    the answer as it is written), then `{"type": "answer", …}`. Several messages per connection.
+    """
+    state: AppState = socket.app.state.orch
+    tenant = await run_in_threadpool(state.tenant_for_key, _key(socket))
+    if tenant is None:
+        await socket.close(code=UNAUTHORIZED, reason="missing or unknown API key")
+        return
+    await socket.accept()
+    try:
+        while True:
+            await _one_message(state, socket, tenant, await socket.receive_text())
+    except WebSocketDisconnect:
+        return
+
+
+async def _one_message(state: AppState, socket: WebSocket, tenant: str, text: str) -> None:
+    try:
+        body = ChatRequest.model_validate(json.loads(text))
+    except (ValueError, ValidationError) as exc:
+        await socket.send_json({"type": "error", "error": f"invalid message: {exc}"})
+        return
+    session_id = body.session_id or conversation.new_session_id()
+    req = conversation.request(tenant, body.message, {
+        "session_id": session_id, "twin_id": body.twin_id, "namespace": body.namespace},
+        {}, None)
+    try:
+        job, _, _ = await service.submit(state, req, 0)
+    except OrchestratorError as exc:
+        await socket.send_json({"type": "error", "error": str(exc)})
+        return
+    await socket.send_json({"type": "accepted", "job_id": job.id, "session_id": session_id})
+    async for event in streaming.follow(state, job.id, 0):
+        await socket.send_json(event)
+    done, steps = await run_in_threadpool(service.load_job, state, tenant, job.id)
+    reply: dict[str, Any] = {"type": "answer", **conversation.answer(done, steps).model_dump()}
+    await socket.send_json(reply)

@@ -1,0 +1,46 @@
+"""`/v1/llm`: the configured model server (reference 002's management routes)."""
+
+import time
+
+from fastapi import APIRouter
+
+from api.deps import StateDep, TenantDep
+from api.routes.jobs import ERRORS
+from api.schemas import ErrorBody, LlmConnection, LlmModels
+from core.errors import Unavailable, UpstreamError, UpstreamUnavailable
+
+router = APIRouter(prefix="/v1/llm", tags=["llm"])
+UPSTREAM_ERRORS: dict[int | str, dict[str, object]] = {
+    **ERRORS, 502: {"model": ErrorBody}, 503: {"model": ErrorBody}}
+
+
+@router.get("/models", operation_id="listLlmModels", response_model=LlmModels,
+            responses=UPSTREAM_ERRORS,
+            description="Asks the server at LLM_BASE_URL (`GET /models`); 502 when it answers "
+            "with an error, 503 when no model is configured or its breaker is open.")
+def list_models(state: StateDep, tenant: TenantDep) -> LlmModels:
+    """The models the configured server offers."""
+    settings = state.settings.llm
+    if not settings.enabled:
+        raise Unavailable("no model is configured (LLM_API_KEY is not set)")
+    return LlmModels(base_url=settings.base_url, model=settings.model,
+                     models=state.llm.models())
+
+
+@router.post("/test-connection", operation_id="testLlmConnection", response_model=LlmConnection,
+             responses=ERRORS,
+             description="One `GET /models` call through the LLM breaker; `ok` false with "
+             "the error when it fails (never an error status for the server's failure).")
+def test_connection(state: StateDep, tenant: TenantDep) -> LlmConnection:
+    """Check that the configured model server answers."""
+    settings, started, error = state.settings.llm, time.perf_counter(), None
+    if not settings.enabled:
+        error = "no model is configured (LLM_API_KEY is not set)"
+    else:
+        try:
+            state.llm.models()
+        except (UpstreamError, UpstreamUnavailable) as exc:
+            error = str(exc)
+    return LlmConnection(ok=error is None, base_url=settings.base_url, model=settings.model,
+                         latency_ms=int((time.perf_counter() - started) * 1000),
+                         planner=state.llm.planner(), error=error)

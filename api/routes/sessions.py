@@ -1,0 +1,32 @@
+"""`/v1/sessions`: a conversation's messages (reference 003)."""
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+
+from api.deps import StateDep, TenantDep
+from api.routes.jobs import ERRORS
+from api.schemas import MessagePublic, SessionMessages
+from core.store import sessions as chats
+
+router = APIRouter(prefix="/v1/sessions", tags=["sessions"])
+
+
+@router.get("/{session_id}/messages", operation_id="getSessionMessages",
+            response_model=SessionMessages, responses=ERRORS,
+            description="User messages, the steps' results (`tool`) and the answers "
+            "(`assistant`), oldest first; another tenant's session is a 404.")
+def get_session_messages(
+    session_id: str, state: StateDep, tenant: TenantDep,
+    after: Annotated[int, Query(ge=0, description="Only messages with a higher id.")] = 0,
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+) -> SessionMessages:
+    """A session's messages."""
+    with state.db.read() as session:
+        row = chats.get_session(session=session, tenant_id=tenant, session_id=session_id)
+        messages = chats.list_messages(session=session, tenant_id=tenant,
+                                       session_id=session_id, after=after, limit=limit)
+        return SessionMessages(
+            session_id=row.id, twin_id=row.twin_id, user_id=row.user_id,
+            namespace=row.namespace,
+            messages=[MessagePublic.model_validate(m, from_attributes=True) for m in messages])

@@ -1,0 +1,33 @@
+"""Prompts without a model (no LLM_API_KEY, the embedded default): the rule-based planner."""
+
+import httpx
+
+from tests.integration.conftest import Stack, wait_job
+
+
+def submit(client: httpx.Client, prompt: str) -> dict:  # type: ignore[type-arg]
+    answer = client.post("/v1/jobs", json={"prompt": prompt, "inputs": {"namespace": "ns"}})
+    assert answer.status_code == 202, answer.text
+    return wait_job(client, answer.json()["job_id"])
+
+
+def test_without_a_model_a_prompt_gets_a_plain_answer_that_says_so(client: httpx.Client) -> None:
+    job = submit(client, "tell me a joke")
+    assert job["status"] == "succeeded", job["error"]
+    assert job["result"]["fallback"] is True
+    assert "no model is configured (LLM_API_KEY is not set)" in job["result"]["response"]
+    assert [s["intent"] for s in job["steps"]] == ["llm.plan", "llm.respond"]
+
+
+def test_a_search_without_memory_intents_says_memory_is_not_available(
+        client: httpx.Client) -> None:
+    # memory.search is not registered on this branch: the fallback degrades, clearly
+    job = submit(client, "search for recent SSH attacks")
+    assert job["status"] == "succeeded", job["error"]
+    assert "Memory is not available here (no `memory.search` intent)" in job["result"][
+        "response"]
+
+
+def test_ready_says_the_rule_based_planner_is_active(stack: Stack) -> None:
+    planner = httpx.get(f"{stack.url}/ready").json()["checks"]["planner"]
+    assert planner["planner"] == "rule-based" and "LLM_API_KEY" in planner["reason"]
