@@ -22,6 +22,7 @@ WHY = {
     409: "The resource's current state does not allow this.",
     413: "The body is over API_MAX_BODY_BYTES.",
     422: "The request is well-formed but invalid; `detail` lists each problem with its field.",
+    502: "An upstream this route calls (the model server) answered with an error.",
     503: "The broker or the job store is unavailable; retry shortly.",
 }
 KEYED = (401, 503)

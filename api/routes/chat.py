@@ -1,16 +1,16 @@
 """Chat: `POST /chat` (reference 000), `POST /v1/chat` (reference 002) and a WebSocket."""
 
 import json
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, Header, WebSocket, WebSocketDisconnect
+from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 from fastapi.concurrency import run_in_threadpool
 from pydantic import ValidationError
 
 from api import conversation, service, streaming
 from api.deps import StateDep, TenantDep
-from api.routes.jobs import ERRORS
-from api.schemas import ChatAnswer, ChatRequest, V1ChatRequest
+from api.openapi import BODY, KEYED, errors
+from api.schemas import ChatAnswer, ChatRequest, IdempotencyKey, V1ChatRequest
 from api.state import AppState
 from core.errors import OrchestratorError
 
@@ -22,11 +22,11 @@ CHAT_DESCRIPTION = (
 UNAUTHORIZED = 4401
 
 
-@router.post("/chat", operation_id="chat", response_model=ChatAnswer, responses=ERRORS,
+@router.post("/chat", operation_id="chat", response_model=ChatAnswer,
+             summary="Chat (reference 000)", responses=errors(*KEYED, *BODY),
              description=CHAT_DESCRIPTION)
 async def chat(body: ChatRequest, state: StateDep, tenant: TenantDep,
-               idempotency_key: Annotated[str | None, Header(max_length=128)] = None
-               ) -> ChatAnswer:
+               idempotency_key: IdempotencyKey = None) -> ChatAnswer:
     """Send a chat message and get the answer (reference 000's contract)."""
     session_id = body.session_id or conversation.new_session_id()
     req = conversation.request(tenant, body.message, {
@@ -35,11 +35,11 @@ async def chat(body: ChatRequest, state: StateDep, tenant: TenantDep,
     return await conversation.ask(state, req, state.settings.orchestrator.sync_timeout)
 
 
-@router.post("/v1/chat", operation_id="chatV1", response_model=ChatAnswer, responses=ERRORS,
+@router.post("/v1/chat", operation_id="chatV1", response_model=ChatAnswer,
+             summary="Chat (reference 002)", responses=errors(*KEYED, *BODY),
              description=CHAT_DESCRIPTION)
 async def chat_v1(body: V1ChatRequest, state: StateDep, tenant: TenantDep,
-                  idempotency_key: Annotated[str | None, Header(max_length=128)] = None
-                  ) -> ChatAnswer:
+                  idempotency_key: IdempotencyKey = None) -> ChatAnswer:
     """Send a prompt and get the answer (reference 002's contract)."""
     meta = body.metadata
     req = conversation.request(tenant, body.prompt, {

@@ -5,17 +5,15 @@ import time
 from fastapi import APIRouter
 
 from api.deps import StateDep, TenantDep
-from api.routes.jobs import ERRORS
-from api.schemas import ErrorBody, LlmConnection, LlmModels
+from api.openapi import KEYED, POST, errors
+from api.schemas import LlmConnection, LlmModels
 from core.errors import Unavailable, UpstreamError, UpstreamUnavailable
 
 router = APIRouter(prefix="/v1/llm", tags=["llm"])
-UPSTREAM_ERRORS: dict[int | str, dict[str, object]] = {
-    **ERRORS, 502: {"model": ErrorBody}, 503: {"model": ErrorBody}}
 
 
 @router.get("/models", operation_id="listLlmModels", response_model=LlmModels,
-            responses=UPSTREAM_ERRORS,
+            summary="List the model server's models", responses=errors(*KEYED, 502),
             description="Asks the server at LLM_BASE_URL (`GET /models`); 502 when it answers "
             "with an error, 503 when no model is configured or its breaker is open.")
 def list_models(state: StateDep, tenant: TenantDep) -> LlmModels:
@@ -28,7 +26,7 @@ def list_models(state: StateDep, tenant: TenantDep) -> LlmModels:
 
 
 @router.post("/test-connection", operation_id="testLlmConnection", response_model=LlmConnection,
-             responses=ERRORS,
+             summary="Test the model server", responses=errors(*KEYED, *POST),
              description="One `GET /models` call through the LLM breaker; `ok` false with "
              "the error when it fails (never an error status for the server's failure).")
 def test_connection(state: StateDep, tenant: TenantDep) -> LlmConnection:

@@ -2,10 +2,10 @@
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Path, Query
 
 from api.deps import StateDep, TenantDep
-from api.routes.jobs import ERRORS
+from api.openapi import KEYED, errors
 from api.schemas import MessagePublic, SessionMessages
 from core.store import sessions as chats
 
@@ -13,13 +13,16 @@ router = APIRouter(prefix="/v1/sessions", tags=["sessions"])
 
 
 @router.get("/{session_id}/messages", operation_id="getSessionMessages",
-            response_model=SessionMessages, responses=ERRORS,
+            response_model=SessionMessages, summary="A session's messages",
+            responses=errors(*KEYED, 404, 422),
             description="User messages, the steps' results (`tool`) and the answers "
             "(`assistant`), oldest first; another tenant's session is a 404.")
 def get_session_messages(
-    session_id: str, state: StateDep, tenant: TenantDep,
-    after: Annotated[int, Query(ge=0, description="Only messages with a higher id.")] = 0,
-    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+    session_id: Annotated[str, Path(max_length=128, description="The session's id.")],
+    state: StateDep, tenant: TenantDep,
+    after: Annotated[int, Query(ge=0, le=2**63 - 1,
+                                description="Only messages with a higher id.")] = 0,
+    limit: Annotated[int, Query(ge=1, le=500, description="At most this many.")] = 100,
 ) -> SessionMessages:
     """A session's messages."""
     with state.db.read() as session:
