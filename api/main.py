@@ -18,10 +18,11 @@ from sqlalchemy.exc import OperationalError as DBOperationalError
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
 
 from adapters.breakers import Breakers
 from adapters.llm import LLM
-from api import openapi
+from api import mcp_server, openapi
 from api.hub import EventHub
 from api.limits import BodyLimit
 from api.routes import (
@@ -67,9 +68,11 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
                      llm=LLM(settings.llm, Breakers(sync, settings.breaker), settings.retry))
     await state.hub.start()
     app.state.orch = state
+    app.state.mcp, manager = mcp_server.http_endpoint(state)
     log.info(startup_line(settings))
     try:
-        yield
+        async with manager.run():
+            yield
     finally:
         await state.hub.stop()
         await client.aclose()
@@ -136,6 +139,13 @@ async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
     return _error(500, "internal error; it has been logged")
 
 
+class _Mcp:
+    """`/mcp`, served by the endpoint the lifespan built (see api/mcp_server.py)."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await scope["app"].state.mcp(scope, receive, send)
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the API."""
     settings = settings or get_settings()
@@ -156,5 +166,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                    deliveries.router, secrets.router, breakers.router, health.router,
                    compat.router, chat.router, sessions.router, llm.router):
         app.include_router(router)
+    app.router.routes.append(Route("/mcp", endpoint=_Mcp(), methods=["GET", "POST", "DELETE"]))
     openapi.install(app)
     return app

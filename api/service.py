@@ -24,6 +24,7 @@ from core.store import Handoff, NewStep
 from tasks.chain import hand_off, send_step
 from tasks.intents import REGISTRY
 from tasks.registry import Intent
+from workers.cancellation import flag
 
 BROKER_ERRORS = (OperationalError, RedisError, OSError)
 
@@ -144,6 +145,23 @@ def resume(state: AppState, token: str, output: dict[str, Any]) -> tuple[str, in
         raise Conflict(refused)
     resumed = next(e for e in handoff.events if e["type"] in ("step_resumed", "step_failed"))
     return resumed["job_id"], int(resumed["data"]["index"])
+
+
+def cancel(state: AppState, tenant_id: str, job_id: str) -> tuple[Job, list[JobStep]]:
+    """Cancel a job that has not ended: its steps are revoked, a running one is told to stop."""
+    with state.db.write() as session:
+        job, events = store.cancel_job(session=session, tenant_id=tenant_id, job_id=job_id)
+        steps = store.job_steps(session=session, job_id=job_id)
+    try:
+        flag(state.redis, job_id)
+        hand_off(state.celery, state.redis, Handoff(events))
+        state.celery.control.revoke([store.step_task_id(job_id, s.index) for s in steps])
+    except BROKER_ERRORS as exc:
+        # The store already says cancelled, and workers skip steps of cancelled jobs; a lost
+        # revoke only costs a dispatch.
+        log.warning("job %s cancelled, but the broker missed the revoke: %s", job_id,
+                    type(exc).__name__)
+    return job, steps
 
 
 def check_job(state: AppState, tenant_id: str, job_id: str) -> None:

@@ -262,6 +262,21 @@ def submit(
 
 
 @app.command()
+def mcp(url: UrlOpt = None, api_key: KeyOpt = None) -> None:
+    """Serve the key's tenant's intents as MCP tools over stdio (for an assistant's config)."""
+    import anyio
+
+    from api.mcp_server import serve_stdio
+
+    settings = get_settings()
+    key = api_key or os.environ.get("ORCHESTRATOR_API_KEY") or _read(DATA_DIR / "dev-api-key")
+    if not key:
+        raise typer.BadParameter("no API key: pass --api-key or set ORCHESTRATOR_API_KEY")
+    base = url or settings.api.base_url
+    anyio.run(serve_stdio, base, key, settings.orchestrator.sync_timeout)
+
+
+@app.command()
 def watch(job_id: str, url: UrlOpt = None, api_key: KeyOpt = None) -> None:
     """A live view of a job's steps and events until it ends."""
     from core.watch import watch_job

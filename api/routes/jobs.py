@@ -7,8 +7,6 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
-from kombu.exceptions import OperationalError
-from redis.exceptions import RedisError
 from sse_starlette import EventSourceResponse
 
 from api import service, streaming
@@ -31,10 +29,7 @@ from api.schemas import (
 )
 from core import store
 from core.errors import InvalidRequest
-from core.events import publish
 from core.models import JobStatus
-from tasks.chain import send_deliveries
-from workers.cancellation import flag
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
@@ -154,18 +149,7 @@ async def get_job_events(
 def cancel_job(job_id: JobIdPath, state: StateDep, tenant: TenantDep) -> JobPublic:
     """Cancel a job: its remaining steps are revoked and it ends `cancelled`; a job that
     already ended is a 409."""
-    with state.db.write() as session:
-        job, events = store.cancel_job(session=session, tenant_id=tenant, job_id=job_id)
-        steps = store.job_steps(session=session, job_id=job_id)
-    try:
-        flag(state.redis, job_id)
-        publish(state.redis, events)
-        send_deliveries(state.celery, events)
-        state.celery.control.revoke([store.step_task_id(job_id, s.index) for s in steps])
-    except (RedisError, OperationalError) as exc:
-        # The store already says cancelled, and workers skip steps of cancelled jobs; a lost
-        # revoke only costs a dispatch.
-        log.warning("job %s cancelled, but the broker missed the revoke: %s", job_id, exc)
+    job, steps = service.cancel(state, tenant, job_id)
     return job_public(job, steps)
 
 

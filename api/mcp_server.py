@@ -1,0 +1,358 @@
+"""The orchestrator as an MCP server: every intent a tenant may use is a tool.
+
+Streamable HTTP at `/mcp` (the same bearer API keys as every route; stateless, JSON answers)
+and stdio with `orchestrator mcp` (which speaks to the API with a key). A tool call submits a
+job and answers its result or, when the job outlives the sync timeout, its id and links.
+
+The Tasks utility (protocol 2025-11-25) is served in front of the SDK, which does not
+implement it: a task-augmented `tools/call` answers a task backed by the job, and
+`tasks/get`, `tasks/result`, `tasks/cancel`, `tasks/list` read and cancel jobs. A task is the
+job, so it survives a restart of the API; a held step shows as `input_required`.
+"""
+
+import asyncio
+import json
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import httpx
+import mcp_types as types
+from fastapi.concurrency import run_in_threadpool
+from mcp.server.lowlevel.server import Server
+from mcp.server.streamable_http_manager import StreamableHTTPASGIApp, StreamableHTTPSessionManager
+from mcp.server.transport_security import TransportSecuritySettings
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from api import service
+from api.schemas import job_public
+from api.state import AppState
+from core import store
+from core.errors import NotFound, OrchestratorError
+from tasks.intents import REGISTRY
+
+TENANT = "orch.tenant"
+POLL_MS = 500
+TASK_TTL_MS = 24 * 3600 * 1000
+RESULT_WAIT_SECONDS = 300.0
+TASK_STATUS = {"succeeded": "completed", "failed": "failed", "cancelled": "cancelled",
+               "awaiting_approval": "input_required"}
+Job = dict[str, Any]
+
+
+class Backend(Protocol):
+    """Where tools come from and jobs go: the API in-process, or the API over HTTP."""
+
+    async def tools(self, tenant: str) -> list[types.Tool]: ...
+    async def submit(self, tenant: str, intent: str, inputs: dict[str, Any],
+                     wait: float) -> Job: ...
+    async def job(self, tenant: str, job_id: str) -> Job: ...
+    async def cancel(self, tenant: str, job_id: str) -> Job: ...
+    async def jobs(self, tenant: str, limit: int) -> list[Job]: ...
+
+
+def tool(name: str, description: str, schema: dict[str, Any]) -> types.Tool:
+    return types.Tool(name=name, description=description, input_schema=schema,
+                      execution=types.ToolExecution(task_support="optional"))
+
+
+@dataclass
+class LocalBackend:
+    """The API process itself: the registry, the job service and the store."""
+
+    state: AppState
+
+    async def tools(self, tenant: str) -> list[types.Tool]:
+        intents = await run_in_threadpool(REGISTRY.all, tenant)
+        return [tool(i.name, i.description, i.schema()) for i in intents]
+
+    async def submit(self, tenant: str, intent: str, inputs: dict[str, Any],
+                     wait: float) -> Job:
+        request = service.Request(tenant_id=tenant, intent=intent, inputs=inputs, mode="auto",
+                                  context={"via": "mcp"}, callback_url=None,
+                                  idempotency_key=None)
+        job, steps, _ = await service.submit(self.state, request, wait)
+        return job_public(job, steps).model_dump(mode="json")
+
+    async def job(self, tenant: str, job_id: str) -> Job:
+        job, steps = await run_in_threadpool(service.load_job, self.state, tenant, job_id)
+        pending = await run_in_threadpool(service.pending_action, self.state, steps)
+        return job_public(job, steps, pending).model_dump(mode="json")
+
+    async def cancel(self, tenant: str, job_id: str) -> Job:
+        job, steps = await run_in_threadpool(service.cancel, self.state, tenant, job_id)
+        return job_public(job, steps).model_dump(mode="json")
+
+    async def jobs(self, tenant: str, limit: int) -> list[Job]:
+        def read() -> list[Job]:
+            with self.state.db.read() as session:
+                return [job_public(j, []).model_dump(mode="json") for j in store.list_jobs(
+                    session=session, tenant_id=tenant, status=None, intent=None, limit=limit,
+                    before=None)]
+        return await run_in_threadpool(read)
+
+
+@dataclass
+class HttpBackend:
+    """A running API, reached with one tenant's key (`orchestrator mcp` over stdio)."""
+
+    http: httpx.AsyncClient
+
+    async def _json(self, method: str, path: str, **kwargs: Any) -> Any:
+        response = await self.http.request(method, path, **kwargs)
+        if response.status_code >= 400:
+            raise OrchestratorError(response.json().get("error", response.text))
+        return response.json()
+
+    async def tools(self, tenant: str) -> list[types.Tool]:
+        return [tool(i["name"], i["description"], i["input_schema"])
+                for i in await self._json("GET", "/v1/intents")]
+
+    async def submit(self, tenant: str, intent: str, inputs: dict[str, Any],
+                     wait: float) -> Job:
+        answer = await self._json("POST", "/v1/jobs", json={
+            "intent": intent, "inputs": inputs, "wait": wait, "context": {"via": "mcp"}})
+        return dict(answer) if "steps" in answer else await self.job(tenant, answer["job_id"])
+
+    async def job(self, tenant: str, job_id: str) -> Job:
+        return dict(await self._json("GET", f"/v1/jobs/{job_id}"))
+
+    async def cancel(self, tenant: str, job_id: str) -> Job:
+        return dict(await self._json("POST", f"/v1/jobs/{job_id}/cancel"))
+
+    async def jobs(self, tenant: str, limit: int) -> list[Job]:
+        return list((await self._json("GET", "/v1/jobs", params={"limit": limit}))["items"])
+
+
+def call_result(job: Job) -> types.CallToolResult:
+    """A job as a tool's answer: its result, its error, or (still running) where to follow it."""
+    status, result = job["status"], job.get("result")
+    if status == "succeeded":
+        structured = result if isinstance(result, dict) else {"result": result}
+        return types.CallToolResult(content=[types.TextContent(type="text", text=json.dumps(
+            result, default=str))], structured_content=structured)
+    if status in ("failed", "cancelled"):
+        text = job.get("error") or f"the job was {status}"
+        return types.CallToolResult(content=[types.TextContent(type="text", text=text)],
+                                    is_error=True)
+    follow = {"job_id": job["job_id"], "status": status, "links": job["links"]}
+    return types.CallToolResult(content=[types.TextContent(type="text", text=(
+        f"job {job['job_id']} is {status}; follow it at {job['links']['self']}"))],
+        structured_content=follow)
+
+
+def task_of(job: Job) -> types.Task:
+    """A job as an MCP task: same id, its status mapped, a held step as `input_required`."""
+    status = TASK_STATUS.get(job["status"], "working")
+    pending = job.get("pending") or {}
+    message = job.get("error") or pending.get("reason")
+    return types.Task(task_id=job["job_id"], status=status,
+                      status_message=message, created_at=job["created_at"],
+                      last_updated_at=job.get("finished_at") or job.get("started_at")
+                      or job["created_at"], ttl=TASK_TTL_MS, poll_interval=POLL_MS)
+
+
+class OrchestratorServer(Server[Any]):
+    """The SDK's low-level server, declaring the Tasks utility where it is served (HTTP)."""
+
+    serves_tasks = False
+
+    def get_capabilities(self, *args: Any, **kwargs: Any) -> types.ServerCapabilities:
+        capabilities = super().get_capabilities(*args, **kwargs)
+        if not self.serves_tasks:
+            return capabilities
+        capabilities.tasks = types.ServerTasksCapability(
+            list=types.TasksListCapability(), cancel=types.TasksCancelCapability(),
+            requests=types.ServerTasksRequestsCapability(
+                tools=types.TasksToolsCapability(call=types.TasksCallCapability())))
+        return capabilities
+
+
+def build_server(backend: Backend, tenant_of: Callable[[Any], str],
+                 sync_timeout: float) -> OrchestratorServer:
+    """The MCP server: tools are the tenant's intents; a call is a job."""
+
+    async def list_tools(ctx: Any, _: types.PaginatedRequestParams | None
+                         ) -> types.ListToolsResult:
+        return types.ListToolsResult(tools=await backend.tools(tenant_of(ctx)))
+
+    async def call_tool(ctx: Any, params: types.CallToolRequestParams) -> types.CallToolResult:
+        try:
+            job = await backend.submit(tenant_of(ctx), params.name, params.arguments or {},
+                                       sync_timeout)
+        except OrchestratorError as exc:
+            return types.CallToolResult(content=[types.TextContent(type="text", text=str(exc))],
+                                        is_error=True)
+        return call_result(job)
+
+    return OrchestratorServer("orchestrator", version="0.1.0", on_list_tools=list_tools,
+                              on_call_tool=call_tool, instructions=(
+                                  "Each tool is an orchestrator intent; a call runs it as a "
+                                  "job. Long calls: ask for a task and poll tasks/get."))
+
+
+class Tasks:
+    """The Tasks utility over jobs (protocol 2025-11-25)."""
+
+    def __init__(self, backend: Backend) -> None:
+        self.backend = backend
+        self.methods: dict[str, Callable[[str, dict[str, Any]], Awaitable[dict[str, Any]]]] = {
+            "tasks/get": self.get, "tasks/result": self.result, "tasks/cancel": self.cancel,
+            "tasks/list": self.list}
+
+    def handles(self, message: dict[str, Any]) -> bool:
+        if message.get("method") == "tools/call":
+            return isinstance((message.get("params") or {}).get("task"), dict)
+        return message.get("method") in self.methods
+
+    async def answer(self, tenant: str, message: dict[str, Any]) -> dict[str, Any]:
+        params = message.get("params") or {}
+        if message["method"] == "tools/call":
+            return await self.create(tenant, params)
+        return await self.methods[message["method"]](tenant, params)
+
+    async def create(self, tenant: str, params: dict[str, Any]) -> dict[str, Any]:
+        job = await self.backend.submit(tenant, str(params.get("name")),
+                                        params.get("arguments") or {}, 0.0)
+        return types.CreateTaskResult(task=task_of(job)).model_dump(
+            by_alias=True, mode="json", exclude_none=True)
+
+    async def get(self, tenant: str, params: dict[str, Any]) -> dict[str, Any]:
+        job = await self.backend.job(tenant, _task_id(params))
+        return task_of(job).model_dump(by_alias=True, mode="json", exclude_none=True)
+
+    async def result(self, tenant: str, params: dict[str, Any]) -> dict[str, Any]:
+        """The call's result once the job ended (this waits for it, as the spec asks)."""
+        task_id, deadline = _task_id(params), time.monotonic() + RESULT_WAIT_SECONDS
+        job = await self.backend.job(tenant, task_id)
+        while TASK_STATUS.get(job["status"]) not in ("completed", "failed", "cancelled"):
+            if time.monotonic() > deadline:
+                raise OrchestratorError(f"task {task_id} is still {job['status']}")
+            await asyncio.sleep(POLL_MS / 1000)
+            job = await self.backend.job(tenant, task_id)
+        answer = call_result(job).model_dump(by_alias=True, mode="json", exclude_none=True)
+        answer["_meta"] = {"io.modelcontextprotocol/related-task": {"taskId": task_id}}
+        return answer
+
+    async def cancel(self, tenant: str, params: dict[str, Any]) -> dict[str, Any]:
+        job = await self.backend.cancel(tenant, _task_id(params))
+        return task_of(job).model_dump(by_alias=True, mode="json", exclude_none=True)
+
+    async def list(self, tenant: str, params: dict[str, Any]) -> dict[str, Any]:
+        jobs = await self.backend.jobs(tenant, 50)
+        return {"tasks": [task_of(j).model_dump(by_alias=True, mode="json", exclude_none=True)
+                          for j in jobs]}
+
+
+def _task_id(params: dict[str, Any]) -> str:
+    task_id = params.get("taskId")
+    if not isinstance(task_id, str) or not task_id:
+        raise OrchestratorError("params.taskId is required")
+    return task_id
+
+
+async def _body(receive: Receive) -> bytes:
+    chunks, more = [], True
+    while more:
+        message = await receive()
+        chunks.append(message.get("body", b""))
+        more = message.get("more_body", False)
+    return b"".join(chunks)
+
+
+def _replay(body: bytes) -> Receive:
+    sent = False
+
+    async def receive() -> Message:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return {"type": "http.disconnect"}
+
+    return receive
+
+
+async def _json_response(send: Send, status: int, payload: dict[str, Any],
+                         headers: list[tuple[bytes, bytes]] | None = None) -> None:
+    body = json.dumps(payload).encode()
+    await send({"type": "http.response.start", "status": status, "headers": [
+        (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+        *(headers or [])]})
+    await send({"type": "http.response.body", "body": body})
+
+
+class Endpoint:
+    """`/mcp`: the bearer key picks the tenant; Tasks are answered here, the rest by the SDK."""
+
+    def __init__(self, state: AppState, tasks: Tasks, sdk: ASGIApp) -> None:
+        self.state, self.tasks, self.sdk = state, tasks, sdk
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        tenant = await self._tenant(scope)
+        if tenant is None:
+            await _json_response(send, 401, {"error": "missing or unknown API key: send "
+                                             "'Authorization: Bearer <key>'"},
+                                 [(b"www-authenticate", b"Bearer")])
+            return
+        scope[TENANT] = tenant
+        if scope["method"] != "POST":
+            await self.sdk(scope, receive, send)
+            return
+        body = await _body(receive)
+        message = _message(body)
+        if message is not None and self.tasks.handles(message):
+            await _json_response(send, 200, await self._answer(tenant, message))
+            return
+        await self.sdk(scope, _replay(body), send)
+
+    async def _tenant(self, scope: Scope) -> str | None:
+        headers = dict(scope.get("headers") or [])
+        scheme, _, key = headers.get(b"authorization", b"").decode("latin-1").partition(" ")
+        if scheme.lower() != "bearer" or not key:
+            return None
+        return await run_in_threadpool(self.state.tenant_for_key, key.strip())
+
+    async def _answer(self, tenant: str, message: dict[str, Any]) -> dict[str, Any]:
+        reply: dict[str, Any] = {"jsonrpc": "2.0", "id": message.get("id")}
+        try:
+            reply["result"] = await self.tasks.answer(tenant, message)
+        except NotFound as exc:
+            reply["error"] = {"code": types.INVALID_PARAMS, "message": str(exc)}
+        except OrchestratorError as exc:
+            reply["error"] = {"code": types.INVALID_PARAMS, "message": str(exc)}
+        return reply
+
+
+def _message(body: bytes) -> dict[str, Any] | None:
+    try:
+        parsed = json.loads(body)
+    except ValueError:
+        return None
+    return parsed if isinstance(parsed, dict) else None
+
+
+def http_endpoint(state: AppState) -> tuple[Endpoint, StreamableHTTPSessionManager]:
+    """The `/mcp` endpoint of an API process and the session manager its lifespan runs."""
+    backend = LocalBackend(state)
+    server = build_server(backend, lambda ctx: str(ctx.request.scope[TENANT]),
+                          state.settings.orchestrator.sync_timeout)
+    server.serves_tasks = True
+    # Stateless JSON: every request stands alone, so any API process (or a restarted one)
+    # answers it; the bearer key, not a browser origin, authenticates it.
+    manager = StreamableHTTPSessionManager(
+        app=server, json_response=True, stateless=True,
+        security_settings=TransportSecuritySettings(enable_dns_rebinding_protection=False))
+    return Endpoint(state, Tasks(backend), StreamableHTTPASGIApp(manager)), manager
+
+
+async def serve_stdio(base_url: str, api_key: str, sync_timeout: float) -> None:
+    """Serve the tools of the key's tenant over stdio, through the API at `base_url`."""
+    from mcp.server.stdio import stdio_server
+
+    async with httpx.AsyncClient(base_url=base_url, timeout=sync_timeout + 30, headers={
+            "Authorization": f"Bearer {api_key}"}) as http:
+        server = build_server(HttpBackend(http), lambda _: "", sync_timeout)
+        async with stdio_server() as (read, write):
+            await server.run(read, write, server.create_initialization_options())
