@@ -4,7 +4,9 @@ from celery import Celery
 from kombu.entity import Exchange, Queue
 
 from core.settings import get_settings
-from workers import events, logs  # noqa: F401  (Flower events of ignored steps; quiet logs)
+
+# Outlive a broker outage; Flower events of ignored steps; quiet logs.
+from workers import broker_loss, events, logs  # noqa: F401
 from workers.pools import POOLS, Pool
 
 TASK_MODULES = ["tasks.steps", "tasks.callbacks"]
