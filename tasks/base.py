@@ -205,6 +205,9 @@ def _cancelled(rt: Runtime, job_id: str) -> bool:
 def _plan_step(tenant_id: str, name: str, inputs: dict[str, Any]) -> NewStep:
     """A step to add to a plan, checked against the registry (inputs now, unless they refer)."""
     intent = REGISTRY.get(name, tenant_id)
+    if intent.planner is not None:
+        raise InvalidRequest(f"planned step {name}: it plans steps of its own, so it can only "
+                             "be submitted, not planned", field="intent")
     if not refs.has_refs(inputs):
         try:
             intent.validate(inputs)

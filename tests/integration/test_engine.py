@@ -230,3 +230,9 @@ def test_a_resume_body_must_be_a_json_object(client: httpx.Client, body: str) ->
     _, url = waiting(client)
     response = httpx.post(url, content=body, headers={"content-type": "application/json"})
     assert response.status_code in (400, 422) and "error" in response.json()
+
+
+def test_an_intent_with_a_plan_of_its_own_cannot_be_planned(client: httpx.Client) -> None:
+    job = wait_job(client, client.post("/v1/jobs", json={"intent": "debug.plan", "inputs": {
+        "steps": [{"intent": "debug.chain", "inputs": {"steps": 2}}]}}).json()["job_id"])
+    assert job["status"] == "failed" and "plans steps of its own" in job["error"]
