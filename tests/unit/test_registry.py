@@ -126,3 +126,10 @@ def test_json_schema_errors_name_the_field(inputs: dict, field: str, message: st
         schema_intent().validate(inputs)
     assert raised.value.field == field and message in str(raised.value)
     assert str(raised.value).startswith(f"{field}: ")
+
+
+@pytest.mark.parametrize(("intent", "label"), [
+    ("debug.echo", "debug.echo"), ("agent.my-secret-bot", "agent.*"),
+    ("tool.acme_crm", "tool.*"), ("mcp.time.get_current_time", "mcp.time.get_current_time")])
+def test_tenant_defined_intents_count_under_their_family(intent: str, label: str) -> None:
+    assert service.metric_intent(intent) == label
