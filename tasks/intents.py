@@ -1,6 +1,6 @@
 """The built-in intents (a static provider) and the registry every process uses."""
 
-from tasks import debug
+from tasks import debug, memory
 from tasks.registry import Intent, Registry, StaticProvider
 
 BUILTIN = StaticProvider()
@@ -32,6 +32,15 @@ for _intent in (
     Intent("debug.http", "tools", "agent", debug.HttpInputs,
            "POST `body` to `url` once (through the SSRF guard) and return the answer.",
            debug.http),
+    Intent("memory.write", "memory", "agent", memory.WriteInputs,
+           "Remember `text` (or `items`) in a namespace, embedded for semantic search; the same "
+           "text in the same namespace is the same item. Answers {item_id, status: stored}.",
+           memory.write),
+    Intent("memory.search", "memory", "agent", memory.SearchInputs,
+           "Search a namespace by meaning and keywords (mode hybrid | semantic | keyword); "
+           "answers {results: [{item_id, text, tags, score, scores, ...}]}.", memory.find),
+    Intent("memory.delete", "memory", "agent", memory.DeleteInputs,
+           "Delete items by id.", memory.forget),
 ):
     BUILTIN.register(_intent)
 
