@@ -18,7 +18,17 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from api.hub import EventHub
 from api.limits import BodyLimit
-from api.routes import breakers, compat, deliveries, health, intents, jobs, resume, secrets
+from api.routes import (
+    breakers,
+    compat,
+    deliveries,
+    health,
+    intents,
+    jobs,
+    memory,
+    resume,
+    secrets,
+)
 from api.state import AppState
 from core.db import Database
 from core.errors import IntentNotFound, InvalidRequest, OrchestratorError
@@ -108,6 +118,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.add_exception_handler(down, _dependency_down)
     app.add_exception_handler(Exception, _unexpected)
     for router in (jobs.router, resume.router, intents.router, deliveries.router, secrets.router,
-                   breakers.router, health.router, compat.router):
+                   breakers.router, health.router, compat.router, memory.router):
         app.include_router(router)
     return app
