@@ -11,6 +11,7 @@ from core import store as job_store
 from core.db import Database
 from core.errors import EmbedderMismatch, NotFound
 from core.memory import store
+from core.memory.reembed import reembed, stale_items
 from core.memory.search import Memory, Mode, Query, find, fuse, remember
 from core.memory.store import Entry
 from tests.corpus import CORPUS, PARAPHRASE, TARGET, TICKET
@@ -164,3 +165,22 @@ def test_keyword_queries_are_quoted_words_joined_by_or(query: str, terms: str) -
 def test_top_orders_the_best_first() -> None:
     assert top(np.array([0.1, 0.9, 0.5, 0.7], dtype=np.float32), 2) == [1, 3]
     assert top(np.array([0.1, 0.9], dtype=np.float32), 5) == [1, 0]
+
+
+def test_reembed_moves_a_store_to_the_new_embedder(memory: Memory, tenant: str,
+                                                   embedder: WordLlamaEmbedder) -> None:
+    # Given a namespace embedded by another model
+    old = Memory(memory.db, OtherModel(embedder), memory.index, batch=3)
+    remember(old, tenant, "default", [Entry(t) for t in CORPUS])
+    with pytest.raises(EmbedderMismatch):
+        find(memory, Query(tenant, "default", PARAPHRASE))
+    assert stale_items(memory) == len(CORPUS)
+    # When it is re-embedded with the current embedder, three at a time
+    advanced: list[int] = []
+    assert reembed(Memory(memory.db, embedder, memory.index, batch=3), advanced.append) == len(
+        CORPUS)
+    # Then every item moved, the namespace is the new model's and searches find by meaning
+    assert advanced == [3, 3, 3, 1] and stale_items(memory) == 0
+    with memory.db.read() as session:
+        assert store.stats(session=session, tenant_id=tenant)[0]["model"] == embedder.name
+    assert find(memory, Query(tenant, "default", PARAPHRASE))[0]["text"] == TARGET
