@@ -4,7 +4,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import bindparam, delete, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session, col
 from sqlmodel import select as select_model
@@ -82,8 +82,8 @@ def known_ids(*, session: Session, ids: Iterable[str]) -> set[str]:
 
 
 def _insert(session: Session) -> Any:
-    return (postgresql.insert(ITEMS) if session.bind is not None
-            and session.bind.dialect.name == "postgresql" else sqlite.insert(ITEMS))
+    postgres = session.get_bind().dialect.name == "postgresql"
+    return postgresql.insert(ITEMS) if postgres else sqlite.insert(ITEMS)
 
 
 def put_items(*, session: Session, scope: MemoryScope, entries: list[Entry],
@@ -91,17 +91,24 @@ def put_items(*, session: Session, scope: MemoryScope, entries: list[Entry],
     """Store the entries (new ones with their vector); an item stored already keeps its vector
     and takes the new tags and metadata. Returns the item ids in order."""
     ids, now = [item_id_of(scope.scope, entry.text) for entry in entries], utcnow()
-    for item_id, entry in zip(ids, entries, strict=True):
-        values = {"tags": entry.tags, "metadata": entry.metadata, "updated_at": now}
-        vector = vectors.get(item_id)
-        if vector is None:
-            session.execute(update(ITEMS).where(ITEMS.c.id == item_id).values(**values))
-            continue
-        row = {**values, "id": item_id, "key": item_key_of(item_id), "scope": scope.scope,
-               "tenant_id": scope.tenant_id, "namespace": scope.namespace, "text": entry.text,
-               "model": scope.model, "dim": scope.dim, "embedding": vector, "created_at": now}
-        statement = _insert(session).values(**row)
-        session.execute(statement.on_conflict_do_update(index_elements=["id"], set_=values))
+    rows = {item_id: {"id": item_id, "tags": entry.tags, "metadata": entry.metadata,
+                      "updated_at": now, "text": entry.text}
+            for item_id, entry in zip(ids, entries, strict=True)}
+    known = [{**row, "b_id": row.pop("id")} for i, row in rows.items() if i not in vectors]
+    if known:
+        session.execute(update(ITEMS).where(ITEMS.c.id == bindparam("b_id")).values(
+            tags=bindparam("tags"), metadata=bindparam("metadata"),
+            updated_at=bindparam("updated_at")), known)
+    fresh = [{**row, "key": item_key_of(i), "scope": scope.scope, "tenant_id": scope.tenant_id,
+              "namespace": scope.namespace, "model": scope.model, "dim": scope.dim,
+              "embedding": vectors[i], "created_at": now}
+             for i, row in rows.items() if i in vectors]
+    if fresh:
+        statement = _insert(session)
+        # A concurrent write of the same text got there first: same item, same vector.
+        session.execute(statement.on_conflict_do_update(index_elements=["id"], set_={
+            "tags": statement.excluded.tags, "metadata": statement.excluded.metadata,
+            "updated_at": statement.excluded.updated_at}), fresh)
     return ids
 
 
