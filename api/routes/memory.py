@@ -52,8 +52,8 @@ def memory_stats(state: StateDep, tenant: TenantDep) -> MemoryStats:
     """Items per namespace of the caller's memory, and the embedder in use.
 
     Counts only the calling tenant's items. `model` and `dimension` per namespace are those its
-    items were embedded with; a namespace whose model differs from `embedder` answers searches
-    with a 409-style step error until `orchestrator memory reembed` migrates it.
+    items were embedded with; searching by meaning a namespace whose model differs from
+    `embedder` fails with a clear error until `orchestrator memory reembed` migrates it.
     """
     settings = state.settings.embeddings
     with state.db.read() as session:
