@@ -7,7 +7,8 @@
   (sqlite-vec needs `enable_load_extension`, which this Python's sqlite3 lacks.)
 
 Keyword queries match any of the query's words (OR); the ranking rewards items with more and
-rarer ones.
+rarer ones. On Postgres, items with every word come first, then the best of at most
+`LOOSE_CAP` items sharing some word (ranking every such item would read most of a namespace).
 """
 
 import re
@@ -25,6 +26,10 @@ from core.memory.search import Hit, Index
 from core.memory.tables import MemoryScope, Vector
 
 HNSW_MAX_DIM = 2000  # pgvector indexes `vector` up to 2,000 dimensions
+LOOSE_CAP = 1000  # items sharing any query word that Postgres ranks, at most
+# plainto_tsquery stems and drops stop words; its AND turned into OR: any word matches.
+LOOSE = ("CAST(replace(CAST(plainto_tsquery('english', :q) AS text), ' & ', ' | ') "
+         "AS tsquery)")
 WORD = re.compile(r'[^\s"]+')
 STOP_WORDS = frozenset((
     "a", "an", "and", "are", "as", "at", "be", "but", "by", "for", "from", "has", "have", "how",
@@ -194,15 +199,27 @@ class PostgresIndex:
 
     def keyword(self, session: Session, scope: str, query: str, limit: int,
                 tags: list[str]) -> list[Hit]:
+        """Items with every word first, then items with any (ranked among `LOOSE_CAP`)."""
         where, params = tag_filter("tags", tags, "postgresql")
-        # plainto_tsquery stems and drops stop words; its AND becomes OR: any word matches.
-        rows = session.connection().execute(text(
-            "SELECT id, ts_rank_cd(tsv, query) AS score FROM memory_items, "
-            "CAST(replace(CAST(plainto_tsquery('english', :q) AS text), ' & ', ' | ') "
-            "AS tsquery) AS query "
-            f"WHERE scope = :scope AND tsv @@ query{where} ORDER BY score DESC LIMIT :limit"),
-            {"q": query, "scope": scope, "limit": limit, **params}).all()
-        return [(row[0], float(row[1])) for row in rows]
+        params = {"q": query, "scope": scope, "limit": limit, "cap": LOOSE_CAP, **params}
+        connection = session.connection()
+        strict = connection.execute(text(
+            f"SELECT id, ts_rank_cd(tsv, {LOOSE}) AS score FROM memory_items "
+            "WHERE scope = :scope AND tsv @@ plainto_tsquery('english', :q)"
+            f"{where} ORDER BY score DESC LIMIT :limit"), params).all()
+        hits = [(row[0], float(row[1])) for row in strict]
+        if len(hits) >= limit:
+            return hits
+        # Ranking every item that shares one common word would read most of the namespace:
+        # rank a bounded sample of them. Items with every word were all found above; an item
+        # with only some words can be missed when more than LOOSE_CAP items match.
+        loose = connection.execute(text(
+            f"SELECT id, ts_rank_cd(tsv, {LOOSE}) AS score FROM (SELECT id, tsv FROM "
+            f"memory_items WHERE scope = :scope AND tsv @@ {LOOSE}{where} LIMIT :cap) AS m "
+            "ORDER BY score DESC LIMIT :limit"), params).all()
+        seen = {hit[0] for hit in hits}
+        hits += [(row[0], float(row[1])) for row in loose if row[0] not in seen]
+        return hits[:limit]
 
 
 def build_index(dialect: str, cache_bytes: int) -> Index:
