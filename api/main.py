@@ -35,6 +35,7 @@ from api.routes import (
     intents,
     jobs,
     llm,
+    memory,
     resume,
     secrets,
     sessions,
@@ -164,7 +165,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_exception_handler(Exception, _unexpected)
     for router in (jobs.router, resume.router, intents.router, agents.router,
                    deliveries.router, secrets.router, breakers.router, health.router,
-                   compat.router, chat.router, sessions.router, llm.router):
+                   compat.router, chat.router, sessions.router, llm.router, memory.router):
         app.include_router(router)
     app.router.routes.append(Route("/mcp", endpoint=_Mcp(), methods=["GET", "POST", "DELETE"]))
     openapi.install(app)

@@ -6,7 +6,7 @@ import secrets
 import subprocess
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 from urllib.parse import urlparse
 
 import typer
@@ -15,10 +15,15 @@ from rich.console import Console
 from core.errors import ConfigError
 from core.settings import DATA_DIR, get_settings
 
+if TYPE_CHECKING:
+    from core.memory.search import Memory
+
 app = typer.Typer(help="Orchestrator: intents in, jobs on Celery, signed callbacks out.",
                   no_args_is_help=True, pretty_exceptions_enable=False)
 keys = typer.Typer(help="API keys.", no_args_is_help=True)
 app.add_typer(keys, name="keys")
+memory = typer.Typer(help="The memory store.", no_args_is_help=True)
+app.add_typer(memory, name="memory")
 console = Console()
 errors = Console(stderr=True)
 PROCFILE = Path("Procfile")
@@ -130,6 +135,42 @@ def migrate() -> None:
     from core.migrate import upgrade
 
     upgrade(get_settings().database.url)
+
+
+@memory.command("reembed")
+def memory_reembed(
+    batch: Annotated[int, typer.Option(help="Texts embedded per call.")] = 256,
+) -> None:
+    """Re-embed every item another model embedded with the configured embedder."""
+    from rich.progress import Progress
+
+    from core.memory.reembed import reembed, stale_items
+
+    memory = _memory(batch)
+    with Progress(console=console) as progress:
+        task = progress.add_task(f"re-embedding with {memory.embedder.name}",
+                                 total=stale_items(memory))
+        moved = reembed(memory, lambda n: progress.advance(task, n))
+    memory.embedder.close()
+    memory.db.dispose()
+    console.print(f"{moved} items re-embedded with {memory.embedder.name}")
+
+
+def _memory(batch: int) -> "Memory":
+    """The memory store with the configured embedder (an operator command, not the API)."""
+    import redis
+
+    from adapters.breakers import Breakers
+    from adapters.embeddings import build_embedder
+    from adapters.vectors import build_index
+    from core.db import Database
+    from core.memory.search import Memory
+
+    settings = get_settings()
+    db = Database(settings.database.url)
+    breakers = Breakers(redis.Redis.from_url(settings.broker.url), settings.breaker)
+    return Memory(db, build_embedder(settings.embeddings, breakers, settings.retry),
+                  build_index(db.engine.dialect.name, settings.memory.cache_mb * 2**20), batch)
 
 
 @keys.command("create")

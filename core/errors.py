@@ -85,3 +85,7 @@ class UpstreamError(OrchestratorError):
 
 class RefusedTarget(InvalidRequest):
     """Raised when a callback URL points at an address that is not allowed."""
+
+
+class EmbedderMismatch(Conflict):
+    """Raised when a namespace's items were embedded by another model than the one in use."""

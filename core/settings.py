@@ -261,6 +261,8 @@ class McpSettings(BaseSettings):
     timeout: float = Field(30.0, gt=0, description="Seconds one MCP tool call may take.")
     discovery_timeout: float = Field(
         20.0, gt=0, description="Seconds a server has to list its tools when a worker starts.")
+
+
 class LlmSettings(BaseSettings):
     """The OpenAI-compatible model that plans prompts and writes answers (a trusted upstream).
 
@@ -309,6 +311,43 @@ class LlmSettings(BaseSettings):
         return bool(self.api_key)
 
 
+class EmbeddingsSettings(BaseSettings):
+    """The embedder of the memory pool: WordLlama in-process, or an OpenAI-compatible server."""
+
+    model_config = _config("EMBEDDINGS_")
+    base_url: str = Field(
+        "", description="An OpenAI-compatible API (`…/v1`) whose `/embeddings` embeds memory; "
+        "empty uses the embedded WordLlama model.")
+    model: str = Field("text-embedding-3-small",
+                       description="The embeddings model asked of EMBEDDINGS_BASE_URL.")
+    api_key: str = Field("", description="Bearer key for EMBEDDINGS_BASE_URL.")
+    timeout: float = Field(30.0, gt=0, description="Seconds one embeddings request may take.")
+    batch_size: int = Field(64, ge=1, le=2048, description="Texts embedded per request/batch.")
+    wordllama_config: str = Field("l2_supercat", description="The WordLlama model shipped in "
+                                  "its wheel (used when EMBEDDINGS_BASE_URL is empty).")
+    wordllama_dim: int = Field(256, description="WordLlama's dimension (64, 128, 256, 512, "
+                               "1024; the wheel ships 256).")
+
+    @property
+    def name(self) -> str:
+        """The embedder's id, stored with every item it embedded."""
+        if self.base_url:
+            return f"openai:{self.model}"
+        return f"wordllama:{self.wordllama_config}:{self.wordllama_dim}"
+
+
+class MemorySettings(BaseSettings):
+    """Memory search: hybrid ranking and the SQLite store's in-process vector cache."""
+
+    model_config = _config("MEMORY_")
+    rrf_k: int = Field(60, ge=1, description="Reciprocal rank fusion constant: an item scores "
+                       "the sum of 1/(k + rank) over the semantic and keyword lists.")
+    candidates: int = Field(50, ge=1, le=1000, description="Items each list (semantic, keyword) "
+                            "contributes to a hybrid search before fusion (at least `k`).")
+    cache_mb: int = Field(512, ge=0, description="Megabytes of vectors a memory worker process "
+                          "keeps per SQLite store for exact search (0: read them every time).")
+
+
 class Settings(BaseSettings):
     """Every concern's settings."""
 
@@ -327,7 +366,8 @@ class Settings(BaseSettings):
     agent: AgentSettings = Field(default_factory=lambda: AgentSettings())
     mcp: McpSettings = Field(default_factory=lambda: McpSettings())
     llm: LlmSettings = Field(default_factory=lambda: LlmSettings())
-
+    embeddings: EmbeddingsSettings = Field(default_factory=lambda: EmbeddingsSettings())
+    memory: MemorySettings = Field(default_factory=lambda: MemorySettings())
 
     @model_validator(mode="after")
     def _limits_below_visibility(self) -> "Settings":
@@ -343,7 +383,7 @@ class Settings(BaseSettings):
 SECTIONS: list[type[BaseSettings]] = [
     ApiSettings, BrokerSettings, DatabaseSettings, OrchestratorSettings, WorkerSettings,
     PoolSettings, FlowerSettings, RetrySettings, BreakerSettings, CallbackSettings, FlowSettings,
-    AgentSettings, McpSettings, LlmSettings]
+    AgentSettings, McpSettings, LlmSettings, EmbeddingsSettings, MemorySettings]
 
 
 def env_name(section: type[BaseSettings], field: str) -> str:

@@ -1,6 +1,6 @@
 """The built-in intents (a static provider), the flows, and the registry every process uses."""
 
-from tasks import debug, llm
+from tasks import debug, llm, memory
 from tasks.agents import AgentProvider
 from tasks.flows import FlowProvider
 from tasks.mcp import McpProvider
@@ -41,6 +41,15 @@ for _intent in (
     Intent("llm.respond", "llm", "agent", llm.RespondInputs,
            "Answer a prompt from the outputs of its planned steps, streaming the text as "
            "`llm_delta` events.", llm.respond),
+    Intent("memory.write", "memory", "agent", memory.WriteInputs,
+           "Remember `text` (or `items`) in a namespace, embedded for semantic search; the same "
+           "text in the same namespace is the same item. Answers {item_id, status: stored}.",
+           memory.write),
+    Intent("memory.search", "memory", "agent", memory.SearchInputs,
+           "Search a namespace by meaning and keywords (mode hybrid | semantic | keyword); "
+           "answers {results: [{item_id, text, tags, score, scores, ...}]}.", memory.find),
+    Intent("memory.delete", "memory", "agent", memory.DeleteInputs,
+           "Delete items by id.", memory.forget),
 ):
     BUILTIN.register(_intent)
 

