@@ -17,8 +17,7 @@ from core.models import Agent
 from tasks.agents import PREFIX, InputMessage
 
 router = APIRouter(tags=["agents"])
-AgentId = Annotated[str, Path(pattern=r"^[a-z0-9][a-z0-9_-]{0,99}$",
-                              description="The agent's id (its intent is `agent.<id>`).")]
+AgentId = Annotated[str, Path(description="The agent's id (its intent is `agent.<id>`).")]
 RUN_NAMES = {"job_started": "run_started", "job_succeeded": "run_done",
              "job_failed": "run_failed", "job_cancelled": "run_failed"}
 

@@ -7,20 +7,20 @@ from fastapi import APIRouter
 from api.deps import StateDep, TenantDep
 from api.openapi import KEYED, POST, errors
 from api.schemas import LlmConnection, LlmModels
-from core.errors import Unavailable, UpstreamError, UpstreamUnavailable
+from core.errors import Conflict, UpstreamError, UpstreamUnavailable
 
 router = APIRouter(prefix="/v1/llm", tags=["llm"])
 
 
 @router.get("/models", operation_id="listLlmModels", response_model=LlmModels,
-            summary="List the model server's models", responses=errors(*KEYED, 502),
+            summary="List the model server's models", responses=errors(*KEYED, 409, 502),
             description="Asks the server at LLM_BASE_URL (`GET /models`); 502 when it answers "
-            "with an error, 503 when no model is configured or its breaker is open.")
+            "with an error, 409 when no model is configured, 503 when its breaker is open.")
 def list_models(state: StateDep, tenant: TenantDep) -> LlmModels:
     """The models the configured server offers."""
     settings = state.settings.llm
     if not settings.enabled:
-        raise Unavailable("no model is configured (LLM_API_KEY is not set)")
+        raise Conflict("no model is configured: set LLM_API_KEY (and LLM_BASE_URL)")
     return LlmModels(base_url=settings.base_url, model=settings.model,
                      models=state.llm.models())
 
