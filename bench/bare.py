@@ -13,7 +13,9 @@ app.conf.update(task_serializer="json", result_serializer="json", accept_content
 COUNTER = "bench:bare:done"
 HTTP_COUNTER = "bench:bare:http"
 _client: redis.Redis | None = None
-_http = httpx.Client(timeout=60)
+# As many connections as the worker has threads, so the pool is not the limit.
+_http = httpx.Client(timeout=60, limits=httpx.Limits(max_connections=2000,
+                                                     max_keepalive_connections=2000))
 
 
 @app.task(name="bare.noop")
