@@ -13,7 +13,7 @@ from kombu.exceptions import OperationalError
 from redis.exceptions import RedisError
 from sqlalchemy.exc import IntegrityError
 
-from adapters import callbacks
+from adapters import netguard
 from api.metrics import JOBS_SUBMITTED
 from api.state import AppState
 from core import store
@@ -68,8 +68,8 @@ def plan(request: Request, max_steps: int = 0) -> tuple[Intent, dict[str, Any], 
 
 def _store_and_enqueue(state: AppState, job_id: str, request: Request) -> tuple[Job, bool]:
     if request.callback_url:
-        allowed = callbacks.parse_networks(state.settings.callback.allowed_networks)
-        callbacks.check_url_at_submit(request.callback_url, allowed)
+        allowed = netguard.parse_networks(state.settings.callback.allowed_networks)
+        netguard.check_url_at_submit(request.callback_url, allowed)
     intent, inputs, steps = plan(request, state.settings.orchestrator.max_steps)
     key = request.idempotency_key or default_idempotency_key(request.tenant_id, intent.name,
                                                              inputs)
