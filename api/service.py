@@ -26,6 +26,7 @@ from tasks.intents import REGISTRY
 from tasks.registry import Intent
 
 BROKER_ERRORS = (OperationalError, RedisError, OSError)
+KEY_ID = "api_key_id"
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +42,11 @@ class Request:
     context: dict[str, Any]
     callback_url: str | None
     idempotency_key: str | None
+    key_id: str | None = None
+
+    def stored_context(self) -> dict[str, Any]:
+        """The context as stored: the caller's, with the API key id the audit names."""
+        return {**self.context, KEY_ID: self.key_id} if self.key_id else self.context
 
 
 def default_idempotency_key(tenant_id: str, intent: str, inputs: dict[str, Any]) -> str:
@@ -59,6 +65,7 @@ def plan(request: Request, max_steps: int = 0) -> tuple[Intent, dict[str, Any], 
     if intent.precheck is not None:
         intent.precheck()
     inputs = intent.validate(request.inputs)
+    intent.authorize(inputs, request.tenant_id)
     steps = intent.plan(inputs)
     if max_steps and len(steps) > max_steps:
         raise InvalidRequest(f"inputs: the plan has {len(steps)} steps, more than the limit of "
@@ -89,7 +96,7 @@ def _store(state: AppState, job_id: str, request: Request, intent: Intent,
     with state.db.write() as session:
         return store.submit_job(
             session=session, job_id=job_id, tenant_id=request.tenant_id, intent=intent.name,
-            mode=intent.mode, inputs=inputs, context=request.context,
+            mode=intent.mode, inputs=inputs, context=request.stored_context(),
             callback_url=request.callback_url, steps=steps, idempotency_key=key,
             window=state.settings.orchestrator.idempotency_window)
 

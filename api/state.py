@@ -23,19 +23,19 @@ class AppState:
     redis: redis.Redis
     celery: Celery
     hub: EventHub
-    _keys: dict[str, tuple[str, float]] = field(default_factory=dict)
+    _keys: dict[str, tuple[tuple[str, str], float]] = field(default_factory=dict)
 
-    def tenant_for_key(self, raw_key: str) -> str | None:
-        """The tenant of an API key, cached briefly so each request is not a query."""
+    def key_owner(self, raw_key: str) -> tuple[str, str] | None:
+        """The tenant and key id of an API key, cached briefly so each request is not a query."""
         cached = self._keys.get(raw_key)
         now = time.monotonic()
         if cached is not None and cached[1] > now:
             return cached[0]
         with self.db.read() as session:
-            tenant = store.tenant_for_key(session=session, raw_key=raw_key)
-        if tenant is not None:
-            self._keys[raw_key] = (tenant, now + KEY_CACHE_SECONDS)
-        return tenant
+            owner = store.key_owner(session=session, raw_key=raw_key)
+        if owner is not None:
+            self._keys[raw_key] = (owner, now + KEY_CACHE_SECONDS)
+        return owner
 
     def is_operator(self, tenant_id: str) -> bool:
         """Whether the tenant is an operator (read from the store: rare, never cached)."""

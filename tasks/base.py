@@ -21,7 +21,8 @@ from sqlmodel import Session
 from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_exponential
 
 from core import refs, store
-from core.errors import IntentNotFound, InvalidRequest, UpstreamUnavailable
+from core.errors import IntentNotFound, InvalidRequest, NotFound, UpstreamUnavailable
+from core.events import publish
 from core.store import Handoff, NewStep, StepStart, StepVerdict
 from tasks.chain import hand_off
 from tasks.context import Cancelled, Extend, Hold, StepContext, Wait
@@ -82,7 +83,8 @@ class StepTask(Task):  # type: ignore[misc]
         try:
             intent = REGISTRY.get(start.intent, start.tenant_id)
             inputs = intent.validate(start.inputs)
-        except (IntentNotFound, InvalidRequest) as exc:
+            intent.authorize(inputs, start.tenant_id)
+        except (IntentNotFound, InvalidRequest, NotFound) as exc:
             error = str(exc)
             return self._write(rt, lambda s: store.fail_step(session=s, job_id=job_id,
                                                              index=index, error=error))
@@ -115,7 +117,13 @@ class StepTask(Task):  # type: ignore[misc]
             inputs=inputs, deadline=time.monotonic() + seconds,
             is_cancelled=lambda: _cancelled(rt, job_id),
             issue_resume_url=lambda: self._issue_resume_url(rt, job_id, index),
-            plan_step=lambda name, step_inputs: _plan_step(start.tenant_id, name, step_inputs))
+            plan_step=lambda name, step_inputs: _plan_step(start.tenant_id, name, step_inputs),
+            emit=lambda kind, data: self._emit(rt, job_id, kind, data))
+
+    def _emit(self, rt: Runtime, job_id: str, kind: str, data: dict[str, Any]) -> None:
+        events = self._write(rt, lambda s: store.append_events(session=s, job_id=job_id,
+                                                               items=[(kind, data)]))
+        publish(rt.redis, events)
 
     def _outcome(self, rt: Runtime, context: StepContext, result: Any) -> Handoff:
         settings = rt.settings.orchestrator

@@ -1,6 +1,6 @@
 """The built-in intents (a static provider), the flows, and the registry every process uses."""
 
-from tasks import debug
+from tasks import debug, ssh
 from tasks.flows import FlowProvider
 from tasks.registry import Intent, Registry, StaticProvider
 
@@ -33,6 +33,14 @@ for _intent in (
     Intent("debug.http", "tools", "agent", debug.HttpInputs,
            "POST `body` to `url` once (through the SSRF guard) and return the answer.",
            debug.http),
+    Intent("ssh.exec.peek", "tools", "agent", ssh.PeekInputs,
+           "Run a read-only command (an allowlist, no shell metacharacters) on an SSH host "
+           "granted to the tenant; returns stdout, stderr (capped) and the exit status.",
+           ssh.peek, access=ssh.check_host),
+    Intent("ssh.exec", "tools", "agent", ssh.ExecInputs,
+           "Run a command on an SSH host granted to the tenant: a dry run unless "
+           "confirm_dangerous is true; a dangerous command is held until approved.",
+           ssh.execute, dangerous=True, approval=ssh.hold_if_dangerous, access=ssh.check_host),
 ):
     BUILTIN.register(_intent)
 

@@ -35,7 +35,8 @@ def _path(prefix: str, parts: Iterable[Any]) -> str:
 def _pydantic_error(exc: ValidationError, prefix: str) -> InvalidRequest:
     first = exc.errors()[0]
     field = _path(prefix, first["loc"])
-    return InvalidRequest(f"{field}: {first['msg']}", field=field)
+    message = first["msg"].removeprefix("Value error, ")
+    return InvalidRequest(f"{field}: {message}", field=field)
 
 
 def _schema_error(schema: dict[str, Any], raw: dict[str, Any],
@@ -58,6 +59,8 @@ class Intent:
     code: a flow, an MCP tool, an HTTP tool) and kept as given, in a `JsonInputs`.
     `precheck`: raises InvalidRequest when the intent cannot run now (its engine is not
     configured), so a submission is refused with the reason instead of failing later.
+    `access`: raises NotFound when the tenant may not use what the inputs name (an SSH host not
+    granted to it), checked at submit and again when the step starts.
     """
 
     name: str
@@ -73,6 +76,7 @@ class Intent:
     literal_inputs: bool = False
     json_schema: dict[str, Any] | None = None
     precheck: Callable[[], None] | None = None
+    access: Callable[[Any, str], None] | None = None
 
     def __post_init__(self) -> None:
         if self.pool not in POOLS or self.mode not in MODES:
@@ -98,6 +102,11 @@ class Intent:
         if self.planner is not None:
             return self.planner(inputs)
         return [NewStep(self.name, self.pool, inputs.model_dump(mode="json"))]
+
+    def authorize(self, inputs: BaseModel, tenant_id: str) -> None:
+        """Raise NotFound unless the tenant may use what these inputs name."""
+        if self.access is not None:
+            self.access(inputs, tenant_id)
 
     def hold(self, inputs: BaseModel) -> Hold | None:
         """Why these inputs must be approved before the step runs, or None."""

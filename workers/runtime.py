@@ -8,6 +8,8 @@ import redis
 
 from adapters.breakers import Breakers
 from adapters.flow import FlowClient
+from adapters.http import HttpClient
+from adapters.ssh import SshClient
 from core.db import Database
 from core.settings import Settings, get_settings
 from workers import heartbeat
@@ -38,6 +40,17 @@ class Runtime:
         """This process's client of the workflow engines."""
         return FlowClient(self.settings.flow, self.settings.retry, self.breakers)
 
+    @cached_property
+    def ssh(self) -> SshClient:
+        """This process's SSH connections to the configured hosts."""
+        return SshClient(self.settings.ssh, self.settings.retry, self.breakers)
+
+    @cached_property
+    def http(self) -> HttpClient:
+        """This process's client of tenant-supplied URLs (`http.request`, HTTP tools)."""
+        return HttpClient(self.settings.http, self.settings.callback.allowed_networks,
+                          self.settings.retry, self.breakers)
+
     def start_heartbeat(self) -> None:
         """Stamp this process as a live runner until it closes."""
         worker = self.settings.worker
@@ -54,8 +67,9 @@ class Runtime:
     def close(self) -> None:
         if self._beat is not None:
             self._beat.set()
-        if "flows" in self.__dict__:
-            self.flows.close()
+        for client in ("flows", "ssh"):
+            if client in self.__dict__:
+                getattr(self, client).close()
         self.db.dispose()
         self.redis.close()
 

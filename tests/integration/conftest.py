@@ -1,5 +1,6 @@
 """The integration stack: a real broker, SQLite or Postgres, worker processes and the API."""
 
+import json
 import os
 import shutil
 import tempfile
@@ -18,6 +19,7 @@ from core.db import Database
 from core.migrate import upgrade
 from tests import n8n as n8n_service
 from tests import services
+from tests.integration import sshd as sshd_service
 from tests.n8n import N8n
 
 OTHER_POOLS = ["llm", "flow", "callbacks"]
@@ -25,6 +27,8 @@ METRICS_TOKEN = "metrics-token-for-tests"
 VISIBILITY_TIMEOUT = 60
 LOST_AFTER = 4
 FLOWS_FILE = Path(__file__).parent / "flows.json"
+SSH_TENANT = "ten_ssh_granted00"  # the tenant granted the test hosts (see test_ssh.py)
+SSH_BREAKER_FAIL_MAX = 2
 
 
 @dataclass
@@ -130,9 +134,40 @@ def n8n(flow_ports: FlowPorts, tmp_path_factory: pytest.TempPathFactory) -> Iter
         server.close()
 
 
+@dataclass(frozen=True)
+class SshServers:
+    """The real sshd every stack reaches (`box`), and one a test stops (`down`)."""
+
+    box: sshd_service.Sshd
+    down: sshd_service.Sshd
+
+    def hosts(self) -> str:
+        """SSH_HOSTS: `box` under four names (right key, unknown key, changed key, and one
+        every tenant may use) and `down`; all but `shared` granted to SSH_TENANT only."""
+        box = self.box
+        other = sshd_service.keygen(box.root / "other_host_key")
+        return json.dumps([
+            box.host("box", [SSH_TENANT]),
+            box.host("unknown-key", [SSH_TENANT], box.known_hosts("empty_known_hosts", "")),
+            box.host("changed-key", [SSH_TENANT], box.known_hosts("changed_known_hosts", other)),
+            box.host("shared", ["*"]),
+            self.down.host("down", [SSH_TENANT])])
+
+
+@pytest.fixture(scope="session")
+def ssh_servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SshServers]:
+    box = sshd_service.start(tmp_path_factory.mktemp("sshd-box"))
+    down = sshd_service.start(tmp_path_factory.mktemp("sshd-down"))
+    try:
+        yield SshServers(box, down)
+    finally:
+        for server in (box, down):
+            server.stop()
+
+
 @pytest.fixture(scope="session", params=["sqlite", "postgres"])
-def stack(request: pytest.FixtureRequest, broker_url: str,
-          flow_ports: FlowPorts) -> Iterator[Stack]:
+def stack(request: pytest.FixtureRequest, broker_url: str, flow_ports: FlowPorts,
+          ssh_servers: SshServers) -> Iterator[Stack]:
     """The whole stack on one job-store backend: API, a tools worker, a worker for the rest."""
     logs = Path(tempfile.mkdtemp(prefix=f"orch-{request.param}-"))
     database_url = (f"sqlite:///{logs}/orchestrator.db" if request.param == "sqlite"
@@ -157,6 +192,7 @@ def stack(request: pytest.FixtureRequest, broker_url: str,
            "ACTIVEPIECES_BASE": f"http://127.0.0.1:{flow_ports.activepieces}/api/v1/webhooks",
            "FLOWS_FILE": str(FLOWS_FILE), "FLOW_BREAKER_FAIL_MAX": "2",
            "ORCHESTRATOR_FLOW_TIMEOUT": "10",
+           "SSH_HOSTS": ssh_servers.hosts(), "SSH_BREAKER_FAIL_MAX": str(SSH_BREAKER_FAIL_MAX),
            "PATH": f"{services.BIN}:{os.environ['PATH']}"}
     running = Stack(url=f"http://127.0.0.1:{port}", env=env, db=Database(database_url),
                     logs=logs)
