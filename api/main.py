@@ -22,7 +22,17 @@ from starlette.routing import Route
 from api import openapi
 from api.hub import EventHub
 from api.limits import BodyLimit
-from api.routes import breakers, compat, deliveries, health, intents, jobs, resume, secrets
+from api.routes import (
+    breakers,
+    compat,
+    deliveries,
+    health,
+    intents,
+    jobs,
+    resume,
+    secrets,
+    tools,
+)
 from api.state import AppState
 from core.db import Database
 from core.errors import IntentNotFound, InvalidRequest, OrchestratorError
@@ -138,7 +148,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.add_exception_handler(down, _dependency_down)
     app.add_exception_handler(Exception, _unexpected)
     for router in (jobs.router, resume.router, intents.router, deliveries.router, secrets.router,
-                   breakers.router, health.router, compat.router):
+                   tools.router, breakers.router, health.router, compat.router):
         app.include_router(router)
     openapi.install(app)
     return app

@@ -1,6 +1,7 @@
-"""The built-in intents (a static provider), the flows, and the registry every process uses."""
+"""The built-in intents (a static provider), flows, tenants' HTTP tools, and the registry every
+process uses."""
 
-from tasks import debug, ssh
+from tasks import debug, ssh, tools
 from tasks.flows import FlowProvider
 from tasks.registry import Intent, Registry, StaticProvider
 
@@ -41,7 +42,12 @@ for _intent in (
            "Run a command on an SSH host granted to the tenant: a dry run unless "
            "confirm_dangerous is true; a dangerous command is held until approved.",
            ssh.execute, dangerous=True, approval=ssh.hold_if_dangerous, access=ssh.check_host),
+    Intent("http.request", "tools", "agent", tools.HttpRequestInputs,
+           "One HTTP request to a public URL (through the SSRF guard, no redirects, the answer "
+           "capped at HTTP_MAX_RESPONSE_BYTES, a breaker per host); returns status and body.",
+           tools.http_request),
 ):
     BUILTIN.register(_intent)
 
-REGISTRY = Registry([BUILTIN, FlowProvider()])
+TOOLS = tools.ToolProvider()
+REGISTRY = Registry([BUILTIN, FlowProvider(), TOOLS])

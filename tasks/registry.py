@@ -114,7 +114,12 @@ class Intent:
 
 
 class Provider(Protocol):
-    """A source of intents; `tenant_id` None asks for those every tenant shares."""
+    """A source of intents; `tenant_id` None asks for those every tenant shares.
+
+    A provider that caches (per-tenant tools read from the store) also has `forget(tenant_id)`:
+    the registry calls it when a name is missing, and asks again, so what a tenant just
+    registered is found at once. One that serves only names starting with `prefix` says so.
+    """
 
     def intents(self, tenant_id: str | None) -> Iterable[Intent]: ...
 
@@ -151,11 +156,26 @@ class Registry:
                 found.setdefault(intent.name, intent)
         return found
 
+    def _find(self, name: str, tenant_id: str | None) -> Intent | None:
+        """The first provider's intent of that name; a provider with a `prefix` is asked only
+        for names with it (tenants' tools are read from the store only for `tool.*`)."""
+        for provider in self.providers:
+            if name.startswith(getattr(provider, "prefix", "")):
+                found = next((i for i in provider.intents(tenant_id) if i.name == name), None)
+                if found is not None:
+                    return found
+        return None
+
     def get(self, name: str, tenant_id: str | None = None) -> Intent:
-        found = self._all(tenant_id)
-        if name not in found:
-            raise IntentNotFound(name, sorted(found))
-        return found[name]
+        found = self._find(name, tenant_id)
+        if found is None:
+            for provider in self.providers:
+                if (forget := getattr(provider, "forget", None)) is not None:
+                    forget(tenant_id)
+            found = self._find(name, tenant_id)
+        if found is None:
+            raise IntentNotFound(name, self.names(tenant_id))
+        return found
 
     def names(self, tenant_id: str | None = None) -> list[str]:
         return sorted(self._all(tenant_id))
