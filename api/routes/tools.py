@@ -26,7 +26,8 @@ class ToolCreate(BaseModel):
     description: str = Field("", max_length=1000, description="What it does (for planners).")
     method: Literal["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"] = Field(
         "POST", description="GET, HEAD and DELETE send the inputs as the query, others as JSON.")
-    url: str = Field(min_length=1, max_length=2048, description=(
+    url: str = Field(min_length=1, max_length=2048, pattern=r"^[hH][tT][tT][pP][sS]?://",
+                     description=(
         "http(s) URL template: `{field}` in the path or query takes that input, URL-encoded. "
         "Private addresses are refused unless in CALLBACK_ALLOWED_NETWORKS."))
     headers: dict[str, str] = Field(default_factory=dict, max_length=50, description=(
@@ -106,7 +107,7 @@ def register_tool(body: ToolCreate, state: StateDep, tenant: TenantDep) -> ToolP
 
 @router.delete("/{name}", operation_id="deleteTool", status_code=204, response_class=Response,
                summary="Delete an HTTP tool", responses=errors(*KEYED, *POST, 404))
-def delete_tool(name: Annotated[str, Path(max_length=100, description="The tool's name.")],
+def delete_tool(name: Annotated[str, Path(description="The tool's name.")],
                 state: StateDep, tenant: TenantDep) -> Response:
     """Remove one of the caller's HTTP tools; its intent goes with it (404 if it has none of
     that name)."""
