@@ -7,7 +7,14 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import AliasChoices, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AliasChoices,
+    BeforeValidator,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict, SettingsError
 
 from core.errors import ConfigError
@@ -37,6 +44,9 @@ def _list_setting(value: Any) -> Any:
         return split_list(value)
     except ValueError as exc:
         raise ValueError(f"not {LIST_FORM}") from exc
+
+
+StrList = Annotated[list[str], NoDecode, BeforeValidator(_list_setting)]
 
 
 class ApiSettings(BaseSettings):
@@ -199,20 +209,15 @@ class CallbackSettings(BaseSettings):
     timeout: float = Field(15.0, gt=0, description="Seconds one delivery attempt may take.")
     max_response_bytes: int = Field(
         64 * 1024, description="Bytes of a receiver's response body read and kept.")
-    schedule: Annotated[list[float], NoDecode] = Field(
+    schedule: Annotated[list[float], NoDecode, BeforeValidator(_list_setting)] = Field(
         [5, 300, 1800, 7200, 18000, 36000, 50400, 72000, 86400],
         description="Seconds to wait before each retry after a failed attempt (comma-separated "
         "or a JSON list), e.g. 5,300,1800.")
-    allowed_networks: Annotated[list[str], NoDecode] = Field(
+    allowed_networks: StrList = Field(
         [], description="CIDRs tenant-supplied URLs (callbacks, http.request, HTTP tools) may "
         "reach although private (comma-separated or a JSON list), e.g. 127.0.0.0/8,10.0.0.0/8.")
     sweep_seconds: float = Field(
         5.0, gt=0, description="How often the sweeper sends deliveries that are due.")
-
-    @field_validator("schedule", "allowed_networks", mode="before")
-    @classmethod
-    def _split(cls, value: Any) -> Any:
-        return _list_setting(value)
 
     @field_validator("allowed_networks")
     @classmethod
@@ -283,17 +288,12 @@ class SshSettings(BaseSettings):
     breaker_fail_max: int = Field(
         0, ge=0, description="Consecutive failures to reach a host that open its breaker; 0: "
         "BREAKER_FAIL_MAX.")
-    dangerous_patterns: Annotated[list[str], NoDecode] = Field(
+    dangerous_patterns: StrList = Field(
         DANGEROUS_PATTERNS, description="Regular expressions (a JSON list) of commands that "
         "`ssh.exec` holds for approval even with confirm_dangerous=true.")
-    peek_paths: Annotated[list[str], NoDecode] = Field(
+    peek_paths: StrList = Field(
         PEEK_PATHS, description="Files `ssh.exec.peek` may cat/tail/head (comma-separated or a "
         "JSON list); an entry ending in / allows everything under it.")
-
-    @field_validator("dangerous_patterns", "peek_paths", mode="before")
-    @classmethod
-    def _split(cls, value: Any) -> Any:
-        return _list_setting(value)
 
     @field_validator("dangerous_patterns")
     @classmethod
