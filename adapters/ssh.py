@@ -27,6 +27,7 @@ READ_BYTES = 32 * 1024
 POLL_SECONDS = 0.2
 KILL_SECONDS = 5.0
 PID_MARK = "orchestrator-pid="
+MAX_PID_LINE = 64
 OutputSink = Callable[[str, bytes], None]
 
 
@@ -129,10 +130,13 @@ class _Run:
     def stdout_chunk(self, chunk: bytes) -> None:
         if self.pid is None:
             self.head += chunk
-            line, newline, chunk = self.head.partition(b"\n")
-            if not newline:
+            line, newline, rest = self.head.partition(b"\n")
+            if not newline and len(self.head) < MAX_PID_LINE:
                 return
-            self.pid = int(line.removeprefix(PID_MARK.encode()) or 0)
+            pid = line.removeprefix(PID_MARK.encode())
+            # No mark (a shell that printed something first): all of it is output, no pid.
+            found = line.startswith(PID_MARK.encode()) and pid.isdigit()
+            self.pid, chunk = (int(pid), rest) if found else (0, self.head)
         self.keep("stdout", self.stdout, chunk)
 
     def keep(self, name: str, stream: Capped, chunk: bytes) -> None:
