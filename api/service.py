@@ -19,14 +19,13 @@ from api.state import AppState
 from core import store
 from core.errors import Conflict, InvalidRequest, Unavailable
 from core.events import TERMINAL_EVENTS
-from core.models import Job, JobStep
+from core.models import KEY_ID, Job, JobStep
 from core.store import Handoff, NewStep
 from tasks.chain import hand_off, send_step
 from tasks.intents import REGISTRY
 from tasks.registry import Intent
 
 BROKER_ERRORS = (OperationalError, RedisError, OSError)
-KEY_ID = "api_key_id"
 
 log = logging.getLogger(__name__)
 

@@ -79,6 +79,9 @@ class ApiKey(SQLModel, table=True):
     revoked_at: datetime | None = None
 
 
+KEY_ID = "api_key_id"  # in a job's `context`: the id of the API key that submitted it (audit)
+
+
 class Job(SQLModel, table=True):
     """One submitted intent and its outcome."""
 

@@ -15,7 +15,7 @@ from typing import Any
 from pydantic import BaseModel, Field, field_validator
 
 from adapters.ssh import CommandTimeout, HostSpec, Result, granted, load_hosts
-from core.models import Job
+from core.models import KEY_ID, Job
 from core.settings import get_settings
 from tasks.commands import dangerous, peek_argv, peek_command
 from tasks.context import Cancelled, Hold, StepContext
@@ -25,7 +25,6 @@ audit_log = logging.getLogger("orchestrator.audit")
 FLUSH_SECONDS = 0.5
 FLUSH_BYTES = 64 * 1024
 DRY_RUN_NOTE = "Set confirm_dangerous=true"
-KEY_ID = "api_key_id"  # where a job's context keeps the submitting key's id (api/service.py)
 
 
 class PeekInputs(BaseModel):

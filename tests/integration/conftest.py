@@ -140,18 +140,19 @@ class SshServers:
 
     box: sshd_service.Sshd
     down: sshd_service.Sshd
+    hosts: str
 
-    def hosts(self) -> str:
-        """SSH_HOSTS: `box` under four names (right key, unknown key, changed key, and one
-        every tenant may use) and `down`; all but `shared` granted to SSH_TENANT only."""
-        box = self.box
-        other = sshd_service.keygen(box.root / "other_host_key")
-        return json.dumps([
-            box.host("box", [SSH_TENANT]),
-            box.host("unknown-key", [SSH_TENANT], box.known_hosts("empty_known_hosts", "")),
-            box.host("changed-key", [SSH_TENANT], box.known_hosts("changed_known_hosts", other)),
-            box.host("shared", ["*"]),
-            self.down.host("down", [SSH_TENANT])])
+
+def _ssh_hosts(box: sshd_service.Sshd, down: sshd_service.Sshd) -> str:
+    """SSH_HOSTS: `box` under four names (right key, unknown key, changed key, and one every
+    tenant may use) and `down`; all but `shared` granted to SSH_TENANT only."""
+    other = sshd_service.keygen(box.root / "other_host_key")
+    return json.dumps([
+        box.host("box", [SSH_TENANT]),
+        box.host("unknown-key", [SSH_TENANT], box.known_hosts("empty_known_hosts", "")),
+        box.host("changed-key", [SSH_TENANT], box.known_hosts("changed_known_hosts", other)),
+        box.host("shared", ["*"]),
+        down.host("down", [SSH_TENANT])])
 
 
 @pytest.fixture(scope="session")
@@ -159,7 +160,7 @@ def ssh_servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SshServers
     box = sshd_service.start(tmp_path_factory.mktemp("sshd-box"))
     down = sshd_service.start(tmp_path_factory.mktemp("sshd-down"))
     try:
-        yield SshServers(box, down)
+        yield SshServers(box, down, _ssh_hosts(box, down))
     finally:
         for server in (box, down):
             server.stop()
@@ -192,7 +193,7 @@ def stack(request: pytest.FixtureRequest, broker_url: str, flow_ports: FlowPorts
            "ACTIVEPIECES_BASE": f"http://127.0.0.1:{flow_ports.activepieces}/api/v1/webhooks",
            "FLOWS_FILE": str(FLOWS_FILE), "FLOW_BREAKER_FAIL_MAX": "2",
            "ORCHESTRATOR_FLOW_TIMEOUT": "10",
-           "SSH_HOSTS": ssh_servers.hosts(), "SSH_BREAKER_FAIL_MAX": str(SSH_BREAKER_FAIL_MAX),
+           "SSH_HOSTS": ssh_servers.hosts, "SSH_BREAKER_FAIL_MAX": str(SSH_BREAKER_FAIL_MAX),
            "PATH": f"{services.BIN}:{os.environ['PATH']}"}
     running = Stack(url=f"http://127.0.0.1:{port}", env=env, db=Database(database_url),
                     logs=logs)
