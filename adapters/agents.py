@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 from httpx_sse import EventSource
 
-from adapters import callbacks
+from adapters import netguard
 from core.errors import InvalidRequest, RefusedTarget, UpstreamError
 
 UPSTREAM = "agent"
@@ -31,14 +31,14 @@ class AgentRun:
 class AgentClient:
     """Talks to agents' endpoints; one per process, closed with it."""
 
-    def __init__(self, allowed: list[callbacks.Network]) -> None:
+    def __init__(self, allowed: list[netguard.Network]) -> None:
         self.allowed = allowed
         self.http = httpx.Client(follow_redirects=False, trust_env=False,
-                                 verify=callbacks.default_ssl_context())
+                                 verify=netguard.default_ssl_context())
 
     def _request(self, method: str, url: str, timeout: float) -> tuple[httpx.URL, dict[str, Any]]:
         """The checked address to connect to, and the headers and TLS name for the host."""
-        target = callbacks._target(url, timeout, self.allowed)
+        target = netguard.target(url, timeout, self.allowed)
         options: dict[str, Any] = {"headers": {"host": target.host_header}}
         if target.sni_hostname:
             options["extensions"] = {"sni_hostname": target.sni_hostname}

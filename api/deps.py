@@ -1,6 +1,7 @@
 """Dependencies: the app state and the calling tenant."""
 
 import hmac
+from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, Request
@@ -20,17 +21,33 @@ def get_state(request: Request) -> AppState:
 StateDep = Annotated[AppState, Depends(get_state)]
 
 
-def get_tenant(
+@dataclass(frozen=True)
+class Caller:
+    """Who calls: the tenant and the id of the API key it used (for the audit)."""
+
+    tenant_id: str
+    key_id: str
+
+
+def get_caller(
     state: StateDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
-) -> str:
-    """The tenant whose API key is in `Authorization: Bearer …`."""
+) -> Caller:
+    """The tenant and key in `Authorization: Bearer …`."""
     if credentials is None:
         raise Unauthorized("missing API key: send 'Authorization: Bearer <key>'")
-    tenant = state.tenant_for_key(credentials.credentials)
-    if tenant is None:
+    owner = state.key_owner(credentials.credentials)
+    if owner is None:
         raise Unauthorized("unknown or revoked API key")
-    return tenant
+    return Caller(*owner)
+
+
+CallerDep = Annotated[Caller, Depends(get_caller)]
+
+
+def get_tenant(caller: CallerDep) -> str:
+    """The tenant whose API key is in `Authorization: Bearer …`."""
+    return caller.tenant_id
 
 
 TenantDep = Annotated[str, Depends(get_tenant)]
@@ -45,6 +62,6 @@ def metrics_reader(
     if token and credentials and hmac.compare_digest(credentials.credentials.encode(),
                                                       token.encode()):
         return
-    if not state.is_operator(get_tenant(state, credentials)):
+    if not state.is_operator(get_caller(state, credentials).tenant_id):
         raise Forbidden("/metrics needs the metrics token (API_METRICS_TOKEN) or an operator "
                         "key (orchestrator keys create --operator)")

@@ -39,6 +39,7 @@ from api.routes import (
     resume,
     secrets,
     sessions,
+    tools,
 )
 from api.state import AppState
 from core.db import Database
@@ -164,8 +165,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.add_exception_handler(down, _dependency_down)
     app.add_exception_handler(Exception, _unexpected)
     for router in (jobs.router, resume.router, intents.router, agents.router,
-                   deliveries.router, secrets.router, breakers.router, health.router,
-                   compat.router, chat.router, sessions.router, llm.router, memory.router):
+                   deliveries.router, secrets.router, tools.router, breakers.router,
+                   health.router, compat.router, chat.router, sessions.router, llm.router,
+                   memory.router):
         app.include_router(router)
     app.router.routes.append(Route("/mcp", endpoint=_Mcp(), methods=["GET", "POST", "DELETE"]))
     openapi.install(app)

@@ -11,6 +11,7 @@ from sqlmodel import select
 
 from adapters.breakers import STATE_GAUGE, render_gauges
 from adapters.breakers import Gauge as Sample
+from adapters.http import HTTP_PREFIX
 from api.state import AppState
 from core.models import Job
 from tasks.callbacks import CALLBACK_PREFIX
@@ -25,7 +26,10 @@ QUEUE_DEPTH = Gauge("orchestrator_queue_depth", "Messages waiting in a pool's qu
                     registry=REGISTRY)
 WORKERS = Gauge("orchestrator_live_workers", "Workers that stamped a pool recently.", ["pool"],
                 registry=REGISTRY)
-CALLBACKS = "callback"
+# Upstreams tenants name (their callback hosts, the hosts of their HTTP tools and requests):
+# never labels; counted by state and summed under one name per kind.
+TENANT_CHOSEN = {CALLBACK_PREFIX: ("orchestrator_callback_breakers", "callback"),
+                 HTTP_PREFIX: ("orchestrator_http_breakers", "http")}
 STATE_NAMES = {value: name for name, value in STATE_GAUGE.items()}
 
 
@@ -43,6 +47,9 @@ class Upstreams(Collector):
             "orchestrator_callback_breakers": GaugeMetricFamily(
                 "orchestrator_callback_breakers", "Breakers of tenants' callback hosts by state.",
                 labels=["state"]),
+            "orchestrator_http_breakers": GaugeMetricFamily(
+                "orchestrator_http_breakers", "Breakers of hosts of tenants' HTTP calls by state.",
+                labels=["state"]),
             "orchestrator_upstream_retries_total": CounterMetricFamily(
                 "orchestrator_upstream_retries", "Retries of calls to an upstream.",
                 labels=["upstream"]),
@@ -56,18 +63,22 @@ class Upstreams(Collector):
 
 
 def bounded(samples: list[Sample]) -> list[Sample]:
-    """The samples without tenant data in labels: callback hosts are tenants' to choose, so
-    their breakers are counted by state and their retries and failures summed as `callback`."""
+    """The samples without tenant data in labels: callback and HTTP hosts are tenants' to
+    choose, so their breakers are counted by state and their retries and failures summed as
+    `callback` and `http`."""
     totals: dict[tuple[str, tuple[tuple[str, str], ...]], float] = defaultdict(float)
-    for state in STATE_NAMES.values():
-        totals["orchestrator_callback_breakers", (("state", state),)] = 0.0
+    for family, _ in TENANT_CHOSEN.values():
+        for state in STATE_NAMES.values():
+            totals[family, (("state", state),)] = 0.0
     for name, labels, value in samples:
-        if not labels["upstream"].startswith(CALLBACK_PREFIX):
+        chosen = next((kind for prefix, kind in TENANT_CHOSEN.items()
+                       if labels["upstream"].startswith(prefix)), None)
+        if chosen is None:
             totals[name, tuple(labels.items())] += value
         elif name == "orchestrator_breaker_state":
-            totals["orchestrator_callback_breakers", (("state", STATE_NAMES[value]),)] += 1
+            totals[chosen[0], (("state", STATE_NAMES[value]),)] += 1
         else:
-            totals[name, (("upstream", CALLBACKS),)] += value
+            totals[name, (("upstream", chosen[1]),)] += value
     return [(name, dict(labels), value) for (name, labels), value in totals.items()]
 
 

@@ -13,13 +13,13 @@ from kombu.exceptions import OperationalError
 from redis.exceptions import RedisError
 from sqlalchemy.exc import IntegrityError
 
-from adapters import callbacks
+from adapters import netguard
 from api.metrics import JOBS_SUBMITTED
 from api.state import AppState
 from core import store
 from core.errors import Conflict, InvalidRequest, Unavailable
 from core.events import TERMINAL_EVENTS
-from core.models import Job, JobStep
+from core.models import KEY_ID, Job, JobStep
 from core.store import Handoff, NewStep
 from tasks.chain import hand_off, send_step
 from tasks.intents import REGISTRY
@@ -42,6 +42,11 @@ class Request:
     context: dict[str, Any]
     callback_url: str | None
     idempotency_key: str | None
+    key_id: str | None = None
+
+    def stored_context(self) -> dict[str, Any]:
+        """The context as stored: the caller's, with the API key id the audit names."""
+        return {**self.context, KEY_ID: self.key_id} if self.key_id else self.context
 
 
 def default_idempotency_key(tenant_id: str, intent: str, inputs: dict[str, Any]) -> str:
@@ -60,6 +65,7 @@ def plan(request: Request, max_steps: int = 0) -> tuple[Intent, dict[str, Any], 
     if intent.precheck is not None:
         intent.precheck()
     inputs = intent.validate(request.inputs)
+    intent.authorize(inputs, request.tenant_id)
     steps = intent.plan(inputs)
     if max_steps and len(steps) > max_steps:
         raise InvalidRequest(f"inputs: the plan has {len(steps)} steps, more than the limit of "
@@ -69,8 +75,8 @@ def plan(request: Request, max_steps: int = 0) -> tuple[Intent, dict[str, Any], 
 
 def _store_and_enqueue(state: AppState, job_id: str, request: Request) -> tuple[Job, bool]:
     if request.callback_url:
-        allowed = callbacks.parse_networks(state.settings.callback.allowed_networks)
-        callbacks.check_url_at_submit(request.callback_url, allowed)
+        allowed = netguard.parse_networks(state.settings.callback.allowed_networks)
+        netguard.check_url_at_submit(request.callback_url, allowed)
     intent, inputs, steps = plan(request, state.settings.orchestrator.max_steps)
     key = request.idempotency_key or default_idempotency_key(request.tenant_id, intent.name,
                                                              inputs)
@@ -90,7 +96,7 @@ def _store(state: AppState, job_id: str, request: Request, intent: Intent,
     with state.db.write() as session:
         return store.submit_job(
             session=session, job_id=job_id, tenant_id=request.tenant_id, intent=intent.name,
-            mode=intent.mode, inputs=inputs, context=request.context,
+            mode=intent.mode, inputs=inputs, context=request.stored_context(),
             callback_url=request.callback_url, steps=steps, idempotency_key=key,
             window=state.settings.orchestrator.idempotency_window)
 

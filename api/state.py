@@ -8,8 +8,8 @@ import redis
 from celery import Celery
 
 from adapters.agents import AgentClient
-from adapters.callbacks import parse_networks
 from adapters.llm import LLM
+from adapters.netguard import parse_networks
 from api.hub import EventHub
 from core import store
 from core.db import Database
@@ -28,7 +28,7 @@ class AppState:
     celery: Celery
     hub: EventHub
     llm: LLM
-    _keys: dict[str, tuple[str, float]] = field(default_factory=dict)
+    _keys: dict[str, tuple[tuple[str, str], float]] = field(default_factory=dict)
 
     @cached_property
     def agents(self) -> AgentClient:
@@ -43,16 +43,21 @@ class AppState:
         self.db.dispose()
 
     def tenant_for_key(self, raw_key: str) -> str | None:
-        """The tenant of an API key, cached briefly so each request is not a query."""
+        """The tenant of an API key (see `key_owner`)."""
+        owner = self.key_owner(raw_key)
+        return owner[0] if owner else None
+
+    def key_owner(self, raw_key: str) -> tuple[str, str] | None:
+        """The tenant and key id of an API key, cached briefly so each request is not a query."""
         cached = self._keys.get(raw_key)
         now = time.monotonic()
         if cached is not None and cached[1] > now:
             return cached[0]
         with self.db.read() as session:
-            tenant = store.tenant_for_key(session=session, raw_key=raw_key)
-        if tenant is not None:
-            self._keys[raw_key] = (tenant, now + KEY_CACHE_SECONDS)
-        return tenant
+            owner = store.key_owner(session=session, raw_key=raw_key)
+        if owner is not None:
+            self._keys[raw_key] = (owner, now + KEY_CACHE_SECONDS)
+        return owner
 
     def is_operator(self, tenant_id: str) -> bool:
         """Whether the tenant is an operator (read from the store: rare, never cached)."""

@@ -79,6 +79,9 @@ class ApiKey(SQLModel, table=True):
     revoked_at: datetime | None = None
 
 
+KEY_ID = "api_key_id"  # in a job's `context`: the id of the API key that submitted it (audit)
+
+
 class Job(SQLModel, table=True):
     """One submitted intent and its outcome."""
 
@@ -231,4 +234,24 @@ class ChatMessage(SQLModel, table=True):
     role: str = Field(max_length=16)
     content: str
     data: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class HttpTool(SQLModel, table=True):
+    """An HTTP tool a tenant registered: the intent `tool.<name>`, for that tenant only."""
+
+    __tablename__ = "http_tools"
+    __table_args__ = (UniqueConstraint("tenant_id", "name", name="uq_http_tools_tenant_name"),)
+    id: int | None = Field(default=None, primary_key=True)
+    tenant_id: str = Field(foreign_key="tenants.id", index=True, max_length=64)
+    name: str = Field(max_length=100)
+    description: str = Field(default="", max_length=1000)
+    method: str = Field(max_length=8)
+    url: str = Field(max_length=2048, description="URL template: `{field}` takes an input.")
+    host: str = Field(max_length=253, description="The URL's host (its breaker's name).")
+    headers: dict[str, str] = Field(default_factory=dict,
+                                    sa_column=Column(JSON, nullable=False))
+    input_schema: dict[str, Any] = Field(default_factory=dict,
+                                         sa_column=Column(JSON, nullable=False))
+    timeout: float | None = None
     created_at: datetime = Field(default_factory=utcnow)

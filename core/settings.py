@@ -2,11 +2,19 @@
 
 import ipaddress
 import json
+import re
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import AliasChoices, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AliasChoices,
+    BeforeValidator,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict, SettingsError
 
 from core.errors import ConfigError
@@ -29,6 +37,16 @@ def split_list(value: Any) -> Any:
 
 
 LIST_FORM = "one value, comma-separated values or a JSON list"
+
+
+def _list_setting(value: Any) -> Any:
+    try:
+        return split_list(value)
+    except ValueError as exc:
+        raise ValueError(f"not {LIST_FORM}") from exc
+
+
+StrList = Annotated[list[str], NoDecode, BeforeValidator(_list_setting)]
 
 
 class ApiSettings(BaseSettings):
@@ -191,23 +209,15 @@ class CallbackSettings(BaseSettings):
     timeout: float = Field(15.0, gt=0, description="Seconds one delivery attempt may take.")
     max_response_bytes: int = Field(
         64 * 1024, description="Bytes of a receiver's response body read and kept.")
-    schedule: Annotated[list[float], NoDecode] = Field(
+    schedule: Annotated[list[float], NoDecode, BeforeValidator(_list_setting)] = Field(
         [5, 300, 1800, 7200, 18000, 36000, 50400, 72000, 86400],
         description="Seconds to wait before each retry after a failed attempt (comma-separated "
         "or a JSON list), e.g. 5,300,1800.")
-    allowed_networks: Annotated[list[str], NoDecode] = Field(
-        [], description="CIDRs callbacks may reach although private (comma-separated or a JSON "
-        "list), e.g. 127.0.0.0/8,10.0.0.0/8.")
+    allowed_networks: StrList = Field(
+        [], description="CIDRs tenant-supplied URLs (callbacks, http.request, HTTP tools) may "
+        "reach although private (comma-separated or a JSON list), e.g. 127.0.0.0/8,10.0.0.0/8.")
     sweep_seconds: float = Field(
         5.0, gt=0, description="How often the sweeper sends deliveries that are due.")
-
-    @field_validator("schedule", "allowed_networks", mode="before")
-    @classmethod
-    def _split(cls, value: Any) -> Any:
-        try:
-            return split_list(value)
-        except ValueError as exc:
-            raise ValueError(f"not {LIST_FORM}") from exc
 
     @field_validator("allowed_networks")
     @classmethod
@@ -346,6 +356,72 @@ class MemorySettings(BaseSettings):
                             "contributes to a hybrid search before fusion (at least `k`).")
     cache_mb: int = Field(512, ge=0, description="Megabytes of vectors a memory worker process "
                           "keeps per SQLite store for exact search (0: read them every time).")
+DANGEROUS_PATTERNS = [
+    r"\brm\s+(-\w*[rR]|--recursive)", r"\bmkfs\b", r"\bdd\b", r"\bshutdown\b",
+    r"\breboot\b", r"\bhalt\b", r"\bpoweroff\b", r"\binit\s+[06]\b",
+    r"\bch(mod|own|grp)\s+(-\w*R|--recursive)", r"\b(ip6?tables|nft|ufw)\b",
+    r"\bkill\s+(-9|-KILL|-SIGKILL|-s\s+KILL)\b", r"\b(killall|pkill)\b",
+    r">>?\s*/etc/", r"\btee\s+(-\w+\s+)*/etc/", r"\b(mv|cp|ln|rm|truncate|sed\s+-i)\b.*\s/etc/",
+    r"\bsystemctl\s+(stop|disable|mask|kill|isolate|poweroff|reboot)\b", r"\bcrontab\s+-r\b",
+    r"\b(wipefs|fdisk|parted|sfdisk|userdel|deluser)\b", r">\s*/dev/(sd|nvme|vd|xvd)",
+    r":\(\)\s*\{"]
+PEEK_PATHS = ["/var/log/", "/proc/loadavg", "/proc/meminfo", "/proc/uptime", "/etc/hostname",
+              "/etc/os-release"]
+
+
+class SshSettings(BaseSettings):
+    """Commands on remote hosts over SSH: the hosts, the limits, what needs approval."""
+
+    model_config = _config("SSH_")
+    hosts: str = Field(
+        "", description="Hosts as a JSON list of {name, address, port, user, key_file, "
+        "known_hosts, tenants} (tenants: tenant ids, or [\"*\"] for all), added to those of "
+        "SSH_HOSTS_FILE.")
+    hosts_file: str = Field("", description="A JSON file listing hosts in the form of SSH_HOSTS.")
+    connect_timeout: float = Field(10.0, gt=0, description="Seconds to open the TCP connection.")
+    banner_timeout: float = Field(10.0, gt=0, description="Seconds to wait for the SSH banner.")
+    auth_timeout: float = Field(10.0, gt=0, description="Seconds authentication may take.")
+    command_timeout: float = Field(
+        60.0, gt=0, description="Default deadline of a command (s); a step's `timeout` may ask "
+        "for another. At the deadline the remote command is killed and the step fails.")
+    max_output_bytes: int = Field(
+        1024 * 1024, ge=1, description="Bytes of stdout and of stderr kept each; the rest is "
+        "read and dropped, and the output is marked truncated.")
+    idle_connections: int = Field(
+        4, ge=0, description="Open connections kept per host in each worker process.")
+    breaker_fail_max: int = Field(
+        0, ge=0, description="Consecutive failures to reach a host that open its breaker; 0: "
+        "BREAKER_FAIL_MAX.")
+    dangerous_patterns: StrList = Field(
+        DANGEROUS_PATTERNS, description="Regular expressions (a JSON list) of commands that "
+        "`ssh.exec` holds for approval even with confirm_dangerous=true.")
+    peek_paths: StrList = Field(
+        PEEK_PATHS, description="Files `ssh.exec.peek` may cat/tail/head (comma-separated or a "
+        "JSON list); an entry ending in / allows everything under it.")
+
+    @field_validator("dangerous_patterns")
+    @classmethod
+    def _patterns(cls, value: list[str]) -> list[str]:
+        for pattern in value:
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise ValueError(f"{pattern!r} is not a regular expression ({exc})") from exc
+        return value
+
+
+class HttpSettings(BaseSettings):
+    """Calls to tenant-supplied URLs: `http.request` and registered HTTP tools."""
+
+    model_config = _config("HTTP_")
+    timeout: float = Field(30.0, gt=0, description="Default seconds one call may take; a tool's "
+                           "own timeout may be shorter.")
+    max_response_bytes: int = Field(
+        1024 * 1024, ge=1, description="Bytes of an answer kept; the rest is cut off and the "
+        "output marked truncated.")
+    breaker_fail_max: int = Field(
+        0, ge=0, description="Consecutive failures that open a host's breaker; 0: "
+        "BREAKER_FAIL_MAX.")
 
 
 class Settings(BaseSettings):
@@ -368,6 +444,8 @@ class Settings(BaseSettings):
     llm: LlmSettings = Field(default_factory=lambda: LlmSettings())
     embeddings: EmbeddingsSettings = Field(default_factory=lambda: EmbeddingsSettings())
     memory: MemorySettings = Field(default_factory=lambda: MemorySettings())
+    ssh: SshSettings = Field(default_factory=lambda: SshSettings())
+    http: HttpSettings = Field(default_factory=lambda: HttpSettings())
 
     @model_validator(mode="after")
     def _limits_below_visibility(self) -> "Settings":
@@ -383,7 +461,8 @@ class Settings(BaseSettings):
 SECTIONS: list[type[BaseSettings]] = [
     ApiSettings, BrokerSettings, DatabaseSettings, OrchestratorSettings, WorkerSettings,
     PoolSettings, FlowerSettings, RetrySettings, BreakerSettings, CallbackSettings, FlowSettings,
-    AgentSettings, McpSettings, LlmSettings, EmbeddingsSettings, MemorySettings]
+    AgentSettings, McpSettings, LlmSettings, EmbeddingsSettings, MemorySettings, SshSettings,
+    HttpSettings]
 
 
 def env_name(section: type[BaseSettings], field: str) -> str:

@@ -21,7 +21,7 @@ from sqlmodel import Session
 from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_exponential
 
 from core import refs, store
-from core.errors import IntentNotFound, InvalidRequest, UpstreamUnavailable
+from core.errors import IntentNotFound, InvalidRequest, NotFound, UpstreamUnavailable
 from core.events import publish
 from core.store import Handoff, NewStep, StepStart, StepVerdict
 from tasks.chain import hand_off
@@ -83,7 +83,8 @@ class StepTask(Task):  # type: ignore[misc]
         try:
             intent = REGISTRY.get(start.intent, start.tenant_id)
             inputs = intent.validate(start.inputs)
-        except (IntentNotFound, InvalidRequest) as exc:
+            intent.authorize(inputs, start.tenant_id)
+        except (IntentNotFound, InvalidRequest, NotFound) as exc:
             error = str(exc)
             return self._write(rt, lambda s: store.fail_step(session=s, job_id=job_id,
                                                              index=index, error=error))

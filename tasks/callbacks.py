@@ -4,7 +4,7 @@ import logging
 import time
 from urllib.parse import urlsplit
 
-from adapters import callbacks
+from adapters import callbacks, netguard
 from core import deliveries, store
 from core.deliveries import AttemptResult
 from core.errors import UpstreamError, UpstreamUnavailable
@@ -21,7 +21,7 @@ def _attempt(rt: Runtime, url: str, body: str, headers: dict[str, str]) -> Attem
     """One attempt through the receiver host's breaker; an open breaker is a failed attempt."""
     settings = rt.settings.callback
     upstream = f"{CALLBACK_PREFIX}{urlsplit(url).hostname}"
-    allowed = callbacks.parse_networks(settings.allowed_networks)
+    allowed = netguard.parse_networks(settings.allowed_networks)
 
     def send() -> callbacks.Attempt:
         attempt = callbacks.deliver(url, body.encode(), headers, timeout=settings.timeout,

@@ -59,7 +59,8 @@ class StepContext:
     is_cancelled: Callable[[], bool]
     issue_resume_url: Callable[[], str]
     plan_step: Callable[[str, dict[str, Any]], NewStep]
-    emit: Callable[[str, dict[str, Any]], None] = lambda _type, _data: None
+    emit: Callable[[str, dict[str, Any]], None]
+    """Append an event `(type, data)` to the job's log and announce it (output, audit)."""
     _resume_url: str | None = None
 
     def cancelled(self) -> bool:

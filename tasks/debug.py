@@ -8,7 +8,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from adapters import callbacks
+from adapters import callbacks, netguard
 from core.errors import UpstreamUnavailable
 from core.settings import get_settings
 from core.store import NewStep
@@ -204,7 +204,7 @@ def http(step: StepContext) -> dict[str, Any]:
         step.inputs.url, json.dumps(step.inputs.body).encode(),
         {"content-type": "application/json"}, timeout=max(min(step.remaining(), 60.0), 0.1),
         max_response_bytes=settings.max_response_bytes,
-        allowed=callbacks.parse_networks(settings.allowed_networks))
+        allowed=netguard.parse_networks(settings.allowed_networks))
     if attempt.status_code is None:
         raise DebugFailure(attempt.error or "no answer")
     return {"status": attempt.status_code, "latency_ms": attempt.latency_ms,

@@ -1,6 +1,7 @@
-"""The built-in intents (a static provider), the flows, and the registry every process uses."""
+"""The built-in intents (a static provider), flows, tenants' HTTP tools, and the registry every
+process uses."""
 
-from tasks import debug, llm, memory
+from tasks import debug, llm, memory, ssh, tools
 from tasks.agents import AgentProvider
 from tasks.flows import FlowProvider
 from tasks.mcp import McpProvider
@@ -50,7 +51,20 @@ for _intent in (
            "answers {results: [{item_id, text, tags, score, scores, ...}]}.", memory.find),
     Intent("memory.delete", "memory", "agent", memory.DeleteInputs,
            "Delete items by id.", memory.forget),
+    Intent("ssh.exec.peek", "tools", "agent", ssh.PeekInputs,
+           "Run a read-only command (an allowlist, no shell metacharacters) on an SSH host "
+           "granted to the tenant; returns stdout, stderr (capped) and the exit status.",
+           ssh.peek, access=ssh.check_host),
+    Intent("ssh.exec", "tools", "agent", ssh.ExecInputs,
+           "Run a command on an SSH host granted to the tenant: a dry run unless "
+           "confirm_dangerous is true; a dangerous command is held until approved.",
+           ssh.execute, dangerous=True, approval=ssh.hold_if_dangerous, access=ssh.check_host),
+    Intent("http.request", "tools", "agent", tools.HttpRequestInputs,
+           "One HTTP request to a public URL (through the SSRF guard, no redirects, the answer "
+           "capped at HTTP_MAX_RESPONSE_BYTES, a breaker per host); returns status and body.",
+           tools.http_request),
 ):
     BUILTIN.register(_intent)
 
-REGISTRY = Registry([BUILTIN, FlowProvider(), AgentProvider(), McpProvider()])
+TOOLS = tools.ToolProvider()
+REGISTRY = Registry([BUILTIN, FlowProvider(), AgentProvider(), McpProvider(), TOOLS])

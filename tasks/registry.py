@@ -35,7 +35,8 @@ def _path(prefix: str, parts: Iterable[Any]) -> str:
 def _pydantic_error(exc: ValidationError, prefix: str) -> InvalidRequest:
     first = exc.errors()[0]
     field = _path(prefix, first["loc"])
-    return InvalidRequest(f"{field}: {first['msg']}", field=field)
+    message = first["msg"].removeprefix("Value error, ")
+    return InvalidRequest(f"{field}: {message}", field=field)
 
 
 def _schema_error(schema: dict[str, Any], raw: dict[str, Any],
@@ -58,6 +59,8 @@ class Intent:
     code: a flow, an MCP tool, an HTTP tool) and kept as given, in a `JsonInputs`.
     `precheck`: raises InvalidRequest when the intent cannot run now (its engine is not
     configured), so a submission is refused with the reason instead of failing later.
+    `access`: raises NotFound when the tenant may not use what the inputs name (an SSH host not
+    granted to it), checked at submit and again when the step starts.
     """
 
     name: str
@@ -73,6 +76,7 @@ class Intent:
     literal_inputs: bool = False
     json_schema: dict[str, Any] | None = None
     precheck: Callable[[], None] | None = None
+    access: Callable[[Any, str], None] | None = None
 
     def __post_init__(self) -> None:
         if self.pool not in POOLS or self.mode not in MODES:
@@ -99,6 +103,11 @@ class Intent:
             return self.planner(inputs)
         return [NewStep(self.name, self.pool, inputs.model_dump(mode="json"))]
 
+    def authorize(self, inputs: BaseModel, tenant_id: str) -> None:
+        """Raise NotFound unless the tenant may use what these inputs name."""
+        if self.access is not None:
+            self.access(inputs, tenant_id)
+
     def hold(self, inputs: BaseModel) -> Hold | None:
         """Why these inputs must be approved before the step runs, or None."""
         return self.approval(inputs) if self.approval is not None else None
@@ -108,7 +117,10 @@ class Provider(Protocol):
     """A source of intents; `tenant_id` None asks for those every tenant shares.
 
     `prefix`: every name it provides starts with it ("" for any), so a lookup by name asks
-    only the providers that could have it (some read the job store or Redis).
+    only the providers that could have it (some read the job store or Redis). A provider that
+    caches (per-tenant tools read from the store) also has `forget(tenant_id)`: the registry
+    calls it when a name is missing, and asks again, so what a tenant just registered is found
+    at once.
     """
 
     prefix: str
@@ -143,20 +155,33 @@ class Registry:
     def add(self, provider: Provider) -> None:
         self.providers.append(provider)
 
-    def _all(self, tenant_id: str | None, name: str = "") -> dict[str, Intent]:
+    def _all(self, tenant_id: str | None) -> dict[str, Intent]:
         found: dict[str, Intent] = {}
         for provider in self.providers:
-            if name and not name.startswith(provider.prefix):
-                continue
             for intent in provider.intents(tenant_id):
                 found.setdefault(intent.name, intent)
         return found
 
+    def _find(self, name: str, tenant_id: str | None) -> Intent | None:
+        """The first provider's intent of that name; a provider with a `prefix` is asked only
+        for names with it (tenants' tools are read from the store only for `tool.*`)."""
+        for provider in self.providers:
+            if name.startswith(provider.prefix):
+                found = next((i for i in provider.intents(tenant_id) if i.name == name), None)
+                if found is not None:
+                    return found
+        return None
+
     def get(self, name: str, tenant_id: str | None = None) -> Intent:
-        intent = self._all(tenant_id, name).get(name)
-        if intent is None:
+        found = self._find(name, tenant_id)
+        if found is None:
+            for provider in self.providers:
+                if (forget := getattr(provider, "forget", None)) is not None:
+                    forget(tenant_id)
+            found = self._find(name, tenant_id)
+        if found is None:
             raise IntentNotFound(name, self.names(tenant_id))
-        return intent
+        return found
 
     def names(self, tenant_id: str | None = None) -> list[str]:
         return sorted(self._all(tenant_id))

@@ -6,11 +6,13 @@ from functools import cached_property
 
 import redis
 
-from adapters import callbacks
+from adapters import netguard
 from adapters.agents import AgentClient
 from adapters.breakers import Breakers
 from adapters.flow import FlowClient
+from adapters.http import HttpClient
 from adapters.llm import LLM
+from adapters.ssh import SshClient
 from core.db import Database
 from core.settings import Settings, get_settings
 from workers import heartbeat
@@ -44,12 +46,23 @@ class Runtime:
     @cached_property
     def agents(self) -> AgentClient:
         """This process's client of external agents (their URLs pass the SSRF guard)."""
-        return AgentClient(callbacks.parse_networks(self.settings.callback.allowed_networks))
+        return AgentClient(netguard.parse_networks(self.settings.callback.allowed_networks))
 
     @cached_property
     def llm(self) -> LLM:
         """This process's client of the configured model (one connection pool for all threads)."""
         return LLM(self.settings.llm, self.breakers, self.settings.retry)
+
+    @cached_property
+    def ssh(self) -> SshClient:
+        """This process's SSH connections to the configured hosts."""
+        return SshClient(self.settings.ssh, self.settings.retry, self.breakers)
+
+    @cached_property
+    def http(self) -> HttpClient:
+        """This process's client of tenant-supplied URLs (`http.request`, HTTP tools)."""
+        return HttpClient(self.settings.http, self.settings.callback.allowed_networks,
+                          self.settings.retry, self.breakers)
 
     def start_heartbeat(self) -> None:
         """Stamp this process as a live runner until it closes."""
@@ -72,6 +85,8 @@ class Runtime:
                 self.__dict__[client].http.close()
         if "llm" in self.__dict__:
             self.llm.close()
+        if "ssh" in self.__dict__:
+            self.ssh.close()
         self.db.dispose()
         self.redis.close()
 

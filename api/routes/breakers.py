@@ -6,9 +6,10 @@ from fastapi import APIRouter, Path
 from pydantic import BaseModel, Field
 
 from adapters.breakers import Breakers, BreakerState
+from adapters.http import HTTP_PREFIX
 from api.deps import StateDep, TenantDep
 from api.openapi import KEYED, POST, errors
-from core import deliveries
+from core import deliveries, store
 from core.errors import Forbidden, NotFound
 from tasks.callbacks import CALLBACK_PREFIX
 
@@ -36,18 +37,24 @@ def _breakers(state: StateDep) -> Breakers:
     return Breakers(state.redis, state.settings.breaker)
 
 
-def _own_callback_host(state: StateDep, tenant: str, name: str) -> bool:
-    """Whether `name` is the breaker of a host the tenant's callbacks go to."""
-    if not name.startswith(CALLBACK_PREFIX):
-        return False
+def _tenant_chosen(name: str) -> bool:
+    """Whether a tenant named this upstream (a callback host, an HTTP tool's host)."""
+    return name.startswith((CALLBACK_PREFIX, HTTP_PREFIX))
+
+
+def _own_host(state: StateDep, tenant: str, name: str) -> bool:
+    """Whether `name` is the breaker of a host the tenant's callbacks or HTTP tools go to."""
     with state.db.read() as session:
-        return deliveries.has_host(session=session, tenant_id=tenant,
-                                   host=name.removeprefix(CALLBACK_PREFIX))
+        if name.startswith(CALLBACK_PREFIX):
+            return deliveries.has_host(session=session, tenant_id=tenant,
+                                       host=name.removeprefix(CALLBACK_PREFIX))
+        return name.startswith(HTTP_PREFIX) and store.has_tool_host(
+            session=session, tenant_id=tenant, host=name.removeprefix(HTTP_PREFIX))
 
 
 def _visible(state: StateDep, tenant: str, name: str) -> bool:
-    """Shared upstreams are visible to all; a callback host only to tenants that call it back."""
-    return not name.startswith(CALLBACK_PREFIX) or _own_callback_host(state, tenant, name)
+    """Shared upstreams are visible to all; a tenant's host only to tenants that call it."""
+    return not _tenant_chosen(name) or _own_host(state, tenant, name)
 
 
 @router.get("", operation_id="listBreakers", response_model=list[BreakerPublic],
@@ -68,8 +75,8 @@ def reset_breaker(name: Annotated[str, Path(description="The breaker's `name`.")
     A tenant may reset the breaker of a host its callbacks go to; the breakers of shared
     upstreams need an operator key (`orchestrator keys create --operator`).
     """
-    if not state.is_operator(tenant) and not _own_callback_host(state, tenant, name):
-        if name.startswith(CALLBACK_PREFIX):
+    if not state.is_operator(tenant) and not _own_host(state, tenant, name):
+        if _tenant_chosen(name):
             raise NotFound(f"no circuit breaker named '{name}'")
         raise Forbidden(f"'{name}' guards an upstream all tenants share: resetting it needs "
                         "an operator key (orchestrator keys create --operator)")

@@ -3,7 +3,7 @@
 from fastapi import APIRouter, Response
 
 from api import service
-from api.deps import StateDep, TenantDep
+from api.deps import CallerDep, StateDep, TenantDep
 from api.openapi import BODY, KEYED, errors
 from api.schemas import (
     CompatJob,
@@ -36,7 +36,7 @@ def _sync(job: Job) -> OrchestrateSync:
 async def orchestrate(
     body: OrchestrateRequest,
     state: StateDep,
-    tenant: TenantDep,
+    caller: CallerDep,
     response: Response,
     idempotency_key: IdempotencyKey = None,
 ) -> OrchestrateSync | OrchestrateAccepted:
@@ -44,9 +44,10 @@ async def orchestrate(
     ORCHESTRATOR_SYNC_TIMEOUT, else `accepted` with its id (202); with a `callback_url` it
     is always `accepted`. An unknown intent is a 404 listing the available ones."""
     callback = str(body.callback_url) if body.callback_url else None
-    request = service.Request(tenant_id=tenant, intent=body.intent, inputs=body.inputs,
-                              mode=body.mode, context=body.context, callback_url=callback,
-                              idempotency_key=idempotency_key)
+    request = service.Request(tenant_id=caller.tenant_id, intent=body.intent,
+                              inputs=body.inputs, mode=body.mode, context=body.context,
+                              callback_url=callback, idempotency_key=idempotency_key,
+                              key_id=caller.key_id)
     wait = 0.0 if callback else state.settings.orchestrator.sync_timeout
     job, _, _ = await service.submit(state, request, wait)
     if job.status.terminal:

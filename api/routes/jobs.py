@@ -10,7 +10,7 @@ from fastapi.concurrency import run_in_threadpool
 from sse_starlette import EventSourceResponse
 
 from api import service, streaming
-from api.deps import StateDep, TenantDep
+from api.deps import CallerDep, StateDep, TenantDep
 from api.openapi import BODY, KEYED, POST, errors, job_links
 from api.schemas import (
     MAX_EVENT_ID,
@@ -46,7 +46,7 @@ ERRORS = errors(*KEYED, *BODY, 403, 404, 409)
 async def create_job(
     body: JobCreate,
     state: StateDep,
-    tenant: TenantDep,
+    caller: CallerDep,
     response: Response,
     idempotency_key: IdempotencyKey = None,
 ) -> JobAccepted | JobPublic:
@@ -57,9 +57,9 @@ async def create_job(
     tenant, intent and inputs within the idempotency window) answers the same job."""
     intent, inputs = body.target()
     request = service.Request(
-        tenant_id=tenant, intent=intent, inputs=inputs, mode=body.mode,
+        tenant_id=caller.tenant_id, intent=intent, inputs=inputs, mode=body.mode,
         context=body.context, callback_url=str(body.callback_url) if body.callback_url else None,
-        idempotency_key=idempotency_key)
+        idempotency_key=idempotency_key, key_id=caller.key_id)
     wait = service.clamp_wait(body.wait, state.settings.orchestrator.sync_timeout)
     job, steps, _ = await service.submit(state, request, wait)
     response.headers["Location"] = f"/v1/jobs/{job.id}"

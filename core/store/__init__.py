@@ -40,7 +40,14 @@ from core.store.tables import (
     new_token,
     step_task_id,
 )
-from core.store.tenants import create_tenant_key, hash_key, is_operator, tenant_for_key
+from core.store.tenants import (
+    create_tenant_key,
+    hash_key,
+    is_operator,
+    key_owner,
+    tenant_for_key,
+)
+from core.store.tools import delete_tool, has_tool_host, list_tools, save_tool
 from core.store.waits import (
     approve_step,
     expire_step,
@@ -54,9 +61,11 @@ from core.store.waits import (
 __all__ = [
     "WAITING_STEPS", "Handoff", "NewStep", "NextStep", "Orphan", "StepStart", "StepVerdict",
     "append_events", "delete_agent", "list_agents", "register_agent",
+    "delete_tool", "has_tool_host", "list_tools", "save_tool",
     "approve_step", "begin_step", "cancel_job", "create_tenant_key", "discard_submission",
     "expire_step", "expired_steps", "fail_step", "finish_step", "get_job", "hash_key",
-    "hold_step", "is_operator", "issue_resume_token", "job_steps", "list_events", "list_jobs",
+    "hold_step", "is_operator", "issue_resume_token", "job_steps", "key_owner", "list_events",
+    "list_jobs",
     "new_job_id", "new_token", "pending_action", "quiet_jobs", "reject_step", "requeue_orphan",
     "resume", "resume_step", "retry_step", "running_steps", "step_task_id", "submit_job",
     "tenant_for_key", "wait_step",

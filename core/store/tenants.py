@@ -32,13 +32,20 @@ def create_tenant_key(*, session: Session, tenant_name: str,
     return tenant, raw_key
 
 
-def tenant_for_key(*, session: Session, raw_key: str) -> str | None:
-    """The tenant id a live API key belongs to, or None."""
-    return session.exec(
-        select(ApiKey.tenant_id).where(
+def key_owner(*, session: Session, raw_key: str) -> tuple[str, str] | None:
+    """The tenant id and key id of a live API key, or None."""
+    row = session.exec(
+        select(ApiKey.tenant_id, ApiKey.id).where(
             ApiKey.key_hash == hash_key(raw_key), col(ApiKey.revoked_at).is_(None)
         )
     ).first()
+    return (row[0], row[1]) if row is not None else None
+
+
+def tenant_for_key(*, session: Session, raw_key: str) -> str | None:
+    """The tenant id a live API key belongs to, or None."""
+    owner = key_owner(session=session, raw_key=raw_key)
+    return owner[0] if owner is not None else None
 
 
 def is_operator(*, session: Session, tenant_id: str) -> bool:

@@ -22,6 +22,7 @@ from core.db import Database
 from core.migrate import upgrade
 from tests import n8n as n8n_service
 from tests import services
+from tests.integration import sshd as sshd_service
 from tests.n8n import N8n
 
 OTHER_POOLS = ["llm", "flow", "callbacks"]
@@ -29,6 +30,8 @@ METRICS_TOKEN = "metrics-token-for-tests"
 VISIBILITY_TIMEOUT = 60
 LOST_AFTER = 4
 FLOWS_FILE = Path(__file__).parent / "flows.json"
+SSH_TENANT = "ten_ssh_granted00"  # the tenant granted the test hosts (see test_ssh.py)
+SSH_BREAKER_FAIL_MAX = 2
 
 
 @dataclass
@@ -219,16 +222,49 @@ def running_stack(request: pytest.FixtureRequest, backend: str, db_index: int,
         _keep_logs_if_failed(logs, request.session.testsfailed > failed_before)
 
 
+@dataclass(frozen=True)
+class SshServers:
+    """The real sshd every stack reaches (`box`), and one a test stops (`down`)."""
+
+    box: sshd_service.Sshd
+    down: sshd_service.Sshd
+    hosts: str
+
+
+def _ssh_hosts(box: sshd_service.Sshd, down: sshd_service.Sshd) -> str:
+    """SSH_HOSTS: `box` under four names (right key, unknown key, changed key, and one every
+    tenant may use) and `down`; all but `shared` granted to SSH_TENANT only."""
+    other = sshd_service.keygen(box.root / "other_host_key")
+    return json.dumps([
+        box.host("box", [SSH_TENANT]),
+        box.host("unknown-key", [SSH_TENANT], box.known_hosts("empty_known_hosts", "")),
+        box.host("changed-key", [SSH_TENANT], box.known_hosts("changed_known_hosts", other)),
+        box.host("shared", ["*"]),
+        down.host("down", [SSH_TENANT])])
+
+
+@pytest.fixture(scope="session")
+def ssh_servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SshServers]:
+    box = sshd_service.start(tmp_path_factory.mktemp("sshd-box"))
+    down = sshd_service.start(tmp_path_factory.mktemp("sshd-down"))
+    try:
+        yield SshServers(box, down, _ssh_hosts(box, down))
+    finally:
+        for server in (box, down):
+            server.stop()
+
+
 @pytest.fixture(scope="session", params=["sqlite", "postgres"])
 def stack(request: pytest.FixtureRequest, broker_url: str, flow_ports: FlowPorts,
-          mcp_servers: Path) -> Iterator[Stack]:
+          mcp_servers: Path, ssh_servers: SshServers) -> Iterator[Stack]:
     """The whole stack on one job-store backend: API, a tools worker, a prefork memory worker,
     a worker for the rest, the sweeper; flows and MCP servers configured."""
     db_index = 1 if request.param == "sqlite" else 2
     extra = {"N8N_WEBHOOK_BASE": f"http://127.0.0.1:{flow_ports.n8n}/webhook",
              "ACTIVEPIECES_BASE": f"http://127.0.0.1:{flow_ports.activepieces}/api/v1/webhooks",
              "FLOWS_FILE": str(FLOWS_FILE), "FLOW_BREAKER_FAIL_MAX": "2",
-             "ORCHESTRATOR_FLOW_TIMEOUT": "10", "MCP_SERVERS_FILE": str(mcp_servers)}
+             "ORCHESTRATOR_FLOW_TIMEOUT": "10", "MCP_SERVERS_FILE": str(mcp_servers),
+             "SSH_HOSTS": ssh_servers.hosts, "SSH_BREAKER_FAIL_MAX": str(SSH_BREAKER_FAIL_MAX)}
     with running_stack(request, request.param, db_index, extra) as running:
         yield running
 

@@ -20,10 +20,10 @@ from adapters.callbacks import (
     Attempt,
     deliver,
     new_secret,
-    parse_networks,
     parse_retry_after,
     webhook_headers,
 )
+from adapters.netguard import parse_networks
 from tests.integration.receiver import reply, serve
 
 LOOPBACK = parse_networks(["127.0.0.1/32"])

@@ -8,6 +8,18 @@ import pytest
 from core import store
 from core.db import Database
 from core.migrate import upgrade
+from tasks.intents import TOOLS
+
+
+@pytest.fixture(scope="session", autouse=True)
+def tools_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """The registry reads tenants' HTTP tools from a real (empty) SQLite store, not var/."""
+    url = f"sqlite:///{tmp_path_factory.mktemp('tools')}/store.db"
+    upgrade(url)
+    database = Database(url)
+    TOOLS._database = lambda: database
+    yield
+    database.dispose()
 
 
 @pytest.fixture

@@ -4,7 +4,7 @@ import ipaddress
 
 import pytest
 
-from adapters.callbacks import (
+from adapters.netguard import (
     ALLOW_HINT,
     check_url_at_submit,
     host_problem,

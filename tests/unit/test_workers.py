@@ -55,7 +55,8 @@ def test_a_step_message_carries_ids_only_and_a_derived_task_id() -> None:
 def context(inputs: debug.SleepInputs, cancelled: object, limit: float = 60) -> StepContext:
     return StepContext(job_id="j", index=0, tenant_id="t", intent="debug.sleep", inputs=inputs,
                        deadline=time.monotonic() + limit, is_cancelled=cancelled,  # type: ignore[arg-type]
-                       issue_resume_url=lambda: "", plan_step=lambda *_: None)  # type: ignore[arg-type,return-value]
+                       issue_resume_url=lambda: "", plan_step=lambda *_: None,  # type: ignore[arg-type,return-value]
+                       emit=lambda *_: None)
 
 
 def test_sleep_stops_early_when_cancelled() -> None:
