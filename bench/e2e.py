@@ -29,6 +29,8 @@ from core.migrate import upgrade  # noqa: E402
 from core.models import TERMINAL, Job  # noqa: E402
 from tests import services  # noqa: E402
 
+CONCURRENCY_PATIENCE = 300.0
+
 
 def percentiles(samples: list[float]) -> tuple[float, float]:
     ordered = sorted(samples)
@@ -51,7 +53,8 @@ def slow_server(logs: Path) -> tuple[services.Process, str]:
     """The loopback upstream both sides call in the concurrency measure."""
     port = services.free_port()
     process = services.Process([str(services.BIN / "uvicorn"), "bench.slow:app", "--port",
-                                str(port), "--log-level", "warning", "--backlog", "4096"],
+                                str(port), "--log-level", "warning", "--backlog", "4096",
+                                "--timeout-keep-alive", "120"],
                                dict(os.environ), logs / "slow.log")
     services.wait_http(f"http://127.0.0.1:{port}/?wait=0")
     return process, f"http://127.0.0.1:{port}/"
@@ -93,13 +96,17 @@ def bare_concurrency(client: redis.Redis, slow_url: str, args: argparse.Namespac
     """Seconds from the first send until N tasks that each wait W s on the server are done."""
     from bench import bare
 
-    client.delete(bare.HTTP_COUNTER)
+    client.delete(bare.HTTP_COUNTER, bare.HTTP_FAILED)
     url = f"{slow_url}?wait={args.wait}"
     started = time.perf_counter()
     for _ in range(args.concurrent):
         bare.http.delay(url)
     while int(client.get(bare.HTTP_COUNTER) or 0) < args.concurrent:
+        if time.perf_counter() - started > CONCURRENCY_PATIENCE:
+            raise RuntimeError("bare Celery's tasks did not all end")
         time.sleep(0.005)
+    if failed := int(client.get(bare.HTTP_FAILED) or 0):
+        raise RuntimeError(f"{failed} bare Celery tasks failed (see bare.log)")
     return time.perf_counter() - started
 
 
@@ -178,6 +185,8 @@ class Orchestrator:
                                lambda i: ("debug.http", {"url": url, "body": {"i": i}}))
         submitted = time.perf_counter() - started
         while not self._all_done(ids):
+            if time.perf_counter() - started > CONCURRENCY_PATIENCE:
+                raise RuntimeError("the debug.http jobs did not all end")
             time.sleep(0.01)
         failed = self._failed(ids)
         if failed:
