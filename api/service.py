@@ -145,12 +145,11 @@ def reject(state: AppState, tenant_id: str, job_id: str, reason: str) -> None:
 def resume(state: AppState, token: str, output: dict[str, Any]) -> tuple[str, int]:
     """Resume the step waiting on `token` with `output`; returns its job id and index."""
     with state.db.write() as session:
-        handoff, refused = store.resume_step(session=session, token=token, output=output)
-    after_commit(state, handoff)
-    if refused:
-        raise Conflict(refused)
-    resumed = next(e for e in handoff.events if e["type"] in ("step_resumed", "step_failed"))
-    return resumed["job_id"], int(resumed["data"]["index"])
+        resumed = store.resume_step(session=session, token=token, output=output)
+    after_commit(state, resumed.handoff)
+    if resumed.refused:
+        raise Conflict(resumed.refused)
+    return resumed.job_id, resumed.index
 
 
 def cancel(state: AppState, tenant_id: str, job_id: str) -> tuple[Job, list[JobStep]]:

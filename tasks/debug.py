@@ -139,6 +139,11 @@ def chain_link(step: StepContext) -> dict[str, Any]:
     return {"step": step.inputs.step, "of": step.inputs.of}
 
 
+def planned_only(step: StepContext) -> None:
+    """`debug.chain` runs as its links; its own step never runs (planners may not plan it)."""
+    raise DebugFailure("debug.chain runs as its links, never as a step of its own")
+
+
 def plan_chain(inputs: ChainInputs) -> list[NewStep]:
     return [NewStep("debug.chain.link", "tools",
                     {"step": i + 1, "of": inputs.steps, "delay": inputs.delay,

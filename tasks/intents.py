@@ -16,7 +16,7 @@ for _intent in (
     Intent("debug.fail", "tools", "agent", debug.FailInputs,
            "Fail with `message`: for testing failure handling and callbacks.", debug.fail),
     Intent("debug.chain", "tools", "agent", debug.ChainInputs,
-           "A static chain of `steps` steps, each waiting `delay` seconds.", debug.chain_link,
+           "A static chain of `steps` steps, each waiting `delay` seconds.", debug.planned_only,
            planner=debug.plan_chain),
     Intent("debug.chain.link", "tools", "agent", debug.LinkInputs,
            "One link of a `debug.chain`: waits `delay`, returns its place.", debug.chain_link),

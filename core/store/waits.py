@@ -6,6 +6,7 @@ and end at the step's deadline.
 """
 
 import hmac
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
@@ -96,8 +97,18 @@ def reject_step(*, session: Session, tenant_id: str, job_id: str, reason: str) -
                 items=[("step_rejected", {"index": at.index, "reason": reason})])
 
 
-def resume_step(*, session: Session, token: str, output: Any) -> tuple[Handoff, str | None]:
-    """Resume the step waiting on `token` with `output`. Returns why not, if it expired."""
+@dataclass(frozen=True)
+class Resumed:
+    """What a resume did: the step it reached, what to hand off, and why not if it expired."""
+
+    job_id: str
+    index: int
+    handoff: Handoff
+    refused: str | None = None
+
+
+def resume_step(*, session: Session, token: str, output: Any) -> Resumed:
+    """Resume the step waiting on `token` with `output` (or say why not, if it expired)."""
     found = session.execute(select(STEPS.c.job_id, STEPS.c.index.label("idx")).where(
         STEPS.c.token_hash == sha256(token),
         STEPS.c.status.in_([StepStatus.running, StepStatus.waiting]))).one_or_none()
@@ -109,11 +120,12 @@ def resume_step(*, session: Session, token: str, output: Any) -> tuple[Handoff, 
         # The outside system answered before the step finished handing off: keep the output.
         events = record(session, at, {}, {"early_output": output, "token_hash": None},
                         [resumed])
-        return Handoff(events), None
+        return Resumed(at.job_id, at.index, Handoff(events))
     if deadline_passed(at, utcnow()):
-        return expire(session, at), f"step {at.index} stopped waiting at " \
-            f"{at.row.deadline.isoformat()}; it failed"
-    return succeed(session, at, output, [], 0, [resumed]), None
+        return Resumed(at.job_id, at.index, expire(session, at),
+                       f"step {at.index} stopped waiting at {at.row.deadline.isoformat()}; "
+                       "it failed")
+    return Resumed(at.job_id, at.index, succeed(session, at, output, [], 0, [resumed]))
 
 
 def expire(session: Session, at: Ledger) -> Handoff:

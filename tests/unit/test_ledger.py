@@ -212,7 +212,8 @@ def waiting_job(db: Database, tenant: str, ttl: float = 60, early: bool = False)
 def resume(db: Database, token: str, output: dict[str, object]) -> tuple[store.Handoff,
                                                                           str | None]:
     with db.write() as session:
-        return store.resume_step(session=session, token=token, output=output)
+        resumed = store.resume_step(session=session, token=token, output=output)
+        return resumed.handoff, resumed.refused
 
 
 def test_a_waiting_step_is_resumed_once_by_its_token(db: Database, tenant: str) -> None:
