@@ -6,6 +6,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy.exc import SQLAlchemyError
 
 from api.state import AppState
 from core.errors import Forbidden, Unauthorized
@@ -51,6 +52,23 @@ def get_tenant(caller: CallerDep) -> str:
 
 
 TenantDep = Annotated[str, Depends(get_tenant)]
+
+
+def is_operator_caller(
+    state: StateDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+) -> bool:
+    """Whether the caller holds an operator's key; no key or an unknown one is no error here."""
+    if credentials is None:
+        return False
+    try:
+        owner = state.key_owner(credentials.credentials)
+        return owner is not None and state.is_operator(owner[0])
+    except SQLAlchemyError:
+        return False  # the store may be what /ready reports down; the key is not checked then
+
+
+OperatorFlagDep = Annotated[bool, Depends(is_operator_caller)]
 
 
 def metrics_reader(

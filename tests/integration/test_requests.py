@@ -132,6 +132,25 @@ def test_ready_sees_every_pool(stack: Stack) -> None:
     assert set(body["checks"]["pools"]) == {"llm", "tools", "memory", "flow", "callbacks"}
 
 
+@pytest.mark.parametrize(("who", "hosts"), [("nobody", False), ("stranger", False),
+                                            ("tenant", False), ("operator", True)],
+                         ids=["no-key", "wrong-key", "tenant-key", "operator-key"])
+def test_ready_shows_worker_hosts_only_to_operators(stack: Stack, who: str,
+                                                    hosts: bool) -> None:
+    # Given each kind of caller
+    keys = {"nobody": None, "stranger": "not-a-key", "tenant": stack.new_key(),
+            "operator": stack.new_key(operator=True)}
+    headers = {"Authorization": f"Bearer {keys[who]}"} if keys[who] else {}
+    # When it asks whether the stack is ready
+    response = httpx.get(f"{stack.url}/ready", headers=headers)
+    # Then everyone gets the answer and each pool's count, only an operator the hosts and pids
+    assert response.status_code == 200, response.text
+    pools = response.json()["checks"]["pools"]
+    assert all(pool["live"] >= 1 for pool in pools.values())
+    assert ("@" in response.text) == hosts
+    assert all(("workers" in pool) == hosts for pool in pools.values())
+
+
 def test_metrics_and_intents(stack: Stack, client: httpx.Client) -> None:
     client.post("/v1/jobs", json={"intent": "debug.echo", "inputs": {"m": 1}, "wait": True})
     metrics = stack.metrics()
