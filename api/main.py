@@ -169,6 +169,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                    health.router, compat.router, chat.router, sessions.router, llm.router,
                    memory.router):
         app.include_router(router)
-    app.router.routes.append(Route("/mcp", endpoint=_Mcp(), methods=["GET", "POST", "DELETE"]))
+    # POST only: the server is stateless and sends no notifications of its own, so it offers
+    # no GET stream (which would hang open with nothing on it) and no session to DELETE; the
+    # transport lets such a server answer both with 405.
+    app.router.routes.append(Route("/mcp", endpoint=_Mcp(), methods=["POST"]))
     openapi.install(app)
     return app

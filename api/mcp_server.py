@@ -1,6 +1,7 @@
 """The orchestrator as an MCP server: every intent a tenant may use is a tool.
 
-Streamable HTTP at `/mcp` (the same bearer API keys as every route; stateless, JSON answers)
+Streamable HTTP at `/mcp` (the same bearer API keys as every route; stateless, JSON answers,
+POST only: a GET for a server-to-client stream answers 405, as the transport allows)
 and stdio with `orchestrator mcp` (which speaks to the API with a key). A tool call submits a
 job and answers its result or, when the job outlives the sync timeout, its id and links.
 
@@ -297,9 +298,6 @@ class Endpoint:
                                  [(b"www-authenticate", b"Bearer")])
             return
         scope[TENANT] = tenant
-        if scope["method"] != "POST":
-            await self.sdk(scope, receive, send)
-            return
         body = await _body(receive)
         message = _message(body)
         if message is not None and self.tasks.handles(message):

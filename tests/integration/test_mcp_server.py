@@ -136,6 +136,17 @@ def test_mcp_needs_a_key_and_shows_only_the_tenants_tools(stack: Stack,
         assert "agent.privy" not in asyncio.run(names(stack.new_key()))
 
 
+def test_a_get_on_mcp_answers_405_at_once(stack: Stack, client: httpx.Client) -> None:
+    # Given a key (the server has no standalone SSE stream: it is stateless and sends no
+    # notifications of its own)
+    headers = {"Authorization": f"Bearer {key_of(client)}", "Accept": "text/event-stream"}
+    # When a client opens the optional server-to-client stream
+    response = httpx.get(f"{stack.url}/mcp", headers=headers, timeout=5)
+    # Then it is told at once that only POST is served there, as the transport allows
+    assert response.status_code == 405, response.text
+    assert response.headers["allow"] == "POST"
+
+
 def test_the_stdio_server_lists_and_calls_the_tenants_tools(stack: Stack,
                                                             client: httpx.Client) -> None:
     params = StdioServerParameters(command=str(services.BIN / "orchestrator"), args=[
