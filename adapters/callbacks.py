@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 
 from adapters import netguard
 from adapters.netguard import Network
+from core.errors import RefusedTarget
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +69,7 @@ class Attempt:
     retry_after: float | None
     response_body: str
     ok: bool
-    gone: bool
+    gone: bool  # no retry can succeed: a 410, or a target the SSRF guard refuses
 
 
 def parse_retry_after(value: str | None, now: datetime | None = None) -> float | None:
@@ -112,6 +113,10 @@ def deliver(url: str, body: bytes, headers: dict[str, str], *, timeout: float,
         attempt = _attempt(netguard.request(
             "POST", url, body=body, headers=headers, timeout=timeout,
             max_response_bytes=max_response_bytes, allowed=allowed, ssl_context=ssl_context))
+    except RefusedTarget as exc:
+        # The guard refuses the address the host resolves to now; retrying only asks again.
+        attempt = Attempt(status_code=None, latency_ms=0, error=str(exc), retry_after=None,
+                          response_body="", ok=False, gone=True)
     except Exception as exc:  # noqa: BLE001 - every failure is an attempt the schedule counts
         # An exception escaping here would leave the delivery leased, to be sent again at
         # every lease expiry forever, never `dead`.

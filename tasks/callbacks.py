@@ -18,7 +18,8 @@ CALLBACK_PREFIX = "callback:"
 
 
 def _attempt(rt: Runtime, url: str, body: str, headers: dict[str, str]) -> AttemptResult:
-    """One attempt through the receiver host's breaker; an open breaker is a failed attempt."""
+    """One attempt through the receiver host's breaker; an open breaker is a failed attempt.
+    A refused target is no failure of the host's (nothing was sent), so it is not counted."""
     settings = rt.settings.callback
     upstream = f"{CALLBACK_PREFIX}{urlsplit(url).hostname}"
     allowed = netguard.parse_networks(settings.allowed_networks)
@@ -27,7 +28,7 @@ def _attempt(rt: Runtime, url: str, body: str, headers: dict[str, str]) -> Attem
         attempt = callbacks.deliver(url, body.encode(), headers, timeout=settings.timeout,
                                     max_response_bytes=settings.max_response_bytes,
                                     allowed=allowed)
-        if attempt.status_code is None or attempt.status_code >= 500:
+        if not attempt.gone and (attempt.status_code is None or attempt.status_code >= 500):
             raise _Failed(attempt)
         return attempt
 

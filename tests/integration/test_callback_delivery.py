@@ -94,6 +94,17 @@ def test_a_410_is_gone() -> None:
     assert (attempt.ok, attempt.gone, attempt.status_code) == (False, True, 410)
 
 
+def test_a_host_resolving_to_a_refused_address_is_gone_unsent() -> None:
+    # Given a receiver reached by a name that resolves to loopback, which is not allowed
+    with serve(reply(200)) as hook:
+        # When one attempt is sent
+        attempt = send(hook.url.replace("127.0.0.1", "localhost"), allowed=[])
+    # Then nothing was sent and no retry is asked for: the refusal is permanent
+    assert (attempt.ok, attempt.gone, attempt.status_code) == (False, True, None)
+    assert attempt.error is not None and "loopback" in attempt.error
+    assert hook.received == []
+
+
 def test_a_redirect_is_a_failure_and_its_location_is_never_requested() -> None:
     # Given a receiver that redirects to a second loopback server
     with serve(reply(200)) as target, \

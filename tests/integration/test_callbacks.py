@@ -1,14 +1,16 @@
 """Signed callbacks through the real callbacks pool: retried, verified, never lost."""
 
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
+import pytest
 from standardwebhooks.webhooks import Webhook
 
 from core import deliveries
 from core.models import Job, utcnow
-from tests.integration.conftest import Stack, wait_job
+from tests.integration.conftest import Stack, running_stack, wait_job
 from tests.integration.receiver import Script, reply, serve
 
 BAD_HOST = "http://" + "a" * 1000 + ".com/hook"
@@ -141,3 +143,30 @@ def test_a_delivery_to_an_invalid_host_follows_the_schedule_to_dead(
     # Then every attempt of the schedule (0.3 s × 3) was made and recorded, then it stopped
     assert dead["attempts"] == 4
     assert [a["error"][:20] for a in dead["attempt_log"]] == ["invalid callback URL"] * 4
+
+
+@pytest.fixture(scope="module")
+def strict_stack(request: pytest.FixtureRequest) -> Iterator[Stack]:
+    """A stack that allows no private callback target (the store's backend does not matter)."""
+    with running_stack(request, "sqlite", 8, {"CALLBACK_ALLOWED_NETWORKS": "[]"},
+                       name="strict", split_workers=False) as running:
+        yield running
+
+
+def test_a_host_resolving_to_a_refused_address_is_dead_at_once(strict_stack: Stack) -> None:
+    # Given a callback to a host name (it passes the submit check, which resolves nothing)
+    # that resolves to loopback, which this stack does not allow
+    with strict_stack.client() as client, serve(reply(200)) as hook:
+        job_id = submit_with_callback(client, hook.url.replace("127.0.0.1", "localhost"))
+        # When the job ends and its delivery is attempted
+        dead = wait_delivery(client, job_id, "dead")
+        events = client.get(f"/v1/jobs/{job_id}/events").json()
+        breakers = {b["name"]: b for b in client.get("/v1/breakers").json()}
+    # Then one attempt was made and refused, the delivery is dead with the reason, like a 410
+    assert hook.received == []
+    assert dead["attempts"] == 1 and len(dead["attempt_log"]) == 1
+    assert "loopback" in dead["attempt_log"][0]["error"]
+    assert [e["type"] for e in events][-2:] == ["callback_scheduled", "callback_dead"]
+    assert "loopback" in events[-1]["data"]["error"]
+    # and the refusal did not count against the host's breaker
+    assert breakers.get("callback:localhost", {"failures_total": 0})["failures_total"] == 0
