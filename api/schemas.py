@@ -1,5 +1,6 @@
 """Request and response bodies of the API."""
 
+import json
 import math
 from datetime import datetime
 from typing import Annotated, Any, Literal
@@ -21,6 +22,10 @@ Mode = Literal["auto", "agent", "flow", "mcp"]
 MAX_JSON_DEPTH = 32
 
 
+def _too_deep(limit: int) -> str:
+    return f"nested deeper than {limit} levels; flatten it"
+
+
 def json_problem(value: Any, limit: int = MAX_JSON_DEPTH) -> str | None:
     """Why `value` may not be stored as JSON (too deep, NaN or Infinity), or None."""
     pending: list[tuple[Any, int]] = [(value, 1)]
@@ -30,10 +35,22 @@ def json_problem(value: Any, limit: int = MAX_JSON_DEPTH) -> str | None:
             return f"{item} is not a JSON number; send a finite number or null"
         if isinstance(item, dict | list):
             if depth > limit:
-                return f"nested deeper than {limit} levels; flatten it"
+                return _too_deep(limit)
             children = item.values() if isinstance(item, dict) else item
             pending.extend((child, depth + 1) for child in children)
     return None
+
+
+def loads_checked(text: str | bytes, limit: int = MAX_JSON_DEPTH) -> Any:
+    """`text` parsed as JSON under `json_problem`'s rule; ValueError says why it is refused."""
+    try:
+        value = json.loads(text)
+    except RecursionError:
+        # Deeper than the parser can follow is deeper than the limit too.
+        raise ValueError(_too_deep(limit)) from None
+    if problem := json_problem(value, limit):
+        raise ValueError(problem)
+    return value
 
 
 def _storable(value: dict[str, Any]) -> dict[str, Any]:

@@ -66,9 +66,10 @@ def api() -> None:
     # uvicorn's own lines from warnings up; the API's (its start line, errors) from INFO.
     log_config = {**LOGGING_CONFIG, "loggers": {**LOGGING_CONFIG["loggers"], "api": {
         "handlers": ["default"], "level": "INFO", "propagate": False}}}
+    # A WebSocket message gets the body limit too: over it, a close frame 1009 (too big).
     uvicorn.run("api.main:create_app", factory=True, host=settings.api.host,
                 port=settings.api.port, workers=settings.api.workers, log_level="warning",
-                access_log=False, log_config=log_config)
+                access_log=False, log_config=log_config, ws_max_size=settings.api.max_body_bytes)
 
 
 @app.command()

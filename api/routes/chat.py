@@ -1,6 +1,5 @@
 """Chat: `POST /chat` (reference 000), `POST /v1/chat` (reference 002) and a WebSocket."""
 
-import json
 from typing import Any
 
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
@@ -10,7 +9,7 @@ from pydantic import ValidationError
 from api import conversation, service, streaming
 from api.deps import StateDep, TenantDep
 from api.openapi import BODY, KEYED, errors
-from api.schemas import ChatAnswer, ChatRequest, IdempotencyKey, V1ChatRequest
+from api.schemas import ChatAnswer, ChatRequest, IdempotencyKey, V1ChatRequest, loads_checked
 from api.state import AppState
 from core.errors import OrchestratorError
 
@@ -61,6 +60,8 @@ async def chat_socket(socket: WebSocket) -> None:
     `{"message", "session_id"?, "namespace"?, "twin_id"?}`; receive `{"type": "accepted"}`,
     every event of the job (as `GET /v1/jobs/{id}/events` shows them, `llm_delta` carrying
     the answer as it is written), then `{"type": "answer", …}`. Several messages per connection.
+    A message that is not such JSON (or nested too deep) gets `{"type": "error", "error"}` and
+    the socket goes on; one over API_MAX_BODY_BYTES closes it with 1009.
     """
     state: AppState = socket.app.state.orch
     tenant = await run_in_threadpool(state.tenant_for_key, _key(socket))
@@ -70,14 +71,25 @@ async def chat_socket(socket: WebSocket) -> None:
     await socket.accept()
     try:
         while True:
-            await _one_message(state, socket, tenant, await socket.receive_text())
+            await _one_message(state, socket, tenant, await _receive(socket))
     except WebSocketDisconnect:
         return
 
 
-async def _one_message(state: AppState, socket: WebSocket, tenant: str, text: str) -> None:
+async def _receive(socket: WebSocket) -> str | bytes:
+    """The next message, text or binary (`receive_text` fails on a binary frame)."""
+    message = await socket.receive()
+    if message["type"] == "websocket.disconnect":
+        raise WebSocketDisconnect(message.get("code", 1000), message.get("reason"))
+    return message.get("text") or message.get("bytes") or ""
+
+
+async def _one_message(state: AppState, socket: WebSocket, tenant: str,
+                       text: str | bytes) -> None:
     try:
-        body = ChatRequest.model_validate(json.loads(text))
+        # The depth and finite-number rule of every JSON body, so a deep message is refused
+        # with a reason instead of overflowing the parser and dropping the socket.
+        body = ChatRequest.model_validate(loads_checked(text))
     except (ValueError, ValidationError) as exc:
         await socket.send_json({"type": "error", "error": f"invalid message: {exc}"})
         return

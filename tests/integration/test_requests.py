@@ -1,11 +1,14 @@
 """Bad requests get a 4xx that says what to fix; the compatibility and operations routes."""
 
 import base64
+import json
 import re
 import uuid
 
 import httpx
 import pytest
+from websockets.exceptions import ConnectionClosed
+from websockets.sync.client import ClientConnection, connect
 
 from tests.integration.conftest import Stack, wait_job
 
@@ -289,3 +292,42 @@ def test_the_highest_event_position_reads_an_empty_page(client: httpx.Client) ->
     # Then both are empty pages, not errors
     assert (by_query.status_code, by_query.json()) == (200, [])
     assert (by_header.status_code, by_header.json()) == (200, [])
+
+
+def chat_socket(stack: Stack) -> ClientConnection:
+    url = stack.url.replace("http://", "ws://") + "/v1/chat/ws"
+    return connect(url, additional_headers={"Authorization": f"Bearer {stack.new_key()}"})
+
+
+@pytest.mark.parametrize(("message", "says"), [
+    ("[" * 5000 + "]" * 5000, "nested deeper than 32 levels"),
+    ('{"message": ' + "[" * 40 + "]" * 40 + "}", "nested deeper than 32 levels"),
+    ("hello, not JSON", "invalid message"),
+    (b"\xff\xfe not UTF-8", "invalid message"),
+    ('{"message": NaN}', "not a JSON number"),
+    ('{"message": ""}', "invalid message"),
+], ids=["5000-deep", "too-deep", "not-json", "binary", "nan", "empty-message"])
+def test_a_bad_chat_socket_message_gets_an_error_and_the_socket_goes_on(
+        stack: Stack, message: str | bytes, says: str) -> None:
+    # Given a chat socket (malformed, too deep or not JSON at all: the rule of every JSON body)
+    with chat_socket(stack) as socket:
+        # When a malformed message is sent
+        socket.send(message)
+        # Then it gets an error frame that says what is wrong
+        error = json.loads(socket.recv(timeout=10))
+        assert error["type"] == "error" and says in error["error"], error
+        assert "Traceback" not in error["error"]
+        # and the socket still takes a good message
+        socket.send(json.dumps({"message": "hello"}))
+        assert json.loads(socket.recv(timeout=10))["type"] == "accepted"
+
+
+def test_a_chat_socket_message_over_the_body_limit_is_closed_with_1009(stack: Stack) -> None:
+    with chat_socket(stack) as socket:
+        # When a message larger than API_MAX_BODY_BYTES (1 MiB) is sent
+        socket.send(json.dumps({"message": "x" * (2 * 1024 * 1024)}))
+        # Then the socket is closed with a close frame saying so
+        with pytest.raises(ConnectionClosed) as closed:
+            socket.recv(timeout=10)
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == 1009
+    assert closed.value.rcvd.reason, "the close frame says why"
