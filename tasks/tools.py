@@ -11,11 +11,10 @@ from dataclasses import dataclass
 from typing import Any, Literal
 from urllib.parse import quote, urlencode, urlsplit
 
-import jsonschema
 from pydantic import BaseModel, Field
 
 from adapters import netguard
-from core import store
+from core import jsonschemas, store
 from core.db import Database
 from core.errors import InvalidRequest
 from core.models import HttpTool
@@ -181,11 +180,7 @@ def check_tool(url: str, input_schema: dict[str, Any], allowed: list[str]) -> st
         raise InvalidRequest("url: `{field}` may fill the path and query, not the host",
                              field="url")
     netguard.check_url_at_submit(example, netguard.parse_networks(allowed), field="url")
-    try:
-        jsonschema.validators.validator_for(input_schema).check_schema(input_schema)
-    except jsonschema.SchemaError as exc:
-        raise InvalidRequest(f"input_schema: not a JSON schema: {exc.message}",
-                             field="input_schema") from exc
+    jsonschemas.check(input_schema)
     if input_schema.get("type") != "object":
         raise InvalidRequest('input_schema: the inputs are an object: "type": "object"',
                              field="input_schema")
