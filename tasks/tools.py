@@ -68,7 +68,8 @@ def call(step: StepContext, method: str, url: str, headers: dict[str, str], body
     rt = runtime()
     content, headers = _encode(body, headers)
     limit = min(timeout or rt.settings.http.timeout, max(step.remaining(), 0.1))
-    answer = rt.http.call(method, url, body=content, headers=headers, timeout=limit)
+    answer = rt.http.call(method, url, tenant_id=step.tenant_id, body=content, headers=headers,
+                          timeout=limit)
     return {"status": answer.status, "content_type": answer.content_type,
             "body": _decode(answer.content_type, answer.body, answer.truncated),
             "truncated": answer.truncated, "latency_ms": answer.latency_ms}

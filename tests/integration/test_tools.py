@@ -8,7 +8,10 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import redis
 
+from adapters.breakers import Breakers
+from core.settings import BreakerSettings
 from tests.integration.conftest import Stack, wait_job
 from tests.integration.receiver import reply, serve
 
@@ -143,3 +146,27 @@ def test_a_pattern_re2_cannot_run_is_refused_at_registration(client: httpx.Clien
                                                            input_schema=schema))
     assert response.status_code == 422 and "the pattern '(?=x)' cannot be used" in \
         response.json()["error"]
+
+
+def test_one_tenants_open_breaker_never_stops_another_tenants_calls(
+        stack: Stack, client: httpx.Client) -> None:
+    breakers = Breakers(redis.Redis.from_url(stack.env["REDIS_URL"]), BreakerSettings())
+    with serve(reply(200)) as server, stack.client() as other:
+        # Given another tenant whose calls to a host and port opened its breaker
+        assert run(other, "http.request", {"url": f"{server.url}/b", "method": "POST"}
+                   )["status"] == "succeeded"
+        theirs = [b["name"] for b in other.get("/v1/breakers").json()
+                  if b["name"].startswith("http:")]
+        assert len(theirs) == 1 and theirs[0].endswith(f":127.0.0.1:{server.port}"), theirs
+        breakers.breaker(theirs[0]).open()
+        try:
+            # When this tenant calls the same host and port
+            job = run(client, "http.request", {"url": f"{server.url}/a", "method": "POST"})
+            # Then its call goes through its own breaker, and it cannot see or reset theirs
+            assert job["status"] == "succeeded" and job["result"]["status"] == 200, job
+            assert [s["status"] for s in job["steps"]] == ["succeeded"]
+            mine = [b["name"] for b in client.get("/v1/breakers").json()]
+            assert theirs[0] not in mine
+            assert client.post(f"/v1/breakers/{theirs[0]}/reset").status_code == 404
+        finally:
+            breakers.reset(theirs[0])
