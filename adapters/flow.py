@@ -12,9 +12,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 import httpx
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator
 
 from adapters.breakers import Breakers
+from core import jsonschemas
 from core.errors import InvalidRequest, OrchestratorError, UpstreamError
 from core.settings import FlowSettings, RetrySettings
 
@@ -40,6 +41,16 @@ class FlowSpec(BaseModel):
     input_schema: dict[str, Any] = Field(default_factory=lambda: {"type": "object"})
     tenants: list[str] | None = Field(None, description="Tenant ids allowed; null: all.")
     description: str = ""
+
+    @field_validator("input_schema")
+    @classmethod
+    def _usable(cls, schema: dict[str, Any]) -> dict[str, Any]:
+        """Only references inside the schema, patterns RE2 can run (as tenants' tools)."""
+        try:
+            jsonschemas.check(schema)
+        except InvalidRequest as exc:
+            raise ValueError(str(exc)) from exc
+        return schema
 
 
 EXAMPLES = [

@@ -1,5 +1,6 @@
 """Calls to tenant-supplied URLs (`http.request`, registered HTTP tools) through the SSRF guard,
-a breaker per host (`http:<host>`) and the shared retry policy (idempotent methods only)."""
+a breaker per tenant and host (`http:<tenant>:<host>:<port>`) and the shared retry policy
+(idempotent methods only)."""
 
 import time
 from dataclasses import dataclass
@@ -34,10 +35,13 @@ class HttpClient:
         self.retry = retry
         self.breakers = breakers
 
-    def call(self, method: str, url: str, *, body: bytes | None, headers: dict[str, str],
-             timeout: float) -> HttpAnswer:
-        """Send once (retried only when idempotent); a 5xx or 429 is an UpstreamError."""
-        upstream = f"{HTTP_PREFIX}{netguard.host_of(url)}"
+    def call(self, method: str, url: str, *, tenant_id: str, body: bytes | None,
+             headers: dict[str, str], timeout: float) -> HttpAnswer:
+        """Send once (retried only when idempotent); a 5xx or 429 is an UpstreamError.
+
+        The breaker is the tenant's own for that host and port: another tenant's failures
+        to the same host never open it."""
+        upstream = netguard.tenant_upstream(HTTP_PREFIX, tenant_id, url)
 
         def send() -> HttpAnswer:
             started = time.monotonic()

@@ -276,5 +276,25 @@ def request(method: str, url: str, *, body: bytes | None, headers: dict[str, str
 
 
 def host_of(url: str) -> str:
-    """The host of a URL, lower-cased (what a per-host breaker is named by)."""
+    """The host of a URL, lower-cased."""
     return (urlsplit(url).hostname or "").lower()
+
+
+def tenant_upstream(prefix: str, tenant_id: str, url: str) -> str:
+    """The breaker of a tenant-supplied URL: per tenant and per host:port
+    (`http:ten_…:host:443`), so one tenant's failing calls never open another's breaker."""
+    parts = urlsplit(url)
+    try:
+        port = parts.port or (443 if parts.scheme.lower() == "https" else 80)
+    except ValueError:
+        port = 0
+    host = host_of(url)
+    return f"{prefix}{tenant_id}:{f'[{host}]' if ':' in host else host}:{port}"
+
+
+def tenant_of_upstream(prefix: str, name: str) -> str | None:
+    """The tenant a `tenant_upstream` name belongs to, or None for another kind of name."""
+    if not name.startswith(prefix):
+        return None
+    tenant, sep, _ = name.removeprefix(prefix).partition(":")
+    return tenant if sep else None

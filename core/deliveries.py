@@ -166,14 +166,6 @@ def list_deliveries(*, session: Session, tenant_id: str, job_id: str | None,
     return list(session.exec(query.order_by(col(Delivery.created_at).desc()).limit(limit)))
 
 
-def has_host(*, session: Session, tenant_id: str, host: str) -> bool:
-    """Whether any of the tenant's deliveries goes to `host`."""
-    pattern = [f"{scheme}://{host}{end}" for scheme in ("http", "https") for end in (":", "/")]
-    query = select(Delivery.id).where(Delivery.tenant_id == tenant_id, or_(
-        *(col(Delivery.url).startswith(prefix) for prefix in pattern))).limit(1)
-    return session.exec(query).first() is not None
-
-
 def signing_secrets(*, session: Session, tenant_id: str, new_secret: str) -> list[str]:
     """The secrets to sign with: the current one, and the previous during a rotation."""
     tenant = session.get_one(Tenant, tenant_id)

@@ -2,7 +2,6 @@
 
 import logging
 import time
-from urllib.parse import urlsplit
 
 from adapters import callbacks, netguard
 from core import deliveries, store
@@ -17,11 +16,13 @@ LEASE_MARGIN_SECONDS = 30.0
 CALLBACK_PREFIX = "callback:"
 
 
-def _attempt(rt: Runtime, url: str, body: str, headers: dict[str, str]) -> AttemptResult:
-    """One attempt through the receiver host's breaker; an open breaker is a failed attempt.
-    A refused target is no failure of the host's (nothing was sent), so it is not counted."""
+def _attempt(rt: Runtime, tenant_id: str, url: str, body: str,
+             headers: dict[str, str]) -> AttemptResult:
+    """One attempt through the tenant's breaker for the receiver's host and port; an open
+    breaker is a failed attempt. A refused target is no failure of the host's (nothing was
+    sent), so it is not counted."""
     settings = rt.settings.callback
-    upstream = f"{CALLBACK_PREFIX}{urlsplit(url).hostname}"
+    upstream = netguard.tenant_upstream(CALLBACK_PREFIX, tenant_id, url)
     allowed = netguard.parse_networks(settings.allowed_networks)
 
     def send() -> callbacks.Attempt:
@@ -68,7 +69,7 @@ def send(rt: Runtime, delivery_id: str) -> str:
                                              new_secret=callbacks.new_secret())
     headers = callbacks.webhook_headers(secrets, delivery.id, int(time.time()),
                                         delivery.body.encode())
-    result = _attempt(rt, delivery.url, delivery.body, headers)
+    result = _attempt(rt, delivery.tenant_id, delivery.url, delivery.body, headers)
     with rt.db.write() as session:
         recorded, kind = deliveries.record(session=session, delivery_id=delivery_id,
                                            result=result,

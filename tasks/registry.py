@@ -6,13 +6,15 @@ the static intents here; flows from settings, MCP tools discovered at worker sta
 per-tenant tools and agents plug in the same way.
 """
 
+import functools
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-import jsonschema
+from jsonschema.protocols import Validator
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from core import jsonschemas
 from core.errors import IntentNotFound, InvalidRequest
 from core.store import NewStep
 from tasks.context import Hold, StepContext
@@ -39,10 +41,9 @@ def _pydantic_error(exc: ValidationError, prefix: str) -> InvalidRequest:
     return InvalidRequest(f"{field}: {message}", field=field)
 
 
-def _schema_error(schema: dict[str, Any], raw: dict[str, Any],
+def _schema_error(checker: Validator, raw: dict[str, Any],
                   prefix: str) -> InvalidRequest | None:
-    error = jsonschema.exceptions.best_match(
-        jsonschema.validators.validator_for(schema)(schema).iter_errors(raw))
+    error = jsonschemas.first_error(checker, raw)
     if error is None:
         return None
     field = _path(prefix, error.absolute_path)
@@ -87,10 +88,15 @@ class Intent:
             return self.json_schema
         return self.inputs.model_json_schema()
 
+    @functools.cached_property
+    def _checker(self) -> Validator | None:
+        """The JSON schema's validator (built once: it compiles the schema's references)."""
+        return jsonschemas.validator(self.json_schema) if self.json_schema is not None else None
+
     def validate(self, raw: dict[str, Any], prefix: str = "inputs") -> BaseModel:
         """The inputs as this intent's model; InvalidRequest names the first bad field."""
-        if self.json_schema is not None and (
-                error := _schema_error(self.json_schema, raw, prefix)) is not None:
+        if self._checker is not None and (
+                error := _schema_error(self._checker, raw, prefix)) is not None:
             raise error
         try:
             return self.inputs.model_validate(raw)

@@ -11,11 +11,10 @@ from dataclasses import dataclass
 from typing import Any, Literal
 from urllib.parse import quote, urlencode, urlsplit
 
-import jsonschema
 from pydantic import BaseModel, Field
 
 from adapters import netguard
-from core import store
+from core import jsonschemas, store
 from core.db import Database
 from core.errors import InvalidRequest
 from core.models import HttpTool
@@ -69,7 +68,8 @@ def call(step: StepContext, method: str, url: str, headers: dict[str, str], body
     rt = runtime()
     content, headers = _encode(body, headers)
     limit = min(timeout or rt.settings.http.timeout, max(step.remaining(), 0.1))
-    answer = rt.http.call(method, url, body=content, headers=headers, timeout=limit)
+    answer = rt.http.call(method, url, tenant_id=step.tenant_id, body=content, headers=headers,
+                          timeout=limit)
     return {"status": answer.status, "content_type": answer.content_type,
             "body": _decode(answer.content_type, answer.body, answer.truncated),
             "truncated": answer.truncated, "latency_ms": answer.latency_ms}
@@ -181,11 +181,7 @@ def check_tool(url: str, input_schema: dict[str, Any], allowed: list[str]) -> st
         raise InvalidRequest("url: `{field}` may fill the path and query, not the host",
                              field="url")
     netguard.check_url_at_submit(example, netguard.parse_networks(allowed), field="url")
-    try:
-        jsonschema.validators.validator_for(input_schema).check_schema(input_schema)
-    except jsonschema.SchemaError as exc:
-        raise InvalidRequest(f"input_schema: not a JSON schema: {exc.message}",
-                             field="input_schema") from exc
+    jsonschemas.check(input_schema)
     if input_schema.get("type") != "object":
         raise InvalidRequest('input_schema: the inputs are an object: "type": "object"',
                              field="input_schema")

@@ -5,11 +5,11 @@ from typing import Annotated
 from fastapi import APIRouter, Path
 from pydantic import BaseModel, Field
 
+from adapters import netguard
 from adapters.breakers import Breakers, BreakerState
 from adapters.http import HTTP_PREFIX
 from api.deps import StateDep, TenantDep
 from api.openapi import KEYED, POST, errors
-from core import deliveries, store
 from core.errors import Forbidden, NotFound
 from tasks.callbacks import CALLBACK_PREFIX
 
@@ -42,19 +42,16 @@ def _tenant_chosen(name: str) -> bool:
     return name.startswith((CALLBACK_PREFIX, HTTP_PREFIX))
 
 
-def _own_host(state: StateDep, tenant: str, name: str) -> bool:
-    """Whether `name` is the breaker of a host the tenant's callbacks or HTTP tools go to."""
-    with state.db.read() as session:
-        if name.startswith(CALLBACK_PREFIX):
-            return deliveries.has_host(session=session, tenant_id=tenant,
-                                       host=name.removeprefix(CALLBACK_PREFIX))
-        return name.startswith(HTTP_PREFIX) and store.has_tool_host(
-            session=session, tenant_id=tenant, host=name.removeprefix(HTTP_PREFIX))
+def _own_host(tenant: str, name: str) -> bool:
+    """Whether `name` is the tenant's own breaker of a host its callbacks or HTTP calls go to
+    (each tenant has its own: `callback:<tenant>:<host>:<port>`)."""
+    return any(netguard.tenant_of_upstream(prefix, name) == tenant
+               for prefix in (CALLBACK_PREFIX, HTTP_PREFIX))
 
 
-def _visible(state: StateDep, tenant: str, name: str) -> bool:
-    """Shared upstreams are visible to all; a tenant's host only to tenants that call it."""
-    return not _tenant_chosen(name) or _own_host(state, tenant, name)
+def _visible(tenant: str, name: str) -> bool:
+    """Shared upstreams are visible to all; a tenant's own hosts' breakers to it alone."""
+    return not _tenant_chosen(name) or _own_host(tenant, name)
 
 
 @router.get("", operation_id="listBreakers", response_model=list[BreakerPublic],
@@ -63,7 +60,7 @@ def list_breakers(state: StateDep, tenant: TenantDep) -> list[BreakerPublic]:
     """Every circuit breaker the caller's calls go through (every one, for an operator)."""
     everything = state.is_operator(tenant)
     return [_public(item) for item in _breakers(state).states()
-            if everything or _visible(state, tenant, item["name"])]
+            if everything or _visible(tenant, item["name"])]
 
 
 @router.post("/{name}/reset", operation_id="resetBreaker", response_model=BreakerPublic,
@@ -75,7 +72,7 @@ def reset_breaker(name: Annotated[str, Path(description="The breaker's `name`.")
     A tenant may reset the breaker of a host its callbacks go to; the breakers of shared
     upstreams need an operator key (`orchestrator keys create --operator`).
     """
-    if not state.is_operator(tenant) and not _own_host(state, tenant, name):
+    if not state.is_operator(tenant) and not _own_host(tenant, name):
         if _tenant_chosen(name):
             raise NotFound(f"no circuit breaker named '{name}'")
         raise Forbidden(f"'{name}' guards an upstream all tenants share: resetting it needs "

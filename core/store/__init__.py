@@ -47,7 +47,7 @@ from core.store.tenants import (
     key_owner,
     tenant_for_key,
 )
-from core.store.tools import delete_tool, has_tool_host, list_tools, save_tool
+from core.store.tools import delete_tool, list_tools, save_tool
 from core.store.waits import (
     approve_step,
     expire_step,
@@ -61,7 +61,7 @@ from core.store.waits import (
 __all__ = [
     "WAITING_STEPS", "Handoff", "NewStep", "NextStep", "Orphan", "StepStart", "StepVerdict",
     "append_events", "delete_agent", "list_agents", "register_agent",
-    "delete_tool", "has_tool_host", "list_tools", "save_tool",
+    "delete_tool", "list_tools", "save_tool",
     "approve_step", "begin_step", "cancel_job", "create_tenant_key", "discard_submission",
     "expire_step", "expired_steps", "fail_step", "finish_step", "get_job", "hash_key",
     "hold_step", "is_operator", "issue_resume_token", "job_steps", "key_owner", "list_events",

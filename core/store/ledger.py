@@ -8,6 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
+from types import SimpleNamespace
 from typing import Any
 
 from sqlalchemy import bindparam, insert, update
@@ -60,24 +61,34 @@ class Ledger:
     row: Any
 
 
-LEDGER = (
+JOB_LOCK = (
     select(JOBS.c.status, JOBS.c.event_seq, JOBS.c.tenant_id,  # type: ignore[call-overload]
            JOBS.c.intent.label("job_intent"), JOBS.c.mode, JOBS.c.callback_url,
-           JOBS.c.created_at, JOBS.c.started_at, STEPS.c.status.label("step"),
-           STEPS.c.attempts, STEPS.c.intent, STEPS.c.pool, STEPS.c.inputs, STEPS.c.output,
-           STEPS.c.runner, STEPS.c.approved_at, STEPS.c.token_hash, STEPS.c.deadline,
-           STEPS.c.early_output)
-    .join(STEPS, STEPS.c.job_id == JOBS.c.id)
-    .where(JOBS.c.id == bindparam("job_id"), STEPS.c.index == bindparam("index"))
-    .with_for_update(of=JOBS)
+           JOBS.c.created_at, JOBS.c.started_at)
+    .where(JOBS.c.id == bindparam("job_id")).with_for_update()
+)
+STEP = (
+    select(STEPS.c.status.label("step"), STEPS.c.attempts,  # type: ignore[call-overload]
+           STEPS.c.intent, STEPS.c.pool, STEPS.c.inputs, STEPS.c.output, STEPS.c.runner,
+           STEPS.c.approved_at, STEPS.c.token_hash, STEPS.c.deadline, STEPS.c.early_output)
+    .where(STEPS.c.job_id == bindparam("job_id"), STEPS.c.index == bindparam("index"))
 )
 
 
 def ledger(session: Session, job_id: str, index: int) -> Ledger:
-    """Lock the job and read it with step `index`."""
-    row = session.execute(LEDGER, {"job_id": job_id, "index": index}).one_or_none()
-    if row is None:
+    """Lock the job, then read it with step `index`.
+
+    Two statements, on purpose: under READ COMMITTED a statement that waited for the job's lock
+    re-reads only the locked row, so a step read in the same statement could be the version from
+    before the lock holder committed (a resume token used twice). Read after the lock, the
+    step is as the last holder left it.
+    """
+    job = session.execute(JOB_LOCK, {"job_id": job_id}).one_or_none()
+    step = session.execute(STEP, {"job_id": job_id, "index": index}).one_or_none() \
+        if job is not None else None
+    if job is None or step is None:
         raise NotFound(f"step {index} of job {job_id} not found")
+    row = SimpleNamespace(**job._mapping, **step._mapping)
     return Ledger(job_id, index, JobStatus(row.status), StepStatus(row.step), row)
 
 

@@ -35,9 +35,3 @@ def delete_tool(*, session: Session, tenant_id: str, name: str) -> None:
     if tool is None:
         raise NotFound(f"tool '{name}' not found")
     session.delete(tool)
-
-
-def has_tool_host(*, session: Session, tenant_id: str, host: str) -> bool:
-    """Whether one of the tenant's tools calls `host`."""
-    return session.exec(select(HttpTool.id).where(HttpTool.tenant_id == tenant_id,
-                                                  HttpTool.host == host)).first() is not None

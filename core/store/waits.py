@@ -70,7 +70,10 @@ def _held(session: Session, tenant_id: str, job_id: str) -> Ledger:
         STEPS.c.job_id == job_id, STEPS.c.status == StepStatus.held)).scalar_one_or_none()
     if index is None:
         raise Conflict(f"job {job_id} has no step awaiting approval; it is {job.status}")
-    return ledger(session, job_id, index)
+    at = ledger(session, job_id, index)
+    if at.step_status != StepStatus.held:
+        raise Conflict(f"step {index} of job {job_id} is no longer awaiting approval")
+    return at
 
 
 def approve_step(*, session: Session, tenant_id: str, job_id: str,
@@ -97,6 +100,9 @@ def reject_step(*, session: Session, tenant_id: str, job_id: str, reason: str) -
                 items=[("step_rejected", {"index": at.index, "reason": reason})])
 
 
+USED = "unknown resume token, or it was used already"
+
+
 @dataclass(frozen=True)
 class Resumed:
     """What a resume did: the step it reached, what to hand off, and why not if it expired."""
@@ -113,8 +119,11 @@ def resume_step(*, session: Session, token: str, output: Any) -> Resumed:
         STEPS.c.token_hash == sha256(token),
         STEPS.c.status.in_([StepStatus.running, StepStatus.waiting]))).one_or_none()
     if found is None:
-        raise NotFound("unknown resume token, or it was used already")
+        raise NotFound(USED)
     at = ledger(session, found.job_id, found.idx)
+    if at.row.token_hash != sha256(token) or at.step_status not in (StepStatus.running,
+                                                                     StepStatus.waiting):
+        raise NotFound(USED)  # another resume of the same token took the lock first
     resumed = ("step_resumed", {"index": at.index, "intent": at.row.intent})
     if at.step_status == StepStatus.running:
         # The outside system answered before the step finished handing off: keep the output.

@@ -1,6 +1,11 @@
 """The engine with real workers: plans that grow, references, held and waiting steps."""
 
+import functools
+import threading
 import time
+import uuid
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
@@ -11,6 +16,7 @@ from core import store
 from core.models import JobStep
 from core.store import NewStep
 from tests.integration.conftest import Stack, wait_job
+from tests.integration.test_worker_loss import runs
 
 
 def events_of(client: httpx.Client, job_id: str) -> list[dict[str, Any]]:
@@ -236,3 +242,59 @@ def test_an_intent_with_a_plan_of_its_own_cannot_be_planned(client: httpx.Client
     job = wait_job(client, client.post("/v1/jobs", json={"intent": "debug.plan", "inputs": {
         "steps": [{"intent": "debug.chain", "inputs": {"steps": 2}}]}}).json()["job_id"])
     assert job["status"] == "failed" and "plans steps of its own" in job["error"]
+
+
+def _race(calls: list[Callable[[], httpx.Response]]) -> list[int]:
+    """Start every call at once (behind a barrier) and collect the status codes."""
+    gate = threading.Barrier(len(calls))
+
+    def go(call: Callable[[], httpx.Response]) -> int:
+        gate.wait()
+        return call().status_code
+
+    with ThreadPoolExecutor(max_workers=len(calls)) as pool:
+        return list(pool.map(go, calls))
+
+
+COUNTED_LINK = {"intent": "debug.chain.link", "inputs": {"step": 1, "of": 1, "count": True}}
+RACERS = 50
+
+
+def test_fifty_concurrent_resumes_of_one_token_act_once(stack: Stack,
+                                                        client: httpx.Client) -> None:
+    for _ in range(3):
+        # Given a waiting step followed by a step that counts its runs
+        job_id = client.post("/v1/jobs", json={"intent": "debug.plan", "inputs": {"steps": [
+            {"intent": "debug.wait", "inputs": {}}, COUNTED_LINK]}},
+            headers={"Idempotency-Key": uuid.uuid4().hex}).json()["job_id"]
+        url = wait_status(client, job_id, "waiting")["pending"]["resume_url"]
+        # When fifty outside calls resume it at the same moment
+        with httpx.Client(timeout=30) as caller:
+            codes = _race([functools.partial(caller.post, url, json={"n": n})
+                           for n in range(RACERS)])
+        # Then exactly one is accepted, and the next step runs once
+        assert sorted(codes) == [200] + [404] * (RACERS - 1), codes
+        job = wait_job(client, job_id)
+        assert job["status"] == "succeeded", job["error"]
+        assert job["steps"][1]["output"] in [{"n": n} for n in range(RACERS)]
+        assert runs(stack, job_id, 2) == 1
+
+
+def test_fifty_concurrent_approvals_of_one_token_act_once(stack: Stack,
+                                                          client: httpx.Client) -> None:
+    for _ in range(3):
+        # Given a held step followed by a step that counts its runs
+        job_id = client.post("/v1/jobs", json={"intent": "debug.plan", "inputs": {"steps": [
+            {"intent": "debug.hold", "inputs": {"reason": "race"}}, COUNTED_LINK]}},
+            headers={"Idempotency-Key": uuid.uuid4().hex}).json()["job_id"]
+        token = wait_status(client, job_id, "awaiting_approval")["pending"]["token"]
+        # When fifty calls approve it at the same moment
+        approve = functools.partial(client.post, f"/v1/jobs/{job_id}/approve",
+                                    json={"token": token})
+        codes = _race([approve] * RACERS)
+        # Then exactly one is accepted; the others are told it is no longer held
+        assert sorted(codes) == [200] + [409] * (RACERS - 1), codes
+        job = wait_job(client, job_id)
+        assert job["status"] == "succeeded", job["error"]
+        assert [e["type"] for e in events_of(client, job_id)].count("step_approved") == 1
+        assert runs(stack, job_id, 2) == 1

@@ -11,7 +11,7 @@ from core.settings import BreakerSettings
 from tests.integration.conftest import Stack
 
 SHARED = "llm:test-shared-upstream"
-FOREIGN = "callback:receiver.example.org"
+FOREIGN = "callback:ten_another:receiver.example.org:443"
 
 
 @pytest.fixture

@@ -1,11 +1,17 @@
 """HTTP tools and `http.request` against real loopback servers, through the SSRF guard."""
 
 import json
+import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import httpx
+import redis
 
+from adapters.breakers import Breakers
+from core.settings import BreakerSettings
 from tests.integration.conftest import Stack, wait_job
 from tests.integration.receiver import reply, serve
 
@@ -91,3 +97,76 @@ def test_http_request_goes_through_the_guard_and_caps_the_answer(client: httpx.C
                                            "body": {"a": 1}})
     assert refused["status"] == "failed"
     assert "refused: 127.0.0.2 is a loopback address" in refused["error"]
+
+
+def test_a_schema_referring_outside_itself_is_refused_and_nothing_is_fetched(
+        client: httpx.Client, tmp_path: Path) -> None:
+    secret = tmp_path / "secret.json"
+    secret.write_text('{"enum": ["FILE-SECRET-ON-API-HOST"]}')
+    before = secret.stat().st_atime_ns
+    with serve(reply(200, {"content-type": "application/json"},
+                     b'{"enum": ["INTERNAL-SECRET"]}')) as server:
+        for ref in (f"{server.url}/x.json", secret.as_uri()):
+            # When a tool's schema refers to a loopback server or a file on the API's host
+            schema = {"type": "object", "properties": {"guess": {"$ref": ref}}}
+            response = client.post("/v1/tools/register", json=tool(server.url,
+                                                                    input_schema=schema))
+            # Then registration is refused naming the reference, and nothing was read
+            assert response.status_code == 422, response.text
+            assert f"'{ref}' points outside the schema" in response.json()["error"]
+            assert "SECRET" not in response.text.replace(ref, "")
+        assert server.received == []
+    assert secret.stat().st_atime_ns == before
+
+
+def test_a_pathological_pattern_does_not_stall_the_api(client: httpx.Client) -> None:
+    # Given a tool whose schema has a pattern that backtracks exponentially in Python's `re`
+    schema = {"type": "object", "properties": {"a": {"type": "string", "pattern": "^(a+)+$",
+                                                     "maxLength": 100}}}
+    registered = client.post("/v1/tools/register", json=tool("http://127.0.0.1:9",
+                                                             input_schema=schema))
+    assert registered.status_code == 201, registered.text
+    intent = registered.json()["intent"]
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        # When inputs made to defeat it are submitted, several at once
+        submits = [pool.submit(client.post, "/v1/jobs", json={
+            "intent": intent, "inputs": {"a": "a" * 40 + "!"}}) for _ in range(3)]
+        # Then the API keeps answering /health at once meanwhile, and each submit is a 422
+        started = time.monotonic()
+        health = [client.get("/health").status_code for _ in range(5)]
+        assert health == [200] * 5 and time.monotonic() - started < 2
+        for submit in submits:
+            response = submit.result(timeout=10)
+            assert response.status_code == 422 and response.json()["field"] == "inputs.a"
+
+
+def test_a_pattern_re2_cannot_run_is_refused_at_registration(client: httpx.Client) -> None:
+    schema = {"type": "object", "properties": {"a": {"type": "string", "pattern": "(?=x)"}}}
+    response = client.post("/v1/tools/register", json=tool("http://127.0.0.1:9",
+                                                           input_schema=schema))
+    assert response.status_code == 422 and "the pattern '(?=x)' cannot be used" in \
+        response.json()["error"]
+
+
+def test_one_tenants_open_breaker_never_stops_another_tenants_calls(
+        stack: Stack, client: httpx.Client) -> None:
+    breakers = Breakers(redis.Redis.from_url(stack.env["REDIS_URL"]), BreakerSettings())
+    with serve(reply(200)) as server, stack.client() as other:
+        # Given another tenant whose calls to a host and port opened its breaker
+        assert run(other, "http.request", {"url": f"{server.url}/b", "method": "POST"}
+                   )["status"] == "succeeded"
+        theirs = [b["name"] for b in other.get("/v1/breakers").json()
+                  if b["name"].startswith("http:")]
+        assert len(theirs) == 1 and theirs[0].endswith(f":127.0.0.1:{server.port}"), theirs
+        breakers.breaker(theirs[0]).open()
+        try:
+            # When this tenant calls the same host and port
+            job = run(client, "http.request", {"url": f"{server.url}/a", "method": "POST"})
+            # Then its call goes through its own breaker, and it cannot see or reset theirs
+            assert job["status"] == "succeeded" and job["result"]["status"] == 200, job
+            assert [s["status"] for s in job["steps"]] == ["succeeded"]
+            mine = [b["name"] for b in client.get("/v1/breakers").json()]
+            assert theirs[0] not in mine
+            assert client.post(f"/v1/breakers/{theirs[0]}/reset").status_code == 404
+        finally:
+            breakers.reset(theirs[0])

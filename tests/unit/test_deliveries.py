@@ -203,7 +203,7 @@ def test_any_exception_in_an_attempt_is_a_failed_attempt(monkeypatch: pytest.Mon
 
     runtime = SimpleNamespace(settings=Settings(), breakers=Broken())
     # When the attempt is made
-    result = callback_tasks._attempt(runtime, "https://hooks.example.com/x", "{}", {})
+    result = callback_tasks._attempt(runtime, "ten_a", "https://hooks.example.com/x", "{}", {})
     # Then it is a failed attempt the schedule counts, not an exception
     assert (result.ok, result.gone, result.status_code) == (False, False, None)
     assert result.error == "attempt failed: RuntimeError"

@@ -11,6 +11,8 @@ from adapters.netguard import (
     is_refused,
     parse_networks,
     refusal,
+    tenant_of_upstream,
+    tenant_upstream,
 )
 from core.errors import RefusedTarget
 
@@ -157,3 +159,21 @@ def test_submit_refuses_a_host_that_is_not_a_valid_name(url: str, reason: str) -
                                   "in_ternal.example", "example.com.", "8.8.8.8", "2001:db8::1"])
 def test_valid_host_names_and_addresses_have_no_problem(host: str) -> None:
     assert host_problem(host) is None
+
+
+@pytest.mark.parametrize(("url", "name"), [
+    ("http://Example.com/x", "http:ten_a:example.com:80"),
+    ("https://example.com/x", "http:ten_a:example.com:443"),
+    ("http://127.0.0.1:8080/x", "http:ten_a:127.0.0.1:8080"),
+    ("http://[::1]:9/x", "http:ten_a:[::1]:9"),
+], ids=["default-http-port", "default-https-port", "explicit-port", "ipv6"])
+def test_a_tenant_supplied_upstream_is_named_by_tenant_host_and_port(url: str,
+                                                                     name: str) -> None:
+    assert tenant_upstream("http:", "ten_a", url) == name
+    assert tenant_of_upstream("http:", name) == "ten_a"
+    assert tenant_upstream("http:", "ten_b", url) != name
+
+
+def test_a_shared_upstream_belongs_to_no_tenant() -> None:
+    assert tenant_of_upstream("http:", "llm:api.openai.com") is None
+    assert tenant_of_upstream("callback:", "callback:example.com") is None
