@@ -142,7 +142,8 @@ class Supervisor:
         """SIGTERM to every process group, then SIGKILL to those still there after the grace."""
         running = [c.popen for c in self.children
                    if c.popen is not None and c.restart_at is None and c.popen.poll() is None]
-        self.say(f"stopping {len(running)} processes (SIGTERM; SIGKILL after {self.grace:g}s)")
+        count = f"{len(running)} process{'' if len(running) == 1 else 'es'}"
+        self.say(f"stopping {count} (SIGTERM; SIGKILL after {self.grace:g}s)")
         for popen in running:
             _signal_group(popen, signal.SIGTERM)
         deadline = time.monotonic() + self.grace

@@ -177,7 +177,7 @@ def test_dev_restarts_a_dead_sweeper_and_worker_while_the_api_answers(tmp_path: 
             again = int(_said(log, rf"^supervisor \| {name} restarted \(pid (\d+)\)")[1])
             assert again != pids[name] and _alive(again)
         # And a job submitted now runs on the restarted worker
-        time.sleep(8)  # past the 5-7 s in which honcho would have stopped everything
+        time.sleep(8)  # past the 5-7 s in which one death used to stop everything
         with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {key}"}) as client:
             job = client.post("/v1/jobs", json={"intent": "debug.echo", "inputs": {"n": -1}})
             assert wait_job(client, job.json()["job_id"], timeout=30)["status"] == "succeeded"

@@ -1,10 +1,11 @@
 """The dev supervisor: its backoff, the Procfile, and a real child restarted and stopped."""
 
+import re
 import signal
 import sys
 import time
 from pathlib import Path
-from threading import Timer
+from threading import Thread
 
 import pytest
 
@@ -57,9 +58,14 @@ def test_a_dying_child_is_restarted_and_ctrl_c_stops_the_rest(tmp_path: Path) ->
     supervisor = Supervisor({"dies": [sys.executable, "-c", "raise SystemExit(3)"],
                              "stays": [sys.executable, "-c", stubborn]}, env={},
                             backoff=Backoff(first=0.2, cap=0.4), grace=0.5, say=lines.append)
-    # When it runs a while, then is told to stop
-    Timer(2.0, supervisor.stop).start()
-    started = time.monotonic()
+    # When it runs until the first has died three times, then is told to stop
+    def stop_after_three_deaths() -> None:
+        deadline = time.monotonic() + 20
+        while sum(" died: " in line for line in lines) < 3 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        supervisor.stop()
+
+    Thread(target=stop_after_three_deaths, daemon=True).start()
     supervisor.run()
     # Then the dying one was restarted with growing, capped delays, each death said in a line
     dies, stays = supervisor.children
@@ -71,4 +77,4 @@ def test_a_dying_child_is_restarted_and_ctrl_c_stops_the_rest(tmp_path: Path) ->
     # And the other ran throughout, then was killed once the grace ran out
     assert len(stays.pids) == 1 and stays.popen is not None
     assert stays.popen.returncode == -signal.SIGKILL
-    assert time.monotonic() - started < 5
+    assert re.fullmatch(r"stopping [12] process(es)? \(SIGTERM; SIGKILL after 0.5s\)", lines[-1])
