@@ -128,9 +128,17 @@ class Supervisor:
 
     def _start(self, child: Child) -> None:
         again = child.popen is not None
-        child.popen = subprocess.Popen(child.command, env=self.env, stdin=subprocess.DEVNULL,
-                                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                       start_new_session=True)
+        try:
+            popen = subprocess.Popen(child.command, env=self.env, stdin=subprocess.DEVNULL,
+                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                     start_new_session=True)
+        except OSError as exc:  # a command not found: tried again, like any death
+            child.deaths += 1
+            delay = self.backoff.delay(child.deaths)
+            child.restart_at = time.monotonic() + delay
+            self.say(f"{child.name} could not start ({exc}); trying again in {delay:g}s")
+            return
+        child.popen = popen
         child.started, child.restart_at = time.monotonic(), None
         child.pids.append(child.popen.pid)
         self.say(f"{child.name} {'restarted' if again else 'started'} (pid {child.popen.pid})")

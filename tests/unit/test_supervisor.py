@@ -78,3 +78,20 @@ def test_a_dying_child_is_restarted_and_ctrl_c_stops_the_rest(tmp_path: Path) ->
     assert len(stays.pids) == 1 and stays.popen is not None
     assert stays.popen.returncode == -signal.SIGKILL
     assert re.fullmatch(r"stopping [12] process(es)? \(SIGTERM; SIGKILL after 0.5s\)", lines[-1])
+
+
+def test_a_command_that_cannot_start_is_tried_again_with_backoff() -> None:
+    lines: list[str] = []
+    supervisor = Supervisor({"typo": ["/nonexistent/orchestrator", "api"]}, env={},
+                            backoff=Backoff(first=0.1, cap=0.2), say=lines.append)
+
+    def stop_after_three_tries() -> None:
+        deadline = time.monotonic() + 20
+        while len(lines) < 3 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        supervisor.stop()
+
+    Thread(target=stop_after_three_tries, daemon=True).start()
+    supervisor.run()
+    assert lines[0].startswith("typo could not start ([Errno 2] No such file or directory")
+    assert [line.rsplit(" ", 1)[-1] for line in lines[:3]] == ["0.1s", "0.2s", "0.2s"]
