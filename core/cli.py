@@ -3,8 +3,9 @@
 import json
 import os
 import secrets
-import subprocess
+import signal
 import sys
+import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 from urllib.parse import urlparse
@@ -211,11 +212,19 @@ def _dev_secret(path: Path, make: Any) -> str:
 
 
 @app.command()
-def dev() -> None:
-    """Set up and run the whole stack: broker, job store, API, every pool and Flower."""
+def dev(
+    procfile: Annotated[Path, typer.Option(help="The processes to run (name: command).")] =
+        PROCFILE,
+) -> None:
+    """Set up and run the whole stack: broker, job store, API, every pool, Flower, the sweeper.
+
+    Each process is restarted with backoff when it dies; Ctrl-C stops them all.
+    """
     from core import broker
     from core.migrate import upgrade
+    from workers.supervisor import Supervisor, read_procfile
 
+    processes = read_procfile(procfile)
     settings = get_settings()
     DATA_DIR.mkdir(exist_ok=True)
     url = urlparse(settings.broker.url)
@@ -228,20 +237,35 @@ def dev() -> None:
     flower_auth = settings.flower.basic_auth or _dev_secret(
         DATA_DIR / "flower-auth", lambda: f"admin:{secrets.token_urlsafe(12)}")
     base = f"http://{settings.api.host}:{settings.api.port}"
-    console.print(f"[bold]API[/]     {base}  (docs {base}/docs)\n"
-                  f"[bold]API key[/] {api_key}\n"
+    console.print(f"[bold]API key[/] {api_key}\n"
                   f"[bold]Flower[/]  http://127.0.0.1:{settings.flower.port}  ({flower_auth})\n"
                   "Ctrl-C stops everything.")
     env = {**os.environ, "FLOWER_BASIC_AUTH": flower_auth,
            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    supervisor = Supervisor(processes, env)
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, supervisor.stop)
+    threading.Thread(target=_announce_ready, args=(base, supervisor.stopping),
+                     name="orch-ready", daemon=True).start()
     try:
-        subprocess.run([Path(sys.executable).parent / "honcho", "start", "-f", str(PROCFILE)],
-                       env=env, check=False)
-    except KeyboardInterrupt:
-        pass
+        supervisor.run()
     finally:
         if process is not None:
             broker.stop(process)
+
+
+def _announce_ready(base: str, stopping: threading.Event) -> None:
+    """One line once the API answers /health: where to reach it."""
+    import httpx
+
+    while not stopping.wait(0.2):
+        try:
+            if httpx.get(f"{base}/health", timeout=2).status_code == 200:
+                console.print(f"[bold green]ready[/]: API at {base}  (docs {base}/docs)",
+                              soft_wrap=True)
+                return
+        except httpx.HTTPError:
+            pass
 
 
 def _client(url: str | None, api_key: str | None) -> Any:

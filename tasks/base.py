@@ -16,13 +16,20 @@ from celery import Task
 from celery.exceptions import Ignore
 from kombu.exceptions import OperationalError
 from pydantic import BaseModel
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import DataError, SQLAlchemyError
 from sqlmodel import Session
-from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_exponential
+from tenacity import (
+    Retrying,
+    retry_if_exception_type,
+    retry_if_not_exception_type,
+    stop_after_delay,
+    wait_exponential,
+)
 
 from core import refs, store
 from core.errors import IntentNotFound, InvalidRequest, NotFound, UpstreamUnavailable
 from core.events import publish
+from core.storable import NotStorable, storable
 from core.store import Handoff, NewStep, StepStart, StepVerdict
 from tasks.chain import hand_off
 from tasks.context import Cancelled, Extend, Hold, StepContext, Wait
@@ -131,9 +138,27 @@ class StepTask(Task):  # type: ignore[misc]
                 resume_url=url))
         output, steps = (result.output, result.steps) if isinstance(result, Extend) else (
             result, [])
-        return self._write(rt, lambda s: store.finish_step(
-            session=s, job_id=job_id, index=index, output=output, extend=steps,
-            max_steps=settings.max_steps))
+        try:
+            output = self._storable(rt, job_id, index, output)
+            return self._write(rt, lambda s: store.finish_step(
+                session=s, job_id=job_id, index=index, output=output, extend=steps,
+                max_steps=settings.max_steps))
+        except (NotStorable, DataError) as exc:
+            # Never left running (the sweeper would run it again): the step fails, saying why.
+            error = f"its output cannot be stored: {getattr(exc, 'orig', None) or exc}"
+            return self._write(rt, lambda s: store.fail_step(session=s, job_id=job_id,
+                                                             index=index, error=error))
+
+    def _storable(self, rt: Runtime, job_id: str, index: int, output: Any) -> Any:
+        """The output as the store can hold it; non-finite numbers become null, said in an event."""
+        output, replaced = storable(output)
+        if replaced:
+            log.warning("step %s/%d: non-finite numbers in its output became null at %s",
+                        job_id, index, ", ".join(replaced))
+            self._emit(rt, job_id, "step_output_replaced", {
+                "index": index, "paths": replaced, "value": None,
+                "reason": "NaN and Infinity are not JSON"})
+        return output
 
     def _hold(self, rt: Runtime, job_id: str, index: int, inputs: dict[str, Any],
               hold: Hold) -> Handoff:
@@ -171,10 +196,12 @@ class StepTask(Task):  # type: ignore[misc]
         raise self.retry(countdown=countdown, max_retries=max_retries, exc=exc)
 
     def _write(self, rt: Runtime, change: Callable[[Session], T]) -> T:
-        """Run `change` in a transaction, patiently: a short store outage must not lose it."""
+        """Run `change` in a transaction, patiently: a short store outage must not lose it (a
+        value the store refuses, DataError, is not an outage: it is not tried again)."""
+        retry = retry_if_exception_type(SQLAlchemyError) & retry_if_not_exception_type(DataError)
         for attempt in Retrying(stop=stop_after_delay(RECORD_PATIENCE_SECONDS),
                                 wait=wait_exponential(multiplier=0.1, max=2),
-                                retry=retry_if_exception_type(SQLAlchemyError), reraise=True):
+                                retry=retry, reraise=True):
             with attempt, rt.db.write() as session:
                 return change(session)
         raise AssertionError("unreachable")  # pragma: no cover

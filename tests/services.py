@@ -30,12 +30,13 @@ def free_port() -> int:
 
 
 class BrokerServer:
-    """A private broker on a loopback port, without persistence, that a test may restart."""
+    """A private broker on a loopback port that a test may restart (with its AOF if `persist`)."""
 
-    def __init__(self) -> None:
+    def __init__(self, persist: bool = False) -> None:
         self.port = free_port()
+        self.persist = persist
         self.data = Path(tempfile.mkdtemp(prefix="orch-broker-"))
-        self.process = broker.start(self.port, self.data, persist=False)
+        self.process = broker.start(self.port, self.data, persist=persist)
 
     @property
     def url(self) -> str:
@@ -44,14 +45,19 @@ class BrokerServer:
     def stop(self) -> None:
         broker.stop(self.process)
 
+    def kill(self) -> None:
+        """End the broker at once (SIGKILL), as a crash would."""
+        self.process.kill()
+        self.process.wait()
+
     def start(self) -> None:
-        self.process = broker.start(self.port, self.data, persist=False)
+        self.process = broker.start(self.port, self.data, persist=self.persist)
 
 
 @contextmanager
-def redis_server() -> Iterator[BrokerServer]:
-    """A private broker on a free loopback port, without persistence."""
-    server = BrokerServer()
+def redis_server(persist: bool = False) -> Iterator[BrokerServer]:
+    """A private broker on a free loopback port (without persistence unless `persist`)."""
+    server = BrokerServer(persist)
     try:
         yield server
     finally:
@@ -118,11 +124,12 @@ def postgres_server() -> Iterator[str]:
 class Process:
     """A child process of the test run, with its output in a log file."""
 
-    def __init__(self, args: list[str], env: dict[str, str], log: Path) -> None:
+    def __init__(self, args: list[str], env: dict[str, str], log: Path,
+                 cwd: Path | None = None) -> None:
         self.log = log
         self.handle = open(log, "ab")  # noqa: SIM115 - closed in stop()
         self.popen = subprocess.Popen(args, env=env, stdout=self.handle, stderr=subprocess.STDOUT,
-                                      start_new_session=True)
+                                      start_new_session=True, cwd=cwd)
 
     @property
     def pid(self) -> int:

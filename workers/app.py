@@ -35,6 +35,9 @@ def create_celery() -> Celery:
         worker_send_task_events=settings.worker.send_events,
         worker_hijack_root_logger=False,
         broker_connection_retry_on_startup=True,
+        # Reconnect for as long as the broker is away: Celery's default of 100 tries (kombu
+        # waits 2, 4, … 30 s between them) makes a worker exit after 46 minutes of outage.
+        broker_connection_max_retries=None,
         broker_pool_limit=BROKER_POOL_LIMIT,
         worker_cancel_long_running_tasks_on_connection_loss=False,
         broker_transport_options={

@@ -193,14 +193,15 @@ def own_database(request: pytest.FixtureRequest, backend: str, name: str, logs: 
 @contextmanager
 def running_stack(request: pytest.FixtureRequest, backend: str, db_index: int,
                   extra_env: dict[str, str], name: str = "orchestrator",
-                  split_workers: bool = True) -> Iterator[Stack]:
+                  split_workers: bool = True, broker_url: str | None = None) -> Iterator[Stack]:
     """A whole stack on its own Redis database and job store, stopped on exit; its logs are
     kept only when a test failed while it ran."""
     logs = Path(tempfile.mkdtemp(prefix=f"orch-{name}-{backend}-"))
     database_url = own_database(request, backend, name, logs)
     upgrade(database_url)
     port = services.free_port()
-    env = {**_env(request.getfixturevalue("broker_url"), database_url, port, db_index),
+    broker_url = broker_url or request.getfixturevalue("broker_url")
+    env = {**_env(broker_url, database_url, port, db_index),
            **extra_env}
     running = Stack(url=f"http://127.0.0.1:{port}", env=env, db=Database(database_url),
                     logs=logs)

@@ -2,6 +2,11 @@
 
 import io
 import json
+import os
+import re
+import signal
+import threading
+import time
 from pathlib import Path
 
 import httpx
@@ -14,7 +19,7 @@ from core.cli import app
 from core.settings import get_settings
 from core.watch import watch_job
 from tests import services
-from tests.integration.conftest import Stack
+from tests.integration.conftest import Stack, wait_job
 
 
 def test_submit_waits_and_prints_the_job(stack: Stack) -> None:
@@ -103,3 +108,89 @@ def test_submit_wait_on_a_failed_job_exits_1(stack: Stack) -> None:
                                       "--api-key", stack.new_key()])
     assert result.exit_code == 1, result.output
     assert json.loads(result.output)["status"] == "failed"
+
+
+DEV_PROCFILE = """\
+api: orchestrator api
+tools: orchestrator worker --pool tools --concurrency 4
+sweeper: orchestrator sweeper
+"""
+
+
+def _said(log: Path, pattern: str, timeout: float = 60) -> re.Match[str]:
+    """The first line of `orchestrator dev`'s output matching `pattern`, once it is there."""
+    deadline = time.monotonic() + timeout
+    while not (found := re.search(pattern, log.read_text(errors="replace"), re.MULTILINE)):
+        assert time.monotonic() < deadline, f"no {pattern!r} in:\n{log.read_text()[-3000:]}"
+        time.sleep(0.1)
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def _submit_all_along(url: str, key: str, stop: threading.Event, answers: list[str]) -> None:
+    """POST a debug.echo every 0.2 s until `stop`; each answer's status (or error) in order."""
+    with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {key}"},
+                      timeout=5) as client:
+        while not stop.wait(0.2):
+            try:
+                answers.append(str(client.post("/v1/jobs", json={
+                    "intent": "debug.echo", "inputs": {"n": len(answers)}}).status_code))
+            except httpx.HTTPError as exc:
+                answers.append(type(exc).__name__)
+
+
+@pytest.mark.timeout(180)
+def test_dev_restarts_a_dead_sweeper_and_worker_while_the_api_answers(tmp_path: Path) -> None:
+    # Given `orchestrator dev` running a Procfile of the API, a tools worker and the sweeper
+    (tmp_path / "Procfile").write_text(DEV_PROCFILE)
+    port = services.free_port()
+    env = {**os.environ, "REDIS_URL": f"redis://127.0.0.1:{services.free_port()}/0",
+           "DATABASE_URL": f"sqlite:///{tmp_path}/orchestrator.db", "API_PORT": str(port),
+           "WORKER_HEARTBEAT_SECONDS": "1", "PATH": f"{services.BIN}:{os.environ['PATH']}"}
+    log = tmp_path / "dev.log"
+    dev = services.Process([str(services.BIN / "orchestrator"), "dev"], env, log, cwd=tmp_path)
+    answers: list[str] = []
+    stop = threading.Event()
+    try:
+        url = f"http://127.0.0.1:{port}"
+        _said(log, rf"^ready: API at {re.escape(url)}")
+        pids = {name: int(_said(log, rf"^supervisor \| {name} started \(pid (\d+)\)")[1])
+                for name in ("sweeper", "tools")}
+        key = (tmp_path / "var" / "dev-api-key").read_text().strip()
+        poller = threading.Thread(target=_submit_all_along, args=(url, key, stop, answers))
+        poller.start()
+        # When the sweeper and the worker are killed
+        for name in ("sweeper", "tools"):
+            os.kill(pids[name], signal.SIGKILL)
+        # Then each death is said, with the signal and the delay, and each comes back anew
+        for name in ("sweeper", "tools"):
+            died = _said(log, rf"^supervisor \| {name} \(pid {pids[name]}\) died: killed by "
+                              r"SIGKILL after [\d.]+s up; restarting in 1s$")
+            assert died
+            again = int(_said(log, rf"^supervisor \| {name} restarted \(pid (\d+)\)")[1])
+            assert again != pids[name] and _alive(again)
+        # And a job submitted now runs on the restarted worker
+        time.sleep(8)  # past the 5-7 s in which one death used to stop everything
+        with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {key}"}) as client:
+            job = client.post("/v1/jobs", json={"intent": "debug.echo", "inputs": {"n": -1}})
+            assert wait_job(client, job.json()["job_id"], timeout=30)["status"] == "succeeded"
+        stop.set()
+        poller.join()
+        # And every submission along the way was answered
+        assert len(answers) > 40 and set(answers) == {"202"}, answers
+        # And Ctrl-C stops every process
+        children = [int(pid) for pid in re.findall(r"\(pid (\d+)\)\n", log.read_text())]
+        dev.kill(signal.SIGINT)
+        assert dev.popen.wait(timeout=30) == 0
+        assert not [pid for pid in children if _alive(pid)]
+        assert "stopping 3 processes" in log.read_text()
+    finally:
+        stop.set()
+        dev.stop()

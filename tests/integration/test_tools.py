@@ -12,7 +12,7 @@ import redis
 
 from adapters.breakers import Breakers
 from core.settings import BreakerSettings
-from tests.integration.conftest import Stack, wait_job
+from tests.integration.conftest import LOST_AFTER, Stack, wait_job
 from tests.integration.receiver import reply, serve
 
 SCHEMA = {"type": "object", "properties": {"item_id": {"type": "string"},
@@ -170,3 +170,24 @@ def test_one_tenants_open_breaker_never_stops_another_tenants_calls(
             assert client.post(f"/v1/breakers/{theirs[0]}/reset").status_code == 404
         finally:
             breakers.reset(theirs[0])
+
+
+def test_an_answer_holding_nan_ends_the_step_with_null_in_its_place_once(
+        client: httpx.Client) -> None:
+    # Given an upstream that answers numbers JSON cannot hold (Python's json reads them)
+    body = b'{"x": NaN, "y": [1.5, Infinity], "z": {"w": -Infinity}, "ok": 2}'
+    with serve(reply(200, {"content-type": "application/json"}, body)) as server:
+        # When a job posts to it
+        job = run(client, "http.request", {"url": f"{server.url}/nan", "method": "POST",
+                                           "body": {"a": 1}})
+        time.sleep(LOST_AFTER + 2)  # past when the sweeper would send a step left running
+        calls = len(server.received)
+    # Then the job succeeded with null in their place, the upstream called once
+    assert job["status"] == "succeeded", job["error"]
+    assert job["result"]["body"] == {"x": None, "y": [1.5, None], "z": {"w": None}, "ok": 2}
+    assert calls == 1 and job["steps"][0]["attempts"] == 1
+    # And an event says which values were replaced
+    events = client.get(f"/v1/jobs/{job['job_id']}/events").json()
+    replaced = [e["data"] for e in events if e["type"] == "step_output_replaced"]
+    assert replaced == [{"index": 0, "paths": ["$.body.x", "$.body.y[1]", "$.body.z.w"],
+                         "value": None, "reason": "NaN and Infinity are not JSON"}]
