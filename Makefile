@@ -21,12 +21,14 @@ run: install
 test: install
 	$(BIN)/ruff check .
 	$(BIN)/mypy .
+	$(BIN)/lint-imports
 	$(BIN)/python -m tests.n8n
 	$(BIN)/pytest
 
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/mypy .
+	$(BIN)/lint-imports
 
 bench: install
 	$(BIN)/python bench/e2e.py

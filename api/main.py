@@ -45,7 +45,7 @@ from api.state import AppState
 from core.db import Database
 from core.errors import IntentNotFound, InvalidRequest, OrchestratorError
 from core.settings import Settings, get_settings
-from workers.app import celery_app
+from tasks.engine.app import celery_app
 
 log = logging.getLogger(__name__)
 

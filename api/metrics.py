@@ -15,8 +15,8 @@ from adapters.http import HTTP_PREFIX
 from api.state import AppState
 from core.models import Job
 from tasks.callbacks import CALLBACK_PREFIX
-from workers import heartbeat
-from workers.pools import POOLS
+from tasks.engine import heartbeat
+from tasks.engine.pools import POOLS
 
 REGISTRY = CollectorRegistry()
 JOBS_SUBMITTED = Counter("orchestrator_jobs_submitted_total", "Jobs accepted by the API.",

@@ -21,10 +21,10 @@ from core.errors import Conflict, InvalidRequest, Unavailable
 from core.events import TERMINAL_EVENTS
 from core.models import KEY_ID, Job, JobStep
 from core.store import Handoff, NewStep
-from tasks.chain import hand_off, send_step
+from tasks.engine.cancellation import flag
+from tasks.engine.chain import hand_off, send_step
+from tasks.engine.registry import Intent
 from tasks.intents import REGISTRY
-from tasks.registry import Intent
-from workers.cancellation import flag
 
 BROKER_ERRORS = (OperationalError, RedisError, OSError)
 

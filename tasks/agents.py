@@ -18,9 +18,9 @@ from core import store
 from core.db import Database
 from core.models import Agent
 from core.settings import get_settings
-from tasks.context import StepContext
-from tasks.registry import Intent
-from workers.runtime import runtime
+from tasks.engine.context import StepContext
+from tasks.engine.registry import Intent
+from tasks.engine.runtime import runtime
 
 PREFIX = "agent."
 

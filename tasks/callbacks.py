@@ -8,8 +8,8 @@ from core import deliveries, store
 from core.deliveries import AttemptResult
 from core.errors import UpstreamError, UpstreamUnavailable
 from core.events import publish
-from workers.app import celery_app
-from workers.runtime import Runtime, runtime
+from tasks.engine.app import celery_app
+from tasks.engine.runtime import Runtime, runtime
 
 log = logging.getLogger(__name__)
 LEASE_MARGIN_SECONDS = 30.0

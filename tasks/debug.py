@@ -12,8 +12,8 @@ from adapters import callbacks, netguard
 from core.errors import UpstreamUnavailable
 from core.settings import get_settings
 from core.store import NewStep
-from tasks.context import Cancelled, Extend, Hold, StepContext, TimeLimitExceeded, Wait
-from workers.runtime import runtime
+from tasks.engine.context import Cancelled, Extend, Hold, StepContext, TimeLimitExceeded, Wait
+from tasks.engine.runtime import runtime
 
 TICK = 0.1
 RUNS_KEY = "orch:debug:runs:{job_id}:{index}"

@@ -15,9 +15,9 @@ from adapters import callbacks
 from adapters.flow import FlowSpec, load_flows, webhook_url
 from core import deliveries
 from core.settings import get_settings
-from tasks.context import StepContext, Wait
-from tasks.registry import Intent, JsonInputs
-from workers.runtime import runtime
+from tasks.engine.context import StepContext, Wait
+from tasks.engine.registry import Intent, JsonInputs
+from tasks.engine.runtime import runtime
 
 
 def run_flow(spec: FlowSpec, step: StepContext) -> Any:

@@ -1,11 +1,14 @@
-"""The built-in intents (a static provider), flows, tenants' HTTP tools, and the registry every
-process uses."""
+"""The built-in intents (a static provider), flows, MCP tools, agents and tenants' HTTP tools,
+added to the engine's registry when this module is imported (the API imports it; a worker
+through the Celery app's `include`)."""
 
 from tasks import debug, llm, memory, ssh, tools
 from tasks.agents import AgentProvider
+from tasks.engine.registry import REGISTRY, Intent, StaticProvider
 from tasks.flows import FlowProvider
 from tasks.mcp import McpProvider
-from tasks.registry import Intent, Registry, StaticProvider
+
+__all__ = ["BUILTIN", "REGISTRY", "TOOLS"]
 
 BUILTIN = StaticProvider()
 for _intent in (
@@ -67,4 +70,5 @@ for _intent in (
     BUILTIN.register(_intent)
 
 TOOLS = tools.ToolProvider()
-REGISTRY = Registry([BUILTIN, FlowProvider(), AgentProvider(), McpProvider(), TOOLS])
+for _provider in (BUILTIN, FlowProvider(), AgentProvider(), McpProvider(), TOOLS):
+    REGISTRY.add(_provider)

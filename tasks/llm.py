@@ -16,8 +16,9 @@ from core.errors import IntentNotFound, InvalidRequest, UpstreamError, UpstreamU
 from core.store import NewStep
 from core.store import sessions as chats
 from tasks import fallback, planning
-from tasks.context import Extend, StepContext
-from workers.runtime import Runtime, runtime
+from tasks.engine.context import Extend, StepContext
+from tasks.engine.registry import REGISTRY
+from tasks.engine.runtime import Runtime, runtime
 
 PLAN_ROUNDS = 2
 DELTA_SECONDS = 0.1
@@ -102,8 +103,6 @@ def _open_session(rt: Runtime, step: StepContext, inputs: PromptInputs) -> list[
 
 
 def _plannable(rt: Runtime, tenant_id: str) -> list[Any]:
-    from tasks.intents import REGISTRY  # the registry imports this module
-
     return planning.plannable(REGISTRY.all(tenant_id), rt.settings.llm.plan_intents)
 
 

@@ -17,9 +17,9 @@ import redis
 
 from adapters import mcp
 from core.settings import get_settings
-from tasks.context import StepContext
-from tasks.registry import Intent, JsonInputs
-from workers.runtime import runtime
+from tasks.engine.context import StepContext
+from tasks.engine.registry import Intent, JsonInputs
+from tasks.engine.runtime import runtime
 
 log = logging.getLogger(__name__)
 PREFIX = "mcp."

@@ -16,8 +16,8 @@ from core.memory import search, store
 from core.memory.search import Memory, Mode, Query
 from core.memory.store import Entry
 from core.settings import Settings
-from tasks.context import StepContext
-from workers.runtime import Runtime, runtime
+from tasks.engine.context import StepContext
+from tasks.engine.runtime import Runtime, runtime
 
 NAMESPACE: Any = Field("default", min_length=1, max_length=200, description="The namespace "
                   "(a tenant's separate memory); items of one namespace never mix with another.")

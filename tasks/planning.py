@@ -10,7 +10,7 @@ from typing import Any
 from pydantic import BaseModel, Field, ValidationError
 
 from core import refs
-from tasks.registry import Intent
+from tasks.engine.registry import Intent
 
 NEVER_PLANNED = ("llm.*",)
 OUTPUT_CHARS = 4000

@@ -18,8 +18,8 @@ from adapters.ssh import CommandTimeout, HostSpec, Result, granted, load_hosts
 from core.models import KEY_ID, Job
 from core.settings import get_settings
 from tasks.commands import dangerous, peek_argv, peek_command
-from tasks.context import Cancelled, Hold, StepContext
-from workers.runtime import runtime
+from tasks.engine.context import Cancelled, Hold, StepContext
+from tasks.engine.runtime import runtime
 
 audit_log = logging.getLogger("orchestrator.audit")
 FLUSH_SECONDS = 0.5

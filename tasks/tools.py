@@ -19,9 +19,9 @@ from core.db import Database
 from core.errors import InvalidRequest
 from core.models import HttpTool
 from core.settings import get_settings
-from tasks.context import StepContext
-from tasks.registry import Intent, JsonInputs
-from workers.runtime import runtime
+from tasks.engine.context import StepContext
+from tasks.engine.registry import Intent, JsonInputs
+from tasks.engine.runtime import runtime
 
 TOOL_PREFIX = "tool."
 FIELD = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")

@@ -12,7 +12,7 @@ from collections.abc import Iterable
 import redis
 from kombu.transport.redis import Channel
 
-from workers.pools import POOLS
+from tasks.engine.pools import POOLS
 
 CHUNK = 1000
 

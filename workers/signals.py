@@ -14,9 +14,9 @@ from celery.signals import (
 )
 
 from tasks import mcp
-from workers import heartbeat
-from workers.pools import POOLS
-from workers.runtime import close_runtime, open_runtime, runtime
+from tasks.engine import heartbeat
+from tasks.engine.pools import POOLS
+from tasks.engine.runtime import close_runtime, open_runtime, runtime
 
 _background: list[threading.Event] = []
 

@@ -22,10 +22,11 @@ from kombu.exceptions import OperationalError
 from sqlalchemy.exc import SQLAlchemyError
 
 from core import deliveries, store
-from tasks.chain import DELIVER_TASK, hand_off
-from workers import heartbeat, inflight
-from workers.pools import POOLS
-from workers.runtime import Runtime, open_runtime
+from tasks.engine import heartbeat
+from tasks.engine.chain import DELIVER_TASK, hand_off
+from tasks.engine.pools import POOLS
+from tasks.engine.runtime import Runtime, open_runtime
+from workers import inflight
 
 log = logging.getLogger(__name__)
 LOCK = "orch:sweeper"
@@ -139,7 +140,7 @@ class Sweeper:
 
 def run() -> None:
     """Sweep every `CALLBACK_SWEEP_SECONDS` until SIGTERM or SIGINT."""
-    from workers.app import celery_app
+    from tasks.engine.app import celery_app
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s sweeper %(message)s")
     rt = open_runtime(runner=False)

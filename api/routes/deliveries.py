@@ -10,8 +10,8 @@ from api.deps import StateDep, TenantDep
 from api.openapi import KEYED, POST, errors
 from core import deliveries
 from core.models import Delivery, DeliveryStatus
-from tasks.chain import DELIVER_TASK
-from workers.pools import POOLS
+from tasks.engine.chain import DELIVER_TASK
+from tasks.engine.pools import POOLS
 
 router = APIRouter(prefix="/v1/deliveries", tags=["callbacks"])
 DeliveryId = Annotated[str, Path(description="The delivery's id: the `webhook-id` it is sent "

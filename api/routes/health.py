@@ -12,8 +12,8 @@ from api import metrics
 from api.deps import OperatorFlagDep, StateDep, metrics_reader
 from api.openapi import KEYED, errors
 from api.state import AppState
-from workers import heartbeat
-from workers.pools import POOLS
+from tasks.engine import heartbeat
+from tasks.engine.pools import POOLS
 
 router = APIRouter(tags=["operations"])
 

@@ -9,8 +9,8 @@ from api.deps import StateDep, TenantDep
 from api.openapi import BODY, KEYED, POST, errors
 from core import store
 from core.models import HttpTool
+from tasks.engine.registry import Intent
 from tasks.intents import REGISTRY, TOOLS
-from tasks.registry import Intent
 from tasks.tools import TOOL_PREFIX, check_tool
 
 router = APIRouter(prefix="/v1/tools", tags=["tools"])

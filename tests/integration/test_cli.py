@@ -15,11 +15,11 @@ from rich.console import Console
 from typer.testing import CliRunner
 
 from core import store
-from core.cli import app
 from core.settings import get_settings
 from core.watch import watch_job
 from tests import services
 from tests.integration.conftest import Stack, wait_job
+from workers.cli import app
 
 
 def test_submit_waits_and_prints_the_job(stack: Stack) -> None:

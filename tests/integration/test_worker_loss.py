@@ -10,8 +10,8 @@ from celery import Celery
 
 from core import store
 from core.store import NextStep
-from tasks.chain import send_step
 from tasks.debug import RUNS_KEY
+from tasks.engine.chain import send_step
 from tasks.intents import REGISTRY
 from tests.integration.conftest import LOST_AFTER, VISIBILITY_TIMEOUT, Stack, wait_job
 

@@ -12,7 +12,7 @@ import pytest
 
 from core import jsonschemas
 from core.errors import InvalidRequest
-from tasks.registry import Intent, JsonInputs
+from tasks.engine.registry import Intent, JsonInputs
 
 
 def _deep(levels: int) -> dict[str, Any]:

@@ -5,8 +5,8 @@ from pydantic import BaseModel
 
 from api import service
 from core.errors import IntentNotFound, InvalidRequest
+from tasks.engine.registry import Intent, Registry, StaticProvider
 from tasks.intents import BUILTIN, REGISTRY
-from tasks.registry import Intent, Registry, StaticProvider
 
 
 def request(intent: str, inputs: dict, mode: str = "auto") -> service.Request:
@@ -104,7 +104,7 @@ SCHEMA = {"type": "object", "properties": {
 
 
 def schema_intent() -> Intent:
-    from tasks.registry import JsonInputs
+    from tasks.engine.registry import JsonInputs
 
     return Intent("flow.x", "flow", "flow", JsonInputs, "x", lambda _: None, json_schema=SCHEMA)
 

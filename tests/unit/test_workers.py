@@ -6,10 +6,10 @@ import pytest
 
 from core.store import NextStep
 from tasks import debug
-from tasks.chain import step_signature
-from tasks.context import Cancelled, StepContext
-from workers.app import celery_app
-from workers.pools import POOLS
+from tasks.engine.app import celery_app
+from tasks.engine.chain import step_signature
+from tasks.engine.context import Cancelled, StepContext
+from tasks.engine.pools import POOLS
 
 
 def test_the_app_is_json_only_with_late_acks() -> None:
@@ -27,7 +27,7 @@ def test_tasks_route_to_their_modules_pool() -> None:
 
 
 def test_every_pool_has_a_step_task() -> None:
-    import tasks.steps  # noqa: F401  (registers them)
+    import tasks.engine.steps  # noqa: F401  (registers them)
 
     assert {f"tasks.{pool}.step" for pool in POOLS} <= set(celery_app.tasks)
 

@@ -80,8 +80,9 @@ def worker(
         help="Threads or processes (default POOL_<NAME>_CONCURRENCY).")] = None,
 ) -> None:
     """Run one worker process for a pool (threads, or prefork for CPU-bound pools)."""
-    from workers.app import celery_app
-    from workers.pools import POOLS
+    import workers.signals  # noqa: F401  (per-process resources, heartbeats, MCP discovery)
+    from tasks.engine.app import celery_app
+    from tasks.engine.pools import POOLS
 
     unknown = [p for p in pool if p not in POOLS]
     if unknown:
@@ -110,7 +111,7 @@ def sweeper() -> None:
 @app.command()
 def flower() -> None:
     """Run the Flower dashboard (basic auth from FLOWER_BASIC_AUTH)."""
-    from workers.app import celery_app
+    from tasks.engine.app import celery_app
 
     settings = get_settings()
     if not settings.flower.basic_auth:
@@ -330,10 +331,13 @@ def submit(
 @app.command()
 def mcp(url: UrlOpt = None, api_key: KeyOpt = None) -> None:
     """Serve the key's tenant's intents as MCP tools over stdio (for an assistant's config)."""
+    import importlib
+
     import anyio
 
-    from api.mcp_server import serve_stdio
-
+    # By import string, as `api` starts the app: the CLI talks to a running API over HTTP and
+    # imports no route (the stdio server only relays to it).
+    serve_stdio = importlib.import_module("api.mcp_server").serve_stdio
     settings = get_settings()
     key = api_key or os.environ.get("ORCHESTRATOR_API_KEY") or _read(DATA_DIR / "dev-api-key")
     if not key:

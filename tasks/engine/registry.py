@@ -17,8 +17,8 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from core import jsonschemas
 from core.errors import IntentNotFound, InvalidRequest
 from core.store import NewStep
-from tasks.context import Hold, StepContext
-from workers.pools import POOLS
+from tasks.engine.context import Hold, StepContext
+from tasks.engine.pools import POOLS
 
 MODES = ("agent", "flow", "mcp")
 Handler = Callable[[StepContext], Any]
@@ -195,3 +195,8 @@ class Registry:
     def all(self, tenant_id: str | None = None) -> list[Intent]:
         found = self._all(tenant_id)
         return [found[name] for name in sorted(found)]
+
+
+REGISTRY = Registry()
+"""The registry every process uses: empty here; `tasks.intents` adds the families' providers
+(the engine asks it by name and never imports a family)."""

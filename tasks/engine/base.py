@@ -31,12 +31,11 @@ from core.errors import IntentNotFound, InvalidRequest, NotFound, UpstreamUnavai
 from core.events import publish
 from core.storable import NotStorable, storable
 from core.store import Handoff, NewStep, StepStart, StepVerdict
-from tasks.chain import hand_off
-from tasks.context import Cancelled, Extend, Hold, StepContext, Wait
-from tasks.intents import REGISTRY
-from tasks.registry import Intent
-from workers.cancellation import is_cancelled
-from workers.runtime import Runtime, runtime
+from tasks.engine.cancellation import is_cancelled
+from tasks.engine.chain import hand_off
+from tasks.engine.context import Cancelled, Extend, Hold, StepContext, Wait
+from tasks.engine.registry import REGISTRY, Intent
+from tasks.engine.runtime import Runtime, runtime
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

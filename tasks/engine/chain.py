@@ -13,7 +13,7 @@ from celery.canvas import Signature
 
 from core.events import LiveEvent, publish
 from core.store import Handoff, NextStep, step_task_id
-from workers.pools import POOLS
+from tasks.engine.pools import POOLS
 
 DELIVER_TASK = "tasks.callbacks.deliver"
 

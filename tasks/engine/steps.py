@@ -9,10 +9,10 @@ from typing import Any
 
 from celery import Task
 
-from tasks.base import StepTask
-from tasks.chain import step_task_name
-from workers.app import celery_app
-from workers.pools import POOLS
+from tasks.engine.app import celery_app
+from tasks.engine.base import StepTask
+from tasks.engine.chain import step_task_name
+from tasks.engine.pools import POOLS
 
 
 def _define(pool: str) -> Task:

@@ -6,10 +6,11 @@ from kombu.entity import Exchange, Queue
 from core.settings import get_settings
 
 # Outlive a broker outage; Flower events of ignored steps; quiet logs.
-from workers import broker_loss, events, logs  # noqa: F401
-from workers.pools import POOLS, Pool
+from tasks.engine import broker_loss, events, logs  # noqa: F401
+from tasks.engine.pools import POOLS, Pool
 
-TASK_MODULES = ["tasks.steps", "tasks.callbacks"]
+# Imported by each worker at start: the step tasks, the callback task and every intent family.
+TASK_MODULES = ["tasks.engine.steps", "tasks.callbacks", "tasks.intents"]
 BROKER_POOL_LIMIT = 100
 
 
@@ -57,5 +58,3 @@ def create_celery() -> Celery:
 
 
 celery_app = create_celery()
-
-import workers.signals  # noqa: E402,F401  (per-process resources and heartbeats)

@@ -15,7 +15,7 @@ from adapters.llm import LLM
 from adapters.ssh import SshClient
 from core.db import Database
 from core.settings import Settings, get_settings
-from workers import heartbeat
+from tasks.engine import heartbeat
 
 REDIS_POOL_TIMEOUT = 20
 REDIS_MAX_CONNECTIONS = 100
