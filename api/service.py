@@ -18,8 +18,7 @@ from api.metrics import JOBS_SUBMITTED
 from api.state import AppState
 from core import store
 from core.errors import Conflict, InvalidRequest, Unavailable
-from core.events import TERMINAL_EVENTS
-from core.models import KEY_ID, Job, JobStep
+from core.models import KEY_ID, TERMINAL_EVENTS, Job, JobStep
 from core.store import Handoff, NewStep
 from tasks.engine.cancellation import flag
 from tasks.engine.chain import hand_off, send_step

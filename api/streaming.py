@@ -9,7 +9,8 @@ from fastapi.concurrency import run_in_threadpool
 
 from api.state import AppState
 from core import store
-from core.events import TERMINAL_EVENTS, event_dict
+from core.events import event_dict
+from core.models import TERMINAL_EVENTS
 
 PAGE = 500
 RECHECK_SECONDS = 2.0

@@ -10,7 +10,7 @@ from sqlalchemy import and_, insert, or_, update
 from sqlmodel import Session, col, select
 
 from core.errors import Conflict, NotFound
-from core.models import Delivery, DeliveryAttempt, DeliveryStatus, Tenant, utcnow
+from core.models import Delivery, DeliveryAttempt, DeliveryStatus, EventType, Tenant, utcnow
 
 DELIVERIES = Delivery.__table__  # type: ignore[attr-defined]
 ROTATION_OVERLAP = timedelta(hours=24)
@@ -88,7 +88,7 @@ def claim(*, session: Session, delivery_id: str, lease_seconds: float) -> Delive
 
 
 def record(*, session: Session, delivery_id: str, result: AttemptResult,
-           schedule_seconds: list[float]) -> tuple[Delivery, str]:
+           schedule_seconds: list[float]) -> tuple[Delivery, EventType]:
     """Store an attempt and decide what comes next; returns the delivery and the event type."""
     delivery = session.get_one(Delivery, delivery_id, with_for_update=True)
     now = utcnow()
@@ -101,16 +101,16 @@ def record(*, session: Session, delivery_id: str, result: AttemptResult,
     if result.ok:
         delivery.status, delivery.finished_at, delivery.next_attempt_at = (
             DeliveryStatus.succeeded, now, None)
-        kind = "callback_succeeded"
+        kind = EventType.callback_succeeded
     elif result.gone or delivery.attempts > len(schedule_seconds):
         delivery.status, delivery.finished_at, delivery.next_attempt_at = (
             DeliveryStatus.dead, now, None)
-        kind = "callback_dead"
+        kind = EventType.callback_dead
     else:
         wait = max(schedule_seconds[delivery.attempts - 1], result.retry_after or 0.0)
         delivery.status, delivery.next_attempt_at = DeliveryStatus.pending, now + timedelta(
             seconds=wait)
-        kind = "callback_failed"
+        kind = EventType.callback_failed
     session.add(delivery)
     return delivery, kind
 

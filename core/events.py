@@ -10,7 +10,6 @@ import redis
 from core.models import JobEvent
 
 CHANNEL = "orch:events"
-TERMINAL_EVENTS = frozenset({"job_succeeded", "job_failed", "job_cancelled"})
 LiveEvent = dict[str, Any]
 log = logging.getLogger(__name__)
 

@@ -51,6 +51,47 @@ class StepStatus(StrEnum):
 FINISHED_STEPS = frozenset({StepStatus.succeeded, StepStatus.failed, StepStatus.cancelled})
 
 
+class EventType(StrEnum):
+    """What an event in a job's log says happened (its `type`)."""
+
+    job_queued = "job_queued"
+    job_started = "job_started"
+    job_succeeded = "job_succeeded"
+    job_failed = "job_failed"
+    job_cancelled = "job_cancelled"
+    job_requeued = "job_requeued"
+    step_started = "step_started"
+    step_succeeded = "step_succeeded"
+    step_failed = "step_failed"
+    step_retrying = "step_retrying"
+    step_requeued = "step_requeued"
+    step_output = "step_output"
+    step_output_replaced = "step_output_replaced"
+    step_held = "step_held"
+    step_approved = "step_approved"
+    step_rejected = "step_rejected"
+    step_waiting = "step_waiting"
+    step_resumed = "step_resumed"
+    step_expired = "step_expired"
+    command_executed = "command_executed"
+    plan_created = "plan_created"
+    plan_extended = "plan_extended"
+    plan_rejected = "plan_rejected"
+    llm_delta = "llm_delta"
+    agent_invoke_started = "agent_invoke_started"
+    agent_invoke_done = "agent_invoke_done"
+    agent_stream_delta = "agent_stream_delta"
+    callback_scheduled = "callback_scheduled"
+    callback_succeeded = "callback_succeeded"
+    callback_failed = "callback_failed"
+    callback_dead = "callback_dead"
+
+
+TERMINAL_EVENTS = frozenset({EventType.job_succeeded, EventType.job_failed,
+                             EventType.job_cancelled})
+"""The events that end a job's log: a follower stops at one of them."""
+
+
 def _json(nullable: bool = True) -> Any:
     return Field(default=None, sa_column=Column(JSON, nullable=nullable))
 

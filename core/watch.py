@@ -8,7 +8,7 @@ from rich.console import Console, Group
 from rich.live import Live
 from rich.table import Table
 
-TERMINAL = {"job_succeeded", "job_failed", "job_cancelled"}
+from core.models import TERMINAL_EVENTS, EventType
 
 
 def render(job: dict[str, Any], events: list[dict[str, Any]]) -> Group:
@@ -48,6 +48,6 @@ def watch_job(client: httpx.Client, job_id: str, console: Console) -> int:
             events.append(event)
             snapshot = client.get(f"/v1/jobs/{job_id}").json()
             live.update(render(snapshot, events))
-            if event["type"] in TERMINAL:
-                return 0 if event["type"] == "job_succeeded" else 1
+            if event["type"] in TERMINAL_EVENTS:
+                return 0 if event["type"] == EventType.job_succeeded else 1
     return 1

@@ -16,7 +16,7 @@ from pydantic import BaseModel, Field
 from adapters.breakers import call_with_retry
 from core import store
 from core.db import Database
-from core.models import Agent
+from core.models import Agent, EventType
 from core.settings import get_settings
 from tasks.engine.context import StepContext
 from tasks.engine.registry import Intent
@@ -47,7 +47,7 @@ def run_agent(agent: Agent, step: StepContext) -> dict[str, Any]:
     session_id = inputs.session_id or step.job_id
     payload = {"session_id": session_id, "run_id": step.job_id,
                "input_message": inputs.input_message.model_dump()}
-    step.emit("agent_invoke_started", {"agent_id": agent.agent_id, "run_id": step.job_id,
+    step.emit(EventType.agent_invoke_started, {"agent_id": agent.agent_id, "run_id": step.job_id,
                                        "session_id": session_id})
     attempt = [0]
     timeout = min(rt.settings.agent.timeout_ms / 1000, max(step.remaining(), 1.0))
@@ -55,11 +55,12 @@ def run_agent(agent: Agent, step: StepContext) -> dict[str, Any]:
     def invoke() -> Any:
         attempt[0] += 1
         return rt.agents.invoke(agent.endpoint, payload, timeout, lambda text: step.emit(
-            "agent_stream_delta", {"text": text, "run_id": step.job_id, "attempt": attempt[0]}))
+            EventType.agent_stream_delta,
+            {"text": text, "run_id": step.job_id, "attempt": attempt[0]}))
 
     run = call_with_retry(invoke, rt.settings.retry, upstream="agent", redis=rt.redis)
     done = {"final_message": run.final_message, "usage": run.usage}
-    step.emit("agent_invoke_done", {**done, "run_id": step.job_id})
+    step.emit(EventType.agent_invoke_done, {**done, "run_id": step.job_id})
     return {**done, "text": run.text, "agent_id": agent.agent_id, "session_id": session_id}
 
 

@@ -13,6 +13,7 @@ from pydantic import BaseModel, Field
 
 from adapters.llm import Usage
 from core.errors import IntentNotFound, InvalidRequest, UpstreamError, UpstreamUnavailable
+from core.models import EventType
 from core.store import NewStep
 from core.store import sessions as chats
 from tasks import fallback, planning
@@ -129,7 +130,7 @@ def _model_plan(rt: Runtime, step: StepContext, history: list[tuple[str, str]],
         messages += [{"role": "assistant", "content": answer},
                      {"role": "user", "content": f"That plan is invalid: {error}. Answer with "
                                                  "a corrected plan, as the JSON object only."}]
-    step.emit("plan_rejected", {"plan": answer[:4000], "error": error,
+    step.emit(EventType.plan_rejected, {"plan": answer[:4000], "error": error,
                                 "usage": usage.public()})
     raise PlanRejected(f"the model's plan is invalid after {PLAN_ROUNDS} rounds: {error}; "
                        f"its plan: {answer[:1000]}")
@@ -149,7 +150,7 @@ def _grow(step: StepContext, planner: Planner, steps: list[planning.PlannedStep]
     shown = [s.model_dump() for s in steps]
     output = {"planner": planner, "fallback": planner != "llm", "fallback_reason": reason,
               "steps": shown, "usage": usage.public()}
-    step.emit("plan_created", {"index": step.index, "planner": planner, "steps": shown,
+    step.emit(EventType.plan_created, {"index": step.index, "planner": planner, "steps": shown,
                                "fallback_reason": reason})
     return Extend(output, new)
 
@@ -174,7 +175,7 @@ class Deltas:
 
     def flush(self) -> None:
         if self.pending:
-            self.step.emit("llm_delta", {"index": self.step.index, "seq": self.count,
+            self.step.emit(EventType.llm_delta, {"index": self.step.index, "seq": self.count,
                                          "text": "".join(self.pending)})
             self.count += 1
             self.pending = []

@@ -15,7 +15,7 @@ from typing import Any
 from pydantic import BaseModel, Field, field_validator
 
 from adapters.ssh import CommandTimeout, HostSpec, Result, granted, load_hosts
-from core.models import KEY_ID, Job
+from core.models import KEY_ID, EventType, Job
 from core.settings import get_settings
 from tasks.commands import dangerous, peek_argv, peek_command
 from tasks.engine.context import Cancelled, Hold, StepContext
@@ -99,7 +99,7 @@ class OutputLines:
                 lines.append(tail.decode("utf-8", errors="replace"))
                 self.partial[stream] = b""
             if lines:
-                self.step.emit("step_output", {"index": self.step.index, "stream": stream,
+                self.step.emit(EventType.step_output, {"index": self.step.index, "stream": stream,
                                                "lines": lines})
         self.lines = {"stdout": [], "stderr": []}
         self.size, self.flushed = 0, time.monotonic()
@@ -116,7 +116,7 @@ def _audit(step: StepContext, host: HostSpec, command: str, result: Result) -> N
               "host": host.name, "command": command, "exit_status": result.exit_status,
               "duration_ms": result.duration_ms, "killed": result.timed_out}
     audit_log.info("ssh command: %s", record)
-    step.emit("command_executed", record)
+    step.emit(EventType.command_executed, record)
 
 
 def _run(step: StepContext, host_name: str, command: str, timeout: float | None) -> Any:

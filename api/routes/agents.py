@@ -13,13 +13,13 @@ from api.deps import StateDep, TenantDep
 from api.openapi import BODY, KEYED, errors
 from api.schemas import EventPublic
 from core import store
-from core.models import Agent
+from core.models import Agent, EventType
 from tasks.agents import PREFIX, InputMessage
 
 router = APIRouter(tags=["agents"])
 AgentId = Annotated[str, Path(description="The agent's id (its intent is `agent.<id>`).")]
-RUN_NAMES = {"job_started": "run_started", "job_succeeded": "run_done",
-             "job_failed": "run_failed", "job_cancelled": "run_failed"}
+RUN_NAMES = {EventType.job_started: "run_started", EventType.job_succeeded: "run_done",
+             EventType.job_failed: "run_failed", EventType.job_cancelled: "run_failed"}
 
 
 class AgentRegistration(BaseModel):

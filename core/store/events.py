@@ -8,7 +8,7 @@ from sqlmodel import Session, select
 from core import deliveries
 from core.errors import NotFound
 from core.events import LiveEvent, event_payload
-from core.models import Job, utcnow
+from core.models import EventType, Job, utcnow
 from core.store.tables import EVENTS, JOBS, Items
 
 
@@ -23,10 +23,11 @@ def insert_events(session: Session, job_id: str, last_seq: int, items: Items) ->
     return [event_payload(**row) for row in rows]
 
 
-def callback_item(session: Session, outcome: deliveries.Outcome) -> tuple[str, dict[str, Any]]:
+def callback_item(session: Session,
+                  outcome: deliveries.Outcome) -> tuple[EventType, dict[str, Any]]:
     """Schedule the job's callback (the outbox row) and the event that says so."""
     delivery_id = deliveries.schedule(session=session, outcome=outcome)
-    return "callback_scheduled", {"delivery_id": delivery_id, "url": outcome.callback_url}
+    return EventType.callback_scheduled, {"delivery_id": delivery_id, "url": outcome.callback_url}
 
 
 def locked_job(session: Session, job_id: str) -> Job:

@@ -17,7 +17,7 @@ from sqlmodel import Session, select
 from core import deliveries, refs
 from core.errors import NotFound
 from core.events import LiveEvent
-from core.models import JobStatus, StepStatus, utcnow
+from core.models import EventType, JobStatus, StepStatus, utcnow
 from core.store.events import callback_item, insert_events
 from core.store.submission import step_rows
 from core.store.tables import JOBS, STEPS, Handoff, Items, NewStep, NextStep
@@ -184,8 +184,8 @@ def _start(session: Session, at: Ledger, attempts: int, runner: str,
     job: dict[str, Any] = {}
     if at.status == JobStatus.queued:
         job = {"status": JobStatus.running, "started_at": now}
-        items.append(("job_started", {}))
-    items.append(("step_started", {"index": at.index, "intent": at.row.intent,
+        items.append((EventType.job_started, {}))
+    items.append((EventType.step_started, {"index": at.index, "intent": at.row.intent,
                                    "pool": at.row.pool, "attempt": attempts}))
     events = record(session, at, job, {"status": StepStatus.running, "attempts": attempts,
                                        "runner": runner, "started_at": now}, items)
@@ -211,7 +211,7 @@ def succeed(session: Session, at: Ledger, output: Any, extend: list[NewStep], ma
             items: Items) -> Handoff:
     """Mark the step succeeded, grow the plan by `extend`, end the job or name the next step."""
     rest = [(r.idx, r.intent, r.pool) for r in _rest(session, at.job_id, at.index)]
-    items = [*items, ("step_succeeded", {"index": at.index, "intent": at.row.intent})]
+    items = [*items, (EventType.step_succeeded, {"index": at.index, "intent": at.row.intent})]
     if extend:
         total = at.index + 1 + len(rest) + len(extend)
         if max_steps and total > max_steps:
@@ -221,7 +221,7 @@ def succeed(session: Session, at: Ledger, output: Any, extend: list[NewStep], ma
         session.execute(insert(STEPS), step_rows(at.job_id, start, extend))
         added = [(start + n, step.intent, step.pool) for n, step in enumerate(extend)]
         rest += added
-        items.append(("plan_extended", {"index": at.index, "steps": [
+        items.append((EventType.plan_extended, {"index": at.index, "steps": [
             {"index": i, "intent": intent} for i, intent, _ in added]}))
     now, job, send = utcnow(), dict[str, Any](), None
     if not at.status.terminal:
@@ -231,7 +231,7 @@ def succeed(session: Session, at: Ledger, output: Any, extend: list[NewStep], ma
             send = NextStep(at.job_id, *rest[0])
         else:
             job |= {"status": JobStatus.succeeded, "result": output, "finished_at": now}
-            items.append(("job_succeeded", {"result": output}))
+            items.append((EventType.job_succeeded, {"result": output}))
     events = record(session, at, job, {
         "status": StepStatus.succeeded, "output": output, "finished_at": now,
         "token_hash": None, "deadline": None}, items)
@@ -242,13 +242,13 @@ def fail(session: Session, at: Ledger, error: str, items: Items | None = None,
          step: dict[str, Any] | None = None, job_error: str | None = None) -> Handoff:
     """Mark the step failed with `error`; its job fails with it (unless it already ended)."""
     now = utcnow()
-    items = [*(items or []), ("step_failed", {"index": at.index, "intent": at.row.intent,
+    items = [*(items or []), (EventType.step_failed, {"index": at.index, "intent": at.row.intent,
                                               "error": error})]
     job: dict[str, Any] = {}
     if not at.status.terminal:
         reason = job_error or f"step {at.index} ({at.row.intent}) failed: {error}"
         job = {"status": JobStatus.failed, "error": reason, "finished_at": now}
-        items.append(("job_failed", {"error": reason}))
+        items.append((EventType.job_failed, {"error": reason}))
     events = record(session, at, job, {
         "status": StepStatus.failed, "error": error, "finished_at": now, "token_hash": None,
         **(step or {})}, items)
@@ -269,7 +269,7 @@ def retry_step(*, session: Session, job_id: str, index: int, reason: str) -> Han
     if at.step_status.finished:
         return Handoff()
     events = record(session, at, {}, {"status": StepStatus.pending, "runner": None},
-                    [("step_retrying", {"index": index, "reason": reason})])
+                    [(EventType.step_retrying, {"index": index, "reason": reason})])
     return Handoff(events)
 
 

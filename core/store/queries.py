@@ -8,10 +8,10 @@ from sqlmodel import Session, col, select
 
 from core.errors import Conflict, NotFound
 from core.events import LiveEvent
-from core.models import Job, JobEvent, JobStatus, JobStep, StepStatus, utcnow
+from core.models import EventType, Job, JobEvent, JobStatus, JobStep, StepStatus, utcnow
 from core.store.events import job_events, locked_job
 
-PENDING_EVENTS = {StepStatus.held: "step_held", StepStatus.waiting: "step_waiting"}
+PENDING_EVENTS = {StepStatus.held: EventType.step_held, StepStatus.waiting: EventType.step_waiting}
 WAITING_STEPS = frozenset(PENDING_EVENTS)
 
 
@@ -85,4 +85,4 @@ def cancel_job(
         if not step.status.finished:
             step.status, step.finished_at, step.token_hash = StepStatus.cancelled, now, None
             session.add(step)
-    return job, job_events(session, job, [("job_cancelled", {})])
+    return job, job_events(session, job, [(EventType.job_cancelled, {})])

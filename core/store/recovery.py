@@ -6,7 +6,7 @@ from datetime import timedelta
 
 from sqlmodel import Session, select
 
-from core.models import JobStatus, StepStatus, utcnow
+from core.models import EventType, JobStatus, StepStatus, utcnow
 from core.store.events import job_events, locked_job
 from core.store.ledger import ledger, record
 from core.store.queries import job_steps
@@ -45,7 +45,7 @@ def resume(*, session: Session, job_id: str, quiet_for: float) -> Handoff:
                  if s.status in (StepStatus.pending, StepStatus.running)), None)
     if step is None:
         return Handoff()
-    events = job_events(session, job, [("job_requeued", {
+    events = job_events(session, job, [(EventType.job_requeued, {
         "index": step.index, "reason": "the broker had no message for it"})])
     return Handoff(events, NextStep(job_id, step.index, step.intent, step.pool))
 
@@ -75,7 +75,7 @@ def requeue_orphan(*, session: Session, orphan: Orphan) -> Handoff:
     if (at.step_status != StepStatus.running or at.row.runner != orphan.runner
             or at.status.terminal):
         return Handoff()
-    events = record(session, at, {}, {"runner": None}, [("step_requeued", {
+    events = record(session, at, {}, {"runner": None}, [(EventType.step_requeued, {
         "index": orphan.index, "reason": f"its worker {orphan.runner} stopped"})])
     return Handoff(events, NextStep(orphan.job_id, orphan.index, at.row.intent, at.row.pool))
 

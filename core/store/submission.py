@@ -6,9 +6,9 @@ from typing import Any
 from sqlalchemy import delete, insert
 from sqlmodel import Session
 
-from core.models import IdempotencyRecord, Job, JobStatus, StepStatus, utcnow
+from core.models import EventType, IdempotencyRecord, Job, JobStatus, StepStatus, utcnow
 from core.store.events import insert_events
-from core.store.tables import EVENTS, IDEMPOTENCY, JOBS, STEPS, Handoff, NewStep, NextStep
+from core.store.tables import EVENTS, IDEMPOTENCY, JOBS, STEPS, Handoff, Items, NewStep, NextStep
 
 
 def _live_idempotency(*, session: Session, tenant_id: str, key: str) -> IdempotencyRecord | None:
@@ -57,9 +57,9 @@ def submit_job(
         "expires_at": now + timedelta(seconds=window)}])
     if steps:
         session.execute(insert(STEPS), step_rows(job_id, 0, steps))
-    items = [("job_queued", {"intent": intent, "mode": mode, "steps": len(steps)})]
+    items: Items = [(EventType.job_queued, {"intent": intent, "mode": mode, "steps": len(steps)})]
     if empty:
-        items.append(("job_succeeded", {"result": None}))
+        items.append((EventType.job_succeeded, {"result": None}))
     events = insert_events(session, job_id, 0, items)
     send = None if empty else NextStep(job_id, 0, steps[0].intent, steps[0].pool)
     return job, True, Handoff(events, send)

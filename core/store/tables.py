@@ -8,13 +8,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from core.events import LiveEvent
-from core.models import IdempotencyRecord, Job, JobEvent, JobStep
+from core.models import EventType, IdempotencyRecord, Job, JobEvent, JobStep
 
 JOBS = Job.__table__  # type: ignore[attr-defined]
 STEPS = JobStep.__table__  # type: ignore[attr-defined]
 EVENTS = JobEvent.__table__  # type: ignore[attr-defined]
 IDEMPOTENCY = IdempotencyRecord.__table__  # type: ignore[attr-defined]
-Items = list[tuple[str, dict[str, Any]]]
+Items = list[tuple[EventType, dict[str, Any]]]
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ from sqlalchemy import update
 from sqlmodel import Session, select
 
 from core.errors import Conflict, Forbidden, NotFound
-from core.models import JobStatus, StepStatus, utcnow
+from core.models import EventType, JobStatus, StepStatus, utcnow
 from core.store.ledger import Ledger, deadline_passed, fail, ledger, record, succeed
 from core.store.tables import JOBS, STEPS, Handoff, NextStep, approval_hash, sha256
 
@@ -29,7 +29,7 @@ def hold_step(*, session: Session, job_id: str, index: int, inputs: dict[str, An
     events = record(session, at, {"status": JobStatus.awaiting_approval}, {
         "status": StepStatus.held, "inputs": inputs, "reason": reason, "deadline": deadline,
         "token_hash": approval_hash(token, at.row.intent, inputs), "runner": None,
-    }, [("step_held", {"index": index, "intent": at.row.intent, "inputs": inputs,
+    }, [(EventType.step_held, {"index": index, "intent": at.row.intent, "inputs": inputs,
                        "reason": reason, "token": token, "expires_at": deadline.isoformat(),
                        "approve": approve_url})])
     return Handoff(events)
@@ -56,7 +56,7 @@ def wait_step(*, session: Session, job_id: str, index: int, ttl: float, reason: 
     deadline = utcnow() + timedelta(seconds=ttl)
     events = record(session, at, {"status": JobStatus.waiting}, {
         "status": StepStatus.waiting, "reason": reason, "deadline": deadline, "runner": None,
-    }, [("step_waiting", {"index": index, "intent": at.row.intent, "reason": reason,
+    }, [(EventType.step_waiting, {"index": index, "intent": at.row.intent, "reason": reason,
                           "resume_url": resume_url, "deadline": deadline.isoformat()})])
     return Handoff(events)
 
@@ -89,7 +89,8 @@ def approve_step(*, session: Session, tenant_id: str, job_id: str,
                         f"{job_id}: it was issued for another step, or the command changed")
     events = record(session, at, {"status": JobStatus.running}, {
         "status": StepStatus.pending, "approved_at": utcnow(), "token_hash": None,
-        "deadline": None}, [("step_approved", {"index": at.index, "intent": at.row.intent})])
+        "deadline": None},
+        [(EventType.step_approved, {"index": at.index, "intent": at.row.intent})])
     return Handoff(events, NextStep(job_id, at.index, at.row.intent, at.row.pool)), None
 
 
@@ -97,7 +98,7 @@ def reject_step(*, session: Session, tenant_id: str, job_id: str, reason: str) -
     """Reject the held step: it fails with `reason`, and its job with it."""
     at = _held(session, tenant_id, job_id)
     return fail(session, at, f"rejected: {reason}",
-                items=[("step_rejected", {"index": at.index, "reason": reason})])
+                items=[(EventType.step_rejected, {"index": at.index, "reason": reason})])
 
 
 USED = "unknown resume token, or it was used already"
@@ -124,7 +125,7 @@ def resume_step(*, session: Session, token: str, output: Any) -> Resumed:
     if at.row.token_hash != sha256(token) or at.step_status not in (StepStatus.running,
                                                                      StepStatus.waiting):
         raise NotFound(USED)  # another resume of the same token took the lock first
-    resumed = ("step_resumed", {"index": at.index, "intent": at.row.intent})
+    resumed = (EventType.step_resumed, {"index": at.index, "intent": at.row.intent})
     if at.step_status == StepStatus.running:
         # The outside system answered before the step finished handing off: keep the output.
         events = record(session, at, {}, {"early_output": output, "token_hash": None},
@@ -142,7 +143,7 @@ def expire(session: Session, at: Ledger) -> Handoff:
     what = "no approval" if at.step_status == StepStatus.held else "no resume"
     deadline = at.row.deadline.isoformat() if at.row.deadline else "its deadline"
     return fail(session, at, f"{what} by {deadline}",
-                items=[("step_expired", {"index": at.index, "deadline": deadline})])
+                items=[(EventType.step_expired, {"index": at.index, "deadline": deadline})])
 
 
 def expire_step(*, session: Session, job_id: str, index: int) -> Handoff:

@@ -29,6 +29,7 @@ from tenacity import (
 from core import refs, store
 from core.errors import IntentNotFound, InvalidRequest, NotFound, UpstreamUnavailable
 from core.events import publish
+from core.models import EventType
 from core.storable import NotStorable, storable
 from core.store import Handoff, NewStep, StepStart, StepVerdict
 from tasks.engine.cancellation import is_cancelled
@@ -154,7 +155,7 @@ class StepTask(Task):  # type: ignore[misc]
         if replaced:
             log.warning("step %s/%d: non-finite numbers in its output became null at %s",
                         job_id, index, ", ".join(replaced))
-            self._emit(rt, job_id, "step_output_replaced", {
+            self._emit(rt, job_id, EventType.step_output_replaced, {
                 "index": index, "paths": replaced, "value": None,
                 "reason": "NaN and Infinity are not JSON"})
         return output
@@ -169,7 +170,7 @@ class StepTask(Task):  # type: ignore[misc]
             session=s, job_id=job_id, index=index, inputs=inputs, reason=hold.reason,
             token=token, ttl=ttl, approve_url=approve))
 
-    def _emit(self, rt: Runtime, job_id: str, kind: str, data: dict[str, Any]) -> None:
+    def _emit(self, rt: Runtime, job_id: str, kind: EventType, data: dict[str, Any]) -> None:
         """Append one event while the step runs, then announce it."""
         events = self._write(rt, lambda s: store.append_events(session=s, job_id=job_id,
                                                                items=[(kind, data)]))

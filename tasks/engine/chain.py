@@ -12,6 +12,7 @@ from celery import Celery
 from celery.canvas import Signature
 
 from core.events import LiveEvent, publish
+from core.models import EventType
 from core.store import Handoff, NextStep, step_task_id
 from tasks.engine.pools import POOLS
 
@@ -41,7 +42,7 @@ def send_step(app: Celery, step: NextStep) -> None:
 def send_deliveries(app: Celery, events: Sequence[LiveEvent]) -> None:
     """Hand the callbacks that these committed events scheduled to the callbacks pool."""
     for event in events:
-        if event["type"] == "callback_scheduled":
+        if event["type"] == EventType.callback_scheduled:
             app.send_task(DELIVER_TASK, kwargs={"delivery_id": event["data"]["delivery_id"]},
                           queue=POOLS["callbacks"].queue)
 

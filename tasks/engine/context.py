@@ -7,6 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from core.models import EventType
 from core.store import NewStep
 
 
@@ -59,7 +60,7 @@ class StepContext:
     is_cancelled: Callable[[], bool]
     issue_resume_url: Callable[[], str]
     plan_step: Callable[[str, dict[str, Any]], NewStep]
-    emit: Callable[[str, dict[str, Any]], None]
+    emit: Callable[[EventType, dict[str, Any]], None]
     """Append an event `(type, data)` to the job's log and announce it (output, audit)."""
     _resume_url: str | None = None
 
