@@ -5,7 +5,6 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-import redis
 import redis.asyncio as aioredis
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -20,8 +19,6 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
-from adapters.breakers import Breakers
-from adapters.llm import LLM
 from api import mcp_server, openapi
 from api.hub import EventHub
 from api.limits import BodyLimit
@@ -42,10 +39,11 @@ from api.routes import (
     tools,
 )
 from api.state import AppState
-from core.db import Database
 from core.errors import IntentNotFound, InvalidRequest, OrchestratorError
 from core.settings import Settings, get_settings
 from tasks.engine.app import celery_app
+from tasks.engine.resources import build_resources
+from tasks.intents import REGISTRY
 
 log = logging.getLogger(__name__)
 
@@ -62,12 +60,9 @@ def startup_line(settings: Settings) -> str:
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
     client = aioredis.Redis.from_url(settings.broker.url)
-    sync = redis.Redis.from_url(settings.broker.url)
-    state = AppState(settings=settings, db=Database(settings.database.url,
-                                                    settings.database.pool_size,
-                                                    settings.database.max_overflow),
-                     redis=sync, celery=celery_app, hub=EventHub(client),
-                     llm=LLM(settings.llm, Breakers(sync, settings.breaker), settings.retry))
+    resources = build_resources(settings)
+    REGISTRY.bind(resources)
+    state = AppState(resources=resources, celery=celery_app, hub=EventHub(client))
     await state.hub.start()
     app.state.orch = state
     app.state.mcp, manager = mcp_server.http_endpoint(state)

@@ -2,45 +2,54 @@
 
 import time
 from dataclasses import dataclass, field
-from functools import cached_property
 
 import redis
 from celery import Celery
 
 from adapters.agents import AgentClient
 from adapters.llm import LLM
-from adapters.netguard import parse_networks
 from api.hub import EventHub
 from core import store
 from core.db import Database
 from core.settings import Settings
+from tasks.engine.resources import Resources
 
 KEY_CACHE_SECONDS = 30.0
 
 
 @dataclass
 class AppState:
-    """The API's clients: job store, Redis, the Celery app, the event hub, the model."""
+    """The API process: its resources (the clients a worker has too), the Celery app that
+    sends steps, the event hub, and the key cache."""
 
-    settings: Settings
-    db: Database
-    redis: redis.Redis
+    resources: Resources
     celery: Celery
     hub: EventHub
-    llm: LLM
     _keys: dict[str, tuple[tuple[str, str], float]] = field(default_factory=dict)
 
-    @cached_property
+    @property
+    def settings(self) -> Settings:
+        return self.resources.settings
+
+    @property
+    def db(self) -> Database:
+        return self.resources.db
+
+    @property
+    def redis(self) -> redis.Redis:
+        return self.resources.redis
+
+    @property
+    def llm(self) -> LLM:
+        return self.resources.llm
+
+    @property
     def agents(self) -> AgentClient:
         """The client that health-checks agents being registered (their URLs are guarded)."""
-        return AgentClient(parse_networks(self.settings.callback.allowed_networks))
+        return self.resources.agents
 
     def close(self) -> None:
-        if "agents" in self.__dict__:
-            self.agents.http.close()
-        self.llm.close()
-        self.redis.close()
-        self.db.dispose()
+        self.resources.close()
 
     def tenant_for_key(self, raw_key: str) -> str | None:
         """The tenant of an API key (see `key_owner`)."""

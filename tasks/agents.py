@@ -6,7 +6,6 @@ stream as events: `agent_invoke_started`, one `agent_stream_delta` per delta (`{
 policy (the deltas of each attempt carry its number).
 """
 
-import threading
 from collections.abc import Iterable
 from functools import partial
 from typing import Any
@@ -15,12 +14,9 @@ from pydantic import BaseModel, Field
 
 from adapters.breakers import call_with_retry
 from core import store
-from core.db import Database
 from core.models import Agent, EventType
-from core.settings import get_settings
 from tasks.engine.context import StepContext
-from tasks.engine.registry import Intent
-from tasks.engine.runtime import runtime
+from tasks.engine.registry import Intent, ResourceProvider
 
 PREFIX = "agent."
 
@@ -42,7 +38,7 @@ class AgentInputs(BaseModel):
 
 def run_agent(agent: Agent, step: StepContext) -> dict[str, Any]:
     """Invoke the agent and read its stream; the final message is the output."""
-    rt, inputs = runtime(), step.inputs
+    rt, inputs = step.resources, step.inputs
     assert isinstance(inputs, AgentInputs)
     session_id = inputs.session_id or step.job_id
     payload = {"session_id": session_id, "run_id": step.job_id,
@@ -70,24 +66,14 @@ def agent_intent(agent: Agent) -> Intent:
                   partial(run_agent, agent))
 
 
-class AgentProvider:
+class AgentProvider(ResourceProvider):
     """The agents each tenant registered, read from the job store."""
 
     prefix = PREFIX
 
-    def __init__(self) -> None:
-        self._db: Database | None = None
-        self._lock = threading.Lock()
-
-    def _database(self) -> Database:
-        with self._lock:
-            if self._db is None:
-                self._db = Database(get_settings().database.url, pool_size=2, max_overflow=4)
-            return self._db
-
     def intents(self, tenant_id: str | None) -> Iterable[Intent]:
         if tenant_id is None:
             return []
-        with self._database().read() as session:
+        with self.resources.db.read() as session:
             return [agent_intent(agent)
                     for agent in store.list_agents(session=session, tenant_id=tenant_id)]

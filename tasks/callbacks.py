@@ -9,14 +9,14 @@ from core.deliveries import AttemptResult
 from core.errors import UpstreamError, UpstreamUnavailable
 from core.events import publish
 from tasks.engine.app import celery_app
-from tasks.engine.runtime import Runtime, runtime
+from tasks.engine.resources import Resources, resources
 
 log = logging.getLogger(__name__)
 LEASE_MARGIN_SECONDS = 30.0
 CALLBACK_PREFIX = "callback:"
 
 
-def _attempt(rt: Runtime, tenant_id: str, url: str, body: str,
+def _attempt(rt: Resources, tenant_id: str, url: str, body: str,
              headers: dict[str, str]) -> AttemptResult:
     """One attempt through the tenant's breaker for the receiver's host and port; an open
     breaker is a failed attempt. A refused target is no failure of the host's (nothing was
@@ -57,7 +57,7 @@ class _Failed(UpstreamError):
         self.attempt = attempt
 
 
-def send(rt: Runtime, delivery_id: str) -> str:
+def send(rt: Resources, delivery_id: str) -> str:
     """Claim a due delivery, sign it, try it once, and record what happened."""
     lease = rt.settings.callback.timeout + LEASE_MARGIN_SECONDS
     with rt.db.write() as session:
@@ -85,4 +85,4 @@ def send(rt: Runtime, delivery_id: str) -> str:
 
 @celery_app.task(name="tasks.callbacks.deliver")
 def deliver(delivery_id: str) -> str:
-    return send(runtime(), delivery_id)
+    return send(resources(), delivery_id)

@@ -10,10 +10,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from adapters import callbacks, netguard
 from core.errors import UpstreamUnavailable
-from core.settings import get_settings
 from core.store import NewStep
 from tasks.engine.context import Cancelled, Extend, Hold, StepContext, TimeLimitExceeded, Wait
-from tasks.engine.runtime import runtime
 
 TICK = 0.1
 RUNS_KEY = "orch:debug:runs:{job_id}:{index}"
@@ -130,7 +128,7 @@ def chain_link(step: StepContext) -> dict[str, Any]:
     assert isinstance(step.inputs, LinkInputs)
     if step.inputs.count:
         key = RUNS_KEY.format(job_id=step.job_id, index=step.index)
-        pipe = runtime().redis.pipeline()
+        pipe = step.resources.redis.pipeline()
         pipe.incr(key)
         pipe.expire(key, RUNS_TTL)
         pipe.execute()
@@ -172,7 +170,7 @@ def crash(step: StepContext) -> None:
 
     A step that keeps killing its worker is what the poison limit is for; this rehearses it.
     """
-    if not get_settings().orchestrator.debug_crash:
+    if not step.resources.settings.orchestrator.debug_crash:
         raise DebugFailure("debug.crash is off: set ORCHESTRATOR_DEBUG_CRASH=true to allow it")
     os.kill(os.getpid(), signal.SIGKILL)
 
@@ -204,7 +202,7 @@ def wait(step: StepContext) -> Wait:
 def http(step: StepContext) -> dict[str, Any]:
     """POST the body to the URL once and report the answer."""
     assert isinstance(step.inputs, HttpInputs)
-    settings = get_settings().callback
+    settings = step.resources.settings.callback
     attempt = callbacks.deliver(
         step.inputs.url, json.dumps(step.inputs.body).encode(),
         {"content-type": "application/json"}, timeout=max(min(step.remaining(), 60.0), 0.1),

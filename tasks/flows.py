@@ -14,15 +14,14 @@ from typing import Any
 from adapters import callbacks
 from adapters.flow import FlowSpec, load_flows, webhook_url
 from core import deliveries
-from core.settings import get_settings
+from core.settings import FlowSettings
 from tasks.engine.context import StepContext, Wait
-from tasks.engine.registry import Intent, JsonInputs
-from tasks.engine.runtime import runtime
+from tasks.engine.registry import Intent, JsonInputs, ResourceProvider
 
 
 def run_flow(spec: FlowSpec, step: StepContext) -> Any:
     """Call the flow: its answer is the output, or the step waits for its resume URL."""
-    rt = runtime()
+    rt = step.resources
     payload = {"intent": spec.name, "inputs": step.inputs.model_dump(mode="json"),
                "job_id": step.job_id, "step": step.index, "resume_url": step.resume_url()}
     body = json.dumps(payload, separators=(",", ":")).encode()
@@ -39,25 +38,26 @@ def run_flow(spec: FlowSpec, step: StepContext) -> Any:
     return answer.body if isinstance(answer.body, dict) else {"response": answer.body}
 
 
-def flow_intent(spec: FlowSpec) -> Intent:
-    """The intent of one flow: mode `flow`, on the `flow` pool, inputs by its JSON schema."""
+def flow_intent(spec: FlowSpec, settings: FlowSettings) -> Intent:
+    """The intent of one flow: mode `flow`, on the `flow` pool, inputs by its JSON schema; a
+    submission is refused while its engine is not configured."""
     return Intent(spec.name, "flow", "flow", JsonInputs, spec.description or
                   f"The {spec.engine} flow at {spec.path}.", partial(run_flow, spec),
                   timeout=spec.timeout, json_schema=spec.input_schema,
-                  precheck=lambda: _configured(spec))
+                  precheck=partial(_configured, spec, settings))
 
 
-def _configured(spec: FlowSpec) -> None:
-    webhook_url(spec, get_settings().flow)
+def _configured(spec: FlowSpec, settings: FlowSettings) -> None:
+    webhook_url(spec, settings)
 
 
-class FlowProvider:
+class FlowProvider(ResourceProvider):
     """The configured flows (built-in examples and `FLOWS_FILE`), each for its tenants."""
 
     prefix = ""
 
     def __init__(self, load: Callable[[], list[FlowSpec]] | None = None) -> None:
-        self._load = load or (lambda: load_flows(get_settings().flow))
+        self._load = load or (lambda: load_flows(self.resources.settings.flow))
         self._flows: list[tuple[FlowSpec, Intent]] | None = None
         self._lock = threading.Lock()
 
@@ -68,5 +68,6 @@ class FlowProvider:
     def _loaded(self) -> list[tuple[FlowSpec, Intent]]:
         with self._lock:
             if self._flows is None:
-                self._flows = [(spec, flow_intent(spec)) for spec in self._load()]
+                settings = self.resources.settings.flow
+                self._flows = [(spec, flow_intent(spec, settings)) for spec in self._load()]
             return self._flows

@@ -54,14 +54,6 @@ for _intent in (
            "answers {results: [{item_id, text, tags, score, scores, ...}]}.", memory.find),
     Intent("memory.delete", "memory", "agent", memory.DeleteInputs,
            "Delete items by id.", memory.forget),
-    Intent("ssh.exec.peek", "tools", "agent", ssh.PeekInputs,
-           "Run a read-only command (an allowlist, no shell metacharacters) on an SSH host "
-           "granted to the tenant; returns stdout, stderr (capped) and the exit status.",
-           ssh.peek, access=ssh.check_host),
-    Intent("ssh.exec", "tools", "agent", ssh.ExecInputs,
-           "Run a command on an SSH host granted to the tenant: a dry run unless "
-           "confirm_dangerous is true; a dangerous command is held until approved.",
-           ssh.execute, dangerous=True, approval=ssh.hold_if_dangerous, access=ssh.check_host),
     Intent("http.request", "tools", "agent", tools.HttpRequestInputs,
            "One HTTP request to a public URL (through the SSRF guard, no redirects, the answer "
            "capped at HTTP_MAX_RESPONSE_BYTES, a breaker per host); returns status and body.",
@@ -70,5 +62,6 @@ for _intent in (
     BUILTIN.register(_intent)
 
 TOOLS = tools.ToolProvider()
-for _provider in (BUILTIN, FlowProvider(), AgentProvider(), McpProvider(), TOOLS):
+for _provider in (BUILTIN, ssh.SshProvider(), FlowProvider(), AgentProvider(), McpProvider(),
+                  TOOLS):
     REGISTRY.add(_provider)

@@ -19,7 +19,7 @@ from core.store import sessions as chats
 from tasks import fallback, planning
 from tasks.engine.context import Extend, StepContext
 from tasks.engine.registry import REGISTRY
-from tasks.engine.runtime import Runtime, runtime
+from tasks.engine.resources import Resources
 
 PLAN_ROUNDS = 2
 DELTA_SECONDS = 0.1
@@ -69,7 +69,7 @@ class PlanRejected(Exception):
 def plan(step: StepContext) -> Extend:
     """Plan the prompt with the model, or by rule without one; grow the job with the plan."""
     assert isinstance(step.inputs, PromptInputs)
-    rt, inputs = runtime(), step.inputs
+    rt, inputs = step.resources, step.inputs
     history = _open_session(rt, step, inputs)
     intents = _plannable(rt, step.tenant_id)
     reason = NO_MODEL
@@ -86,7 +86,7 @@ def plan(step: StepContext) -> Extend:
         return _grow(step, "rule-based", [], Usage(), reason, f"It could not plan: {exc}")
 
 
-def _open_session(rt: Runtime, step: StepContext, inputs: PromptInputs) -> list[tuple[str, str]]:
+def _open_session(rt: Resources, step: StepContext, inputs: PromptInputs) -> list[tuple[str, str]]:
     """Keep the user's message in its session; return the session's earlier turns."""
     if inputs.session_id is None:
         return []
@@ -103,11 +103,11 @@ def _open_session(rt: Runtime, step: StepContext, inputs: PromptInputs) -> list[
         return [(m.role, m.content) for m in recent if m.role in ("user", "assistant")]
 
 
-def _plannable(rt: Runtime, tenant_id: str) -> list[Any]:
+def _plannable(rt: Resources, tenant_id: str) -> list[Any]:
     return planning.plannable(REGISTRY.all(tenant_id), rt.settings.llm.plan_intents)
 
 
-def _model_plan(rt: Runtime, step: StepContext, history: list[tuple[str, str]],
+def _model_plan(rt: Resources, step: StepContext, history: list[tuple[str, str]],
                 intents: list[Any]) -> tuple[list[planning.PlannedStep], Usage]:
     """Ask the model for a plan; one more round with the error if it is invalid."""
     assert isinstance(step.inputs, PromptInputs)
@@ -185,7 +185,7 @@ class Deltas:
 def respond(step: StepContext) -> dict[str, Any]:
     """Answer from the steps' outputs: streamed from the model, or by rule without one."""
     assert isinstance(step.inputs, RespondInputs)
-    rt, inputs = runtime(), step.inputs
+    rt, inputs = step.resources, step.inputs
     usage, reason = Usage(), inputs.fallback_reason
     text = None
     if inputs.planner == "llm" and rt.settings.llm.enabled:
@@ -206,7 +206,7 @@ def respond(step: StepContext) -> dict[str, Any]:
             "fallback": reason is not None, "fallback_reason": reason, "usage": usage.public()}
 
 
-def _answer_messages(rt: Runtime, step: StepContext,
+def _answer_messages(rt: Resources, step: StepContext,
                      inputs: RespondInputs) -> list[dict[str, Any]]:
     history: list[dict[str, Any]] = []
     if inputs.session_id is not None:
@@ -224,7 +224,7 @@ def _answer_messages(rt: Runtime, step: StepContext,
             {"role": "user", "content": inputs.prompt}]
 
 
-def _record_turn(rt: Runtime, step: StepContext, inputs: RespondInputs, text: str) -> None:
+def _record_turn(rt: Resources, step: StepContext, inputs: RespondInputs, text: str) -> None:
     """Keep the steps' outputs (as tool messages) and the answer in the session."""
     if inputs.session_id is None:
         return

@@ -16,10 +16,9 @@ from typing import Any
 import redis
 
 from adapters import mcp
-from core.settings import get_settings
+from core.settings import McpSettings
 from tasks.engine.context import StepContext
-from tasks.engine.registry import Intent, JsonInputs
-from tasks.engine.runtime import runtime
+from tasks.engine.registry import Intent, JsonInputs, ResourceProvider
 
 log = logging.getLogger(__name__)
 PREFIX = "mcp."
@@ -27,10 +26,9 @@ TOOLS_KEY = "orch:mcp:tools"
 CACHE_SECONDS = 2.0
 
 
-def discover(client: redis.Redis) -> int:
+def discover(client: redis.Redis, settings: McpSettings) -> int:
     """List every configured server's tools and publish them; returns how many servers
     answered. A server that does not answer keeps what was published before."""
-    settings = get_settings().mcp
     answered = 0
     for spec in mcp.load_servers(settings):
         try:
@@ -48,21 +46,20 @@ def discover(client: redis.Redis) -> int:
 
 def call(spec: mcp.McpServerSpec, tool: str, step: StepContext) -> Any:
     """Call the tool through its server's breaker, within the step's time."""
-    rt = runtime()
+    rt = step.resources
     timeout = min(spec.timeout or rt.settings.mcp.timeout, max(step.remaining(), 1.0))
     arguments = step.inputs.model_dump(mode="json")
     return rt.breakers.call(spec.upstream,
                             lambda: mcp.call_tool(spec, tool, arguments, timeout))
 
 
-class McpProvider:
+class McpProvider(ResourceProvider):
     """The discovered tools of the configured MCP servers, each for its tenants."""
 
     prefix = PREFIX
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._client: redis.Redis | None = None
         self._cached: tuple[float, list[tuple[mcp.McpServerSpec, Intent]]] | None = None
 
     def intents(self, tenant_id: str | None) -> Iterable[Intent]:
@@ -76,11 +73,11 @@ class McpProvider:
             return self._cached[1]
 
     def _build(self) -> list[tuple[mcp.McpServerSpec, Intent]]:
-        specs = {spec.name: spec for spec in mcp.load_servers(get_settings().mcp)}
+        specs = {spec.name: spec for spec in mcp.load_servers(self.resources.settings.mcp)}
         if not specs:
             return []
         try:
-            published = self._redis().hgetall(TOOLS_KEY)
+            published = self.resources.redis.hgetall(TOOLS_KEY)
         except redis.RedisError as exc:
             log.warning("MCP tools unavailable: %s", exc)
             return []
@@ -90,11 +87,6 @@ class McpProvider:
             if spec is not None:
                 found += [(spec, _intent(spec, tool)) for tool in json.loads(raw_tools)]
         return found
-
-    def _redis(self) -> redis.Redis:
-        if self._client is None:
-            self._client = redis.Redis.from_url(get_settings().broker.url)
-        return self._client
 
 
 def _intent(spec: mcp.McpServerSpec, tool: dict[str, Any]) -> Intent:

@@ -1,23 +1,17 @@
 """Memory intents: write, search and delete items of a tenant's namespaces (the `memory` pool).
 
-The embedder and the index are built once per memory worker process, on its first memory step:
-no other pool and not the API ever loads the embedder.
+The embedder and the index are the process's resources (`Resources.memory`), built on a memory
+worker's first memory step: no other pool and not the API ever loads the embedder.
 """
 
-import threading
 from typing import Any
 
-from celery.signals import worker_process_shutdown
 from pydantic import BaseModel, Field, model_validator
 
-from adapters.embeddings import build_embedder
-from adapters.vectors import build_index
 from core.memory import search, store
-from core.memory.search import Memory, Mode, Query
+from core.memory.search import Mode, Query
 from core.memory.store import Entry
-from core.settings import Settings
 from tasks.engine.context import StepContext
-from tasks.engine.runtime import Runtime, runtime
 
 NAMESPACE: Any = Field("default", min_length=1, max_length=200, description="The namespace "
                   "(a tenant's separate memory); items of one namespace never mix with another.")
@@ -74,37 +68,12 @@ class DeleteInputs(BaseModel):
     item_ids: list[str] = Field(min_length=1, max_length=1000, description="Items to delete.")
 
 
-_memory: Memory | None = None
-_building = threading.Lock()
-
-
-def memory(rt: Runtime) -> Memory:
-    """This process's embedder and index, built on first use."""
-    global _memory
-    with _building:
-        if _memory is None:
-            settings: Settings = rt.settings
-            embedder = build_embedder(settings.embeddings, rt.breakers, settings.retry)
-            index = build_index(rt.db.engine.dialect.name, settings.memory.cache_mb * 2**20)
-            _memory = Memory(rt.db, embedder, index, settings.embeddings.batch_size,
-                             settings.memory.candidates, settings.memory.rrf_k)
-        return _memory
-
-
-@worker_process_shutdown.connect  # type: ignore[untyped-decorator]
-def _close(**_: Any) -> None:
-    global _memory
-    if _memory is not None:
-        _memory.embedder.close()
-        _memory = None
-
-
 def write(step: StepContext) -> dict[str, Any]:
     """Embed the new texts (in batches) and store them; reference 001's `{item_id, status}`."""
     assert isinstance(step.inputs, WriteInputs)
     inputs = step.inputs
     stored = [{"item_id": item_id, "status": "stored", "created": created}
-              for item_id, created in search.remember(memory(runtime()), step.tenant_id,
+              for item_id, created in search.remember(step.resources.memory, step.tenant_id,
                                                       inputs.namespace, inputs.entries())]
     if inputs.text is not None:
         return {**stored[0], "namespace": inputs.namespace}
@@ -118,14 +87,14 @@ def find(step: StepContext) -> dict[str, Any]:
     inputs = step.inputs
     query = Query(tenant_id=step.tenant_id, namespace=inputs.namespace, text=inputs.query,
                   k=inputs.k, mode=inputs.mode, tags=inputs.tags)
-    return {"results": search.find(memory(runtime()), query), "mode": inputs.mode.value,
+    return {"results": search.find(step.resources.memory, query), "mode": inputs.mode.value,
             "namespace": inputs.namespace}
 
 
 def forget(step: StepContext) -> dict[str, Any]:
     """Delete the tenant's items among `item_ids`."""
     assert isinstance(step.inputs, DeleteInputs)
-    with runtime().db.write() as session:
+    with step.resources.db.write() as session:
         deleted = store.delete_items(session=session, tenant_id=step.tenant_id,
                                      ids=step.inputs.item_ids)
     return {"deleted": len(deleted), "item_ids": deleted}

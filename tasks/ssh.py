@@ -10,21 +10,23 @@ a `command_executed` audit event (tenant, key id, host, command, exit status, du
 import functools
 import logging
 import time
+from collections.abc import Iterable
 from typing import Any
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field, ValidationInfo, field_validator
 
 from adapters.ssh import CommandTimeout, HostSpec, Result, granted, load_hosts
 from core.models import KEY_ID, EventType, Job
-from core.settings import get_settings
+from core.settings import SshSettings
 from tasks.commands import dangerous, peek_argv, peek_command
 from tasks.engine.context import Cancelled, Hold, StepContext
-from tasks.engine.runtime import runtime
+from tasks.engine.registry import Intent, ResourceProvider
 
 audit_log = logging.getLogger("orchestrator.audit")
 FLUSH_SECONDS = 0.5
 FLUSH_BYTES = 64 * 1024
 DRY_RUN_NOTE = "Set confirm_dangerous=true"
+PEEK_PATHS = "peek_paths"
 
 
 class PeekInputs(BaseModel):
@@ -39,8 +41,13 @@ class PeekInputs(BaseModel):
 
     @field_validator("command")
     @classmethod
-    def _read_only(cls, command: str) -> str:
-        peek_argv(command, get_settings().ssh.peek_paths)
+    def _read_only(cls, command: str, info: ValidationInfo) -> str:
+        # The allowed paths are the process's settings, handed in as the validation context
+        # by the intent (see `ssh_intents`); without them nothing is read-only.
+        paths = (info.context or {}).get(PEEK_PATHS)
+        if paths is None:
+            raise ValueError("ssh.exec.peek inputs are checked only with the allowed paths")
+        peek_argv(command, paths)
         return command
 
 
@@ -56,23 +63,50 @@ class ExecInputs(BaseModel):
         "Seconds before the command is killed (default SSH_COMMAND_TIMEOUT)."))
 
 
-@functools.cache
-def _hosts() -> dict[str, HostSpec]:
-    return load_hosts(get_settings().ssh)
-
-
-def check_host(inputs: PeekInputs | ExecInputs, tenant_id: str) -> None:
+def check_host(hosts: dict[str, HostSpec], inputs: PeekInputs | ExecInputs,
+               tenant_id: str) -> None:
     """NotFound unless the host is configured and granted to the tenant."""
-    granted(_hosts(), inputs.host, tenant_id)
+    granted(hosts, inputs.host, tenant_id)
 
 
-def hold_if_dangerous(inputs: ExecInputs) -> Hold | None:
+def hold_if_dangerous(patterns: list[str], inputs: ExecInputs) -> Hold | None:
     """A confirmed command matching a dangerous pattern waits for a person."""
-    matches = dangerous(inputs.command, get_settings().ssh.dangerous_patterns)
+    matches = dangerous(inputs.command, patterns)
     if not inputs.confirm_dangerous or not matches:
         return None
     return Hold(f"dangerous command on SSH host {inputs.host}: {inputs.command!r} matches "
                 f"{matches}")
+
+
+def ssh_intents(settings: SshSettings) -> list[Intent]:
+    """`ssh.exec.peek` and `ssh.exec` under these settings (hosts, paths, patterns)."""
+    hosts = load_hosts(settings)
+    access = functools.partial(check_host, hosts)
+    return [
+        Intent("ssh.exec.peek", "tools", "agent", PeekInputs,
+               "Run a read-only command (an allowlist, no shell metacharacters) on an SSH host "
+               "granted to the tenant; returns stdout, stderr (capped) and the exit status.",
+               peek, access=access, context={PEEK_PATHS: settings.peek_paths}),
+        Intent("ssh.exec", "tools", "agent", ExecInputs,
+               "Run a command on an SSH host granted to the tenant: a dry run unless "
+               "confirm_dangerous is true; a dangerous command is held until approved.",
+               execute, dangerous=True, access=access,
+               approval=functools.partial(hold_if_dangerous, settings.dangerous_patterns)),
+    ]
+
+
+class SshProvider(ResourceProvider):
+    """The SSH intents, built from this process's settings once bound."""
+
+    prefix = "ssh."
+
+    def __init__(self) -> None:
+        self._intents: list[Intent] | None = None
+
+    def intents(self, tenant_id: str | None) -> Iterable[Intent]:
+        if self._intents is None:
+            self._intents = ssh_intents(self.resources.settings.ssh)
+        return self._intents
 
 
 class OutputLines:
@@ -105,14 +139,14 @@ class OutputLines:
         self.size, self.flushed = 0, time.monotonic()
 
 
-def _key_id(job_id: str) -> str | None:
-    with runtime().db.read() as session:
-        job = session.get(Job, job_id)
+def _key_id(step: StepContext) -> str | None:
+    with step.resources.db.read() as session:
+        job = session.get(Job, step.job_id)
         return job.context.get(KEY_ID) if job is not None else None
 
 
 def _audit(step: StepContext, host: HostSpec, command: str, result: Result) -> None:
-    record = {"index": step.index, "tenant_id": step.tenant_id, "key_id": _key_id(step.job_id),
+    record = {"index": step.index, "tenant_id": step.tenant_id, "key_id": _key_id(step),
               "host": host.name, "command": command, "exit_status": result.exit_status,
               "duration_ms": result.duration_ms, "killed": result.timed_out}
     audit_log.info("ssh command: %s", record)
@@ -120,7 +154,7 @@ def _audit(step: StepContext, host: HostSpec, command: str, result: Result) -> N
 
 
 def _run(step: StepContext, host_name: str, command: str, timeout: float | None) -> Any:
-    rt = runtime()
+    rt = step.resources
     host = rt.ssh.host(host_name, step.tenant_id)
     deadline = min(timeout or rt.settings.ssh.command_timeout, max(step.remaining(), 0.1))
     lines = OutputLines(step)
@@ -143,7 +177,7 @@ def _run(step: StepContext, host_name: str, command: str, timeout: float | None)
 def peek(step: StepContext) -> Any:
     """Run a read-only command, re-quoted from its checked words."""
     assert isinstance(step.inputs, PeekInputs)
-    command = peek_command(step.inputs.command, runtime().settings.ssh.peek_paths)
+    command = peek_command(step.inputs.command, step.resources.settings.ssh.peek_paths)
     return _run(step, step.inputs.host, command, step.inputs.timeout)
 
 
@@ -152,7 +186,7 @@ def execute(step: StepContext) -> Any:
     assert isinstance(step.inputs, ExecInputs)
     inputs = step.inputs
     if not inputs.confirm_dangerous:
-        matches = dangerous(inputs.command, runtime().settings.ssh.dangerous_patterns)
+        matches = dangerous(inputs.command, step.resources.settings.ssh.dangerous_patterns)
         return {"dry_run": True, "command": inputs.command, "host": inputs.host,
                 "note": DRY_RUN_NOTE, "dangerous": bool(matches), "matches": matches}
     return _run(step, inputs.host, inputs.command, inputs.timeout)

@@ -6,7 +6,7 @@ import json
 import re
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Literal
 from urllib.parse import quote, urlencode, urlsplit
@@ -15,13 +15,10 @@ from pydantic import BaseModel, Field
 
 from adapters import netguard
 from core import jsonschemas, store
-from core.db import Database
 from core.errors import InvalidRequest
 from core.models import HttpTool
-from core.settings import get_settings
 from tasks.engine.context import StepContext
-from tasks.engine.registry import Intent, JsonInputs
-from tasks.engine.runtime import runtime
+from tasks.engine.registry import Intent, JsonInputs, ResourceProvider
 
 TOOL_PREFIX = "tool."
 FIELD = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
@@ -65,7 +62,7 @@ def _decode(content_type: str, body: bytes, truncated: bool) -> Any:
 def call(step: StepContext, method: str, url: str, headers: dict[str, str], body: Any,
          timeout: float | None) -> dict[str, Any]:
     """One guarded call; an answer below 500 is the output (a 5xx fails the step)."""
-    rt = runtime()
+    rt = step.resources
     content, headers = _encode(body, headers)
     limit = min(timeout or rt.settings.http.timeout, max(step.remaining(), 0.1))
     answer = rt.http.call(method, url, tenant_id=step.tenant_id, body=content, headers=headers,
@@ -132,19 +129,12 @@ def tool_intent(spec: ToolSpec) -> Intent:
                   json_schema=spec.input_schema)
 
 
-@functools.cache
-def _database() -> Database:
-    settings = get_settings().database
-    return Database(settings.url, pool_size=2, max_overflow=8)
-
-
-class ToolProvider:
+class ToolProvider(ResourceProvider):
     """Each tenant's registered tools, read from the job store (kept a second per tenant)."""
 
     prefix = TOOL_PREFIX
 
-    def __init__(self, database: Callable[[], Database] = _database) -> None:
-        self._database = database
+    def __init__(self) -> None:
         self._cache: dict[str, tuple[float, list[Intent]]] = {}
         self._lock = threading.Lock()
 
@@ -155,7 +145,7 @@ class ToolProvider:
             cached = self._cache.get(tenant_id)
         if cached is not None and cached[0] > time.monotonic():
             return cached[1]
-        with self._database().read() as session:
+        with self.resources.db.read() as session:
             specs = [ToolSpec.of(row) for row in store.list_tools(session=session,
                                                                   tenant_id=tenant_id)]
         intents = [tool_intent(spec) for spec in specs]

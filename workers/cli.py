@@ -17,7 +17,7 @@ from core.errors import ConfigError
 from core.settings import DATA_DIR, get_settings
 
 if TYPE_CHECKING:
-    from core.memory.search import Memory
+    pass
 
 app = typer.Typer(help="Orchestrator: intents in, jobs on Celery, signed callbacks out.",
                   no_args_is_help=True, pretty_exceptions_enable=False)
@@ -148,32 +148,21 @@ def memory_reembed(
     from rich.progress import Progress
 
     from core.memory.reembed import reembed, stale_items
-
-    memory = _memory(batch)
-    with Progress(console=console) as progress:
-        task = progress.add_task(f"re-embedding with {memory.embedder.name}",
-                                 total=stale_items(memory))
-        moved = reembed(memory, lambda n: progress.advance(task, n))
-    memory.embedder.close()
-    memory.db.dispose()
-    console.print(f"{moved} items re-embedded with {memory.embedder.name}")
-
-
-def _memory(batch: int) -> "Memory":
-    """The memory store with the configured embedder (an operator command, not the API)."""
-    import redis
-
-    from adapters.breakers import Breakers
-    from adapters.embeddings import build_embedder
-    from adapters.vectors import build_index
-    from core.db import Database
-    from core.memory.search import Memory
+    from tasks.engine.resources import open_resources
 
     settings = get_settings()
-    db = Database(settings.database.url)
-    breakers = Breakers(redis.Redis.from_url(settings.broker.url), settings.breaker)
-    return Memory(db, build_embedder(settings.embeddings, breakers, settings.retry),
-                  build_index(db.engine.dialect.name, settings.memory.cache_mb * 2**20), batch)
+    embeddings = settings.embeddings.model_copy(update={"batch_size": batch})
+    resources = open_resources(settings.model_copy(update={"embeddings": embeddings}),
+                               runner=False)
+    memory = resources.memory
+    try:
+        with Progress(console=console) as progress:
+            task = progress.add_task(f"re-embedding with {memory.embedder.name}",
+                                     total=stale_items(memory))
+            moved = reembed(memory, lambda n: progress.advance(task, n))
+    finally:
+        resources.close()
+    console.print(f"{moved} items re-embedded with {memory.embedder.name}")
 
 
 @keys.command("create")

@@ -16,36 +16,36 @@ from celery.signals import (
 from tasks import mcp
 from tasks.engine import heartbeat
 from tasks.engine.pools import POOLS
-from tasks.engine.runtime import close_runtime, open_runtime, runtime
+from tasks.engine.resources import close_resources, open_resources, resources
 
 _background: list[threading.Event] = []
 
 
 @worker_process_init.connect
 def _open(**_: Any) -> None:
-    open_runtime()
+    open_resources()
 
 
 @worker_process_shutdown.connect
 def _close(**_: Any) -> None:
-    close_runtime()
+    close_resources()
 
 
 @worker_ready.connect
 def _start_background(sender: Any, **_: Any) -> None:
-    rt = runtime()
+    rt = resources()
     pools = sorted(sender.app.amqp.queues.consume_from or sender.app.amqp.queues)
     _background.append(heartbeat.start(rt.settings.broker.url, pools, sender.hostname,
                                        rt.settings.worker.heartbeat_seconds))
     if POOLS["tools"].queue in pools:
         # MCP tools are discovered where they run; off the main thread, so a slow server
         # does not hold the worker back.
-        threading.Thread(target=mcp.discover, args=(rt.redis,), name="orch-mcp-discovery",
-                         daemon=True).start()
+        threading.Thread(target=mcp.discover, args=(rt.redis, rt.settings.mcp),
+                         name="orch-mcp-discovery", daemon=True).start()
 
 
 @worker_shutdown.connect
 def _stop_background(**_: Any) -> None:
     for stop in _background:
         stop.set()
-    close_runtime()
+    close_resources()

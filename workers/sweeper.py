@@ -25,7 +25,7 @@ from core import deliveries, store
 from tasks.engine import heartbeat
 from tasks.engine.chain import DELIVER_TASK, hand_off
 from tasks.engine.pools import POOLS
-from tasks.engine.runtime import Runtime, open_runtime
+from tasks.engine.resources import Resources, open_resources
 from workers import inflight
 
 log = logging.getLogger(__name__)
@@ -33,7 +33,7 @@ LOCK = "orch:sweeper"
 BATCH = 200
 
 
-def sweep(rt: Runtime, app: Celery) -> int:
+def sweep(rt: Resources, app: Celery) -> int:
     """Send every due delivery to the callbacks pool; returns how many."""
     with rt.db.write() as session:
         due = deliveries.due(session=session, limit=BATCH)
@@ -55,7 +55,7 @@ class LostJobs:
     suspects: set[str] = field(default_factory=set)
     next_check: float = 0.0
 
-    def check(self, rt: Runtime, app: Celery) -> int:
+    def check(self, rt: Resources, app: Celery) -> int:
         """Resume the jobs confirmed lost; returns how many."""
         now, quiet = time.monotonic(), rt.settings.orchestrator.lost_after
         if now < self.next_check:
@@ -75,7 +75,7 @@ class LostJobs:
         return len(confirmed)
 
 
-def orphans(rt: Runtime, app: Celery) -> int:
+def orphans(rt: Resources, app: Celery) -> int:
     """Send again the running steps whose worker process stopped beating; returns how many."""
     worker = rt.settings.worker
     with rt.db.read() as session:
@@ -98,7 +98,7 @@ def orphans(rt: Runtime, app: Celery) -> int:
     return count
 
 
-def expired(rt: Runtime, app: Celery) -> int:
+def expired(rt: Resources, app: Celery) -> int:
     """Fail the held and waiting steps past their deadline; returns how many."""
     with rt.db.read() as session:
         steps = store.expired_steps(session=session, limit=BATCH)
@@ -113,7 +113,7 @@ def expired(rt: Runtime, app: Celery) -> int:
 class Sweeper:
     """One sweeper's state between rounds."""
 
-    rt: Runtime
+    rt: Resources
     app: Celery
     lost: LostJobs = field(default_factory=LostJobs)
     broker_ok_since: float = field(default_factory=time.monotonic)
@@ -143,7 +143,7 @@ def run() -> None:
     from tasks.engine.app import celery_app
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s sweeper %(message)s")
-    rt = open_runtime(runner=False)
+    rt = open_resources(runner=False)
     stop = threading.Event()
 
     def _stop(*_: Any) -> None:

@@ -36,7 +36,7 @@ from tasks.engine.cancellation import is_cancelled
 from tasks.engine.chain import hand_off
 from tasks.engine.context import Cancelled, Extend, Hold, StepContext, Wait
 from tasks.engine.registry import REGISTRY, Intent
-from tasks.engine.runtime import Runtime, runtime
+from tasks.engine.resources import Resources, resources
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -56,7 +56,7 @@ class StepTask(Task):  # type: ignore[misc]
     typing = False
 
     def __call__(self, job_id: str, index: int, **_: Any) -> None:
-        rt, index = runtime(), int(index)
+        rt, index = resources(), int(index)
         start = self._begin(rt, job_id, index)
         self._hand_off(rt, Handoff(start.events, start.next))
         if start.verdict != StepVerdict.run:
@@ -70,7 +70,7 @@ class StepTask(Task):  # type: ignore[misc]
                 rt.executing.discard((job_id, index))
         self._hand_off(rt, outcome)
 
-    def _begin(self, rt: Runtime, job_id: str, index: int) -> StepStart:
+    def _begin(self, rt: Resources, job_id: str, index: int) -> StepStart:
         """The ledger's verdict; a step never runs unrecorded, so retry until the store answers."""
         try:
             with rt.db.write() as session:
@@ -86,7 +86,7 @@ class StepTask(Task):  # type: ignore[misc]
             raise self.retry(countdown=RECORD_RETRY_SECONDS, max_retries=RECORD_RETRIES,
                              exc=exc) from exc
 
-    def _execute(self, rt: Runtime, job_id: str, index: int, start: StepStart) -> Handoff:
+    def _execute(self, rt: Resources, job_id: str, index: int, start: StepStart) -> Handoff:
         try:
             intent = REGISTRY.get(start.intent, start.tenant_id)
             inputs = intent.validate(start.inputs)
@@ -115,7 +115,7 @@ class StepTask(Task):  # type: ignore[misc]
             raise
         return self._outcome(rt, context, result)
 
-    def _context(self, rt: Runtime, job_id: str, index: int, start: StepStart, intent: Intent,
+    def _context(self, rt: Resources, job_id: str, index: int, start: StepStart, intent: Intent,
                  inputs: BaseModel) -> StepContext:
         limit = rt.settings.pool.soft_time_limit
         seconds = min(intent.timeout or limit, limit)
@@ -125,9 +125,9 @@ class StepTask(Task):  # type: ignore[misc]
             is_cancelled=lambda: _cancelled(rt, job_id),
             issue_resume_url=lambda: self._issue_resume_url(rt, job_id, index),
             plan_step=lambda name, step_inputs: _plan_step(start.tenant_id, name, step_inputs),
-            emit=lambda kind, data: self._emit(rt, job_id, kind, data))
+            emit=lambda kind, data: self._emit(rt, job_id, kind, data), resources=rt)
 
-    def _outcome(self, rt: Runtime, context: StepContext, result: Any) -> Handoff:
+    def _outcome(self, rt: Resources, context: StepContext, result: Any) -> Handoff:
         settings = rt.settings.orchestrator
         job_id, index = context.job_id, context.index
         if isinstance(result, Wait):
@@ -149,7 +149,7 @@ class StepTask(Task):  # type: ignore[misc]
             return self._write(rt, lambda s: store.fail_step(session=s, job_id=job_id,
                                                              index=index, error=error))
 
-    def _storable(self, rt: Runtime, job_id: str, index: int, output: Any) -> Any:
+    def _storable(self, rt: Resources, job_id: str, index: int, output: Any) -> Any:
         """The output as the store can hold it; non-finite numbers become null, said in an event."""
         output, replaced = storable(output)
         if replaced:
@@ -160,7 +160,7 @@ class StepTask(Task):  # type: ignore[misc]
                 "reason": "NaN and Infinity are not JSON"})
         return output
 
-    def _hold(self, rt: Runtime, job_id: str, index: int, inputs: dict[str, Any],
+    def _hold(self, rt: Resources, job_id: str, index: int, inputs: dict[str, Any],
               hold: Hold) -> Handoff:
         ttl = min(hold.ttl or rt.settings.orchestrator.approval_ttl,
                   rt.settings.orchestrator.approval_ttl)
@@ -170,19 +170,19 @@ class StepTask(Task):  # type: ignore[misc]
             session=s, job_id=job_id, index=index, inputs=inputs, reason=hold.reason,
             token=token, ttl=ttl, approve_url=approve))
 
-    def _emit(self, rt: Runtime, job_id: str, kind: EventType, data: dict[str, Any]) -> None:
+    def _emit(self, rt: Resources, job_id: str, kind: EventType, data: dict[str, Any]) -> None:
         """Append one event while the step runs, then announce it."""
         events = self._write(rt, lambda s: store.append_events(session=s, job_id=job_id,
                                                                items=[(kind, data)]))
         publish(rt.redis, events)
 
-    def _issue_resume_url(self, rt: Runtime, job_id: str, index: int) -> str:
+    def _issue_resume_url(self, rt: Resources, job_id: str, index: int) -> str:
         token = store.new_token("rsm")
         self._write(rt, lambda s: store.issue_resume_token(session=s, job_id=job_id,
                                                            index=index, token=token))
         return f"{rt.settings.api.base_url}/v1/resume/{token}"
 
-    def _retry(self, rt: Runtime, job_id: str, index: int, exc: Exception, countdown: float,
+    def _retry(self, rt: Resources, job_id: str, index: int, exc: Exception, countdown: float,
                max_retries: int) -> NoReturn:
         """Try the step again later by a new message, or fail it once the retries are spent."""
         if (self.request.retries or 0) >= max_retries:
@@ -195,7 +195,7 @@ class StepTask(Task):  # type: ignore[misc]
             session=s, job_id=job_id, index=index, reason=reason)))
         raise self.retry(countdown=countdown, max_retries=max_retries, exc=exc)
 
-    def _write(self, rt: Runtime, change: Callable[[Session], T]) -> T:
+    def _write(self, rt: Resources, change: Callable[[Session], T]) -> T:
         """Run `change` in a transaction, patiently: a short store outage must not lose it (a
         value the store refuses, DataError, is not an outage: it is not tried again)."""
         retry = retry_if_exception_type(SQLAlchemyError) & retry_if_not_exception_type(DataError)
@@ -206,7 +206,7 @@ class StepTask(Task):  # type: ignore[misc]
                 return change(session)
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def _hand_off(self, rt: Runtime, handoff: Handoff) -> None:
+    def _hand_off(self, rt: Resources, handoff: Handoff) -> None:
         try:
             hand_off(self.app, rt.redis, handoff)
         except (OperationalError, redis.RedisError, OSError) as exc:
@@ -223,7 +223,7 @@ def _literal(intent: str, tenant_id: str) -> bool:
         return False
 
 
-def _cancelled(rt: Runtime, job_id: str) -> bool:
+def _cancelled(rt: Resources, job_id: str) -> bool:
     try:
         return is_cancelled(rt.redis, job_id)
     except redis.RedisError:

@@ -3,12 +3,15 @@
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel
 
 from core.models import EventType
 from core.store import NewStep
+
+if TYPE_CHECKING:
+    from tasks.engine.resources import Resources
 
 
 class Cancelled(Exception):  # noqa: N818 - a signal, not an error
@@ -62,6 +65,8 @@ class StepContext:
     plan_step: Callable[[str, dict[str, Any]], NewStep]
     emit: Callable[[EventType, dict[str, Any]], None]
     """Append an event `(type, data)` to the job's log and announce it (output, audit)."""
+    resources: "Resources"
+    """This process's clients and settings (store, Redis, breakers, adapters)."""
     _resume_url: str | None = None
 
     def cancelled(self) -> bool:

@@ -9,7 +9,7 @@ per-tenant tools and agents plug in the same way.
 import functools
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from jsonschema.protocols import Validator
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -19,6 +19,9 @@ from core.errors import IntentNotFound, InvalidRequest
 from core.store import NewStep
 from tasks.engine.context import Hold, StepContext
 from tasks.engine.pools import POOLS
+
+if TYPE_CHECKING:
+    from tasks.engine.resources import Resources
 
 MODES = ("agent", "flow", "mcp")
 Handler = Callable[[StepContext], Any]
@@ -62,6 +65,8 @@ class Intent:
     configured), so a submission is refused with the reason instead of failing later.
     `access`: raises NotFound when the tenant may not use what the inputs name (an SSH host not
     granted to it), checked at submit and again when the step starts.
+    `context`: handed to the input model's validators (settings a rule depends on, such as
+    `ssh.exec.peek`'s allowed paths), so no validator reads a global.
     """
 
     name: str
@@ -78,6 +83,7 @@ class Intent:
     json_schema: dict[str, Any] | None = None
     precheck: Callable[[], None] | None = None
     access: Callable[[Any, str], None] | None = None
+    context: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         if self.pool not in POOLS or self.mode not in MODES:
@@ -99,7 +105,7 @@ class Intent:
                 error := _schema_error(self._checker, raw, prefix)) is not None:
             raise error
         try:
-            return self.inputs.model_validate(raw)
+            return self.inputs.model_validate(raw, context=self.context)
         except ValidationError as exc:
             raise _pydantic_error(exc, prefix) from exc
 
@@ -134,6 +140,23 @@ class Provider(Protocol):
     def intents(self, tenant_id: str | None) -> Iterable[Intent]: ...
 
 
+class ResourceProvider:
+    """A provider that reads the store, Redis or settings: the registry binds this process's
+    resources to it when the process starts (the API's lifespan, a worker's first step)."""
+
+    _resources: "Resources | None" = None
+
+    def bind(self, resources: "Resources") -> None:
+        self._resources = resources
+
+    @property
+    def resources(self) -> "Resources":
+        if self._resources is None:
+            raise RuntimeError(f"{type(self).__name__} is used before the registry was bound "
+                               "to this process's resources")
+        return self._resources
+
+
 class StaticProvider:
     """Intents fixed in code."""
 
@@ -157,9 +180,19 @@ class Registry:
 
     def __init__(self, providers: list[Provider] | None = None) -> None:
         self.providers: list[Provider] = list(providers or [])
+        self._resources: Resources | None = None
 
     def add(self, provider: Provider) -> None:
         self.providers.append(provider)
+        if self._resources is not None and isinstance(provider, ResourceProvider):
+            provider.bind(self._resources)
+
+    def bind(self, resources: "Resources") -> None:
+        """Give the providers that read the store, Redis or settings this process's resources."""
+        self._resources = resources
+        for provider in self.providers:
+            if isinstance(provider, ResourceProvider):
+                provider.bind(resources)
 
     def _all(self, tenant_id: str | None) -> dict[str, Intent]:
         found: dict[str, Intent] = {}

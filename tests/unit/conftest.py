@@ -4,22 +4,27 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import redis
 
 from core import store
 from core.db import Database
 from core.migrate import upgrade
-from tasks.intents import TOOLS
+from core.settings import get_settings
+from tasks.engine.resources import Resources
+from tasks.intents import REGISTRY
 
 
 @pytest.fixture(scope="session", autouse=True)
-def tools_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
-    """The registry reads tenants' HTTP tools from a real (empty) SQLite store, not var/."""
+def registry_resources(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Resources]:
+    """The registry's providers read tenants' tools and agents from a real (empty) SQLite
+    store, not var/; Redis is a client that is never connected (no MCP servers here)."""
     url = f"sqlite:///{tmp_path_factory.mktemp('tools')}/store.db"
     upgrade(url)
-    database = Database(url)
-    TOOLS._database = lambda: database
-    yield
-    database.dispose()
+    resources = Resources(settings=get_settings(), db=Database(url),
+                          redis=redis.Redis(port=1), runner="test:0")
+    REGISTRY.bind(resources)
+    yield resources
+    resources.close()
 
 
 @pytest.fixture

@@ -56,7 +56,7 @@ def context(inputs: debug.SleepInputs, cancelled: object, limit: float = 60) -> 
     return StepContext(job_id="j", index=0, tenant_id="t", intent="debug.sleep", inputs=inputs,
                        deadline=time.monotonic() + limit, is_cancelled=cancelled,  # type: ignore[arg-type]
                        issue_resume_url=lambda: "", plan_step=lambda *_: None,  # type: ignore[arg-type,return-value]
-                       emit=lambda *_: None)
+                       emit=lambda *_: None, resources=None)  # type: ignore[arg-type]
 
 
 def test_sleep_stops_early_when_cancelled() -> None:

@@ -1,4 +1,6 @@
-"""Per-process resources of a worker: made after fork (or on first use), closed on shutdown."""
+"""Each process's resources: one object that owns every client (store, Redis, breakers and each
+adapter), built after fork (or on first use), closed once on shutdown. Handlers get it as
+`StepContext.resources` (arq's `ctx`), so a handler is testable with a fake."""
 
 import threading
 from dataclasses import dataclass, field
@@ -9,21 +11,26 @@ import redis
 from adapters import netguard
 from adapters.agents import AgentClient
 from adapters.breakers import Breakers
+from adapters.embeddings import build_embedder
 from adapters.flow import FlowClient
 from adapters.http import HttpClient
 from adapters.llm import LLM
 from adapters.ssh import SshClient
+from adapters.vectors import build_index
 from core.db import Database
+from core.memory.search import Memory
 from core.settings import Settings, get_settings
 from tasks.engine import heartbeat
+from tasks.engine.registry import REGISTRY
 
 REDIS_POOL_TIMEOUT = 20
 REDIS_MAX_CONNECTIONS = 100
 
 
 @dataclass
-class Runtime:
-    """What a worker process needs to run steps: store, Redis, settings, its runner id."""
+class Resources:
+    """What a process needs to run steps: settings, store, Redis, its runner id, and each
+    adapter, built on first use."""
 
     settings: Settings
     db: Database
@@ -59,6 +66,15 @@ class Runtime:
         return SshClient(self.settings.ssh, self.settings.retry, self.breakers)
 
     @cached_property
+    def memory(self) -> Memory:
+        """This process's embedder and vector index over the store (a memory worker's)."""
+        settings = self.settings
+        embedder = build_embedder(settings.embeddings, self.breakers, settings.retry)
+        index = build_index(self.db.engine.dialect.name, settings.memory.cache_mb * 2**20)
+        return Memory(self.db, embedder, index, settings.embeddings.batch_size,
+                      settings.memory.candidates, settings.memory.rrf_k)
+
+    @cached_property
     def http(self) -> HttpClient:
         """This process's client of tenant-supplied URLs (`http.request`, HTTP tools)."""
         return HttpClient(self.settings.http, self.settings.callback.allowed_networks,
@@ -87,42 +103,50 @@ class Runtime:
             self.llm.close()
         if "ssh" in self.__dict__:
             self.ssh.close()
+        if "memory" in self.__dict__:
+            self.memory.embedder.close()
         self.db.dispose()
         self.redis.close()
 
 
-_runtime: Runtime | None = None
+_resources: Resources | None = None
 _opening = threading.Lock()
 
 
-def open_runtime(runner: bool = True) -> Runtime:
-    """Create this process's runtime (after fork, or on the first step of a threads pool).
+def build_resources(settings: Settings) -> Resources:
+    """Resources under `settings`, with nothing connected yet (the API's, a test's)."""
+    pool = redis.BlockingConnectionPool.from_url(
+        settings.broker.url, max_connections=REDIS_MAX_CONNECTIONS, timeout=REDIS_POOL_TIMEOUT)
+    return Resources(settings=settings,
+                     db=Database(settings.database.url, settings.database.pool_size,
+                                 settings.database.max_overflow),
+                     redis=redis.Redis(connection_pool=pool), runner=heartbeat.runner_id())
+
+
+def open_resources(settings: Settings | None = None, runner: bool = True) -> Resources:
+    """Create this process's resources (after fork, or on the first step of a threads pool)
+    and bind the registry's providers to them.
 
     A process that runs steps (`runner`) stamps its heartbeat so its steps can be recovered.
     """
-    global _runtime
-    settings = get_settings()
-    pool = redis.BlockingConnectionPool.from_url(
-        settings.broker.url, max_connections=REDIS_MAX_CONNECTIONS, timeout=REDIS_POOL_TIMEOUT)
-    _runtime = Runtime(settings=settings,
-                       db=Database(settings.database.url, settings.database.pool_size,
-                                   settings.database.max_overflow),
-                       redis=redis.Redis(connection_pool=pool), runner=heartbeat.runner_id())
+    global _resources
+    _resources = build_resources(settings or get_settings())
+    REGISTRY.bind(_resources)
     if runner:
-        _runtime.start_heartbeat()
-    return _runtime
+        _resources.start_heartbeat()
+    return _resources
 
 
-def runtime() -> Runtime:
-    """This process's runtime, opened once on first use."""
-    if _runtime is not None:
-        return _runtime
+def resources() -> Resources:
+    """This process's resources, opened once on first use."""
+    if _resources is not None:
+        return _resources
     with _opening:
-        return _runtime or open_runtime()
+        return _resources or open_resources()
 
 
-def close_runtime() -> None:
-    global _runtime
-    if _runtime is not None:
-        _runtime.close()
-        _runtime = None
+def close_resources() -> None:
+    global _resources
+    if _resources is not None:
+        _resources.close()
+        _resources = None
