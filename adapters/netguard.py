@@ -91,11 +91,6 @@ def refusal(address: Address, allowed: list[Network]) -> str | None:
     return kind and f"refused: {address} is {kind}; {ALLOW_HINT}"
 
 
-def is_refused(address: Address, allowed: list[Network]) -> bool:
-    """True when `address` is not global and not inside one of the `allowed` networks."""
-    return refusal(address, allowed) is not None
-
-
 def _literal(host: str) -> Address | None:
     """The IP address `host` spells, also in the short forms inet_aton reads (`127.1`)."""
     try:

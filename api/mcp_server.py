@@ -29,8 +29,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from api import service
 from api.schemas import job_public
 from api.state import AppState
-from core import store
 from core.errors import NotFound, OrchestratorError
+from core.store.queries import list_jobs
 from tasks.intents import REGISTRY
 
 TENANT = "orch.tenant"
@@ -88,7 +88,7 @@ class LocalBackend:
     async def jobs(self, tenant: str, limit: int) -> list[Job]:
         def read() -> list[Job]:
             with self.state.db.read() as session:
-                return [job_public(j, []).model_dump(mode="json") for j in store.list_jobs(
+                return [job_public(j, []).model_dump(mode="json") for j in list_jobs(
                     session=session, tenant_id=tenant, status=None, intent=None, limit=limit,
                     before=None)]
         return await run_in_threadpool(read)

@@ -16,10 +16,14 @@ from sqlalchemy.exc import IntegrityError
 from adapters import netguard
 from api.metrics import JOBS_SUBMITTED
 from api.state import AppState
-from core import store
+from core import deliveries
 from core.errors import Conflict, InvalidRequest, Unavailable
-from core.models import KEY_ID, TERMINAL_EVENTS, Job, JobStep
-from core.store import Handoff, NewStep
+from core.models import KEY_ID, TERMINAL_EVENTS, Delivery, Job, JobStep
+from core.store import queries
+from core.store.queries import WAITING_STEPS, cancel_job, get_job, job_steps
+from core.store.submission import discard_submission, submit_job
+from core.store.tables import Handoff, NewStep, new_job_id, step_task_id
+from core.store.waits import approve_step, reject_step, resume_step
 from tasks.engine.cancellation import flag
 from tasks.engine.chain import hand_off, send_step
 from tasks.engine.registry import Intent
@@ -93,7 +97,7 @@ def _store(state: AppState, job_id: str, request: Request, intent: Intent,
            inputs: dict[str, Any], steps: list[NewStep],
            key: str) -> tuple[Job, bool, Handoff]:
     with state.db.write() as session:
-        return store.submit_job(
+        return submit_job(
             session=session, job_id=job_id, tenant_id=request.tenant_id, intent=intent.name,
             mode=intent.mode, inputs=inputs, context=request.stored_context(),
             callback_url=request.callback_url, steps=steps, idempotency_key=key,
@@ -108,7 +112,7 @@ def _enqueue_or_discard(state: AppState, job: Job, handoff: Handoff) -> None:
     except BROKER_ERRORS as exc:
         log.error("could not enqueue job %s: %s", job.id, type(exc).__name__)
         with state.db.write() as session:
-            store.discard_submission(session=session, job_id=job.id)
+            discard_submission(session=session, job_id=job.id)
         raise Unavailable("the broker could not be reached; the job was not started: retry "
                           "the request") from exc
     after_commit(state, Handoff(handoff.events))
@@ -126,7 +130,7 @@ def after_commit(state: AppState, handoff: Handoff) -> None:
 def approve(state: AppState, tenant_id: str, job_id: str, token: str) -> None:
     """Approve a job's held step with its token; it is sent to run."""
     with state.db.write() as session:
-        handoff, refused = store.approve_step(session=session, tenant_id=tenant_id,
+        handoff, refused = approve_step(session=session, tenant_id=tenant_id,
                                               job_id=job_id, token=token)
     after_commit(state, handoff)
     if refused:
@@ -136,7 +140,7 @@ def approve(state: AppState, tenant_id: str, job_id: str, token: str) -> None:
 def reject(state: AppState, tenant_id: str, job_id: str, reason: str) -> None:
     """Reject a job's held step: it fails with the reason, and the job with it."""
     with state.db.write() as session:
-        handoff = store.reject_step(session=session, tenant_id=tenant_id, job_id=job_id,
+        handoff = reject_step(session=session, tenant_id=tenant_id, job_id=job_id,
                                     reason=reason)
     after_commit(state, handoff)
 
@@ -144,7 +148,7 @@ def reject(state: AppState, tenant_id: str, job_id: str, reason: str) -> None:
 def resume(state: AppState, token: str, output: dict[str, Any]) -> tuple[str, int]:
     """Resume the step waiting on `token` with `output`; returns its job id and index."""
     with state.db.write() as session:
-        resumed = store.resume_step(session=session, token=token, output=output)
+        resumed = resume_step(session=session, token=token, output=output)
     after_commit(state, resumed.handoff)
     if resumed.refused:
         raise Conflict(resumed.refused)
@@ -154,12 +158,12 @@ def resume(state: AppState, token: str, output: dict[str, Any]) -> tuple[str, in
 def cancel(state: AppState, tenant_id: str, job_id: str) -> tuple[Job, list[JobStep]]:
     """Cancel a job that has not ended: its steps are revoked, a running one is told to stop."""
     with state.db.write() as session:
-        job, events = store.cancel_job(session=session, tenant_id=tenant_id, job_id=job_id)
-        steps = store.job_steps(session=session, job_id=job_id)
+        job, events = cancel_job(session=session, tenant_id=tenant_id, job_id=job_id)
+        steps = job_steps(session=session, job_id=job_id)
     try:
         flag(state.redis, job_id)
         hand_off(state.celery, state.redis, Handoff(events))
-        state.celery.control.revoke([store.step_task_id(job_id, s.index) for s in steps])
+        state.celery.control.revoke([step_task_id(job_id, s.index) for s in steps])
     except BROKER_ERRORS as exc:
         # The store already says cancelled, and workers skip steps of cancelled jobs; a lost
         # revoke only costs a dispatch.
@@ -168,24 +172,33 @@ def cancel(state: AppState, tenant_id: str, job_id: str) -> tuple[Job, list[JobS
     return job, steps
 
 
+def redeliver(state: AppState, tenant_id: str, delivery_id: str) -> Delivery:
+    """Mark a finished delivery due again (same `webhook-id`), then send it."""
+    with state.db.write() as session:
+        delivery = deliveries.redeliver(session=session, tenant_id=tenant_id,
+                                        delivery_id=delivery_id)
+    after_commit(state, Handoff(deliver=[delivery_id]))
+    return delivery
+
+
 def check_job(state: AppState, tenant_id: str, job_id: str) -> None:
     """Raise NotFound unless the tenant has this job."""
     with state.db.read() as session:
-        store.get_job(session=session, tenant_id=tenant_id, job_id=job_id)
+        get_job(session=session, tenant_id=tenant_id, job_id=job_id)
 
 
 def load_job(state: AppState, tenant_id: str, job_id: str) -> tuple[Job, list[JobStep]]:
     with state.db.read() as session:
-        job = store.get_job(session=session, tenant_id=tenant_id, job_id=job_id)
-        return job, store.job_steps(session=session, job_id=job_id)
+        job = get_job(session=session, tenant_id=tenant_id, job_id=job_id)
+        return job, job_steps(session=session, job_id=job_id)
 
 
 def pending_action(state: AppState, steps: list[JobStep]) -> dict[str, Any] | None:
     """What the job's held or waiting step waits for (token or resume URL, reason, deadline)."""
-    if not any(s.status in store.WAITING_STEPS for s in steps):
+    if not any(s.status in WAITING_STEPS for s in steps):
         return None
     with state.db.read() as session:
-        return store.pending_action(session=session, steps=steps)
+        return queries.pending_action(session=session, steps=steps)
 
 
 async def _await_terminal(
@@ -207,7 +220,7 @@ async def submit(
     state: AppState, request: Request, wait: float
 ) -> tuple[Job, list[JobStep], bool]:
     """Store and enqueue a job; with `wait` > 0, wait up to that long for it to end."""
-    job_id = store.new_job_id()
+    job_id = new_job_id()
     with state.hub.subscribe(job_id) as queue:
         job, created = await run_in_threadpool(_store_and_enqueue, state, job_id, request)
         if created:

@@ -9,9 +9,9 @@ from celery import Celery
 from adapters.agents import AgentClient
 from adapters.llm import LLM
 from api.hub import EventHub
-from core import store
 from core.db import Database
 from core.settings import Settings
+from core.store.tenants import is_operator, key_owner
 from tasks.engine.resources import Resources
 
 KEY_CACHE_SECONDS = 30.0
@@ -63,7 +63,7 @@ class AppState:
         if cached is not None and cached[1] > now:
             return cached[0]
         with self.db.read() as session:
-            owner = store.key_owner(session=session, raw_key=raw_key)
+            owner = key_owner(session=session, raw_key=raw_key)
         if owner is not None:
             self._keys[raw_key] = (owner, now + KEY_CACHE_SECONDS)
         return owner
@@ -71,4 +71,4 @@ class AppState:
     def is_operator(self, tenant_id: str) -> bool:
         """Whether the tenant is an operator (read from the store: rare, never cached)."""
         with self.db.read() as session:
-            return store.is_operator(session=session, tenant_id=tenant_id)
+            return is_operator(session=session, tenant_id=tenant_id)

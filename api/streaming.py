@@ -8,9 +8,9 @@ from typing import Any
 from fastapi.concurrency import run_in_threadpool
 
 from api.state import AppState
-from core import store
 from core.events import event_dict
 from core.models import TERMINAL_EVENTS
+from core.store.queries import list_events
 
 PAGE = 500
 RECHECK_SECONDS = 2.0
@@ -19,7 +19,7 @@ RECHECK_SECONDS = 2.0
 def read_events(state: AppState, job_id: str, after: int) -> list[dict[str, Any]]:
     """Stored events after `after`, oldest first."""
     with state.db.read() as session:
-        events = store.list_events(session=session, job_id=job_id, after=after, limit=PAGE)
+        events = list_events(session=session, job_id=job_id, after=after, limit=PAGE)
         return [event_dict(event) for event in events]
 
 

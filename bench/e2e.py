@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from sqlmodel import col, func, select  # noqa: E402
 
-from core import store  # noqa: E402
+from core.store.tenants import create_tenant_key  # noqa: E402
 from core.db import Database  # noqa: E402
 from core.migrate import upgrade  # noqa: E402
 from core.models import TERMINAL, Job  # noqa: E402
@@ -117,7 +117,7 @@ class Orchestrator:
         upgrade(database_url)
         self.db = Database(database_url)
         with self.db.write() as session:
-            _, self.key = store.create_tenant_key(session=session, tenant_name="bench")
+            _, self.key = create_tenant_key(session=session, tenant_name="bench")
         port = services.free_port()
         self.url = f"http://127.0.0.1:{port}"
         env = {**os.environ, "REDIS_URL": broker_url, "DATABASE_URL": database_url,

@@ -22,7 +22,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from core import store  # noqa: E402
+from core.store.tenants import create_tenant_key  # noqa: E402
 from core.db import Database  # noqa: E402
 from core.migrate import upgrade  # noqa: E402
 from tests import services  # noqa: E402
@@ -54,7 +54,7 @@ def run(args: argparse.Namespace, base_url: str, model: str) -> list[tuple[float
     upgrade(database_url)
     db = Database(database_url)
     with db.write() as session:
-        _, key = store.create_tenant_key(session=session, tenant_name="bench")
+        _, key = create_tenant_key(session=session, tenant_name="bench")
     with services.redis_server() as broker:
         port = services.free_port()
         env = {**os.environ, "REDIS_URL": broker.url, "DATABASE_URL": database_url,

@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from adapters.embeddings import WordLlamaEmbedder  # noqa: E402
 from adapters.vectors import build_index  # noqa: E402
-from core import store as job_store  # noqa: E402
+from core.store.tenants import create_tenant_key  # noqa: E402
 from core.db import Database  # noqa: E402
 from core.memory.search import Memory, Mode, Query, find, remember  # noqa: E402
 from core.memory.store import Entry  # noqa: E402
@@ -92,7 +92,7 @@ def run(kind: str, sizes: list[int], n: int, batch: int, database_url: str | Non
         upgrade(url)
         db = Database(url)
         with db.write() as session:
-            tenant, _ = job_store.create_tenant_key(session=session, tenant_name="bench")
+            tenant, _ = create_tenant_key(session=session, tenant_name="bench")
         memory = Memory(db, WordLlamaEmbedder("l2_supercat", 256),
                         build_index(db.engine.dialect.name, 1024 * 2**20), batch=batch)
         namespace, loaded = f"bench-{time.time_ns()}", 0

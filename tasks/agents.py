@@ -13,8 +13,8 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from adapters.breakers import call_with_retry
-from core import store
 from core.models import Agent, EventType
+from core.store.agents import list_agents
 from tasks.engine.context import StepContext
 from tasks.engine.registry import Intent, ResourceProvider
 
@@ -76,4 +76,4 @@ class AgentProvider(ResourceProvider):
             return []
         with self.resources.db.read() as session:
             return [agent_intent(agent)
-                    for agent in store.list_agents(session=session, tenant_id=tenant_id)]
+                    for agent in list_agents(session=session, tenant_id=tenant_id)]

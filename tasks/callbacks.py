@@ -4,10 +4,11 @@ import logging
 import time
 
 from adapters import callbacks, netguard
-from core import deliveries, store
+from core import deliveries
 from core.deliveries import AttemptResult
 from core.errors import UpstreamError, UpstreamUnavailable
 from core.events import publish
+from core.store.events import append_events
 from tasks.engine.app import celery_app
 from tasks.engine.resources import Resources, resources
 
@@ -74,7 +75,7 @@ def send(rt: Resources, delivery_id: str) -> str:
         recorded, kind = deliveries.record(session=session, delivery_id=delivery_id,
                                            result=result,
                                            schedule_seconds=rt.settings.callback.schedule)
-        events = store.append_events(session=session, job_id=recorded.job_id, items=[(kind, {
+        events = append_events(session=session, job_id=recorded.job_id, items=[(kind, {
             "delivery_id": delivery_id, "attempt": recorded.attempts,
             "status_code": result.status_code, "error": result.error,
             "next_attempt_at": (recorded.next_attempt_at.isoformat()

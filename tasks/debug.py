@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from adapters import callbacks, netguard
 from core.errors import UpstreamUnavailable
-from core.store import NewStep
+from core.store.tables import NewStep
 from tasks.engine.context import Cancelled, Extend, Hold, StepContext, TimeLimitExceeded, Wait
 
 TICK = 0.1

@@ -14,8 +14,8 @@ from pydantic import BaseModel, Field
 from adapters.llm import Usage
 from core.errors import IntentNotFound, InvalidRequest, UpstreamError, UpstreamUnavailable
 from core.models import EventType
-from core.store import NewStep
 from core.store import sessions as chats
+from core.store.tables import NewStep
 from tasks import fallback, planning
 from tasks.engine.context import Extend, StepContext
 from tasks.engine.registry import REGISTRY

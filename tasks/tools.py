@@ -14,9 +14,10 @@ from urllib.parse import quote, urlencode, urlsplit
 from pydantic import BaseModel, Field
 
 from adapters import netguard
-from core import jsonschemas, store
+from core import jsonschemas
 from core.errors import InvalidRequest
 from core.models import HttpTool
+from core.store.tools import list_tools
 from tasks.engine.context import StepContext
 from tasks.engine.registry import Intent, JsonInputs, ResourceProvider
 
@@ -146,7 +147,7 @@ class ToolProvider(ResourceProvider):
         if cached is not None and cached[0] > time.monotonic():
             return cached[1]
         with self.resources.db.read() as session:
-            specs = [ToolSpec.of(row) for row in store.list_tools(session=session,
+            specs = [ToolSpec.of(row) for row in list_tools(session=session,
                                                                   tenant_id=tenant_id)]
         intents = [tool_intent(spec) for spec in specs]
         with self._lock:

@@ -21,10 +21,12 @@ from celery import Celery
 from kombu.exceptions import OperationalError
 from sqlalchemy.exc import SQLAlchemyError
 
-from core import deliveries, store
+from core import deliveries
+from core.store.recovery import expired_steps, quiet_jobs, requeue_orphan, resume, running_steps
+from core.store.tables import Handoff
+from core.store.waits import expire_step
 from tasks.engine import heartbeat
-from tasks.engine.chain import DELIVER_TASK, hand_off
-from tasks.engine.pools import POOLS
+from tasks.engine.chain import hand_off
 from tasks.engine.resources import Resources, open_resources
 from workers import inflight
 
@@ -37,9 +39,7 @@ def sweep(rt: Resources, app: Celery) -> int:
     """Send every due delivery to the callbacks pool; returns how many."""
     with rt.db.write() as session:
         due = deliveries.due(session=session, limit=BATCH)
-    for delivery_id in due:
-        app.send_task(DELIVER_TASK, kwargs={"delivery_id": delivery_id},
-                      queue=POOLS["callbacks"].queue)
+    hand_off(app, rt.redis, Handoff(deliver=list(due)))
     return len(due)
 
 
@@ -62,12 +62,12 @@ class LostJobs:
             return 0
         self.next_check = now + quiet / 3
         with rt.db.read() as session:
-            candidates = store.quiet_jobs(session=session, older_than=quiet, limit=BATCH)
+            candidates = quiet_jobs(session=session, older_than=quiet, limit=BATCH)
         missing = set(candidates) - inflight.jobs_in_broker(rt.redis, candidates)
         confirmed, self.suspects = missing & self.suspects, missing - self.suspects
         for job_id in confirmed:
             with rt.db.write() as session:
-                taken = store.resume(session=session, job_id=job_id, quiet_for=quiet)
+                taken = resume(session=session, job_id=job_id, quiet_for=quiet)
             if taken.send is not None:
                 log.warning("job %s had no message in the broker; sending step %d again",
                             job_id, taken.send.index)
@@ -79,7 +79,7 @@ def orphans(rt: Resources, app: Celery) -> int:
     """Send again the running steps whose worker process stopped beating; returns how many."""
     worker = rt.settings.worker
     with rt.db.read() as session:
-        running = store.running_steps(session=session, started_before=worker.heartbeat_seconds,
+        running = running_steps(session=session, started_before=worker.heartbeat_seconds,
                                       limit=BATCH)
     if not running:
         return 0
@@ -89,7 +89,7 @@ def orphans(rt: Resources, app: Celery) -> int:
         if orphan.runner in live:
             continue
         with rt.db.write() as session:
-            taken = store.requeue_orphan(session=session, orphan=orphan)
+            taken = requeue_orphan(session=session, orphan=orphan)
         if taken.send is not None:
             log.warning("step %d of job %s: its worker %s stopped; sending it again",
                         orphan.index, orphan.job_id, orphan.runner)
@@ -101,10 +101,10 @@ def orphans(rt: Resources, app: Celery) -> int:
 def expired(rt: Resources, app: Celery) -> int:
     """Fail the held and waiting steps past their deadline; returns how many."""
     with rt.db.read() as session:
-        steps = store.expired_steps(session=session, limit=BATCH)
+        steps = expired_steps(session=session, limit=BATCH)
     for job_id, index in steps:
         with rt.db.write() as session:
-            taken = store.expire_step(session=session, job_id=job_id, index=index)
+            taken = expire_step(session=session, job_id=job_id, index=index)
         hand_off(app, rt.redis, taken)
     return len(steps)
 

@@ -12,8 +12,8 @@ from api import service, streaming
 from api.deps import StateDep, TenantDep
 from api.openapi import BODY, KEYED, errors
 from api.schemas import EventPublic
-from core import store
 from core.models import Agent, EventType
+from core.store import agents
 from tasks.agents import PREFIX, InputMessage
 
 router = APIRouter(tags=["agents"])
@@ -56,7 +56,7 @@ def register_agent(body: AgentRegistration, state: StateDep, tenant: TenantDep) 
     endpoint = str(body.endpoint).rstrip("/")
     state.agents.health(endpoint, state.settings.agent.health_timeout)
     with state.db.write() as session:
-        return _public(store.register_agent(session=session, tenant_id=tenant,
+        return _public(agents.register_agent(session=session, tenant_id=tenant,
                                             agent_id=body.agent_id, name=body.name,
                                             endpoint=endpoint))
 
@@ -66,7 +66,7 @@ def register_agent(body: AgentRegistration, state: StateDep, tenant: TenantDep) 
 def list_agents(state: StateDep, tenant: TenantDep) -> list[AgentPublic]:
     """The caller's registered agents."""
     with state.db.read() as session:
-        return [_public(a) for a in store.list_agents(session=session, tenant_id=tenant)]
+        return [_public(a) for a in agents.list_agents(session=session, tenant_id=tenant)]
 
 
 @router.delete("/v1/agents/{agent_id}", operation_id="deleteAgent", status_code=204,
@@ -74,7 +74,7 @@ def list_agents(state: StateDep, tenant: TenantDep) -> list[AgentPublic]:
 def delete_agent(agent_id: AgentId, state: StateDep, tenant: TenantDep) -> Response:
     """Forget an agent; its intent disappears (jobs already run keep their events)."""
     with state.db.write() as session:
-        store.delete_agent(session=session, tenant_id=tenant, agent_id=agent_id)
+        agents.delete_agent(session=session, tenant_id=tenant, agent_id=agent_id)
     return Response(status_code=204)
 
 

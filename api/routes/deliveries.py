@@ -6,12 +6,11 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Query
 from pydantic import BaseModel
 
+from api import service
 from api.deps import StateDep, TenantDep
 from api.openapi import KEYED, POST, errors
 from core import deliveries
 from core.models import Delivery, DeliveryStatus
-from tasks.engine.chain import DELIVER_TASK
-from tasks.engine.pools import POOLS
 
 router = APIRouter(prefix="/v1/deliveries", tags=["callbacks"])
 DeliveryId = Annotated[str, Path(description="The delivery's id: the `webhook-id` it is sent "
@@ -84,9 +83,4 @@ def get_delivery(delivery_id: DeliveryId, state: StateDep, tenant: TenantDep) ->
 def redeliver(delivery_id: DeliveryId, state: StateDep, tenant: TenantDep) -> DeliveryPublic:
     """Send a finished delivery again now, with the same `webhook-id`; one still pending or
     being sent is a 409."""
-    with state.db.write() as session:
-        delivery = deliveries.redeliver(session=session, tenant_id=tenant,
-                                        delivery_id=delivery_id)
-    state.celery.send_task(DELIVER_TASK, kwargs={"delivery_id": delivery_id},
-                           queue=POOLS["callbacks"].queue)
-    return _public(delivery)
+    return _public(service.redeliver(state, tenant, delivery_id))

@@ -27,14 +27,13 @@ from api.schemas import (
     job_public,
     links_for,
 )
-from core import store
 from core.errors import InvalidRequest
 from core.models import JobStatus
+from core.store import queries
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 # Every error a job route may answer; new routes name their own with `errors(...)`.
-ERRORS = errors(*KEYED, *BODY, 403, 404, 409)
 
 
 @router.post("", operation_id="createJob", status_code=202, summary="Submit a job",
@@ -97,7 +96,7 @@ def list_jobs(
     """The caller's jobs, newest first, filtered by status and intent, a page at a time;
     steps are left out (read one job for them)."""
     with state.db.read() as session:
-        jobs = store.list_jobs(session=session, tenant_id=tenant, status=status, intent=intent,
+        jobs = queries.list_jobs(session=session, tenant_id=tenant, status=status, intent=intent,
                                limit=limit, before=_cursor(cursor))
     next_cursor = None
     if len(jobs) == limit:

@@ -7,8 +7,8 @@ from pydantic import BaseModel, Field
 
 from api.deps import StateDep, TenantDep
 from api.openapi import BODY, KEYED, POST, errors
-from core import store
 from core.models import HttpTool
+from core.store import tools
 from tasks.engine.registry import Intent
 from tasks.intents import REGISTRY, TOOLS
 from tasks.tools import TOOL_PREFIX, check_tool
@@ -71,7 +71,7 @@ def _registered(tool: HttpTool) -> ToolPublic:
 def _tools(state: StateDep, tenant: str) -> list[ToolPublic]:
     builtin = [_builtin(i) for i in REGISTRY.all(tenant) if i.name.startswith(BUILTIN_TOOLS)]
     with state.db.read() as session:
-        registered = store.list_tools(session=session, tenant_id=tenant)
+        registered = tools.list_tools(session=session, tenant_id=tenant)
     return builtin + [_registered(tool) for tool in registered]
 
 
@@ -100,7 +100,7 @@ def register_tool(body: ToolCreate, state: StateDep, tenant: TenantDep) -> ToolP
     host = check_tool(body.url, body.input_schema, state.settings.callback.allowed_networks)
     tool = HttpTool(tenant_id=tenant, host=host, **body.model_dump())
     with state.db.write() as session:
-        saved = _registered(store.save_tool(session=session, tool=tool))
+        saved = _registered(tools.save_tool(session=session, tool=tool))
     TOOLS.forget(tenant)
     return saved
 
@@ -112,6 +112,6 @@ def delete_tool(name: Annotated[str, Path(description="The tool's name.")],
     """Remove one of the caller's HTTP tools; its intent goes with it (404 if it has none of
     that name)."""
     with state.db.write() as session:
-        store.delete_tool(session=session, tenant_id=tenant, name=name)
+        tools.delete_tool(session=session, tenant_id=tenant, name=name)
     TOOLS.forget(tenant)
     return Response(status_code=204)

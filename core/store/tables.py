@@ -38,13 +38,16 @@ class NextStep:
 
 @dataclass
 class Handoff:
-    """What a committed transaction leaves to do: publish its events, send a step (or none).
+    """What a committed transaction leaves to do: publish its events, send a step (or none),
+    and send deliveries.
 
-    Callbacks the events scheduled (`callback_scheduled`) are sent with them.
+    Callbacks the events scheduled (`callback_scheduled`) are sent with them; `deliver` names
+    others that are due (the sweeper's, a redelivery).
     """
 
     events: list[LiveEvent] = field(default_factory=list)
     send: NextStep | None = None
+    deliver: list[str] = field(default_factory=list)
 
 
 def new_job_id() -> str:

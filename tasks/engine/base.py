@@ -26,12 +26,15 @@ from tenacity import (
     wait_exponential,
 )
 
-from core import refs, store
+from core import refs
 from core.errors import IntentNotFound, InvalidRequest, NotFound, UpstreamUnavailable
 from core.events import publish
 from core.models import EventType
 from core.storable import NotStorable, storable
-from core.store import Handoff, NewStep, StepStart, StepVerdict
+from core.store.events import append_events
+from core.store.ledger import StepStart, StepVerdict, begin_step, fail_step, finish_step, retry_step
+from core.store.tables import Handoff, NewStep, new_token
+from core.store.waits import hold_step, issue_resume_token, wait_step
 from tasks.engine.cancellation import is_cancelled
 from tasks.engine.chain import hand_off
 from tasks.engine.context import Cancelled, Extend, Hold, StepContext, Wait
@@ -74,7 +77,7 @@ class StepTask(Task):  # type: ignore[misc]
         """The ledger's verdict; a step never runs unrecorded, so retry until the store answers."""
         try:
             with rt.db.write() as session:
-                return store.begin_step(
+                return begin_step(
                     session=session, job_id=job_id, index=index, runner=rt.runner,
                     max_deliveries=rt.settings.orchestrator.max_step_deliveries,
                     retries=self.request.retries or 0,
@@ -93,7 +96,7 @@ class StepTask(Task):  # type: ignore[misc]
             intent.authorize(inputs, start.tenant_id)
         except (IntentNotFound, InvalidRequest, NotFound) as exc:
             error = str(exc)
-            return self._write(rt, lambda s: store.fail_step(session=s, job_id=job_id,
+            return self._write(rt, lambda s: fail_step(session=s, job_id=job_id,
                                                              index=index, error=error))
         hold = None if start.approved else intent.hold(inputs)
         if hold is not None:
@@ -110,7 +113,7 @@ class StepTask(Task):  # type: ignore[misc]
             self._retry(rt, job_id, index, exc, BROKER_RETRY_SECONDS, BROKER_RETRIES)
         except Exception as exc:
             error = f"{type(exc).__name__}: {exc}"
-            self._hand_off(rt, self._write(rt, lambda s: store.fail_step(
+            self._hand_off(rt, self._write(rt, lambda s: fail_step(
                 session=s, job_id=job_id, index=index, error=error)))
             raise
         return self._outcome(rt, context, result)
@@ -133,20 +136,20 @@ class StepTask(Task):  # type: ignore[misc]
         if isinstance(result, Wait):
             ttl = min(result.timeout or settings.wait_timeout, settings.wait_timeout)
             url = context.resume_url()
-            return self._write(rt, lambda s: store.wait_step(
+            return self._write(rt, lambda s: wait_step(
                 session=s, job_id=job_id, index=index, ttl=ttl, reason=result.reason,
                 resume_url=url))
         output, steps = (result.output, result.steps) if isinstance(result, Extend) else (
             result, [])
         try:
             output = self._storable(rt, job_id, index, output)
-            return self._write(rt, lambda s: store.finish_step(
+            return self._write(rt, lambda s: finish_step(
                 session=s, job_id=job_id, index=index, output=output, extend=steps,
                 max_steps=settings.max_steps))
         except (NotStorable, DataError) as exc:
             # Never left running (the sweeper would run it again): the step fails, saying why.
             error = f"its output cannot be stored: {getattr(exc, 'orig', None) or exc}"
-            return self._write(rt, lambda s: store.fail_step(session=s, job_id=job_id,
+            return self._write(rt, lambda s: fail_step(session=s, job_id=job_id,
                                                              index=index, error=error))
 
     def _storable(self, rt: Resources, job_id: str, index: int, output: Any) -> Any:
@@ -164,21 +167,21 @@ class StepTask(Task):  # type: ignore[misc]
               hold: Hold) -> Handoff:
         ttl = min(hold.ttl or rt.settings.orchestrator.approval_ttl,
                   rt.settings.orchestrator.approval_ttl)
-        token = store.new_token("apv")
+        token = new_token("apv")
         approve = f"{rt.settings.api.base_url}/v1/jobs/{job_id}/approve"
-        return self._write(rt, lambda s: store.hold_step(
+        return self._write(rt, lambda s: hold_step(
             session=s, job_id=job_id, index=index, inputs=inputs, reason=hold.reason,
             token=token, ttl=ttl, approve_url=approve))
 
     def _emit(self, rt: Resources, job_id: str, kind: EventType, data: dict[str, Any]) -> None:
         """Append one event while the step runs, then announce it."""
-        events = self._write(rt, lambda s: store.append_events(session=s, job_id=job_id,
+        events = self._write(rt, lambda s: append_events(session=s, job_id=job_id,
                                                                items=[(kind, data)]))
         publish(rt.redis, events)
 
     def _issue_resume_url(self, rt: Resources, job_id: str, index: int) -> str:
-        token = store.new_token("rsm")
-        self._write(rt, lambda s: store.issue_resume_token(session=s, job_id=job_id,
+        token = new_token("rsm")
+        self._write(rt, lambda s: issue_resume_token(session=s, job_id=job_id,
                                                            index=index, token=token))
         return f"{rt.settings.api.base_url}/v1/resume/{token}"
 
@@ -187,11 +190,11 @@ class StepTask(Task):  # type: ignore[misc]
         """Try the step again later by a new message, or fail it once the retries are spent."""
         if (self.request.retries or 0) >= max_retries:
             error = f"{type(exc).__name__}: {exc}"
-            self._hand_off(rt, self._write(rt, lambda s: store.fail_step(
+            self._hand_off(rt, self._write(rt, lambda s: fail_step(
                 session=s, job_id=job_id, index=index, error=error)))
             raise exc
         reason = str(exc)
-        self._hand_off(rt, self._write(rt, lambda s: store.retry_step(
+        self._hand_off(rt, self._write(rt, lambda s: retry_step(
             session=s, job_id=job_id, index=index, reason=reason)))
         raise self.retry(countdown=countdown, max_retries=max_retries, exc=exc)
 

@@ -13,7 +13,7 @@ from celery.canvas import Signature
 
 from core.events import LiveEvent, publish
 from core.models import EventType
-from core.store import Handoff, NextStep, step_task_id
+from core.store.tables import Handoff, NextStep, step_task_id
 from tasks.engine.pools import POOLS
 
 DELIVER_TASK = "tasks.callbacks.deliver"
@@ -39,20 +39,23 @@ def send_step(app: Celery, step: NextStep) -> None:
     step_signature(app, step).apply_async()
 
 
-def send_deliveries(app: Celery, events: Sequence[LiveEvent]) -> None:
-    """Hand the callbacks that these committed events scheduled to the callbacks pool."""
-    for event in events:
-        if event["type"] == EventType.callback_scheduled:
-            app.send_task(DELIVER_TASK, kwargs={"delivery_id": event["data"]["delivery_id"]},
-                          queue=POOLS["callbacks"].queue)
+def send_deliveries(app: Celery, events: Sequence[LiveEvent], due: Sequence[str]) -> None:
+    """Hand the callbacks that these committed events scheduled, and those `due`, to the
+    callbacks pool (the one place the delivery task is sent)."""
+    scheduled = [event["data"]["delivery_id"] for event in events
+                 if event["type"] == EventType.callback_scheduled]
+    for delivery_id in [*scheduled, *due]:
+        app.send_task(DELIVER_TASK, kwargs={"delivery_id": delivery_id},
+                      queue=POOLS["callbacks"].queue)
 
 
 def hand_off(app: Celery, client: redis.Redis, handoff: Handoff) -> None:
-    """After commit: announce the events, send the callbacks they scheduled and the next step.
+    """After commit: announce the events, send the callbacks (scheduled or due) and the next
+    step.
 
     A send that fails leaves the job quiet with no message; the sweeper sends it again.
     """
     publish(client, handoff.events)
-    send_deliveries(app, handoff.events)
+    send_deliveries(app, handoff.events, handoff.deliver)
     if handoff.send is not None:
         send_step(app, handoff.send)

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel
 
 from core.models import EventType
-from core.store import NewStep
+from core.store.tables import NewStep
 
 if TYPE_CHECKING:
     from tasks.engine.resources import Resources

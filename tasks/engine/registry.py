@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from core import jsonschemas
 from core.errors import IntentNotFound, InvalidRequest
-from core.store import NewStep
+from core.store.tables import NewStep
 from tasks.engine.context import Hold, StepContext
 from tasks.engine.pools import POOLS
 

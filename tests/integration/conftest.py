@@ -17,9 +17,9 @@ import httpx
 import psycopg
 import pytest
 
-from core import store
 from core.db import Database
 from core.migrate import upgrade
+from core.store.tenants import create_tenant_key
 from tests import n8n as n8n_service
 from tests import services
 from tests.integration import sshd as sshd_service
@@ -48,7 +48,7 @@ class Stack:
 
     def new_key(self, operator: bool = False) -> str:
         with self.db.write() as session:
-            _, raw = store.create_tenant_key(session=session,
+            _, raw = create_tenant_key(session=session,
                                              tenant_name=f"t-{uuid.uuid4().hex[:8]}",
                                              operator=operator)
         return raw

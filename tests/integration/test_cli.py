@@ -14,8 +14,8 @@ import pytest
 from rich.console import Console
 from typer.testing import CliRunner
 
-from core import store
 from core.settings import get_settings
+from core.store.tenants import is_operator, tenant_for_key
 from core.watch import watch_job
 from tests import services
 from tests.integration.conftest import Stack, wait_job
@@ -69,9 +69,9 @@ def test_keys_create_prints_a_working_key_last(stack: Stack,
         assert httpx.get(f"{stack.url}/v1/jobs", headers={
             "Authorization": f"Bearer {key}"}).status_code == 200
         with stack.db.read() as session:
-            tenant = store.tenant_for_key(session=session, raw_key=key)
+            tenant = tenant_for_key(session=session, raw_key=key)
             assert tenant is not None
-            operators[result is ops] = store.is_operator(session=session, tenant_id=tenant)
+            operators[result is ops] = is_operator(session=session, tenant_id=tenant)
     assert operators == {False: False, True: True}
 
 

@@ -12,9 +12,11 @@ import httpx
 import pytest
 from sqlalchemy import update
 
-from core import store
 from core.models import JobStep
-from core.store import NewStep
+from core.store.ledger import begin_step, finish_step
+from core.store.submission import submit_job
+from core.store.tables import NewStep, new_job_id
+from core.store.tenants import tenant_for_key
 from tests.integration.conftest import Stack, wait_job
 from tests.integration.test_worker_loss import runs
 
@@ -91,16 +93,16 @@ def test_the_sweeper_resumes_a_grown_plan_whose_message_was_lost(
     # Given a job whose planning step succeeded and grew the plan, but whose next message is gone
     raw_key = client.headers["authorization"].split()[1]
     with stack.db.write() as session:
-        tenant = store.tenant_for_key(session=session, raw_key=raw_key)
+        tenant = tenant_for_key(session=session, raw_key=raw_key)
         assert tenant is not None
-        job, _, _ = store.submit_job(
-            session=session, job_id=store.new_job_id(), tenant_id=tenant, intent="debug.plan",
+        job, _, _ = submit_job(
+            session=session, job_id=new_job_id(), tenant_id=tenant, intent="debug.plan",
             mode="agent", inputs={}, context={}, callback_url=None,
-            steps=[NewStep("debug.plan", "llm", {})], idempotency_key=store.new_job_id(),
+            steps=[NewStep("debug.plan", "llm", {})], idempotency_key=new_job_id(),
             window=3600)
-        store.begin_step(session=session, job_id=job.id, index=0, runner="gone:1",
+        begin_step(session=session, job_id=job.id, index=0, runner="gone:1",
                          max_deliveries=3)
-        store.finish_step(session=session, job_id=job.id, index=0, output={"planned": 2},
+        finish_step(session=session, job_id=job.id, index=0, output={"planned": 2},
                           extend=[NewStep("debug.echo", "tools", {"v": 7}),
                                   NewStep("debug.echo", "tools",
                                           {"w": {"$ref": "steps.1.output.v"}})])

@@ -7,7 +7,7 @@ import redis
 from celery import Celery
 
 from core.settings import get_settings
-from core.store import NextStep
+from core.store.tables import NextStep
 from tasks.engine.app import create_celery
 from tasks.engine.chain import send_step
 from workers.inflight import CHUNK, jobs_in_broker

@@ -8,8 +8,10 @@ import httpx
 import redis
 from celery import Celery
 
-from core import store
-from core.store import NextStep
+from core.store.ledger import begin_step, finish_step
+from core.store.submission import submit_job
+from core.store.tables import NextStep, new_job_id
+from core.store.tenants import tenant_for_key
 from tasks.debug import RUNS_KEY
 from tasks.engine.chain import send_step
 from tasks.intents import REGISTRY
@@ -135,14 +137,14 @@ def store_job(stack: Stack, client: httpx.Client, steps: int) -> str:
     raw_key = client.headers["authorization"].split()[1]
     intent = REGISTRY.get("debug.chain")
     with stack.db.write() as session:
-        tenant_id = store.tenant_for_key(session=session, raw_key=raw_key)
+        tenant_id = tenant_for_key(session=session, raw_key=raw_key)
         assert tenant_id is not None
-        job, _, _ = store.submit_job(
-            session=session, job_id=store.new_job_id(), tenant_id=tenant_id,
+        job, _, _ = submit_job(
+            session=session, job_id=new_job_id(), tenant_id=tenant_id,
             intent="debug.chain", mode="agent", inputs={"steps": steps}, context={},
             callback_url=None,
             steps=intent.plan(intent.inputs.model_validate({"steps": steps})),
-            idempotency_key=store.new_job_id(), window=3600)
+            idempotency_key=new_job_id(), window=3600)
     return job.id
 
 
@@ -163,9 +165,9 @@ def test_a_chain_whose_next_message_was_lost_goes_on_without_repeating_a_step(
     # Given a job whose first step finished and whose second step's message is gone
     job_id = store_job(stack, client, steps=2)
     with stack.db.write() as session:
-        store.begin_step(session=session, job_id=job_id, index=0, runner="test:1",
+        begin_step(session=session, job_id=job_id, index=0, runner="test:1",
                          max_deliveries=3)
-        store.finish_step(session=session, job_id=job_id, index=0, output={"from": "before"})
+        finish_step(session=session, job_id=job_id, index=0, output={"from": "before"})
     # Then the sweeper sends the chain on from step 1, and step 0 is not run again
     finished = wait_job(client, job_id, timeout=30)
     assert finished["status"] == "succeeded"

@@ -6,10 +6,10 @@ from pathlib import Path
 import pytest
 import redis
 
-from core import store
 from core.db import Database
 from core.migrate import upgrade
 from core.settings import get_settings
+from core.store.tenants import create_tenant_key
 from tasks.engine.resources import Resources
 from tasks.intents import REGISTRY
 
@@ -39,5 +39,5 @@ def db(tmp_path: Path) -> Iterator[Database]:
 @pytest.fixture
 def tenant(db: Database) -> str:
     with db.write() as session:
-        created, _ = store.create_tenant_key(session=session, tenant_name="acme")
+        created, _ = create_tenant_key(session=session, tenant_name="acme")
         return created.id

@@ -6,13 +6,16 @@ from types import SimpleNamespace
 
 import pytest
 
-from core import deliveries, store
+from core import deliveries
 from core.db import Database
 from core.deliveries import AttemptResult
 from core.errors import Conflict
 from core.models import Delivery, DeliveryStatus
 from core.settings import Settings
-from core.store import NewStep
+from core.store.ledger import begin_step, fail_step, finish_step
+from core.store.queries import cancel_job
+from core.store.submission import submit_job
+from core.store.tables import NewStep, new_job_id
 from tasks import callbacks as callback_tasks
 
 SCHEDULE = [1.0, 2.0]
@@ -24,19 +27,19 @@ OK = AttemptResult(ok=True, gone=False, status_code=200, latency_ms=3, error=Non
 
 def job_with_callback(db: Database, tenant: str, url: str | None = "https://example.com/h") -> str:
     with db.write() as session:
-        job, _, _ = store.submit_job(
-            session=session, job_id=store.new_job_id(), tenant_id=tenant, intent="debug.echo",
+        job, _, _ = submit_job(
+            session=session, job_id=new_job_id(), tenant_id=tenant, intent="debug.echo",
             mode="agent", inputs={}, context={}, callback_url=url,
             steps=[NewStep("debug.echo", "tools", {})],
-            idempotency_key=store.new_job_id(), window=3600)
+            idempotency_key=new_job_id(), window=3600)
         return job.id
 
 
 def run_to_end(db: Database, job_id: str, output: object = {"ok": 1}) -> list[dict]:
     with db.write() as session:
-        store.begin_step(session=session, job_id=job_id, index=0, runner="h:1", max_deliveries=3)
+        begin_step(session=session, job_id=job_id, index=0, runner="h:1", max_deliveries=3)
     with db.write() as session:
-        return store.finish_step(session=session, job_id=job_id, index=0, output=output).events
+        return finish_step(session=session, job_id=job_id, index=0, output=output).events
 
 
 def the_delivery(db: Database, job_id: str) -> Delivery:
@@ -70,10 +73,10 @@ def test_a_finished_job_with_a_callback_writes_one_delivery(db: Database, tenant
 def test_failed_and_cancelled_jobs_get_callbacks_too(db: Database, tenant: str) -> None:
     failed = job_with_callback(db, tenant)
     with db.write() as session:
-        store.fail_step(session=session, job_id=failed, index=0, error="E: no")
+        fail_step(session=session, job_id=failed, index=0, error="E: no")
     cancelled = job_with_callback(db, tenant)
     with db.write() as session:
-        store.cancel_job(session=session, tenant_id=tenant, job_id=cancelled)
+        cancel_job(session=session, tenant_id=tenant, job_id=cancelled)
     assert json.loads(the_delivery(db, failed).body)["data"]["error"].endswith("E: no")
     assert json.loads(the_delivery(db, cancelled).body)["type"] == "job.cancelled"
 
@@ -182,14 +185,14 @@ def test_a_step_ending_after_cancel_adds_no_second_callback(db: Database, tenant
     # Given a job with a callback cancelled while its step runs
     job_id = job_with_callback(db, tenant)
     with db.write() as session:
-        store.begin_step(session=session, job_id=job_id, index=0, runner="h:1", max_deliveries=3)
+        begin_step(session=session, job_id=job_id, index=0, runner="h:1", max_deliveries=3)
     with db.write() as session:
-        store.cancel_job(session=session, tenant_id=tenant, job_id=job_id)
+        cancel_job(session=session, tenant_id=tenant, job_id=job_id)
     # When the step then finishes, or fails
     with db.write() as session:
-        finished = store.finish_step(session=session, job_id=job_id, index=0, output=1).events
+        finished = finish_step(session=session, job_id=job_id, index=0, output=1).events
     with db.write() as session:
-        failed = store.fail_step(session=session, job_id=job_id, index=0, error="late").events
+        failed = fail_step(session=session, job_id=job_id, index=0, error="late").events
     # Then the cancel's callback is the only one, and the cancelled step stays cancelled
     assert [*finished, *failed] == []
     assert json.loads(the_delivery(db, job_id).body)["type"] == "job.cancelled"

@@ -5,12 +5,23 @@ from datetime import timedelta
 
 import pytest
 
-from core import store
 from core.db import Database
 from core.errors import Conflict, Forbidden, NotFound
 from core.models import JobStatus, JobStep, StepStatus
 from core.settings import Settings
-from core.store import NewStep, StepVerdict
+from core.store.ledger import StepVerdict, begin_step, finish_step, retry_step
+from core.store.queries import cancel_job, job_steps, list_jobs, pending_action
+from core.store.recovery import Orphan, expired_steps, requeue_orphan, running_steps
+from core.store.tables import Handoff, NewStep, new_token
+from core.store.waits import (
+    approve_step,
+    expire_step,
+    hold_step,
+    issue_resume_token,
+    reject_step,
+    resume_step,
+    wait_step,
+)
 from tests.unit.test_store import begin, finish, load, submit
 
 
@@ -25,7 +36,7 @@ def test_a_step_grows_the_plan_and_the_job_goes_on_with_the_new_steps(
     begin(db, job_id, 0)
     # When it succeeds adding two steps
     with db.write() as session:
-        handoff = store.finish_step(session=session, job_id=job_id, index=0,
+        handoff = finish_step(session=session, job_id=job_id, index=0,
                                     output={"planned": 2}, extend=[echo(a=1), echo(b=2)])
     # Then they are in the ledger after it, the first is sent next, and the job is not over
     assert [e["type"] for e in handoff.events] == ["step_succeeded", "plan_extended"]
@@ -97,20 +108,20 @@ def test_steps_of_a_dead_runner_are_found_and_sent_again_once(db: Database, tena
     begin(db, job_id, 0, runner="dead:1")
     time.sleep(0.05)
     with db.read() as session:
-        orphans = store.running_steps(session=session, started_before=0.01, limit=10)
-    assert orphans == [store.Orphan(job_id, 0, "dead:1")]
+        orphans = running_steps(session=session, started_before=0.01, limit=10)
+    assert orphans == [Orphan(job_id, 0, "dead:1")]
     with db.write() as session:
-        taken = store.requeue_orphan(session=session, orphan=orphans[0])
+        taken = requeue_orphan(session=session, orphan=orphans[0])
     assert taken.send is not None and taken.send.index == 0
     assert [e["type"] for e in taken.events] == ["step_requeued"]
     with db.write() as session:
-        assert store.requeue_orphan(session=session, orphan=orphans[0]).send is None
+        assert requeue_orphan(session=session, orphan=orphans[0]).send is None
 
 
 def hold(db: Database, job_id: str, inputs: dict[str, object], ttl: float = 60) -> str:
-    token = store.new_token("apv")
+    token = new_token("apv")
     with db.write() as session:
-        store.hold_step(session=session, job_id=job_id, index=0, inputs=inputs, reason="risky",
+        hold_step(session=session, job_id=job_id, index=0, inputs=inputs, reason="risky",
                         token=token, ttl=ttl, approve_url="http://x/approve")
     return token
 
@@ -121,10 +132,10 @@ def held_job(db: Database, tenant: str, key: str = "k1") -> str:
     return job_id
 
 
-def approve(db: Database, tenant: str, job_id: str, token: str) -> tuple[store.Handoff,
+def approve(db: Database, tenant: str, job_id: str, token: str) -> tuple[Handoff,
                                                                          str | None]:
     with db.write() as session:
-        return store.approve_step(session=session, tenant_id=tenant, job_id=job_id, token=token)
+        return approve_step(session=session, tenant_id=tenant, job_id=job_id, token=token)
 
 
 def test_a_held_step_runs_once_approved_with_its_token(db: Database, tenant: str) -> None:
@@ -138,7 +149,7 @@ def test_a_held_step_runs_once_approved_with_its_token(db: Database, tenant: str
     start = begin(db, job_id, 0)
     assert start.verdict == StepVerdict.run and start.approved
     with db.write() as session, pytest.raises(Conflict, match="no step awaiting approval"):
-        store.approve_step(session=session, tenant_id=tenant, job_id=job_id, token=token)
+        approve_step(session=session, tenant_id=tenant, job_id=job_id, token=token)
 
 
 def test_a_token_of_another_step_or_a_changed_command_does_not_approve(
@@ -147,7 +158,7 @@ def test_a_token_of_another_step_or_a_changed_command_does_not_approve(
     hold(db, first, {"p": 1})
     other = hold(db, second, {"p": 1})
     with db.write() as session, pytest.raises(Forbidden, match="another step"):
-        store.approve_step(session=session, tenant_id=tenant, job_id=first, token=other)
+        approve_step(session=session, tenant_id=tenant, job_id=first, token=other)
     token = hold(db, held_job(db, tenant, "c"), {"p": 1})
     job_id = load_last(db, tenant)
     with db.write() as session:
@@ -155,21 +166,21 @@ def test_a_token_of_another_step_or_a_changed_command_does_not_approve(
         step.inputs = {"p": 2}
         session.add(step)
     with db.write() as session, pytest.raises(Forbidden):
-        store.approve_step(session=session, tenant_id=tenant, job_id=job_id, token=token)
+        approve_step(session=session, tenant_id=tenant, job_id=job_id, token=token)
     with db.write() as session, pytest.raises(NotFound):
-        store.approve_step(session=session, tenant_id="other", job_id=job_id, token=token)
+        approve_step(session=session, tenant_id="other", job_id=job_id, token=token)
 
 
 def load_last(db: Database, tenant: str) -> str:
     with db.read() as session:
-        jobs = store.list_jobs(session=session, tenant_id=tenant, status=None, intent=None,
+        jobs = list_jobs(session=session, tenant_id=tenant, status=None, intent=None,
                                limit=1, before=None)
         return jobs[0].id
 
 
 def step_id(db: Database, job_id: str) -> int:
     with db.read() as session:
-        step_pk = store.job_steps(session=session, job_id=job_id)[0].id
+        step_pk = job_steps(session=session, job_id=job_id)[0].id
         assert step_pk is not None
         return step_pk
 
@@ -188,7 +199,7 @@ def test_a_rejected_step_fails_with_the_reason(db: Database, tenant: str) -> Non
     job_id = held_job(db, tenant)
     hold(db, job_id, {"p": 1})
     with db.write() as session:
-        handoff = store.reject_step(session=session, tenant_id=tenant, job_id=job_id,
+        handoff = reject_step(session=session, tenant_id=tenant, job_id=job_id,
                                     reason="too risky")
     assert [e["type"] for e in handoff.events] == ["step_rejected", "step_failed", "job_failed"]
     job, _ = load(db, tenant, job_id)
@@ -198,21 +209,21 @@ def test_a_rejected_step_fails_with_the_reason(db: Database, tenant: str) -> Non
 def waiting_job(db: Database, tenant: str, ttl: float = 60, early: bool = False) -> tuple[str, str]:
     job_id, _ = submit(db, tenant, plan=[NewStep("debug.wait", "flow", {}), echo()])
     begin(db, job_id, 0)
-    token = store.new_token("rsm")
+    token = new_token("rsm")
     with db.write() as session:
-        store.issue_resume_token(session=session, job_id=job_id, index=0, token=token)
+        issue_resume_token(session=session, job_id=job_id, index=0, token=token)
     if early:
         resume(db, token, {"early": True})
     with db.write() as session:
-        store.wait_step(session=session, job_id=job_id, index=0, ttl=ttl, reason="flow",
+        wait_step(session=session, job_id=job_id, index=0, ttl=ttl, reason="flow",
                         resume_url=f"http://x/v1/resume/{token}")
     return job_id, token
 
 
-def resume(db: Database, token: str, output: dict[str, object]) -> tuple[store.Handoff,
+def resume(db: Database, token: str, output: dict[str, object]) -> tuple[Handoff,
                                                                           str | None]:
     with db.write() as session:
-        resumed = store.resume_step(session=session, token=token, output=output)
+        resumed = resume_step(session=session, token=token, output=output)
         return resumed.handoff, resumed.refused
 
 
@@ -238,9 +249,9 @@ def test_a_wait_past_its_deadline_is_expired_by_the_sweeper(db: Database, tenant
     job_id, token = waiting_job(db, tenant, ttl=0.01)
     time.sleep(0.05)
     with db.read() as session:
-        assert store.expired_steps(session=session, limit=10) == [(job_id, 0)]
+        assert expired_steps(session=session, limit=10) == [(job_id, 0)]
     with db.write() as session:
-        handoff = store.expire_step(session=session, job_id=job_id, index=0)
+        handoff = expire_step(session=session, job_id=job_id, index=0)
     assert [e["type"] for e in handoff.events] == ["step_expired", "step_failed", "job_failed"]
     with pytest.raises(NotFound):
         resume(db, token, {})
@@ -249,7 +260,7 @@ def test_a_wait_past_its_deadline_is_expired_by_the_sweeper(db: Database, tenant
 def test_cancel_ends_held_and_waiting_steps(db: Database, tenant: str) -> None:
     job_id, token = waiting_job(db, tenant)
     with db.write() as session:
-        store.cancel_job(session=session, tenant_id=tenant, job_id=job_id)
+        cancel_job(session=session, tenant_id=tenant, job_id=job_id)
     assert load(db, tenant, job_id)[1][0].status == StepStatus.cancelled
     with pytest.raises(NotFound):
         resume(db, token, {})
@@ -259,8 +270,8 @@ def test_pending_action_shows_the_token_of_a_held_step(db: Database, tenant: str
     job_id = held_job(db, tenant)
     token = hold(db, job_id, {"p": 1})
     with db.read() as session:
-        steps = store.job_steps(session=session, job_id=job_id)
-        pending = store.pending_action(session=session, steps=steps)
+        steps = job_steps(session=session, job_id=job_id)
+        pending = pending_action(session=session, steps=steps)
     assert pending is not None and pending["token"] == token and pending["status"] == "held"
     assert pending["reason"] == "risky" and pending["inputs"] == {"p": 1}
     assert timedelta(seconds=0) < (steps[0].deadline - steps[0].started_at)  # type: ignore[operator]
@@ -277,7 +288,7 @@ def test_breaker_retries_never_count_towards_poison_under_the_production_default
         # Then every try runs: none is failed as poison
         assert start.verdict == StepVerdict.run, (retry, start.reason)
         with db.write() as session:
-            store.retry_step(session=session, job_id=job_id, index=0, reason="breaker open")
+            retry_step(session=session, job_id=job_id, index=0, reason="breaker open")
 
 
 def test_a_planners_references_are_kept_for_the_steps_it_plans(db: Database,
@@ -285,6 +296,6 @@ def test_a_planners_references_are_kept_for_the_steps_it_plans(db: Database,
     plan = {"steps": [{"intent": "debug.echo", "inputs": {"x": {"$ref": "steps.1.output"}}}]}
     job_id, _ = submit(db, tenant, plan=[NewStep("debug.plan", "llm", plan)])
     with db.write() as session:
-        start = store.begin_step(session=session, job_id=job_id, index=0, runner="h:1",
+        start = begin_step(session=session, job_id=job_id, index=0, runner="h:1",
                                  max_deliveries=3, literal=lambda intent, _: intent == "debug.plan")
     assert start.verdict == StepVerdict.run and start.inputs == plan

@@ -6,18 +6,23 @@ from datetime import timedelta
 
 import pytest
 
-from core import store
 from core.db import Database
 from core.errors import Conflict, NotFound
 from core.models import IdempotencyRecord, JobStatus, StepStatus
-from core.store import NewStep, StepVerdict
+from core.store import recovery
+from core.store.ledger import StepStart, StepVerdict, begin_step, fail_step, finish_step, retry_step
+from core.store.queries import cancel_job, get_job, job_steps, list_events
+from core.store.recovery import quiet_jobs
+from core.store.submission import discard_submission, submit_job
+from core.store.tables import Handoff, NewStep, new_job_id
+from core.store.tenants import create_tenant_key, tenant_for_key
 
 
 def submit(db: Database, tenant: str, steps: int = 2, key: str = "k1",
            window: int = 3600, plan: list[NewStep] | None = None) -> tuple[str, bool]:
     with db.write() as session:
-        job, created, _ = store.submit_job(
-            session=session, job_id=store.new_job_id(), tenant_id=tenant, intent="debug.chain",
+        job, created, _ = submit_job(
+            session=session, job_id=new_job_id(), tenant_id=tenant, intent="debug.chain",
             mode="agent", inputs={}, context={}, callback_url=None,
             steps=plan if plan is not None else [
                 NewStep("debug.chain.link", "tools", {"i": i}) for i in range(steps)],
@@ -27,9 +32,9 @@ def submit(db: Database, tenant: str, steps: int = 2, key: str = "k1",
 
 def begin(db: Database, job_id: str, index: int, max_deliveries: int = 3,
           retries: int = 0, runner: str = "host:1",
-          live: frozenset[str] = frozenset()) -> store.StepStart:
+          live: frozenset[str] = frozenset()) -> StepStart:
     with db.write() as session:
-        return store.begin_step(session=session, job_id=job_id, index=index, runner=runner,
+        return begin_step(session=session, job_id=job_id, index=index, runner=runner,
                                 max_deliveries=max_deliveries, retries=retries,
                                 is_live=lambda r: r in live)
 
@@ -37,24 +42,24 @@ def begin(db: Database, job_id: str, index: int, max_deliveries: int = 3,
 def finish(db: Database, job_id: str, index: int, output: object,
            extend: list[NewStep] | None = None, max_steps: int = 0) -> list[str]:
     with db.write() as session:
-        handoff = store.finish_step(session=session, job_id=job_id, index=index, output=output,
+        handoff = finish_step(session=session, job_id=job_id, index=index, output=output,
                                     extend=extend, max_steps=max_steps)
         return [e["type"] for e in handoff.events]
 
 
 def load(db: Database, tenant: str, job_id: str):  # type: ignore[no-untyped-def]
     with db.read() as session:
-        return (store.get_job(session=session, tenant_id=tenant, job_id=job_id),
-                store.job_steps(session=session, job_id=job_id))
+        return (get_job(session=session, tenant_id=tenant, job_id=job_id),
+                job_steps(session=session, job_id=job_id))
 
 
 def test_api_keys_map_to_their_tenant(db: Database, tenant: str) -> None:
     with db.write() as session:
-        again, raw = store.create_tenant_key(session=session, tenant_name="acme")
+        again, raw = create_tenant_key(session=session, tenant_name="acme")
     assert again.id == tenant
     with db.read() as session:
-        assert store.tenant_for_key(session=session, raw_key=raw) == tenant
-        assert store.tenant_for_key(session=session, raw_key=raw + "x") is None
+        assert tenant_for_key(session=session, raw_key=raw) == tenant
+        assert tenant_for_key(session=session, raw_key=raw + "x") is None
 
 
 def test_same_key_inside_the_window_returns_the_same_job(db: Database, tenant: str) -> None:
@@ -112,7 +117,7 @@ def test_a_failed_step_fails_the_job(db: Database, tenant: str) -> None:
     job_id, _ = submit(db, tenant)
     begin(db, job_id, 0)
     with db.write() as session:
-        handoff = store.fail_step(session=session, job_id=job_id, index=0, error="E: boom")
+        handoff = fail_step(session=session, job_id=job_id, index=0, error="E: boom")
     events = handoff.events
     assert [e["type"] for e in events] == ["step_failed", "job_failed"]
     job, _ = load(db, tenant, job_id)
@@ -123,21 +128,21 @@ def test_cancel_ends_the_job_and_later_steps_are_skipped(db: Database, tenant: s
     job_id, _ = submit(db, tenant)
     begin(db, job_id, 0)
     with db.write() as session:
-        store.cancel_job(session=session, tenant_id=tenant, job_id=job_id)
+        cancel_job(session=session, tenant_id=tenant, job_id=job_id)
     assert begin(db, job_id, 1).verdict == StepVerdict.skip
     job, steps = load(db, tenant, job_id)
     assert job.status == JobStatus.cancelled
     assert [s.status for s in steps] == [StepStatus.cancelled] * 2
     with db.write() as session, pytest.raises(Conflict):
-        store.cancel_job(session=session, tenant_id=tenant, job_id=job_id)
+        cancel_job(session=session, tenant_id=tenant, job_id=job_id)
 
 
 def test_other_tenants_cannot_read_or_cancel(db: Database, tenant: str) -> None:
     job_id, _ = submit(db, tenant)
     with db.read() as session, pytest.raises(NotFound):
-        store.get_job(session=session, tenant_id="someone-else", job_id=job_id)
+        get_job(session=session, tenant_id="someone-else", job_id=job_id)
     with db.write() as session, pytest.raises(NotFound):
-        store.cancel_job(session=session, tenant_id="someone-else", job_id=job_id)
+        cancel_job(session=session, tenant_id="someone-else", job_id=job_id)
 
 
 def test_event_sequence_rises_by_one(db: Database, tenant: str) -> None:
@@ -145,9 +150,9 @@ def test_event_sequence_rises_by_one(db: Database, tenant: str) -> None:
     begin(db, job_id, 0)
     finish(db, job_id, 0, 1)
     with db.read() as session:
-        events = store.list_events(session=session, job_id=job_id, after=0, limit=100)
+        events = list_events(session=session, job_id=job_id, after=0, limit=100)
         assert [e.seq for e in events] == [1, 2, 3, 4, 5]
-        tail = store.list_events(session=session, job_id=job_id, after=3, limit=100)
+        tail = list_events(session=session, job_id=job_id, after=3, limit=100)
         assert [e.type for e in tail] == ["step_succeeded", "job_succeeded"]
 
 
@@ -155,11 +160,11 @@ def test_a_discarded_submission_leaves_nothing_and_frees_its_key(db: Database,
                                                                   tenant: str) -> None:
     job_id, _ = submit(db, tenant)
     with db.write() as session:
-        store.discard_submission(session=session, job_id=job_id)
+        discard_submission(session=session, job_id=job_id)
     with db.read() as session, pytest.raises(NotFound):
-        store.get_job(session=session, tenant_id=tenant, job_id=job_id)
+        get_job(session=session, tenant_id=tenant, job_id=job_id)
     with db.read() as session:
-        assert store.list_events(session=session, job_id=job_id, after=0, limit=10) == []
+        assert list_events(session=session, job_id=job_id, after=0, limit=10) == []
     retried, created = submit(db, tenant)
     assert created and retried != job_id
 
@@ -168,7 +173,7 @@ def test_recorded_events_are_public_json(db: Database, tenant: str) -> None:
     job_id, _ = submit(db, tenant, steps=1)
     started = begin(db, job_id, 0)
     with db.write() as session:
-        finished = store.finish_step(session=session, job_id=job_id, index=0, output={"r": 1})
+        finished = finish_step(session=session, job_id=job_id, index=0, output={"r": 1})
     events = json.loads(json.dumps([*started.events, *finished.events]))
     assert [(e["id"], e["type"], e["job_id"]) for e in events] == [
         (2, "job_started", job_id), (3, "step_started", job_id),
@@ -190,18 +195,18 @@ def test_deliberate_retries_do_not_count_towards_poison(db: Database, tenant: st
         start = begin(db, job_id, 0, max_deliveries=1, retries=retry)
         assert start.verdict == StepVerdict.run
         with db.write() as session:
-            store.retry_step(session=session, job_id=job_id, index=0, reason="breaker open")
+            retry_step(session=session, job_id=job_id, index=0, reason="breaker open")
     assert begin(db, job_id, 0, max_deliveries=1, retries=3).verdict == StepVerdict.skip
 
 
 def quiet(db: Database, older_than: float) -> list[str]:
     with db.read() as session:
-        return store.quiet_jobs(session=session, older_than=older_than, limit=10)
+        return quiet_jobs(session=session, older_than=older_than, limit=10)
 
 
-def resume(db: Database, job_id: str, quiet_for: float) -> store.Handoff:
+def resume(db: Database, job_id: str, quiet_for: float) -> Handoff:
     with db.write() as session:
-        return store.resume(session=session, job_id=job_id, quiet_for=quiet_for)
+        return recovery.resume(session=session, job_id=job_id, quiet_for=quiet_for)
 
 
 def test_only_unfinished_jobs_without_recent_events_are_quiet(db: Database, tenant: str) -> None:

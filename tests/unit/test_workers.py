@@ -4,7 +4,7 @@ import time
 
 import pytest
 
-from core.store import NextStep
+from core.store.tables import NextStep
 from tasks import debug
 from tasks.engine.app import celery_app
 from tasks.engine.chain import step_signature
