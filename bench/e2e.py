@@ -23,10 +23,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from sqlmodel import col, func, select  # noqa: E402
 
-from core.store.tenants import create_tenant_key  # noqa: E402
 from core.db import Database  # noqa: E402
 from core.migrate import upgrade  # noqa: E402
 from core.models import TERMINAL, Job  # noqa: E402
+from core.store.tenants import create_tenant_key  # noqa: E402
 from tests import services  # noqa: E402
 
 CONCURRENCY_PATIENCE = 300.0

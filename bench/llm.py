@@ -22,9 +22,9 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from core.store.tenants import create_tenant_key  # noqa: E402
 from core.db import Database  # noqa: E402
 from core.migrate import upgrade  # noqa: E402
+from core.store.tenants import create_tenant_key  # noqa: E402
 from tests import services  # noqa: E402
 from tests.integration.llm_server import plan, scripted_llm  # noqa: E402
 

@@ -22,11 +22,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from adapters.embeddings import WordLlamaEmbedder  # noqa: E402
 from adapters.vectors import build_index  # noqa: E402
-from core.store.tenants import create_tenant_key  # noqa: E402
 from core.db import Database  # noqa: E402
 from core.memory.search import Memory, Mode, Query, find, remember  # noqa: E402
 from core.memory.store import Entry  # noqa: E402
 from core.migrate import upgrade  # noqa: E402
+from core.store.tenants import create_tenant_key  # noqa: E402
 from tests import services  # noqa: E402
 
 TOPICS = ["billing", "deploy", "database", "login", "network", "storage", "invoice", "cluster",
