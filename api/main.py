@@ -45,6 +45,7 @@ from api.state import AppState
 from core.db import Database
 from core.errors import IntentNotFound, InvalidRequest, OrchestratorError
 from core.settings import Settings, get_settings
+from core.vault import Vault
 from workers.app import celery_app
 
 log = logging.getLogger(__name__)
@@ -61,13 +62,15 @@ def startup_line(settings: Settings) -> str:
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
+    vault = Vault(settings.orchestrator.secret_key)  # no key: the API does not start
     client = aioredis.Redis.from_url(settings.broker.url)
     sync = redis.Redis.from_url(settings.broker.url)
     state = AppState(settings=settings, db=Database(settings.database.url,
                                                     settings.database.pool_size,
                                                     settings.database.max_overflow),
                      redis=sync, celery=celery_app, hub=EventHub(client),
-                     llm=LLM(settings.llm, Breakers(sync, settings.breaker), settings.retry))
+                     llm=LLM(settings.llm, Breakers(sync, settings.breaker), settings.retry),
+                     vault=vault)
     await state.hub.start()
     app.state.orch = state
     app.state.mcp, manager = mcp_server.http_endpoint(state)

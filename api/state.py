@@ -14,13 +14,15 @@ from api.hub import EventHub
 from core import store
 from core.db import Database
 from core.settings import Settings
+from core.vault import Vault
 
 KEY_CACHE_SECONDS = 30.0
 
 
 @dataclass
 class AppState:
-    """The API's clients: job store, Redis, the Celery app, the event hub, the model."""
+    """The API's clients: job store, Redis, the Celery app, the event hub, the model, and the
+    vault that seals and opens the secrets it stores."""
 
     settings: Settings
     db: Database
@@ -28,6 +30,7 @@ class AppState:
     celery: Celery
     hub: EventHub
     llm: LLM
+    vault: Vault
     _keys: dict[str, tuple[tuple[str, str], float]] = field(default_factory=dict)
 
     @cached_property

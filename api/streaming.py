@@ -19,7 +19,8 @@ def read_events(state: AppState, job_id: str, after: int) -> list[dict[str, Any]
     """Stored events after `after`, oldest first."""
     with state.db.read() as session:
         events = store.list_events(session=session, job_id=job_id, after=after, limit=PAGE)
-        return [event_dict(event) for event in events]
+        return [event_dict(event, store.reveal(event.type, event.data, state.vault))
+                for event in events]
 
 
 def _sse(event: dict[str, Any]) -> dict[str, Any]:

@@ -135,7 +135,7 @@ class StepTask(Task):  # type: ignore[misc]
             url = context.resume_url()
             return self._write(rt, lambda s: store.wait_step(
                 session=s, job_id=job_id, index=index, ttl=ttl, reason=result.reason,
-                resume_url=url))
+                resume_url=url, vault=rt.vault))
         output, steps = (result.output, result.steps) if isinstance(result, Extend) else (
             result, [])
         try:
@@ -168,7 +168,7 @@ class StepTask(Task):  # type: ignore[misc]
         approve = f"{rt.settings.api.base_url}/v1/jobs/{job_id}/approve"
         return self._write(rt, lambda s: store.hold_step(
             session=s, job_id=job_id, index=index, inputs=inputs, reason=hold.reason,
-            token=token, ttl=ttl, approve_url=approve))
+            token=token, ttl=ttl, approve_url=approve, vault=rt.vault))
 
     def _emit(self, rt: Runtime, job_id: str, kind: str, data: dict[str, Any]) -> None:
         """Append one event while the step runs, then announce it."""

@@ -19,6 +19,7 @@ from core.db import Database
 from core.errors import InvalidRequest
 from core.models import HttpTool
 from core.settings import get_settings
+from core.vault import Vault
 from tasks.context import StepContext
 from tasks.registry import Intent, JsonInputs
 from workers.runtime import runtime
@@ -98,9 +99,10 @@ class ToolSpec:
     timeout: float | None
 
     @classmethod
-    def of(cls, row: HttpTool) -> "ToolSpec":
-        return cls(row.name, row.description, row.method, row.url, dict(row.headers),
-                   dict(row.input_schema), row.timeout)
+    def of(cls, row: HttpTool, vault: Vault) -> "ToolSpec":
+        """The tool of a stored row, its sealed header values opened."""
+        return cls(row.name, row.description, row.method, row.url,
+                   vault.open_values(row.headers), dict(row.input_schema), row.timeout)
 
 
 def expand(template: str, inputs: dict[str, Any]) -> tuple[str, dict[str, Any]]:
@@ -138,13 +140,19 @@ def _database() -> Database:
     return Database(settings.url, pool_size=2, max_overflow=8)
 
 
+@functools.cache
+def _vault() -> Vault:
+    return Vault(get_settings().orchestrator.secret_key)
+
+
 class ToolProvider:
     """Each tenant's registered tools, read from the job store (kept a second per tenant)."""
 
     prefix = TOOL_PREFIX
 
-    def __init__(self, database: Callable[[], Database] = _database) -> None:
-        self._database = database
+    def __init__(self, database: Callable[[], Database] = _database,
+                 vault: Callable[[], Vault] = _vault) -> None:
+        self._database, self._vault = database, vault
         self._cache: dict[str, tuple[float, list[Intent]]] = {}
         self._lock = threading.Lock()
 
@@ -156,7 +164,7 @@ class ToolProvider:
         if cached is not None and cached[0] > time.monotonic():
             return cached[1]
         with self._database().read() as session:
-            specs = [ToolSpec.of(row) for row in store.list_tools(session=session,
+            specs = [ToolSpec.of(row, self._vault()) for row in store.list_tools(session=session,
                                                                   tenant_id=tenant_id)]
         intents = [tool_intent(spec) for spec in specs]
         with self._lock:

@@ -15,6 +15,7 @@ from adapters.llm import LLM
 from adapters.ssh import SshClient
 from core.db import Database
 from core.settings import Settings, get_settings
+from core.vault import Vault
 from workers import heartbeat
 
 REDIS_POOL_TIMEOUT = 20
@@ -23,12 +24,14 @@ REDIS_MAX_CONNECTIONS = 100
 
 @dataclass
 class Runtime:
-    """What a worker process needs to run steps: store, Redis, settings, its runner id."""
+    """What a worker process needs to run steps: store, Redis, settings, its runner id, the
+    vault that seals the secrets it stores."""
 
     settings: Settings
     db: Database
     redis: redis.Redis
     runner: str
+    vault: Vault
     executing: set[tuple[str, int]] = field(default_factory=set)
     lock: threading.Lock = field(default_factory=threading.Lock)
     _beat: threading.Event | None = None
@@ -107,7 +110,8 @@ def open_runtime(runner: bool = True) -> Runtime:
     _runtime = Runtime(settings=settings,
                        db=Database(settings.database.url, settings.database.pool_size,
                                    settings.database.max_overflow),
-                       redis=redis.Redis(connection_pool=pool), runner=heartbeat.runner_id())
+                       redis=redis.Redis(connection_pool=pool), runner=heartbeat.runner_id(),
+                       vault=Vault(settings.orchestrator.secret_key))
     if runner:
         _runtime.start_heartbeat()
     return _runtime

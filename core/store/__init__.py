@@ -55,6 +55,7 @@ from core.store.waits import (
     issue_resume_token,
     reject_step,
     resume_step,
+    reveal,
     wait_step,
 )
 
@@ -67,6 +68,6 @@ __all__ = [
     "hold_step", "is_operator", "issue_resume_token", "job_steps", "key_owner", "list_events",
     "list_jobs",
     "new_job_id", "new_token", "pending_action", "quiet_jobs", "reject_step", "requeue_orphan",
-    "resume", "resume_step", "retry_step", "running_steps", "step_task_id", "submit_job",
+    "resume", "resume_step", "retry_step", "reveal", "running_steps", "step_task_id", "submit_job",
     "tenant_for_key", "wait_step",
 ]
