@@ -48,12 +48,18 @@ BROKER_RETRIES = 20
 STORE_ERRORS = (SQLAlchemyError, redis.RedisError)
 
 
+class StepRefused(Exception):
+    """Raised when a step failed by a refusal (an error marked `expected`): the step is failed
+    in the ledger already, and the worker logs it in one line, without a traceback."""
+
+
 class StepTask(Task):  # type: ignore[misc]
     """A step called as `task(job_id=…, index=…)`; everything else is read from the ledger."""
 
     acks_late = True
     reject_on_worker_lost = True
     typing = False
+    throws = (StepRefused,)
 
     def __call__(self, job_id: str, index: int, **_: Any) -> None:
         rt, index = runtime(), int(index)
@@ -112,6 +118,8 @@ class StepTask(Task):  # type: ignore[misc]
             error = f"{type(exc).__name__}: {exc}"
             self._hand_off(rt, self._write(rt, lambda s: store.fail_step(
                 session=s, job_id=job_id, index=index, error=error)))
+            if getattr(exc, "expected", False):
+                raise StepRefused(error) from None
             raise
         return self._outcome(rt, context, result)
 
