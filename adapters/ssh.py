@@ -72,6 +72,7 @@ class HostKeyRefused(OrchestratorError):
     """Raised when a host's key is not in its known_hosts file, or differs from the one there."""
 
     status_code = 502
+    expected = True
 
 
 class CommandTimeout(OrchestratorError):

@@ -198,7 +198,7 @@ def pending_action(state: AppState, steps: list[JobStep]) -> dict[str, Any] | No
     if not any(s.status in WAITING_STEPS for s in steps):
         return None
     with state.db.read() as session:
-        return queries.pending_action(session=session, steps=steps)
+        return queries.pending_action(session=session, steps=steps, vault=state.vault)
 
 
 async def _await_terminal(

@@ -12,6 +12,7 @@ from api.hub import EventHub
 from core.db import Database
 from core.settings import Settings
 from core.store.tenants import is_operator, key_owner
+from core.vault import Vault
 from tasks.engine.resources import Resources
 
 KEY_CACHE_SECONDS = 30.0
@@ -42,6 +43,11 @@ class AppState:
     @property
     def llm(self) -> LLM:
         return self.resources.llm
+
+    @property
+    def vault(self) -> Vault:
+        """Seals and opens the secrets the API stores and shows."""
+        return self.resources.vault
 
     @property
     def agents(self) -> AgentClient:

@@ -11,6 +11,7 @@ from api.state import AppState
 from core.events import event_dict
 from core.models import TERMINAL_EVENTS
 from core.store.queries import list_events
+from core.store.waits import reveal
 
 PAGE = 500
 RECHECK_SECONDS = 2.0
@@ -20,7 +21,8 @@ def read_events(state: AppState, job_id: str, after: int) -> list[dict[str, Any]
     """Stored events after `after`, oldest first."""
     with state.db.read() as session:
         events = list_events(session=session, job_id=job_id, after=after, limit=PAGE)
-        return [event_dict(event) for event in events]
+        return [event_dict(event, reveal(event.type, event.data, state.vault))
+                for event in events]
 
 
 def _sse(event: dict[str, Any]) -> dict[str, Any]:

@@ -11,6 +11,7 @@ from sqlmodel import Session, col, select
 
 from core.errors import Conflict, NotFound
 from core.models import Delivery, DeliveryAttempt, DeliveryStatus, EventType, Tenant, utcnow
+from core.vault import Vault
 
 DELIVERIES = Delivery.__table__  # type: ignore[attr-defined]
 ROTATION_OVERLAP = timedelta(hours=24)
@@ -166,24 +167,26 @@ def list_deliveries(*, session: Session, tenant_id: str, job_id: str | None,
     return list(session.exec(query.order_by(col(Delivery.created_at).desc()).limit(limit)))
 
 
-def signing_secrets(*, session: Session, tenant_id: str, new_secret: str) -> list[str]:
-    """The secrets to sign with: the current one, and the previous during a rotation."""
+def signing_secrets(*, session: Session, tenant_id: str, new_secret: str,
+                    vault: Vault) -> list[str]:
+    """The secrets to sign with: the current one, and the previous during a rotation (stored
+    sealed, returned opened)."""
     tenant = session.get_one(Tenant, tenant_id)
     if not tenant.webhook_secret:
-        tenant.webhook_secret = new_secret
+        tenant.webhook_secret = vault.seal(new_secret)
         session.add(tenant)
     secrets = [tenant.webhook_secret]
     expires = tenant.previous_secret_expires_at
     if tenant.previous_webhook_secret and expires and expires > utcnow():
         secrets.append(tenant.previous_webhook_secret)
-    return secrets
+    return [vault.open(secret) for secret in secrets]
 
 
-def rotate_secret(*, session: Session, tenant_id: str, new_secret: str) -> Tenant:
-    """Make `new_secret` current; the old one still signs for ROTATION_OVERLAP."""
+def rotate_secret(*, session: Session, tenant_id: str, new_secret: str, vault: Vault) -> Tenant:
+    """Make `new_secret` current (sealed); the old one still signs for ROTATION_OVERLAP."""
     tenant = session.get_one(Tenant, tenant_id, with_for_update=True)
     tenant.previous_webhook_secret = tenant.webhook_secret or None
     tenant.previous_secret_expires_at = utcnow() + ROTATION_OVERLAP
-    tenant.webhook_secret = new_secret
+    tenant.webhook_secret = vault.seal(new_secret)
     session.add(tenant)
     return tenant

@@ -5,6 +5,9 @@ class OrchestratorError(Exception):
     """Raised when anything in the orchestrator fails; the root of every error here."""
 
     status_code = 500
+    # A refusal (bad input, a refused target or host key, an upstream's 4xx), not a fault
+    # here: a step that ends with one is logged in one line, without a traceback.
+    expected = False
 
 
 class ConfigError(OrchestratorError):
@@ -15,6 +18,7 @@ class NotFound(OrchestratorError):
     """Raised when a job or resource does not exist for this tenant."""
 
     status_code = 404
+    expected = True
 
 
 class IntentNotFound(NotFound):
@@ -29,6 +33,7 @@ class InvalidRequest(OrchestratorError):
     """Raised when a request is well-formed JSON but asks for something impossible."""
 
     status_code = 422
+    expected = True
 
     def __init__(self, message: str, field: str | None = None) -> None:
         super().__init__(message)
@@ -51,6 +56,7 @@ class Forbidden(OrchestratorError):
     """Raised when a valid API key may not do what it asked."""
 
     status_code = 403
+    expected = True
 
 
 class Unavailable(OrchestratorError):
@@ -81,6 +87,7 @@ class UpstreamError(OrchestratorError):
         self.upstream = upstream
         self.status = status
         self.retry_after = retry_after
+        self.expected = status is not None and 400 <= status < 500  # it said no
 
 
 class RefusedTarget(InvalidRequest):

@@ -21,9 +21,10 @@ def event_payload(job_id: str, seq: int, type: str, data: dict[str, Any],
             "time": created_at.isoformat()}
 
 
-def event_dict(event: JobEvent) -> LiveEvent:
-    """The public shape of a stored event."""
-    return event_payload(event.job_id, event.seq, event.type, event.data, event.created_at)
+def event_dict(event: JobEvent, data: dict[str, Any] | None = None) -> LiveEvent:
+    """The public shape of a stored event (with `data` in place of its own, opened)."""
+    return event_payload(event.job_id, event.seq, event.type,
+                         event.data if data is None else data, event.created_at)
 
 
 def publish(client: redis.Redis, events: list[LiveEvent]) -> None:

@@ -15,9 +15,16 @@ def alembic_config(database_url: str) -> Config:
     return config
 
 
-def upgrade(database_url: str) -> None:
-    """Bring the job store at `database_url` to the newest schema."""
+def upgrade(database_url: str, secret_keys: list[str] | None = None) -> None:
+    """Bring the job store at `database_url` to the newest schema.
+
+    `secret_keys` seal what older versions stored in the clear (default:
+    ORCHESTRATOR_SECRET_KEY, read only if there is any).
+    """
     from core.db import Database
 
     Database(database_url).dispose()  # creates the SQLite folder and turns on WAL
-    command.upgrade(alembic_config(database_url), "head")
+    config = alembic_config(database_url)
+    if secret_keys is not None:
+        config.attributes["secret_keys"] = secret_keys
+    command.upgrade(config, "head")

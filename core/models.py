@@ -103,8 +103,9 @@ class Tenant(SQLModel, table=True):
     id: str = Field(primary_key=True, max_length=64)
     name: str = Field(unique=True, max_length=200)
     created_at: datetime = Field(default_factory=utcnow)
-    webhook_secret: str = Field(default="", max_length=128)
-    previous_webhook_secret: str | None = Field(default=None, max_length=128)
+    # Sealed by the vault (see core/vault.py), hence longer than the `whsec_` secret itself.
+    webhook_secret: str = Field(default="", max_length=512)
+    previous_webhook_secret: str | None = Field(default=None, max_length=512)
     previous_secret_expires_at: datetime | None = None
     operator: bool = Field(default=False, sa_column_kwargs={"server_default": false()})
 

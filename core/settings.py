@@ -7,6 +7,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
+from cryptography.fernet import Fernet
 from pydantic import (
     AliasChoices,
     BeforeValidator,
@@ -136,6 +137,23 @@ class OrchestratorSettings(BaseSettings):
     debug_crash: bool = Field(
         False, description="Let `debug.crash` kill the worker process running it (to rehearse "
         "poison handling); off, it fails instead. Never on in production.")
+    secret_key: StrList = Field(
+        default_factory=list, repr=False, description="Fernet keys (URL-safe base64 of 32 "
+        "bytes) that seal secrets at rest: approval and resume tokens in events, HTTP tools' "
+        "headers. The first seals, every one opens: rotate by putting a new key first, then "
+        "`orchestrator secrets rotate`. The API and workers need one; `make run` creates "
+        "var/secret-key.")
+
+    @field_validator("secret_key")
+    @classmethod
+    def _fernet_keys(cls, keys: list[str]) -> list[str]:
+        for n, key in enumerate(keys):
+            try:
+                Fernet(key)
+            except ValueError:
+                raise ValueError(f"key {n + 1} is not a Fernet key (URL-safe base64 of 32 "
+                                 "bytes; `orchestrator secrets new-key` prints one)") from None
+        return keys
 
 
 class WorkerSettings(BaseSettings):
@@ -485,7 +503,9 @@ def _problem(exc: ValidationError) -> str:
             continue
         wanted = section.model_fields[field].description
         item = "".join(f"[{part}]" for part in err["loc"][1:])
-        lines.append(f"invalid setting {env_name(section, field)}{item}={err['input']!r}: "
+        # A secret (a field not in its repr) is not echoed into logs.
+        given = repr(err["input"]) if section.model_fields[field].repr else "<hidden>"
+        lines.append(f"invalid setting {env_name(section, field)}{item}={given}: "
                      f"{err['msg'].removeprefix('Value error, ')}. Expected: {wanted}")
     return "; ".join(lines)
 

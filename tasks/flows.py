@@ -27,7 +27,7 @@ def run_flow(spec: FlowSpec, step: StepContext) -> Any:
     body = json.dumps(payload, separators=(",", ":")).encode()
     with rt.db.write() as session:
         secrets = deliveries.signing_secrets(session=session, tenant_id=step.tenant_id,
-                                             new_secret=callbacks.new_secret())
+                                             new_secret=callbacks.new_secret(), vault=rt.vault)
     headers = callbacks.webhook_headers(secrets, f"{step.job_id}-{step.index}",
                                         int(time.time()), body)
     timeout = min(spec.timeout or rt.settings.flow.timeout, max(step.remaining(), 1.0))

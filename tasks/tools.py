@@ -18,6 +18,7 @@ from core import jsonschemas
 from core.errors import InvalidRequest
 from core.models import HttpTool
 from core.store.tools import list_tools
+from core.vault import Vault
 from tasks.engine.context import StepContext
 from tasks.engine.registry import Intent, JsonInputs, ResourceProvider
 
@@ -96,9 +97,10 @@ class ToolSpec:
     timeout: float | None
 
     @classmethod
-    def of(cls, row: HttpTool) -> "ToolSpec":
-        return cls(row.name, row.description, row.method, row.url, dict(row.headers),
-                   dict(row.input_schema), row.timeout)
+    def of(cls, row: HttpTool, vault: Vault) -> "ToolSpec":
+        """The tool of a stored row, its sealed header values opened."""
+        return cls(row.name, row.description, row.method, row.url,
+                   vault.open_values(row.headers), dict(row.input_schema), row.timeout)
 
 
 def expand(template: str, inputs: dict[str, Any]) -> tuple[str, dict[str, Any]]:
@@ -147,8 +149,8 @@ class ToolProvider(ResourceProvider):
         if cached is not None and cached[0] > time.monotonic():
             return cached[1]
         with self.resources.db.read() as session:
-            specs = [ToolSpec.of(row) for row in list_tools(session=session,
-                                                                  tenant_id=tenant_id)]
+            specs = [ToolSpec.of(row, self.resources.vault)
+                     for row in list_tools(session=session, tenant_id=tenant_id)]
         intents = [tool_intent(spec) for spec in specs]
         with self._lock:
             self._cache[tenant_id] = (time.monotonic() + CACHE_SECONDS, intents)

@@ -17,7 +17,7 @@ from core.errors import ConfigError
 from core.settings import DATA_DIR, get_settings
 
 if TYPE_CHECKING:
-    pass
+    from core.vault import Vault
 
 app = typer.Typer(help="Orchestrator: intents in, jobs on Celery, signed callbacks out.",
                   no_args_is_help=True, pretty_exceptions_enable=False)
@@ -25,6 +25,9 @@ keys = typer.Typer(help="API keys.", no_args_is_help=True)
 app.add_typer(keys, name="keys")
 memory = typer.Typer(help="The memory store.", no_args_is_help=True)
 app.add_typer(memory, name="memory")
+vault_commands = typer.Typer(help="Secrets at rest (ORCHESTRATOR_SECRET_KEY).",
+                             no_args_is_help=True)
+app.add_typer(vault_commands, name="secrets")
 console = Console()
 errors = Console(stderr=True)
 PROCFILE = Path("Procfile")
@@ -137,7 +140,33 @@ def migrate() -> None:
     """Create or upgrade the job store's schema."""
     from core.migrate import upgrade
 
-    upgrade(get_settings().database.url)
+    settings = get_settings()
+    upgrade(settings.database.url, settings.orchestrator.secret_key)
+
+
+@vault_commands.command("new-key")
+def secrets_new_key() -> None:
+    """Print a new key for ORCHESTRATOR_SECRET_KEY."""
+    from core.vault import new_key
+
+    print(new_key())
+
+
+@vault_commands.command("rotate")
+def secrets_rotate() -> None:
+    """Re-seal every stored secret with the first ORCHESTRATOR_SECRET_KEY (and seal any left
+    in the clear); afterwards the other keys may be removed."""
+    from core.db import Database
+    from core.store.sealing import reseal
+    from core.vault import Vault
+
+    settings = get_settings()
+    vault = Vault(settings.orchestrator.secret_key)
+    db = Database(settings.database.url)
+    with db.write() as session:
+        count = reseal(session.connection(), vault.reseal)
+    db.dispose()
+    console.print(f"{count} secrets sealed with the first key")
 
 
 @memory.command("reembed")
@@ -172,12 +201,14 @@ def keys_create(
         help="Make the tenant an operator: it may also reset shared circuit breakers.")] = False,
 ) -> None:
     """Create an API key for a tenant and print its callback signing secret, then the key."""
-    raw, secret = _create_key(tenant, operator)
+    from core.vault import Vault
+
+    raw, secret = _create_key(tenant, Vault(get_settings().orchestrator.secret_key), operator)
     print(f"webhook secret: {secret}")
     print(raw)
 
 
-def _create_key(tenant: str, operator: bool = False) -> tuple[str, str]:
+def _create_key(tenant: str, vault: "Vault", operator: bool = False) -> tuple[str, str]:
     from adapters.callbacks import new_secret
     from core import deliveries
     from core.db import Database
@@ -188,7 +219,7 @@ def _create_key(tenant: str, operator: bool = False) -> tuple[str, str]:
         created, raw = create_tenant_key(session=session, tenant_name=tenant,
                                                operator=operator)
         secrets = deliveries.signing_secrets(session=session, tenant_id=created.id,
-                                             new_secret=new_secret())
+                                             new_secret=new_secret(), vault=vault)
     db.dispose()
     return raw, secrets[0]
 
@@ -213,6 +244,7 @@ def dev(
     """
     from core import broker
     from core.migrate import upgrade
+    from core.vault import Vault, new_key
     from workers.supervisor import Supervisor, read_procfile
 
     processes = read_procfile(procfile)
@@ -223,8 +255,11 @@ def dev(
     if url.hostname in ("127.0.0.1", "localhost") and not broker.is_up(settings.broker.url):
         process = broker.start(url.port or 6379, DATA_DIR / "broker")
         print(f"broker: {broker.server_binary()} on {settings.broker.url}")
-    upgrade(settings.database.url)
-    api_key = _dev_secret(DATA_DIR / "dev-api-key", lambda: _create_key("dev", operator=True)[0])
+    secret_keys = settings.orchestrator.secret_key or [
+        _dev_secret(DATA_DIR / "secret-key", new_key)]
+    upgrade(settings.database.url, secret_keys)
+    api_key = _dev_secret(DATA_DIR / "dev-api-key",
+                          lambda: _create_key("dev", Vault(secret_keys), operator=True)[0])
     flower_auth = settings.flower.basic_auth or _dev_secret(
         DATA_DIR / "flower-auth", lambda: f"admin:{secrets.token_urlsafe(12)}")
     base = f"http://{settings.api.host}:{settings.api.port}"
@@ -232,6 +267,7 @@ def dev(
                   f"[bold]Flower[/]  http://127.0.0.1:{settings.flower.port}  ({flower_auth})\n"
                   "Ctrl-C stops everything.")
     env = {**os.environ, "FLOWER_BASIC_AUTH": flower_auth,
+           "ORCHESTRATOR_SECRET_KEY": ",".join(secret_keys),
            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
     supervisor = Supervisor(processes, env)
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -10,6 +10,7 @@ from api.deps import StateDep, TenantDep
 from api.openapi import KEYED, POST, errors
 from core import deliveries
 from core.models import Tenant
+from core.vault import Vault
 
 router = APIRouter(prefix="/v1/webhook-secret", tags=["callbacks"])
 
@@ -23,9 +24,10 @@ class SecretPublic(BaseModel):
         description="When the previous secret stops signing.")
 
 
-def _public(tenant: Tenant) -> SecretPublic:
-    return SecretPublic(secret=tenant.webhook_secret,
-                        previous_secret=tenant.previous_webhook_secret,
+def _public(tenant: Tenant, vault: Vault) -> SecretPublic:
+    previous = tenant.previous_webhook_secret
+    return SecretPublic(secret=vault.open(tenant.webhook_secret),
+                        previous_secret=vault.open(previous) if previous else None,
                         previous_expires_at=tenant.previous_secret_expires_at)
 
 
@@ -35,8 +37,9 @@ def get_secret(state: StateDep, tenant: TenantDep) -> SecretPublic:
     """The secret the caller's callbacks are signed with (Standard Webhooks), to verify the
     `webhook-signature` header."""
     with state.db.write() as session:
-        deliveries.signing_secrets(session=session, tenant_id=tenant, new_secret=new_secret())
-        return _public(session.get_one(Tenant, tenant))
+        deliveries.signing_secrets(session=session, tenant_id=tenant, new_secret=new_secret(),
+                                   vault=state.vault)
+        return _public(session.get_one(Tenant, tenant), state.vault)
 
 
 @router.post("/rotate", operation_id="rotateWebhookSecret", response_model=SecretPublic,
@@ -45,4 +48,5 @@ def rotate_secret(state: StateDep, tenant: TenantDep) -> SecretPublic:
     """Make a new secret; for 24 h callbacks carry signatures by both the new and the old."""
     with state.db.write() as session:
         return _public(deliveries.rotate_secret(session=session, tenant_id=tenant,
-                                                new_secret=new_secret()))
+                                                new_secret=new_secret(), vault=state.vault),
+                       state.vault)

@@ -100,7 +100,7 @@ def register_tool(body: ToolCreate, state: StateDep, tenant: TenantDep) -> ToolP
     host = check_tool(body.url, body.input_schema, state.settings.callback.allowed_networks)
     tool = HttpTool(tenant_id=tenant, host=host, **body.model_dump())
     with state.db.write() as session:
-        saved = _registered(tools.save_tool(session=session, tool=tool))
+        saved = _registered(tools.save_tool(session=session, tool=tool, vault=state.vault))
     TOOLS.forget(tenant)
     return saved
 

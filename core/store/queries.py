@@ -10,6 +10,8 @@ from core.errors import Conflict, NotFound
 from core.events import LiveEvent
 from core.models import EventType, Job, JobEvent, JobStatus, JobStep, StepStatus, utcnow
 from core.store.events import job_events, locked_job
+from core.store.waits import reveal
+from core.vault import Vault
 
 PENDING_EVENTS = {StepStatus.held: EventType.step_held, StepStatus.waiting: EventType.step_waiting}
 WAITING_STEPS = frozenset(PENDING_EVENTS)
@@ -28,8 +30,10 @@ def job_steps(*, session: Session, job_id: str) -> list[JobStep]:
                              .order_by(col(JobStep.index))))
 
 
-def pending_action(*, session: Session, steps: list[JobStep]) -> dict[str, Any] | None:
-    """What a held or waiting step waits for: the data of its latest held/waiting event."""
+def pending_action(*, session: Session, steps: list[JobStep],
+                   vault: Vault) -> dict[str, Any] | None:
+    """What a held or waiting step waits for: the data of its latest held/waiting event, its
+    token opened (this is shown to the job's tenant only)."""
     step = next((s for s in steps if s.status in PENDING_EVENTS), None)
     if step is None:
         return None
@@ -37,7 +41,8 @@ def pending_action(*, session: Session, steps: list[JobStep]) -> dict[str, Any] 
         select(JobEvent).where(JobEvent.job_id == step.job_id,
                                JobEvent.type == PENDING_EVENTS[step.status])
         .order_by(col(JobEvent.seq).desc()).limit(1)).first()
-    return {"status": str(step.status), **(event.data if event else {"index": step.index})}
+    data = reveal(event.type, event.data, vault) if event else {"index": step.index}
+    return {"status": str(step.status), **data}
 
 
 def list_jobs(

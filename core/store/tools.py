@@ -4,10 +4,13 @@ from sqlmodel import Session, select
 
 from core.errors import NotFound
 from core.models import HttpTool
+from core.vault import Vault
 
 
-def save_tool(*, session: Session, tool: HttpTool) -> HttpTool:
-    """Register a tool, or replace the tenant's tool of that name."""
+def save_tool(*, session: Session, tool: HttpTool, vault: Vault) -> HttpTool:
+    """Register a tool, or replace the tenant's tool of that name; its header values (API
+    keys, bearer tokens) are stored sealed."""
+    tool.headers = vault.seal_values(tool.headers)
     existing = find_tool(session=session, tenant_id=tool.tenant_id, name=tool.name)
     if existing is not None:
         session.delete(existing)

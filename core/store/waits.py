@@ -2,7 +2,9 @@
 
 An approval token is stored as the SHA-256 of the token with the step's exact intent and
 inputs, so it approves that command only; a resume token as its SHA-256. Both are single-use
-and end at the step's deadline.
+and end at the step's deadline. The events that hand them out (`step_held`'s token,
+`step_waiting`'s resume URL) hold them sealed by the vault, opened only for the job's tenant
+(`reveal`).
 """
 
 import hmac
@@ -17,10 +19,14 @@ from core.errors import Conflict, Forbidden, NotFound
 from core.models import EventType, JobStatus, StepStatus, utcnow
 from core.store.ledger import Ledger, deadline_passed, fail, ledger, record, succeed
 from core.store.tables import JOBS, STEPS, Handoff, NextStep, approval_hash, sha256
+from core.vault import Vault
+
+# The field of each event that carries a token, sealed at rest.
+SEALED_FIELDS = {"step_held": "token", "step_waiting": "resume_url"}
 
 
 def hold_step(*, session: Session, job_id: str, index: int, inputs: dict[str, Any],
-              reason: str, token: str, ttl: float, approve_url: str) -> Handoff:
+              reason: str, token: str, ttl: float, approve_url: str, vault: Vault) -> Handoff:
     """Hold a running step for approval with `token`, bound to its exact intent and inputs."""
     at = ledger(session, job_id, index)
     if at.step_status != StepStatus.running or at.status.terminal:
@@ -30,8 +36,8 @@ def hold_step(*, session: Session, job_id: str, index: int, inputs: dict[str, An
         "status": StepStatus.held, "inputs": inputs, "reason": reason, "deadline": deadline,
         "token_hash": approval_hash(token, at.row.intent, inputs), "runner": None,
     }, [(EventType.step_held, {"index": index, "intent": at.row.intent, "inputs": inputs,
-                       "reason": reason, "token": token, "expires_at": deadline.isoformat(),
-                       "approve": approve_url})])
+                                "reason": reason, "token": vault.seal(token),
+                                "expires_at": deadline.isoformat(), "approve": approve_url})])
     return Handoff(events)
 
 
@@ -43,7 +49,7 @@ def issue_resume_token(*, session: Session, job_id: str, index: int, token: str)
 
 
 def wait_step(*, session: Session, job_id: str, index: int, ttl: float, reason: str,
-              resume_url: str) -> Handoff:
+              resume_url: str, vault: Vault) -> Handoff:
     """Park a running step until its resume URL is called or `ttl` seconds pass.
 
     If the resume came while the step was still running, the step succeeds with it now.
@@ -57,8 +63,17 @@ def wait_step(*, session: Session, job_id: str, index: int, ttl: float, reason: 
     events = record(session, at, {"status": JobStatus.waiting}, {
         "status": StepStatus.waiting, "reason": reason, "deadline": deadline, "runner": None,
     }, [(EventType.step_waiting, {"index": index, "intent": at.row.intent, "reason": reason,
-                          "resume_url": resume_url, "deadline": deadline.isoformat()})])
+                                   "resume_url": vault.seal(resume_url),
+                                   "deadline": deadline.isoformat()})])
     return Handoff(events)
+
+
+def reveal(kind: str, data: dict[str, Any], vault: Vault) -> dict[str, Any]:
+    """An event's data as its tenant sees it: the sealed token opened."""
+    field = SEALED_FIELDS.get(kind)
+    if field is None or not isinstance(data.get(field), str):
+        return data
+    return {**data, field: vault.open(data[field])}
 
 
 def _held(session: Session, tenant_id: str, job_id: str) -> Ledger:

@@ -51,12 +51,18 @@ BROKER_RETRIES = 20
 STORE_ERRORS = (SQLAlchemyError, redis.RedisError)
 
 
+class StepRefused(Exception):
+    """Raised when a step failed by a refusal (an error marked `expected`): the step is failed
+    in the ledger already, and the worker logs it in one line, without a traceback."""
+
+
 class StepTask(Task):  # type: ignore[misc]
     """A step called as `task(job_id=…, index=…)`; everything else is read from the ledger."""
 
     acks_late = True
     reject_on_worker_lost = True
     typing = False
+    throws = (StepRefused,)
 
     def __call__(self, job_id: str, index: int, **_: Any) -> None:
         rt, index = resources(), int(index)
@@ -115,6 +121,8 @@ class StepTask(Task):  # type: ignore[misc]
             error = f"{type(exc).__name__}: {exc}"
             self._hand_off(rt, self._write(rt, lambda s: fail_step(
                 session=s, job_id=job_id, index=index, error=error)))
+            if getattr(exc, "expected", False):
+                raise StepRefused(error) from None
             raise
         return self._outcome(rt, context, result)
 
@@ -138,7 +146,7 @@ class StepTask(Task):  # type: ignore[misc]
             url = context.resume_url()
             return self._write(rt, lambda s: wait_step(
                 session=s, job_id=job_id, index=index, ttl=ttl, reason=result.reason,
-                resume_url=url))
+                resume_url=url, vault=rt.vault))
         output, steps = (result.output, result.steps) if isinstance(result, Extend) else (
             result, [])
         try:
@@ -171,7 +179,7 @@ class StepTask(Task):  # type: ignore[misc]
         approve = f"{rt.settings.api.base_url}/v1/jobs/{job_id}/approve"
         return self._write(rt, lambda s: hold_step(
             session=s, job_id=job_id, index=index, inputs=inputs, reason=hold.reason,
-            token=token, ttl=ttl, approve_url=approve))
+            token=token, ttl=ttl, approve_url=approve, vault=rt.vault))
 
     def _emit(self, rt: Resources, job_id: str, kind: EventType, data: dict[str, Any]) -> None:
         """Append one event while the step runs, then announce it."""

@@ -6,6 +6,10 @@ from celery.app import trace
 
 # Celery's default ends with `: %(return_value)s`, a step's whole output at INFO.
 trace.LOG_SUCCESS = "Task %(name)s[%(id)s] succeeded in %(runtime)ss"
+# A step that failed as expected (its task's `throws`: a refusal) is one WARNING line, with
+# no traceback; unexpected errors keep Celery's ERROR with the traceback.
+trace.log_policy_expected = trace.log_policy_t(trace.LOG_FAILURE, "failed", logging.WARNING,
+                                               0, 0)
 
 
 class NoBackendNoise(logging.Filter):

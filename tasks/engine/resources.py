@@ -20,6 +20,7 @@ from adapters.vectors import build_index
 from core.db import Database
 from core.memory.search import Memory
 from core.settings import Settings, get_settings
+from core.vault import Vault
 from tasks.engine import heartbeat
 from tasks.engine.registry import REGISTRY
 
@@ -36,6 +37,7 @@ class Resources:
     db: Database
     redis: redis.Redis
     runner: str
+    vault: Vault
     executing: set[tuple[str, int]] = field(default_factory=set)
     lock: threading.Lock = field(default_factory=threading.Lock)
     _beat: threading.Event | None = None
@@ -114,13 +116,16 @@ _opening = threading.Lock()
 
 
 def build_resources(settings: Settings) -> Resources:
-    """Resources under `settings`, with nothing connected yet (the API's, a test's)."""
+    """Resources under `settings`, with nothing connected yet (the API's, a test's); without
+    a secret key the process does not start."""
+    vault = Vault(settings.orchestrator.secret_key)
     pool = redis.BlockingConnectionPool.from_url(
         settings.broker.url, max_connections=REDIS_MAX_CONNECTIONS, timeout=REDIS_POOL_TIMEOUT)
     return Resources(settings=settings,
                      db=Database(settings.database.url, settings.database.pool_size,
                                  settings.database.max_overflow),
-                     redis=redis.Redis(connection_pool=pool), runner=heartbeat.runner_id())
+                     redis=redis.Redis(connection_pool=pool), runner=heartbeat.runner_id(),
+                     vault=vault)
 
 
 def open_resources(settings: Settings | None = None, runner: bool = True) -> Resources:

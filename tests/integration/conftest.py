@@ -20,6 +20,7 @@ import pytest
 from core.db import Database
 from core.migrate import upgrade
 from core.store.tenants import create_tenant_key
+from core.vault import new_key
 from tests import n8n as n8n_service
 from tests import services
 from tests.integration import sshd as sshd_service
@@ -27,6 +28,7 @@ from tests.n8n import N8n
 
 OTHER_POOLS = ["llm", "flow", "callbacks"]
 METRICS_TOKEN = "metrics-token-for-tests"
+SECRET_KEY = new_key()  # seals the stacks' secrets at rest (ORCHESTRATOR_SECRET_KEY)
 VISIBILITY_TIMEOUT = 60
 LOST_AFTER = 4
 FLOWS_FILE = Path(__file__).parent / "flows.json"
@@ -175,6 +177,7 @@ def _env(broker_url: str, database_url: str, port: int, db_index: int) -> dict[s
             "BROKER_RESTORE_LOCK_SECONDS": "5",
             "ORCHESTRATOR_UPSTREAM_RETRIES": "2",
             "ORCHESTRATOR_SYNC_TIMEOUT": "8", "API_METRICS_TOKEN": METRICS_TOKEN,
+            "ORCHESTRATOR_SECRET_KEY": SECRET_KEY,
             "PATH": f"{services.BIN}:{os.environ['PATH']}"}
 
 

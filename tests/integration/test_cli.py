@@ -55,6 +55,7 @@ def test_watch_exits_1_for_a_failed_job(client: httpx.Client) -> None:
 def test_keys_create_prints_a_working_key_last(stack: Stack,
                                                monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("DATABASE_URL", stack.env["DATABASE_URL"])
+    monkeypatch.setenv("ORCHESTRATOR_SECRET_KEY", stack.env["ORCHESTRATOR_SECRET_KEY"])
     get_settings.cache_clear()
     try:
         plain = CliRunner().invoke(app, ["keys", "create", "--tenant", "cli-plain"])

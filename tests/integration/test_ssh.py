@@ -205,3 +205,22 @@ def test_a_stopped_sshd_opens_the_hosts_breaker_and_steps_fail_fast(
         down.start()
         with stack.client(stack.new_key(operator=True)) as operator:
             operator.post("/v1/breakers/ssh:down/reset")
+
+
+def test_a_refused_host_key_is_one_warning_line_in_the_workers_log(
+        stack: Stack, granted: httpx.Client) -> None:
+    # Given the tools worker's log so far
+    log = stack.logs / "tools.log"
+    start = log.stat().st_size
+    # When a step is refused by a host whose key changed
+    job = run(granted, "ssh.exec.peek", host="changed-key", command="uptime")
+    assert job["status"] == "failed" and "its key CHANGED" in job["error"], job["error"]
+    time.sleep(0.5)  # the worker logs the task's end after it records the step
+    with log.open() as lines:
+        lines.seek(start)
+        written = lines.read()
+    # Then the refusal is one WARNING line naming the step, and no traceback
+    step_lines = [line for line in written.splitlines() if f"{job['job_id']}-0" in line]
+    assert [line for line in step_lines if "WARNING" in line and "CHANGED" in line] == \
+        step_lines[-1:], written
+    assert "Traceback" not in written and "ERROR" not in written, written

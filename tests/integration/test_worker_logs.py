@@ -3,10 +3,12 @@
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
 import pytest
+import redis
 
 from tests import services
 from tests.integration.conftest import Stack, wait_job
@@ -28,13 +30,13 @@ def test_a_steps_output_is_not_logged_but_its_id_is(stack: Stack, client: httpx.
     assert secret not in log
 
 
-@pytest.fixture
-def flower(stack: Stack, tmp_path: Path) -> Iterator[str]:
-    """Flower with basic auth on the stack's broker."""
+@contextmanager
+def start_flower(env: dict[str, str], log: Path) -> Iterator[str]:
+    """Flower with basic auth, on the broker `env` names."""
     port = services.free_port()
-    env = {**stack.env, "FLOWER_PORT": str(port), "FLOWER_BASIC_AUTH": ":".join(FLOWER_AUTH)}
+    env = {**env, "FLOWER_PORT": str(port), "FLOWER_BASIC_AUTH": ":".join(FLOWER_AUTH)}
     process = services.Process([str(services.BIN / "orchestrator"), "flower"], env,
-                               tmp_path / "flower.log")
+                               log)
     url = f"http://127.0.0.1:{port}"
     try:
         services.wait_http(f"{url}/api/workers", expect=401)
@@ -42,6 +44,31 @@ def flower(stack: Stack, tmp_path: Path) -> Iterator[str]:
         yield url
     finally:
         process.stop()
+
+
+@pytest.fixture
+def flower(stack: Stack, tmp_path: Path) -> Iterator[str]:
+    """Flower with basic auth on the stack's broker."""
+    with start_flower(stack.env, tmp_path / "flower.log") as url:
+        yield url
+
+
+def test_flower_never_shows_the_brokers_password(stack: Stack, tmp_path: Path) -> None:
+    # Given a broker URL with a user and password (an ACL user of the test broker)
+    password = f"pw-{uuid.uuid4().hex}"
+    url = stack.env["REDIS_URL"]
+    redis.Redis.from_url(url).acl_setuser("flower-ops", enabled=True, passwords=[f"+{password}"],
+                                          keys=["*"], channels=["*"], commands=["+@all"])
+    env = {**stack.env, "REDIS_URL": url.replace("redis://", f"redis://flower-ops:{password}@")}
+    # When Flower runs on it and its Broker page is read
+    log = tmp_path / "flower.log"
+    with start_flower(env, log) as flower_url:
+        page = httpx.get(f"{flower_url}/broker", auth=FLOWER_AUTH)
+        # Then the page names the broker and its queues, with the password masked
+        assert page.status_code == 200 and "redis://flower-ops:**@127.0.0.1" in page.text
+        assert password not in page.text
+    # And its log does not have it either
+    assert password not in log.read_text()
 
 
 def _flower_state(url: str, task_id: str) -> str | None:

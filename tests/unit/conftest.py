@@ -10,6 +10,7 @@ from core.db import Database
 from core.migrate import upgrade
 from core.settings import get_settings
 from core.store.tenants import create_tenant_key
+from core.vault import Vault, new_key
 from tasks.engine.resources import Resources
 from tasks.intents import REGISTRY
 
@@ -21,7 +22,7 @@ def registry_resources(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Res
     url = f"sqlite:///{tmp_path_factory.mktemp('tools')}/store.db"
     upgrade(url)
     resources = Resources(settings=get_settings(), db=Database(url),
-                          redis=redis.Redis(port=1), runner="test:0")
+                          redis=redis.Redis(port=1), runner="test:0", vault=Vault([new_key()]))
     REGISTRY.bind(resources)
     yield resources
     resources.close()

@@ -10,12 +10,13 @@ from core import deliveries
 from core.db import Database
 from core.deliveries import AttemptResult
 from core.errors import Conflict
-from core.models import Delivery, DeliveryStatus
+from core.models import Delivery, DeliveryStatus, Tenant
 from core.settings import Settings
 from core.store.ledger import begin_step, fail_step, finish_step
 from core.store.queries import cancel_job
 from core.store.submission import submit_job
 from core.store.tables import NewStep, new_job_id
+from core.vault import Vault, new_key
 from tasks import callbacks as callback_tasks
 
 SCHEDULE = [1.0, 2.0]
@@ -23,6 +24,8 @@ FAILED = AttemptResult(ok=False, gone=False, status_code=500, latency_ms=3, erro
                        retry_after=None)
 OK = AttemptResult(ok=True, gone=False, status_code=200, latency_ms=3, error=None,
                    retry_after=None)
+
+VAULT = Vault([new_key()])
 
 
 def job_with_callback(db: Database, tenant: str, url: str | None = "https://example.com/h") -> str:
@@ -175,10 +178,17 @@ def test_a_lost_attempts_lease_expires_and_it_is_due_again(db: Database, tenant:
 
 def test_rotation_signs_with_both_secrets(db: Database, tenant: str) -> None:
     with db.write() as session:
-        first = deliveries.signing_secrets(session=session, tenant_id=tenant, new_secret="whsec_a")
-        deliveries.rotate_secret(session=session, tenant_id=tenant, new_secret="whsec_b")
-        both = deliveries.signing_secrets(session=session, tenant_id=tenant, new_secret="x")
+        first = deliveries.signing_secrets(session=session, tenant_id=tenant,
+                                           new_secret="whsec_a", vault=VAULT)
+        deliveries.rotate_secret(session=session, tenant_id=tenant, new_secret="whsec_b",
+                                 vault=VAULT)
+        both = deliveries.signing_secrets(session=session, tenant_id=tenant, new_secret="x",
+                                          vault=VAULT)
     assert first == ["whsec_a"] and both == ["whsec_b", "whsec_a"]
+    # And neither is stored in the clear
+    with db.read() as session:
+        row = session.get_one(Tenant, tenant)
+    assert "whsec_" not in f"{row.webhook_secret} {row.previous_webhook_secret}"
 
 
 def test_a_step_ending_after_cancel_adds_no_second_callback(db: Database, tenant: str) -> None:

@@ -10,7 +10,7 @@ from core.errors import Conflict, Forbidden, NotFound
 from core.models import JobStatus, JobStep, StepStatus
 from core.settings import Settings
 from core.store.ledger import StepVerdict, begin_step, finish_step, retry_step
-from core.store.queries import cancel_job, job_steps, list_jobs, pending_action
+from core.store.queries import cancel_job, job_steps, list_events, list_jobs, pending_action
 from core.store.recovery import Orphan, expired_steps, requeue_orphan, running_steps
 from core.store.tables import Handoff, NewStep, new_token
 from core.store.waits import (
@@ -22,7 +22,10 @@ from core.store.waits import (
     resume_step,
     wait_step,
 )
+from core.vault import Vault, new_key
 from tests.unit.test_store import begin, finish, load, submit
+
+VAULT = Vault([new_key()])
 
 
 def echo(**inputs: object) -> NewStep:
@@ -122,7 +125,8 @@ def hold(db: Database, job_id: str, inputs: dict[str, object], ttl: float = 60) 
     token = new_token("apv")
     with db.write() as session:
         hold_step(session=session, job_id=job_id, index=0, inputs=inputs, reason="risky",
-                        token=token, ttl=ttl, approve_url="http://x/approve")
+                        token=token, ttl=ttl, approve_url="http://x/approve",
+                        vault=VAULT)
     return token
 
 
@@ -216,7 +220,7 @@ def waiting_job(db: Database, tenant: str, ttl: float = 60, early: bool = False)
         resume(db, token, {"early": True})
     with db.write() as session:
         wait_step(session=session, job_id=job_id, index=0, ttl=ttl, reason="flow",
-                        resume_url=f"http://x/v1/resume/{token}")
+                        resume_url=f"http://x/v1/resume/{token}", vault=VAULT)
     return job_id, token
 
 
@@ -271,10 +275,28 @@ def test_pending_action_shows_the_token_of_a_held_step(db: Database, tenant: str
     token = hold(db, job_id, {"p": 1})
     with db.read() as session:
         steps = job_steps(session=session, job_id=job_id)
-        pending = pending_action(session=session, steps=steps)
+        pending = pending_action(session=session, steps=steps, vault=VAULT)
     assert pending is not None and pending["token"] == token and pending["status"] == "held"
     assert pending["reason"] == "risky" and pending["inputs"] == {"p": 1}
     assert timedelta(seconds=0) < (steps[0].deadline - steps[0].started_at)  # type: ignore[operator]
+
+
+def test_held_and_waiting_events_keep_their_tokens_sealed(db: Database, tenant: str) -> None:
+    # Given a held step and a waiting step, each with its token in an event
+    held = held_job(db, tenant, key="held")
+    approval = hold(db, held, {"p": 1})
+    waiting, resume_token = waiting_job(db, tenant)
+    # When their events are read from the store
+    with db.read() as session:
+        stored = [e.data for job in (held, waiting)
+                  for e in list_events(session=session, job_id=job, after=0, limit=50)]
+    # Then neither token is there in the clear, but the job's tenant sees each opened
+    assert approval not in str(stored) and resume_token not in str(stored)
+    with db.read() as session:
+        shown = [pending_action(session=session, vault=VAULT, steps=job_steps(
+            session=session, job_id=job)) for job in (held, waiting)]
+    assert shown[0] is not None and shown[0]["token"] == approval
+    assert shown[1] is not None and shown[1]["resume_url"].endswith(f"/v1/resume/{resume_token}")
 
 
 def test_breaker_retries_never_count_towards_poison_under_the_production_defaults(

@@ -1,0 +1,104 @@
+"""Secrets at rest: sealed with the first key, opened with any, re-sealed on rotation, and the
+plaintext rows of before sealed by the migration."""
+
+from pathlib import Path
+
+import pytest
+from alembic import command
+
+from core import deliveries
+from core.db import Database
+from core.errors import ConfigError
+from core.migrate import alembic_config, upgrade
+from core.models import HttpTool, Tenant
+from core.store.events import append_events
+from core.store.queries import list_events
+from core.store.sealing import reseal
+from core.store.tenants import create_tenant_key
+from core.store.tools import list_tools, save_tool
+from core.store.waits import reveal
+from core.vault import Vault, new_key
+from tests.unit.test_store import submit
+
+BEARER = "Bearer crm-live-0123456789"
+TOKEN = "apv_the-approval-token"
+WHSEC = "whsec_c2VjcmV0LXNpZ25pbmcta2V5LTAxMjM0NTY3OA=="
+
+
+def test_a_sealed_value_opens_to_itself_and_shows_nothing_of_it() -> None:
+    vault = Vault([new_key()])
+    sealed = vault.seal(BEARER)
+    assert sealed.startswith("fernet:") and "crm-live" not in sealed
+    assert vault.open(sealed) == BEARER
+
+
+def test_a_plaintext_value_written_before_sealing_is_read_as_it_is() -> None:
+    assert Vault([new_key()]).open(BEARER) == BEARER
+
+
+def test_no_key_is_a_config_error_naming_the_setting() -> None:
+    with pytest.raises(ConfigError, match="ORCHESTRATOR_SECRET_KEY"):
+        Vault([])
+
+
+def test_a_value_sealed_with_a_removed_key_says_so() -> None:
+    sealed = Vault([new_key()]).seal(BEARER)
+    with pytest.raises(ConfigError, match="rotate"):
+        Vault([new_key()]).open(sealed)
+
+
+def test_rotation_reseals_every_stored_secret_with_the_new_key(db: Database,
+                                                              tenant: str) -> None:
+    # Given secrets sealed with the old key: a tool's header and the webhook secret
+    old, new = new_key(), new_key()
+    before = Vault([old])
+    with db.write() as session:
+        save_tool(session=session, vault=before, tool=HttpTool(
+            tenant_id=tenant, name="crm", method="POST", url="https://crm.example/x",
+            host="crm.example", headers={"authorization": BEARER}))
+        deliveries.signing_secrets(session=session, tenant_id=tenant, new_secret=WHSEC,
+                                   vault=before)
+    # When the new key is put first and everything is re-sealed
+    rotating = Vault([new, old])
+    with db.write() as session:
+        assert reseal(session.connection(), rotating.reseal) == 2
+    # Then the new key alone opens them
+    after = Vault([new])
+    with db.read() as session:
+        [tool] = list_tools(session=session, tenant_id=tenant)
+        assert after.open(tool.headers["authorization"]) == BEARER
+        assert deliveries.signing_secrets(session=session, tenant_id=tenant, new_secret="x",
+                                          vault=after) == [WHSEC]
+
+
+def test_the_migration_seals_what_was_stored_in_the_clear(tmp_path: Path) -> None:
+    # Given a job store of revision 0009 with a token, a tool header and a webhook secret
+    # stored in the clear
+    url = f"sqlite:///{tmp_path}/old.db"
+    Database(url).dispose()
+    command.upgrade(alembic_config(url), "0009")
+    db = Database(url)
+    with db.write() as session:
+        created, _ = create_tenant_key(session=session, tenant_name="old")
+        created.webhook_secret = WHSEC
+        session.add(HttpTool(tenant_id=created.id, name="crm", method="POST",
+                             url="https://crm.example/x", host="crm.example",
+                             headers={"authorization": BEARER}))
+    job_id, _ = submit(db, created.id)
+    with db.write() as session:
+        append_events(session=session, job_id=job_id,
+                            items=[("step_held", {"index": 0, "token": TOKEN})])
+    # When it is upgraded with a key
+    key = new_key()
+    upgrade(url, [key])
+    vault = Vault([key])
+    # Then nothing is left in the clear, and each value opens to what it was
+    with db.read() as session:
+        tenant = session.get_one(Tenant, created.id)
+        [tool] = list_tools(session=session, tenant_id=created.id)
+        [event] = list_events(session=session, job_id=job_id, after=0, limit=10)[-1:]
+    stored = f"{tenant.webhook_secret} {tool.headers} {event.data}"
+    assert WHSEC not in stored and BEARER not in stored and TOKEN not in stored
+    assert reveal(event.type, event.data, vault)["token"] == TOKEN
+    assert vault.open(tool.headers["authorization"]) == BEARER
+    db.dispose()
