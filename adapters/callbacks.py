@@ -10,25 +10,18 @@ import time
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
-from secrets import token_bytes
 from urllib.parse import urlsplit
 
 from adapters import netguard
 from adapters.netguard import Network
+from core.deliveries import SECRET_PREFIX
 from core.errors import RefusedTarget
 
 log = logging.getLogger(__name__)
 
-SECRET_PREFIX = "whsec_"
-SECRET_BYTES = 32
 
 
-# --- Standard Webhooks signing ---------------------------------------------------------------
-
-
-def new_secret() -> str:
-    """A fresh signing secret: `whsec_` and the base64 of 32 random bytes."""
-    return SECRET_PREFIX + base64.b64encode(token_bytes(SECRET_BYTES)).decode()
+# --- Standard Webhooks signing (secrets are made with the tenant: core.deliveries.new_secret) --
 
 
 def _key(secret: str) -> bytes:

@@ -27,9 +27,13 @@ from core.db import Database  # noqa: E402
 from core.migrate import upgrade  # noqa: E402
 from core.models import TERMINAL, Job  # noqa: E402
 from core.store.tenants import create_tenant_key  # noqa: E402
+from core.vault import Vault, new_key  # noqa: E402
 from tests import services  # noqa: E402
 
 CONCURRENCY_PATIENCE = 300.0
+
+
+SECRET_KEY = new_key()  # the stack's ORCHESTRATOR_SECRET_KEY
 
 
 def percentiles(samples: list[float]) -> tuple[float, float]:
@@ -117,12 +121,14 @@ class Orchestrator:
         upgrade(database_url)
         self.db = Database(database_url)
         with self.db.write() as session:
-            _, self.key = create_tenant_key(session=session, tenant_name="bench")
+            _, self.key = create_tenant_key(session=session, vault=Vault([SECRET_KEY]),
+                                            tenant_name="bench")
         port = services.free_port()
         self.url = f"http://127.0.0.1:{port}"
         env = {**os.environ, "REDIS_URL": broker_url, "DATABASE_URL": database_url,
                "API_PORT": str(port), "WORKER_HEARTBEAT_SECONDS": "1",
-               "CALLBACK_ALLOWED_NETWORKS": '["127.0.0.1/32"]'}
+               "CALLBACK_ALLOWED_NETWORKS": '["127.0.0.1/32"]',
+               "ORCHESTRATOR_SECRET_KEY": SECRET_KEY}
         self.processes = [services.start_worker(env, ["tools"], logs / "tools.log", threads),
                           services.start_worker(env, ["llm", "memory", "flow", "callbacks"],
                                                 logs / "others.log", 4),

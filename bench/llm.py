@@ -25,10 +25,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from core.db import Database  # noqa: E402
 from core.migrate import upgrade  # noqa: E402
 from core.store.tenants import create_tenant_key  # noqa: E402
+from core.vault import Vault, new_key  # noqa: E402
 from tests import services  # noqa: E402
 from tests.integration.llm_server import plan, scripted_llm  # noqa: E402
 
 ECHO = {"intent": "debug.echo", "inputs": {"results": [1, 2]}, "why": "bench"}
+
+
+SECRET_KEY = new_key()  # the stack's ORCHESTRATOR_SECRET_KEY
 
 
 def seconds(text: str | None) -> float:
@@ -54,10 +58,12 @@ def run(args: argparse.Namespace, base_url: str, model: str) -> list[tuple[float
     upgrade(database_url)
     db = Database(database_url)
     with db.write() as session:
-        _, key = create_tenant_key(session=session, tenant_name="bench")
+        _, key = create_tenant_key(session=session, vault=Vault([SECRET_KEY]),
+                                   tenant_name="bench")
     with services.redis_server() as broker:
         port = services.free_port()
         env = {**os.environ, "REDIS_URL": broker.url, "DATABASE_URL": database_url,
+               "ORCHESTRATOR_SECRET_KEY": SECRET_KEY,
                "API_PORT": str(port), "WORKER_HEARTBEAT_SECONDS": "1",
                "LLM_BASE_URL": base_url, "LLM_API_KEY": "bench", "LLM_MODEL": model,
                "LLM_PLAN_INTENTS": '["debug.echo"]', "LLM_MAX_PLAN_STEPS": "1",

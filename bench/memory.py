@@ -27,6 +27,7 @@ from core.memory.search import Memory, Mode, Query, find, remember  # noqa: E402
 from core.memory.store import Entry  # noqa: E402
 from core.migrate import upgrade  # noqa: E402
 from core.store.tenants import create_tenant_key  # noqa: E402
+from core.vault import Vault, new_key  # noqa: E402
 from tests import services  # noqa: E402
 
 TOPICS = ["billing", "deploy", "database", "login", "network", "storage", "invoice", "cluster",
@@ -92,7 +93,8 @@ def run(kind: str, sizes: list[int], n: int, batch: int, database_url: str | Non
         upgrade(url)
         db = Database(url)
         with db.write() as session:
-            tenant, _ = create_tenant_key(session=session, tenant_name="bench")
+            tenant, _ = create_tenant_key(session=session, vault=Vault([new_key()]),
+                                          tenant_name="bench")
         memory = Memory(db, WordLlamaEmbedder("l2_supercat", 256),
                         build_index(db.engine.dialect.name, 1024 * 2**20), batch=batch)
         namespace, loaded = f"bench-{time.time_ns()}", 0

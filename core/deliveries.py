@@ -1,9 +1,11 @@
 """Callback deliveries in the job store: the outbox row, its attempts, its schedule."""
 
+import base64
 import json
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from secrets import token_bytes
 from typing import Any
 
 from sqlalchemy import and_, insert, or_, update
@@ -15,6 +17,8 @@ from core.vault import Vault
 
 DELIVERIES = Delivery.__table__  # type: ignore[attr-defined]
 ROTATION_OVERLAP = timedelta(hours=24)
+SECRET_PREFIX = "whsec_"
+SECRET_BYTES = 32
 
 
 @dataclass(frozen=True)
@@ -167,14 +171,15 @@ def list_deliveries(*, session: Session, tenant_id: str, job_id: str | None,
     return list(session.exec(query.order_by(col(Delivery.created_at).desc()).limit(limit)))
 
 
-def signing_secrets(*, session: Session, tenant_id: str, new_secret: str,
-                    vault: Vault) -> list[str]:
+def new_secret() -> str:
+    """A fresh signing secret: `whsec_` and the base64 of 32 random bytes."""
+    return SECRET_PREFIX + base64.b64encode(token_bytes(SECRET_BYTES)).decode()
+
+
+def signing_secrets(*, session: Session, tenant_id: str, vault: Vault) -> list[str]:
     """The secrets to sign with: the current one, and the previous during a rotation (stored
-    sealed, returned opened)."""
+    sealed, returned opened). Every tenant has one from its creation (a read changes nothing)."""
     tenant = session.get_one(Tenant, tenant_id)
-    if not tenant.webhook_secret:
-        tenant.webhook_secret = vault.seal(new_secret)
-        session.add(tenant)
     secrets = [tenant.webhook_secret]
     expires = tenant.previous_secret_expires_at
     if tenant.previous_webhook_secret and expires and expires > utcnow():
@@ -182,11 +187,11 @@ def signing_secrets(*, session: Session, tenant_id: str, new_secret: str,
     return [vault.open(secret) for secret in secrets]
 
 
-def rotate_secret(*, session: Session, tenant_id: str, new_secret: str, vault: Vault) -> Tenant:
-    """Make `new_secret` current (sealed); the old one still signs for ROTATION_OVERLAP."""
+def rotate_secret(*, session: Session, tenant_id: str, vault: Vault) -> Tenant:
+    """Make a new secret current (sealed); the old one still signs for ROTATION_OVERLAP."""
     tenant = session.get_one(Tenant, tenant_id, with_for_update=True)
     tenant.previous_webhook_secret = tenant.webhook_secret or None
     tenant.previous_secret_expires_at = utcnow() + ROTATION_OVERLAP
-    tenant.webhook_secret = vault.seal(new_secret)
+    tenant.webhook_secret = vault.seal(new_secret())
     session.add(tenant)
     return tenant

@@ -67,7 +67,7 @@ def send(rt: Resources, delivery_id: str) -> str:
         if delivery is None:
             return "not due"
         secrets = deliveries.signing_secrets(session=session, tenant_id=delivery.tenant_id,
-                                             new_secret=callbacks.new_secret(), vault=rt.vault)
+                                             vault=rt.vault)
     headers = callbacks.webhook_headers(secrets, delivery.id, int(time.time()),
                                         delivery.body.encode())
     result = _attempt(rt, delivery.tenant_id, delivery.url, delivery.body, headers)

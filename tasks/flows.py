@@ -25,9 +25,9 @@ def run_flow(spec: FlowSpec, step: StepContext) -> Any:
     payload = {"intent": spec.name, "inputs": step.inputs.model_dump(mode="json"),
                "job_id": step.job_id, "step": step.index, "resume_url": step.resume_url()}
     body = json.dumps(payload, separators=(",", ":")).encode()
-    with rt.db.write() as session:
+    with rt.db.read() as session:
         secrets = deliveries.signing_secrets(session=session, tenant_id=step.tenant_id,
-                                             new_secret=callbacks.new_secret(), vault=rt.vault)
+                                             vault=rt.vault)
     headers = callbacks.webhook_headers(secrets, f"{step.job_id}-{step.index}",
                                         int(time.time()), body)
     timeout = min(spec.timeout or rt.settings.flow.timeout, max(step.remaining(), 1.0))

@@ -209,17 +209,16 @@ def keys_create(
 
 
 def _create_key(tenant: str, vault: "Vault", operator: bool = False) -> tuple[str, str]:
-    from adapters.callbacks import new_secret
     from core import deliveries
     from core.db import Database
     from core.store.tenants import create_tenant_key
 
     db = Database(get_settings().database.url)
     with db.write() as session:
-        created, raw = create_tenant_key(session=session, tenant_name=tenant,
-                                               operator=operator)
+        created, raw = create_tenant_key(session=session, tenant_name=tenant, vault=vault,
+                                         operator=operator)
         secrets = deliveries.signing_secrets(session=session, tenant_id=created.id,
-                                             new_secret=new_secret(), vault=vault)
+                                             vault=vault)
     db.dispose()
     return raw, secrets[0]
 

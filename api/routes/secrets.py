@@ -5,7 +5,6 @@ from datetime import datetime
 from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
-from adapters.callbacks import new_secret
 from api.deps import StateDep, TenantDep
 from api.openapi import KEYED, POST, errors
 from core import deliveries
@@ -36,9 +35,7 @@ def _public(tenant: Tenant, vault: Vault) -> SecretPublic:
 def get_secret(state: StateDep, tenant: TenantDep) -> SecretPublic:
     """The secret the caller's callbacks are signed with (Standard Webhooks), to verify the
     `webhook-signature` header."""
-    with state.db.write() as session:
-        deliveries.signing_secrets(session=session, tenant_id=tenant, new_secret=new_secret(),
-                                   vault=state.vault)
+    with state.db.read() as session:
         return _public(session.get_one(Tenant, tenant), state.vault)
 
 
@@ -48,5 +45,5 @@ def rotate_secret(state: StateDep, tenant: TenantDep) -> SecretPublic:
     """Make a new secret; for 24 h callbacks carry signatures by both the new and the old."""
     with state.db.write() as session:
         return _public(deliveries.rotate_secret(session=session, tenant_id=tenant,
-                                                new_secret=new_secret(), vault=state.vault),
+                                                vault=state.vault),
                        state.vault)

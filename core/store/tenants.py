@@ -5,24 +5,29 @@ import uuid
 
 from sqlmodel import Session, col, select
 
+from core.deliveries import new_secret
 from core.models import ApiKey, Tenant
 from core.store.tables import sha256
+from core.vault import Vault
 
 
 def hash_key(raw_key: str) -> str:
     return sha256(raw_key)
 
 
-def create_tenant_key(*, session: Session, tenant_name: str,
+def create_tenant_key(*, session: Session, tenant_name: str, vault: Vault,
                       operator: bool = False) -> tuple[Tenant, str]:
     """Create (or reuse) a tenant and give it a new API key; returns the raw key once.
 
+    A new tenant gets its webhook signing secret now (sealed), so reading it changes nothing.
     `operator` makes the tenant an operator (it never unmakes one): its keys may also act on
     what all tenants share, such as the circuit breakers of shared upstreams.
     """
     tenant = session.exec(select(Tenant).where(Tenant.name == tenant_name)).first()
     if tenant is None:
         tenant = Tenant(id=f"ten_{uuid.uuid4().hex[:16]}", name=tenant_name)
+    if not tenant.webhook_secret:
+        tenant.webhook_secret = vault.seal(new_secret())
     tenant.operator = tenant.operator or operator
     session.add(tenant)
     session.flush()

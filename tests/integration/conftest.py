@@ -20,7 +20,7 @@ import pytest
 from core.db import Database
 from core.migrate import upgrade
 from core.store.tenants import create_tenant_key
-from core.vault import new_key
+from core.vault import Vault, new_key
 from tests import n8n as n8n_service
 from tests import services
 from tests.integration import sshd as sshd_service
@@ -50,9 +50,9 @@ class Stack:
 
     def new_key(self, operator: bool = False) -> str:
         with self.db.write() as session:
-            _, raw = create_tenant_key(session=session,
-                                             tenant_name=f"t-{uuid.uuid4().hex[:8]}",
-                                             operator=operator)
+            _, raw = create_tenant_key(session=session, vault=Vault([SECRET_KEY]),
+                                       tenant_name=f"t-{uuid.uuid4().hex[:8]}",
+                                       operator=operator)
         return raw
 
     def client(self, key: str | None = None) -> httpx.Client:

@@ -19,11 +19,11 @@ from standardwebhooks.webhooks import Webhook
 from adapters.callbacks import (
     Attempt,
     deliver,
-    new_secret,
     parse_retry_after,
     webhook_headers,
 )
 from adapters.netguard import parse_networks
+from core.deliveries import new_secret
 from tests.integration.receiver import reply, serve
 
 LOOPBACK = parse_networks(["127.0.0.1/32"])

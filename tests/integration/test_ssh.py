@@ -12,7 +12,15 @@ import pytest
 
 from core.models import Tenant
 from core.store.tenants import create_tenant_key
-from tests.integration.conftest import SSH_BREAKER_FAIL_MAX, SSH_TENANT, SshServers, Stack, wait_job
+from core.vault import Vault
+from tests.integration.conftest import (
+    SECRET_KEY,
+    SSH_BREAKER_FAIL_MAX,
+    SSH_TENANT,
+    SshServers,
+    Stack,
+    wait_job,
+)
 from tests.integration.test_engine import events_of, wait_status
 
 MIB = 1024 * 1024
@@ -25,7 +33,8 @@ def granted(stack: Stack) -> Iterator[httpx.Client]:
         if session.get(Tenant, SSH_TENANT) is None:
             session.add(Tenant(id=SSH_TENANT, name="ssh-granted"))
     with stack.db.write() as session:
-        _, key = create_tenant_key(session=session, tenant_name="ssh-granted")
+        _, key = create_tenant_key(session=session, vault=Vault([SECRET_KEY]),
+                                   tenant_name="ssh-granted")
     with stack.client(key) as http:
         yield http
 

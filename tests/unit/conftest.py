@@ -13,6 +13,7 @@ from core.store.tenants import create_tenant_key
 from core.vault import Vault, new_key
 from tasks.engine.resources import Resources
 from tasks.intents import REGISTRY
+from tests.unit.keys import VAULT
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -40,5 +41,6 @@ def db(tmp_path: Path) -> Iterator[Database]:
 @pytest.fixture
 def tenant(db: Database) -> str:
     with db.write() as session:
-        created, _ = create_tenant_key(session=session, tenant_name="acme")
+        created, _ = create_tenant_key(session=session, vault=VAULT,
+                                       tenant_name="acme")
         return created.id

@@ -7,7 +7,8 @@ from collections.abc import Callable
 import pytest
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
-from adapters.callbacks import new_secret, sign, webhook_headers
+from adapters.callbacks import sign, webhook_headers
+from core.deliveries import new_secret
 
 SPEC_SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 SPEC_ID = "msg_p5jXN8AQM9LWM0D4loKWxJek"

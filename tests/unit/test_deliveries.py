@@ -16,8 +16,8 @@ from core.store.ledger import begin_step, fail_step, finish_step
 from core.store.queries import cancel_job
 from core.store.submission import submit_job
 from core.store.tables import NewStep, new_job_id
-from core.vault import Vault, new_key
 from tasks import callbacks as callback_tasks
+from tests.unit.keys import VAULT
 
 SCHEDULE = [1.0, 2.0]
 FAILED = AttemptResult(ok=False, gone=False, status_code=500, latency_ms=3, error="answered 500",
@@ -25,7 +25,6 @@ FAILED = AttemptResult(ok=False, gone=False, status_code=500, latency_ms=3, erro
 OK = AttemptResult(ok=True, gone=False, status_code=200, latency_ms=3, error=None,
                    retry_after=None)
 
-VAULT = Vault([new_key()])
 
 
 def job_with_callback(db: Database, tenant: str, url: str | None = "https://example.com/h") -> str:
@@ -178,13 +177,12 @@ def test_a_lost_attempts_lease_expires_and_it_is_due_again(db: Database, tenant:
 
 def test_rotation_signs_with_both_secrets(db: Database, tenant: str) -> None:
     with db.write() as session:
-        first = deliveries.signing_secrets(session=session, tenant_id=tenant,
-                                           new_secret="whsec_a", vault=VAULT)
-        deliveries.rotate_secret(session=session, tenant_id=tenant, new_secret="whsec_b",
-                                 vault=VAULT)
-        both = deliveries.signing_secrets(session=session, tenant_id=tenant, new_secret="x",
-                                          vault=VAULT)
-    assert first == ["whsec_a"] and both == ["whsec_b", "whsec_a"]
+        first = deliveries.signing_secrets(session=session, tenant_id=tenant, vault=VAULT)
+        deliveries.rotate_secret(session=session, tenant_id=tenant, vault=VAULT)
+        both = deliveries.signing_secrets(session=session, tenant_id=tenant, vault=VAULT)
+    assert len(first) == 1 and first[0].startswith("whsec_")
+    assert len(both) == 2 and both[1] == first[0] and both[0].startswith("whsec_")
+    assert both[0] != first[0]
     # And neither is stored in the clear
     with db.read() as session:
         row = session.get_one(Tenant, tenant)

@@ -22,10 +22,8 @@ from core.store.waits import (
     resume_step,
     wait_step,
 )
-from core.vault import Vault, new_key
+from tests.unit.keys import VAULT
 from tests.unit.test_store import begin, finish, load, submit
-
-VAULT = Vault([new_key()])
 
 
 def echo(**inputs: object) -> NewStep:

@@ -14,6 +14,7 @@ from core.memory.reembed import reembed, stale_items
 from core.memory.search import Memory, Mode, Query, find, fuse, remember
 from core.memory.store import Entry
 from core.store.tenants import create_tenant_key
+from core.vault import Vault, new_key
 from tests.corpus import CORPUS, PARAPHRASE, TARGET, TICKET
 
 
@@ -73,7 +74,7 @@ def test_the_same_text_in_the_same_namespace_is_the_same_item(memory: Memory,
 
 def test_tenants_and_namespaces_never_see_each_other(memory: Memory, tenant: str) -> None:
     with memory.db.write() as session:
-        other, _ = create_tenant_key(session=session, tenant_name="other")
+        other, _ = create_tenant_key(session=session, vault=Vault([new_key()]), tenant_name="other")
     write_corpus(memory, tenant)
     for who, namespace in ((other.id, "default"), (tenant, "elsewhere")):
         for mode in Mode:

@@ -16,6 +16,7 @@ from core.store.recovery import quiet_jobs
 from core.store.submission import discard_submission, submit_job
 from core.store.tables import Handoff, NewStep, new_job_id
 from core.store.tenants import create_tenant_key, tenant_for_key
+from core.vault import Vault, new_key
 
 
 def submit(db: Database, tenant: str, steps: int = 2, key: str = "k1",
@@ -55,7 +56,8 @@ def load(db: Database, tenant: str, job_id: str):  # type: ignore[no-untyped-def
 
 def test_api_keys_map_to_their_tenant(db: Database, tenant: str) -> None:
     with db.write() as session:
-        again, raw = create_tenant_key(session=session, tenant_name="acme")
+        again, raw = create_tenant_key(session=session, vault=Vault([new_key()]),
+                                       tenant_name="acme")
     assert again.id == tenant
     with db.read() as session:
         assert tenant_for_key(session=session, raw_key=raw) == tenant

@@ -56,8 +56,7 @@ def test_rotation_reseals_every_stored_secret_with_the_new_key(db: Database,
         save_tool(session=session, vault=before, tool=HttpTool(
             tenant_id=tenant, name="crm", method="POST", url="https://crm.example/x",
             host="crm.example", headers={"authorization": BEARER}))
-        deliveries.signing_secrets(session=session, tenant_id=tenant, new_secret=WHSEC,
-                                   vault=before)
+        session.get_one(Tenant, tenant).webhook_secret = before.seal(WHSEC)
     # When the new key is put first and everything is re-sealed
     rotating = Vault([new, old])
     with db.write() as session:
@@ -67,7 +66,7 @@ def test_rotation_reseals_every_stored_secret_with_the_new_key(db: Database,
     with db.read() as session:
         [tool] = list_tools(session=session, tenant_id=tenant)
         assert after.open(tool.headers["authorization"]) == BEARER
-        assert deliveries.signing_secrets(session=session, tenant_id=tenant, new_secret="x",
+        assert deliveries.signing_secrets(session=session, tenant_id=tenant,
                                           vault=after) == [WHSEC]
 
 
@@ -79,7 +78,8 @@ def test_the_migration_seals_what_was_stored_in_the_clear(tmp_path: Path) -> Non
     command.upgrade(alembic_config(url), "0009")
     db = Database(url)
     with db.write() as session:
-        created, _ = create_tenant_key(session=session, tenant_name="old")
+        created, _ = create_tenant_key(session=session, vault=Vault([new_key()]),
+                                       tenant_name="old")
         created.webhook_secret = WHSEC
         session.add(HttpTool(tenant_id=created.id, name="crm", method="POST",
                              url="https://crm.example/x", host="crm.example",
@@ -101,4 +101,36 @@ def test_the_migration_seals_what_was_stored_in_the_clear(tmp_path: Path) -> Non
     assert WHSEC not in stored and BEARER not in stored and TOKEN not in stored
     assert reveal(event.type, event.data, vault)["token"] == TOKEN
     assert vault.open(tool.headers["authorization"]) == BEARER
+    db.dispose()
+
+
+def test_a_tenant_has_its_webhook_secret_sealed_from_its_creation(db: Database) -> None:
+    # When a tenant is created
+    vault = Vault([new_key()])
+    with db.write() as session:
+        created, _ = create_tenant_key(session=session, vault=vault, tenant_name="fresh")
+    # Then its signing secret exists already (reading it later writes nothing), sealed
+    with db.read() as session:
+        stored = session.get_one(Tenant, created.id).webhook_secret
+        secrets = deliveries.signing_secrets(session=session, tenant_id=created.id, vault=vault)
+    assert stored.startswith("fernet:") and secrets[0].startswith("whsec_")
+    assert secrets[0] not in stored
+
+
+def test_the_migration_gives_a_tenant_without_a_secret_one(tmp_path: Path) -> None:
+    # Given a job store of revision 0010 with a tenant that never got its secret
+    url = f"sqlite:///{tmp_path}/old.db"
+    Database(url).dispose()
+    command.upgrade(alembic_config(url), "0010")
+    db = Database(url)
+    with db.write() as session:
+        session.add(Tenant(id="ten_old", name="old"))
+    # When it is upgraded
+    key = new_key()
+    upgrade(url, [key])
+    # Then the tenant has a sealed secret the key opens
+    with db.read() as session:
+        [secret] = deliveries.signing_secrets(session=session, tenant_id="ten_old",
+                                              vault=Vault([key]))
+    assert secret.startswith("whsec_")
     db.dispose()
