@@ -31,6 +31,7 @@ class Runtime:
     runner: str
     executing: set[tuple[str, int]] = field(default_factory=set)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    holdings: heartbeat.Holdings | None = None
     _beat: threading.Event | None = None
 
     @cached_property

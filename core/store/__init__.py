@@ -27,6 +27,7 @@ from core.store.recovery import (
     Orphan,
     expired_steps,
     quiet_jobs,
+    requeue_held,
     requeue_orphan,
     resume,
     running_steps,
@@ -66,7 +67,7 @@ __all__ = [
     "expire_step", "expired_steps", "fail_step", "finish_step", "get_job", "hash_key",
     "hold_step", "is_operator", "issue_resume_token", "job_steps", "key_owner", "list_events",
     "list_jobs",
-    "new_job_id", "new_token", "pending_action", "quiet_jobs", "reject_step", "requeue_orphan",
-    "resume", "resume_step", "retry_step", "running_steps", "step_task_id", "submit_job",
-    "tenant_for_key", "wait_step",
+    "new_job_id", "new_token", "pending_action", "quiet_jobs", "reject_step", "requeue_held",
+    "requeue_orphan", "resume", "resume_step", "retry_step", "running_steps", "step_task_id",
+    "submit_job", "tenant_for_key", "wait_step",
 ]

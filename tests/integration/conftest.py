@@ -64,9 +64,10 @@ class Stack:
         response.raise_for_status()
         return response.text
 
-    def start_worker(self, name: str, pools: list[str], concurrency: int = 50) -> None:
+    def start_worker(self, name: str, pools: list[str], concurrency: int = 50,
+                     prefetch: int | None = None) -> None:
         self.workers[name] = services.start_worker(self.env, pools, self.logs / f"{name}.log",
-                                                   concurrency)
+                                                   concurrency, prefetch)
 
     def start_sweeper(self) -> None:
         self.sweeper = services.Process([str(services.BIN / "orchestrator"), "sweeper"],
