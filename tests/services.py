@@ -153,8 +153,11 @@ class Process:
         self.handle.close()
 
 
-def start_worker(env: dict[str, str], pools: list[str], log: Path, concurrency: int = 2) -> Process:
+def start_worker(env: dict[str, str], pools: list[str], log: Path, concurrency: int = 2,
+                 prefetch: int | None = None) -> Process:
     args = [str(BIN / "orchestrator"), "worker", "--concurrency", str(concurrency)]
+    if prefetch:
+        args += ["--prefetch", str(prefetch)]
     for pool in pools:
         args += ["--pool", pool]
     return Process(args, env, log)

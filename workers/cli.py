@@ -81,6 +81,9 @@ def worker(
     pool: Annotated[list[str], typer.Option(help="Pool(s) to consume; repeat for several.")],
     concurrency: Annotated[int | None, typer.Option(
         help="Threads or processes (default POOL_<NAME>_CONCURRENCY).")] = None,
+    prefetch: Annotated[int | None, typer.Option(
+        help="Messages held per thread or process, running or waiting for one (default: "
+        "the pool's).")] = None,
 ) -> None:
     """Run one worker process for a pool (threads, or prefork for CPU-bound pools)."""
     import workers.signals  # noqa: F401  (per-process resources, heartbeats, MCP discovery)
@@ -91,7 +94,7 @@ def worker(
     if unknown:
         raise typer.BadParameter(f"unknown pool {unknown}; pools are {sorted(POOLS)}")
     settings = get_settings()
-    prefetch = min(POOLS[p].prefetch for p in pool)
+    prefetch = prefetch or min(POOLS[p].prefetch for p in pool)
     # A worker serving a network-bound pool runs threads, even beside a CPU-bound one.
     execution = "prefork" if all(POOLS[p].execution == "prefork" for p in pool) else "threads"
     celery_app.worker_main([

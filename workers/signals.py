@@ -1,4 +1,5 @@
-"""Worker signals: per-process resources and the pools' liveness heartbeat.
+"""Worker signals: per-process resources, the pools' liveness heartbeat and the step messages
+a worker holds (see `heartbeat.Holdings`).
 
 The step lifecycle is not here: it lives in the step task base class (`tasks/base.py`).
 """
@@ -7,11 +8,13 @@ import threading
 from typing import Any
 
 from celery.signals import (
+    task_received,
     worker_process_init,
     worker_process_shutdown,
     worker_ready,
     worker_shutdown,
 )
+from celery.worker import state
 
 from tasks import mcp
 from tasks.engine import heartbeat
@@ -35,8 +38,12 @@ def _close(**_: Any) -> None:
 def _start_background(sender: Any, **_: Any) -> None:
     rt = resources()
     pools = sorted(sender.app.amqp.queues.consume_from or sender.app.amqp.queues)
+    worker = rt.settings.worker
     _background.append(heartbeat.start(rt.settings.broker.url, pools, sender.hostname,
-                                       rt.settings.worker.heartbeat_seconds))
+                                       worker.heartbeat_seconds))
+    rt.holdings = heartbeat.Holdings(rt.redis, rt.runner, keep=worker.lost_after * 10)
+    _background.append(heartbeat.start_holdings(rt.holdings, _held_steps,
+                                                worker.heartbeat_seconds))
     if POOLS["tools"].queue in pools:
         # MCP tools are discovered where they run; off the main thread, so a slow server
         # does not hold the worker back.
@@ -48,4 +55,30 @@ def _start_background(sender: Any, **_: Any) -> None:
 def _stop_background(**_: Any) -> None:
     for stop in _background:
         stop.set()
+    holdings = resources().holdings
+    if holdings is not None:
+        holdings.clear()
     close_resources()
+
+
+@task_received.connect
+def _received(request: Any, **_: Any) -> None:
+    # Published at once: a worker killed before its next beat has its messages known.
+    holdings = resources().holdings
+    if holdings is not None and _is_step(request):
+        holdings.received(request.id)
+
+
+def _is_step(request: Any) -> bool:
+    return str(request.name).endswith(".step")
+
+
+def _held_steps() -> set[str] | None:
+    """The step messages Celery holds in this process: waiting for a slot, running, or
+    scheduled for a retry countdown. None when the consumer changed them mid-read."""
+    try:
+        requests = [*state.reserved_requests, *state.active_requests,
+                    *state.scheduled_requests]
+    except RuntimeError:  # a WeakSet changed size under us; the next beat reads it again
+        return None
+    return {str(r.id) for r in requests if _is_step(r)}

@@ -1,9 +1,12 @@
 """The sweeper process (`orchestrator sweeper`): sends what the job store says is due.
 
 - callback deliveries that are due (retries wait in the store, not in Celery countdowns);
-- jobs with no message in the broker (the API died before enqueueing, a worker was killed as
-  it took the message, a hand-off failed): their first unfinished step is sent again;
+- jobs with no message in the broker that anything will deliver or run (the API died before
+  enqueueing, a worker was killed as it took the message, a hand-off failed, a message left
+  unacknowledged by a dead worker or on a connection lost in a broker outage): their first
+  unfinished step is sent again;
 - steps whose worker process stopped beating: sent again, and taken over by the new delivery;
+  those it had received but not started (pending, so no runner in the ledger) too;
 - held and waiting steps past their deadline: failed.
 
 Any number may run; a Redis lock lets one sweep at a time.
@@ -22,7 +25,15 @@ from kombu.exceptions import OperationalError
 from sqlalchemy.exc import SQLAlchemyError
 
 from core import deliveries
-from core.store.recovery import expired_steps, quiet_jobs, requeue_orphan, resume, running_steps
+from core.errors import NotFound
+from core.store.recovery import (
+    expired_steps,
+    quiet_jobs,
+    requeue_held,
+    requeue_orphan,
+    resume,
+    running_steps,
+)
 from core.store.tables import Handoff
 from core.store.waits import expire_step
 from tasks.engine import heartbeat
@@ -63,7 +74,9 @@ class LostJobs:
         self.next_check = now + quiet / 3
         with rt.db.read() as session:
             candidates = quiet_jobs(session=session, older_than=quiet, limit=BATCH)
-        missing = set(candidates) - inflight.jobs_in_broker(rt.redis, candidates)
+        live = heartbeat.live_runners(rt.redis, rt.settings.worker.lost_after)
+        held = heartbeat.held_by(rt.redis, live)
+        missing = set(candidates) - inflight.jobs_in_broker(rt.redis, candidates, held)
         confirmed, self.suspects = missing & self.suspects, missing - self.suspects
         for job_id in confirmed:
             with rt.db.write() as session:
@@ -96,6 +109,36 @@ def orphans(rt: Resources, app: Celery) -> int:
             count += 1
         hand_off(app, rt.redis, taken)
     return count
+
+
+def abandoned(rt: Resources, app: Celery) -> int:
+    """Send again the pending steps whose message a dead worker held; returns how many.
+
+    The broker would give such a message back only after its visibility timeout: it sits in
+    the unacknowledged index, where a dead worker's message looks like a live one's. Once sent
+    again, the old message is a duplicate the ledger skips whenever it comes back.
+    """
+    count = 0
+    for runner in heartbeat.dead_runners(rt.redis, rt.settings.worker.lost_after):
+        held = heartbeat.held_by(rt.redis, [runner])
+        count += sum(_requeue_held(rt, app, runner, task_id) for task_id in held)
+        heartbeat.release(rt.redis, runner, held)
+    return count
+
+
+def _requeue_held(rt: Resources, app: Celery, runner: str, task_id: str) -> bool:
+    job_id, index = task_id.rsplit("-", 1)
+    try:
+        with rt.db.write() as session:
+            taken = requeue_held(session=session, job_id=job_id, index=int(index),
+                                       runner=runner)
+    except NotFound:
+        return False  # not a step of this job store
+    if taken.send is not None:
+        log.warning("step %s of job %s: its worker %s stopped before starting it; sending it "
+                    "again", index, job_id, runner)
+    hand_off(app, rt.redis, taken)
+    return taken.send is not None
 
 
 def expired(rt: Resources, app: Celery) -> int:
@@ -131,6 +174,7 @@ class Sweeper:
             if time.monotonic() - self.broker_ok_since > self.rt.settings.worker.lost_after:
                 self.lost.check(self.rt, self.app)
                 orphans(self.rt, self.app)
+                abandoned(self.rt, self.app)
         except (redis.RedisError, OperationalError) as exc:
             self.broker_ok_since = time.monotonic()
             log.warning("sweep skipped: broker unavailable (%s)", exc)

@@ -80,6 +80,20 @@ def requeue_orphan(*, session: Session, orphan: Orphan) -> Handoff:
     return Handoff(events, NextStep(orphan.job_id, orphan.index, at.row.intent, at.row.pool))
 
 
+def requeue_held(*, session: Session, job_id: str, index: int, runner: str) -> Handoff:
+    """Send again a step whose message `runner` had received but not started when it stopped.
+
+    Only a step still pending is sent: one that started has a runner of its own (a live one
+    keeps it; `requeue_orphan` takes a dead one's), and one that ended is done.
+    """
+    at = ledger(session, job_id, index)
+    if at.status.terminal or at.step_status != StepStatus.pending:
+        return Handoff()
+    events = record(session, at, {}, {}, [(EventType.step_requeued, {
+        "index": index, "reason": f"its worker {runner} stopped before starting it"})])
+    return Handoff(events, NextStep(job_id, index, at.row.intent, at.row.pool))
+
+
 def expired_steps(*, session: Session, limit: int) -> list[tuple[str, int]]:
     """Held or waiting steps past their deadline."""
     rows = session.execute(

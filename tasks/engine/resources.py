@@ -40,6 +40,7 @@ class Resources:
     vault: Vault
     executing: set[tuple[str, int]] = field(default_factory=set)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    holdings: heartbeat.Holdings | None = None
     _beat: threading.Event | None = None
 
     @cached_property

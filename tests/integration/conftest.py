@@ -66,9 +66,10 @@ class Stack:
         response.raise_for_status()
         return response.text
 
-    def start_worker(self, name: str, pools: list[str], concurrency: int = 50) -> None:
+    def start_worker(self, name: str, pools: list[str], concurrency: int = 50,
+                     prefetch: int | None = None) -> None:
         self.workers[name] = services.start_worker(self.env, pools, self.logs / f"{name}.log",
-                                                   concurrency)
+                                                   concurrency, prefetch)
 
     def start_sweeper(self) -> None:
         self.sweeper = services.Process([str(services.BIN / "orchestrator"), "sweeper"],
@@ -196,9 +197,11 @@ def own_database(request: pytest.FixtureRequest, backend: str, name: str, logs: 
 @contextmanager
 def running_stack(request: pytest.FixtureRequest, backend: str, db_index: int,
                   extra_env: dict[str, str], name: str = "orchestrator",
-                  split_workers: bool = True, broker_url: str | None = None) -> Iterator[Stack]:
+                  split_workers: bool = True, broker_url: str | None = None,
+                  concurrency: int = 20, prefetch: int | None = None) -> Iterator[Stack]:
     """A whole stack on its own Redis database and job store, stopped on exit; its logs are
-    kept only when a test failed while it ran."""
+    kept only when a test failed while it ran. Without `split_workers` one worker serves every
+    pool, with `concurrency` threads each holding up to `prefetch` messages."""
     logs = Path(tempfile.mkdtemp(prefix=f"orch-{name}-{backend}-"))
     database_url = own_database(request, backend, name, logs)
     upgrade(database_url)
@@ -216,7 +219,7 @@ def running_stack(request: pytest.FixtureRequest, backend: str, db_index: int,
             running.start_worker("others", OTHER_POOLS, concurrency=20)
         else:
             running.start_worker("all", ["llm", "tools", "flow", "callbacks", "memory"],
-                                 concurrency=20)
+                                 concurrency=concurrency, prefetch=prefetch)
         running.api = services.start_api(env, logs / "api.log")
         running.start_sweeper()
         running.wait_ready()

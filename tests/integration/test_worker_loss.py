@@ -93,8 +93,8 @@ def test_a_killed_workers_running_step_is_sent_again_within_a_minute(
     stack.wait_ready()
 
 
-def wait_running(client: httpx.Client, job_id: str) -> None:
-    deadline = time.monotonic() + 10
+def wait_running(client: httpx.Client, job_id: str, timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
     while client.get(f"/v1/jobs/{job_id}").json()["status"] != "running":
         assert time.monotonic() < deadline
         time.sleep(0.05)
@@ -188,3 +188,39 @@ def test_a_long_step_is_not_taken_for_a_lost_one(stack: Stack, client: httpx.Cli
     assert finished["status"] == "succeeded" and finished["steps"][0]["attempts"] == 1
     events = [e["type"] for e in client.get(f"/v1/jobs/{job_id}/events").json()]
     assert "job_requeued" not in events
+
+
+def test_steps_a_killed_worker_received_but_never_started_come_back_within_a_minute(
+        stack: Stack, client: httpx.Client) -> None:
+    # Given a tools worker that runs one step at a time and takes up to four messages, running
+    # a long step and holding three more steps it received but has not started (pending in
+    # the ledger, no runner; unacknowledged in the broker, where they look alive)
+    stack.workers["tools"].stop()
+    stack.start_worker("tools", ["tools"], concurrency=1, prefetch=4)
+    chain = {"intent": "debug.chain", "inputs": {"steps": 2, "delay": 0.05, "count": True}}
+    first = client.post("/v1/jobs", json={"intent": "debug.chain", "inputs": {
+        "steps": 1, "delay": 3, "count": True}}).json()["job_id"]
+    wait_running(client, first, timeout=30)
+    held = [client.post("/v1/jobs", json=chain).json()["job_id"] for _ in range(3)]
+    broker = redis.Redis.from_url(stack.env["REDIS_URL"])
+    deadline = time.monotonic() + 10
+    while broker.llen("tools"):
+        assert time.monotonic() < deadline, "the worker did not take the messages"
+        time.sleep(0.05)
+    killed_at = time.monotonic()
+    # When it is SIGKILLed and a new worker starts
+    replace_killed_tools_worker(stack)
+    # Then every job ends within WORKER_LOST_AFTER and a few sweeps, not after the broker's
+    # visibility timeout; the held steps ran exactly once, the interrupted one again
+    jobs = [wait_job(client, job_id, timeout=LOST_AFTER + 20) for job_id in [first, *held]]
+    elapsed = time.monotonic() - killed_at
+    assert [j["status"] for j in jobs] == ["succeeded"] * 4 and elapsed < LOST_AFTER + 20
+    assert runs(stack, first, 0) == jobs[0]["steps"][0]["attempts"] == 2
+    for job in jobs[1:]:
+        assert [(runs(stack, job["job_id"], s["index"]), s["attempts"]) for s in job["steps"]
+                ] == [(1, 1), (1, 1)], job
+        events = client.get(f"/v1/jobs/{job['job_id']}/events").json()
+        requeued = [e["data"] for e in events if e["type"] == "step_requeued"]
+        assert len(requeued) == 1 and "before starting it" in requeued[0]["reason"], requeued
+    print(f"held steps back {elapsed:.1f}s after the kill")
+    stack.wait_ready()

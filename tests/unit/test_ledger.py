@@ -11,7 +11,7 @@ from core.models import JobStatus, JobStep, StepStatus
 from core.settings import Settings
 from core.store.ledger import StepVerdict, begin_step, finish_step, retry_step
 from core.store.queries import cancel_job, job_steps, list_events, list_jobs, pending_action
-from core.store.recovery import Orphan, expired_steps, requeue_orphan, running_steps
+from core.store.recovery import Orphan, expired_steps, requeue_held, requeue_orphan, running_steps
 from core.store.tables import Handoff, NewStep, new_token
 from core.store.waits import (
     approve_step,
@@ -117,6 +117,23 @@ def test_steps_of_a_dead_runner_are_found_and_sent_again_once(db: Database, tena
     assert [e["type"] for e in taken.events] == ["step_requeued"]
     with db.write() as session:
         assert requeue_orphan(session=session, orphan=orphans[0]).send is None
+
+
+def test_a_pending_step_a_dead_runner_held_is_sent_again_only_while_pending(
+        db: Database, tenant: str) -> None:
+    # Given a step whose message a runner received but never started
+    job_id, _ = submit(db, tenant)
+    # When the sweeper takes it back: it is sent again, saying why
+    with db.write() as session:
+        taken = requeue_held(session=session, job_id=job_id, index=0, runner="dead:1")
+    assert taken.send is not None and taken.send.index == 0
+    assert [(e["type"], e["data"]["reason"]) for e in taken.events] == [
+        ("step_requeued", "its worker dead:1 stopped before starting it")]
+    # Then once it started (or ended) it is never sent again for that runner
+    begin(db, job_id, 0, runner="live:2")
+    with db.write() as session:
+        assert requeue_held(session=session, job_id=job_id, index=0,
+                                  runner="dead:1").send is None
 
 
 def hold(db: Database, job_id: str, inputs: dict[str, object], ttl: float = 60) -> str:
