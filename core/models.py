@@ -32,6 +32,16 @@ class JobStatus(StrEnum):
 TERMINAL = frozenset({JobStatus.succeeded, JobStatus.failed, JobStatus.cancelled})
 
 
+class PoolName(StrEnum):
+    """The worker pools a step may run on (tasks/engine/pools.py says how each runs)."""
+
+    llm = "llm"
+    tools = "tools"
+    memory = "memory"
+    flow = "flow"
+    callbacks = "callbacks"
+
+
 class StepStatus(StrEnum):
     """Where one step is in its life."""
 

@@ -189,8 +189,10 @@ class PoolSettings(BaseSettings):
         "above the soft limit, below BROKER_VISIBILITY_TIMEOUT.")
 
     def concurrency(self, pool: str) -> int:
-        value: int = getattr(self, f"{pool}_concurrency")
-        return value
+        """The threads or processes of a worker of `pool`."""
+        return {"llm": self.llm_concurrency, "tools": self.tools_concurrency,
+                "memory": self.memory_concurrency, "flow": self.flow_concurrency,
+                "callbacks": self.callbacks_concurrency}[pool]
 
 
 class FlowerSettings(BaseSettings):

@@ -13,7 +13,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from adapters.breakers import call_with_retry
-from core.models import Agent, EventType
+from core.models import Agent, EventType, PoolName
 from core.store.agents import list_agents
 from tasks.engine.context import StepContext
 from tasks.engine.registry import Intent, ResourceProvider
@@ -61,7 +61,7 @@ def run_agent(agent: Agent, step: StepContext) -> dict[str, Any]:
 
 
 def agent_intent(agent: Agent) -> Intent:
-    return Intent(f"{PREFIX}{agent.agent_id}", "flow", "agent", AgentInputs,
+    return Intent(f"{PREFIX}{agent.agent_id}", PoolName.flow, "agent", AgentInputs,
                   f"The external agent {agent.name!r}: streams its answer as events.",
                   partial(run_agent, agent))
 

@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from adapters import callbacks, netguard
 from core.errors import UpstreamUnavailable
+from core.models import PoolName
 from core.store.tables import NewStep
 from tasks.engine.context import Cancelled, Extend, Hold, StepContext, TimeLimitExceeded, Wait
 
@@ -143,7 +144,7 @@ def planned_only(step: StepContext) -> None:
 
 
 def plan_chain(inputs: ChainInputs) -> list[NewStep]:
-    return [NewStep("debug.chain.link", "tools",
+    return [NewStep("debug.chain.link", PoolName.tools,
                     {"step": i + 1, "of": inputs.steps, "delay": inputs.delay,
                      "count": inputs.count})
             for i in range(inputs.steps)]

@@ -14,6 +14,7 @@ from typing import Any
 from adapters import callbacks
 from adapters.flow import FlowSpec, load_flows, webhook_url
 from core import deliveries
+from core.models import PoolName
 from core.settings import FlowSettings
 from tasks.engine.context import StepContext, Wait
 from tasks.engine.registry import Intent, JsonInputs, ResourceProvider
@@ -41,7 +42,7 @@ def run_flow(spec: FlowSpec, step: StepContext) -> Any:
 def flow_intent(spec: FlowSpec, settings: FlowSettings) -> Intent:
     """The intent of one flow: mode `flow`, on the `flow` pool, inputs by its JSON schema; a
     submission is refused while its engine is not configured."""
-    return Intent(spec.name, "flow", "flow", JsonInputs, spec.description or
+    return Intent(spec.name, PoolName.flow, "flow", JsonInputs, spec.description or
                   f"The {spec.engine} flow at {spec.path}.", partial(run_flow, spec),
                   timeout=spec.timeout, json_schema=spec.input_schema,
                   precheck=partial(_configured, spec, settings))

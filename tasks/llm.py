@@ -13,7 +13,7 @@ from pydantic import BaseModel, Field
 
 from adapters.llm import Usage
 from core.errors import IntentNotFound, InvalidRequest, UpstreamError, UpstreamUnavailable
-from core.models import EventType
+from core.models import EventType, PoolName
 from core.store import sessions as chats
 from core.store.tables import NewStep
 from tasks import fallback, planning
@@ -146,7 +146,7 @@ def _grow(step: StepContext, planner: Planner, steps: list[planning.PlannedStep]
                for n, s in enumerate(steps)]
     respond = RespondInputs(prompt=step.inputs.prompt, session_id=step.inputs.session_id,
                             planner=planner, fallback_reason=reason, note=note, results=results)
-    new.append(NewStep("llm.respond", "llm", respond.model_dump(mode="json")))
+    new.append(NewStep("llm.respond", PoolName.llm, respond.model_dump(mode="json")))
     shown = [s.model_dump() for s in steps]
     output = {"planner": planner, "fallback": planner != "llm", "fallback_reason": reason,
               "steps": shown, "usage": usage.public()}

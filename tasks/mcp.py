@@ -16,6 +16,7 @@ from typing import Any
 import redis
 
 from adapters import mcp
+from core.models import PoolName
 from core.settings import McpSettings
 from tasks.engine.context import StepContext
 from tasks.engine.registry import Intent, JsonInputs, ResourceProvider
@@ -90,7 +91,7 @@ class McpProvider(ResourceProvider):
 
 
 def _intent(spec: mcp.McpServerSpec, tool: dict[str, Any]) -> Intent:
-    return Intent(f"{PREFIX}{spec.name}.{tool['name']}", "tools", "mcp", JsonInputs,
+    return Intent(f"{PREFIX}{spec.name}.{tool['name']}", PoolName.tools, "mcp", JsonInputs,
                   tool["description"] or f"The MCP tool {tool['name']} of {spec.name}.",
                   partial(call, spec, tool["name"]), timeout=spec.timeout,
                   json_schema=tool["input_schema"])

@@ -16,7 +16,7 @@ from typing import Any
 from pydantic import BaseModel, Field, ValidationInfo, field_validator
 
 from adapters.ssh import CommandTimeout, HostSpec, Result, granted, load_hosts
-from core.models import KEY_ID, EventType, Job
+from core.models import KEY_ID, EventType, Job, PoolName
 from core.settings import SshSettings
 from tasks.commands import dangerous, peek_argv, peek_command
 from tasks.engine.context import Cancelled, Hold, StepContext
@@ -83,11 +83,11 @@ def ssh_intents(settings: SshSettings) -> list[Intent]:
     hosts = load_hosts(settings)
     access = functools.partial(check_host, hosts)
     return [
-        Intent("ssh.exec.peek", "tools", "agent", PeekInputs,
+        Intent("ssh.exec.peek", PoolName.tools, "agent", PeekInputs,
                "Run a read-only command (an allowlist, no shell metacharacters) on an SSH host "
                "granted to the tenant; returns stdout, stderr (capped) and the exit status.",
                peek, access=access, context={PEEK_PATHS: settings.peek_paths}),
-        Intent("ssh.exec", "tools", "agent", ExecInputs,
+        Intent("ssh.exec", PoolName.tools, "agent", ExecInputs,
                "Run a command on an SSH host granted to the tenant: a dry run unless "
                "confirm_dangerous is true; a dangerous command is held until approved.",
                execute, dangerous=True, access=access,

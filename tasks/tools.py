@@ -16,7 +16,7 @@ from pydantic import BaseModel, Field
 from adapters import netguard
 from core import jsonschemas
 from core.errors import InvalidRequest
-from core.models import HttpTool
+from core.models import HttpTool, PoolName
 from core.store.tools import list_tools
 from core.vault import Vault
 from tasks.engine.context import StepContext
@@ -126,7 +126,7 @@ def call_tool(spec: ToolSpec, step: StepContext) -> dict[str, Any]:
 
 def tool_intent(spec: ToolSpec) -> Intent:
     """The intent of a registered tool: `tool.<name>`, inputs by its JSON schema."""
-    return Intent(f"{TOOL_PREFIX}{spec.name}", "tools", "agent", JsonInputs,
+    return Intent(f"{TOOL_PREFIX}{spec.name}", PoolName.tools, "agent", JsonInputs,
                   spec.description or f"{spec.method} {spec.url}",
                   functools.partial(call_tool, spec), timeout=spec.timeout,
                   json_schema=spec.input_schema)

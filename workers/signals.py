@@ -16,6 +16,7 @@ from celery.signals import (
 )
 from celery.worker import state
 
+from core.models import PoolName
 from tasks import mcp
 from tasks.engine import heartbeat
 from tasks.engine.pools import POOLS
@@ -44,7 +45,7 @@ def _start_background(sender: Any, **_: Any) -> None:
     rt.holdings = heartbeat.Holdings(rt.redis, rt.runner, keep=worker.lost_after * 10)
     _background.append(heartbeat.start_holdings(rt.holdings, _held_steps,
                                                 worker.heartbeat_seconds))
-    if POOLS["tools"].queue in pools:
+    if POOLS[PoolName.tools].queue in pools:
         # MCP tools are discovered where they run; off the main thread, so a slow server
         # does not hold the worker back.
         threading.Thread(target=mcp.discover, args=(rt.redis, rt.settings.mcp),

@@ -3,6 +3,7 @@
 from celery import Celery
 from kombu.entity import Exchange, Queue
 
+from core.models import PoolName
 from core.settings import get_settings
 
 # Outlive a broker outage; Flower events of ignored steps; quiet logs.
@@ -48,7 +49,7 @@ def create_celery() -> Celery:
             "unacked_mutex_expire": settings.broker.restore_lock_seconds,
         },
         task_queues=[pool_queue(pool) for pool in POOLS.values()],
-        task_default_queue="tools",
+        task_default_queue=PoolName.tools.value,
         task_routes={f"tasks.{name}.*": {"queue": pool.queue} for name, pool in POOLS.items()},
         task_soft_time_limit=settings.pool.soft_time_limit,
         task_time_limit=settings.pool.time_limit,

@@ -12,7 +12,7 @@ from celery import Celery
 from celery.canvas import Signature
 
 from core.events import LiveEvent, publish
-from core.models import EventType
+from core.models import EventType, PoolName
 from core.store.tables import Handoff, NextStep, step_task_id
 from tasks.engine.pools import POOLS
 
@@ -46,7 +46,7 @@ def send_deliveries(app: Celery, events: Sequence[LiveEvent], due: Sequence[str]
                  if event["type"] == EventType.callback_scheduled]
     for delivery_id in [*scheduled, *due]:
         app.send_task(DELIVER_TASK, kwargs={"delivery_id": delivery_id},
-                      queue=POOLS["callbacks"].queue)
+                      queue=POOLS[PoolName.callbacks].queue)
 
 
 def hand_off(app: Celery, client: redis.Redis, handoff: Handoff) -> None:

@@ -2,6 +2,8 @@
 
 from dataclasses import dataclass
 
+from core.models import PoolName
+
 
 @dataclass(frozen=True)
 class Pool:
@@ -11,7 +13,7 @@ class Pool:
     CPU-bound ones run prefork processes.
     """
 
-    name: str
+    name: PoolName
     execution: str
     prefetch: int
     description: str
@@ -24,10 +26,10 @@ class Pool:
 POOLS: dict[str, Pool] = {
     pool.name: pool
     for pool in (
-        Pool("llm", "threads", 1, "LLM planning and responses (long calls)"),
-        Pool("tools", "threads", 1, "SSH, HTTP and MCP tool calls, debug intents"),
-        Pool("memory", "prefork", 4, "embedding and memory search"),
-        Pool("flow", "threads", 1, "n8n / ActivePieces webhooks and external agents"),
-        Pool("callbacks", "threads", 1, "signed callback delivery"),
+        Pool(PoolName.llm, "threads", 1, "LLM planning and responses (long calls)"),
+        Pool(PoolName.tools, "threads", 1, "SSH, HTTP and MCP tool calls, debug intents"),
+        Pool(PoolName.memory, "prefork", 4, "embedding and memory search"),
+        Pool(PoolName.flow, "threads", 1, "n8n / ActivePieces webhooks and external agents"),
+        Pool(PoolName.callbacks, "threads", 1, "signed callback delivery"),
     )
 }
