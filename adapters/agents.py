@@ -28,6 +28,9 @@ class AgentRun:
     text: str = ""
 
 
+AGENT_PREFIX = "agent:"
+
+
 class AgentClient:
     """Talks to agents' endpoints; one per process, closed with it."""
 

@@ -28,10 +28,10 @@ class HttpAnswer:
 class HttpClient:
     """Guarded calls to tenant-supplied URLs; one per worker process."""
 
-    def __init__(self, settings: HttpSettings, allowed_networks: list[str],
+    def __init__(self, settings: HttpSettings, allowed_networks: list[netguard.Network],
                  retry: RetrySettings, breakers: Breakers) -> None:
         self.settings = settings
-        self.allowed = netguard.parse_networks(allowed_networks)
+        self.allowed = allowed_networks
         self.retry = retry
         self.breakers = breakers
 

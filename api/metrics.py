@@ -9,6 +9,7 @@ from prometheus_client.registry import Collector
 from sqlalchemy import func
 from sqlmodel import select
 
+from adapters.agents import AGENT_PREFIX
 from adapters.breakers import STATE_GAUGE, render_gauges
 from adapters.breakers import Gauge as Sample
 from adapters.http import HTTP_PREFIX
@@ -29,7 +30,8 @@ WORKERS = Gauge("orchestrator_live_workers", "Workers that stamped a pool recent
 # Upstreams tenants name (their callback hosts, the hosts of their HTTP tools and requests):
 # never labels; counted by state and summed under one name per kind.
 TENANT_CHOSEN = {CALLBACK_PREFIX: ("orchestrator_callback_breakers", "callback"),
-                 HTTP_PREFIX: ("orchestrator_http_breakers", "http")}
+                 HTTP_PREFIX: ("orchestrator_http_breakers", "http"),
+                 AGENT_PREFIX: ("orchestrator_agent_breakers", "agent")}
 STATE_NAMES = {value: name for name, value in STATE_GAUGE.items()}
 
 
@@ -49,6 +51,9 @@ class Upstreams(Collector):
                 labels=["state"]),
             "orchestrator_http_breakers": GaugeMetricFamily(
                 "orchestrator_http_breakers", "Breakers of hosts of tenants' HTTP calls by state.",
+                labels=["state"]),
+            "orchestrator_agent_breakers": GaugeMetricFamily(
+                "orchestrator_agent_breakers", "Breakers of tenants' agents' hosts by state.",
                 labels=["state"]),
             "orchestrator_upstream_retries_total": CounterMetricFamily(
                 "orchestrator_upstream_retries", "Retries of calls to an upstream.",

@@ -78,8 +78,7 @@ def plan(request: Request, max_steps: int = 0) -> tuple[Intent, dict[str, Any], 
 
 def _store_and_enqueue(state: AppState, job_id: str, request: Request) -> tuple[Job, bool]:
     if request.callback_url:
-        allowed = netguard.parse_networks(state.settings.callback.allowed_networks)
-        netguard.check_url_at_submit(request.callback_url, allowed)
+        netguard.check_url_at_submit(request.callback_url, state.resources.allowed_networks)
     intent, inputs, steps = plan(request, state.settings.orchestrator.max_steps)
     key = request.idempotency_key or default_idempotency_key(request.tenant_id, intent.name,
                                                              inputs)

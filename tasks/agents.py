@@ -12,7 +12,8 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from adapters.breakers import call_with_retry
+from adapters import netguard
+from adapters.agents import AGENT_PREFIX
 from core.models import Agent, EventType, PoolName
 from core.store.agents import list_agents
 from tasks.engine.context import StepContext
@@ -54,7 +55,9 @@ def run_agent(agent: Agent, step: StepContext) -> dict[str, Any]:
             EventType.agent_stream_delta,
             {"text": text, "run_id": step.job_id, "attempt": attempt[0]}))
 
-    run = call_with_retry(invoke, rt.settings.retry, upstream="agent", redis=rt.redis)
+    # The agent's URL is the tenant's: its own breaker per host and port, as for HTTP tools.
+    upstream = netguard.tenant_upstream(AGENT_PREFIX, step.tenant_id, agent.endpoint)
+    run = rt.breakers.call(upstream, invoke, rt.settings.retry)
     done = {"final_message": run.final_message, "usage": run.usage}
     step.emit(EventType.agent_invoke_done, {**done, "run_id": step.job_id})
     return {**done, "text": run.text, "agent_id": agent.agent_id, "session_id": session_id}

@@ -24,12 +24,11 @@ def _attempt(rt: Resources, tenant_id: str, url: str, body: str,
     sent), so it is not counted."""
     settings = rt.settings.callback
     upstream = netguard.tenant_upstream(CALLBACK_PREFIX, tenant_id, url)
-    allowed = netguard.parse_networks(settings.allowed_networks)
 
     def send() -> callbacks.Attempt:
         attempt = callbacks.deliver(url, body.encode(), headers, timeout=settings.timeout,
                                     max_response_bytes=settings.max_response_bytes,
-                                    allowed=allowed)
+                                    allowed=rt.allowed_networks)
         if not attempt.gone and (attempt.status_code is None or attempt.status_code >= 500):
             raise _Failed(attempt)
         return attempt

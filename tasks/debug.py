@@ -8,7 +8,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from adapters import callbacks, netguard
+from adapters import callbacks
 from core.errors import UpstreamUnavailable
 from core.models import PoolName
 from core.store.tables import NewStep
@@ -208,7 +208,7 @@ def http(step: StepContext) -> dict[str, Any]:
         step.inputs.url, json.dumps(step.inputs.body).encode(),
         {"content-type": "application/json"}, timeout=max(min(step.remaining(), 60.0), 0.1),
         max_response_bytes=settings.max_response_bytes,
-        allowed=netguard.parse_networks(settings.allowed_networks))
+        allowed=step.resources.allowed_networks)
     if attempt.status_code is None:
         raise DebugFailure(attempt.error or "no answer")
     return {"status": attempt.status_code, "latency_ms": attempt.latency_ms,

@@ -162,7 +162,8 @@ class ToolProvider(ResourceProvider):
             self._cache.pop(tenant_id or "", None)
 
 
-def check_tool(url: str, input_schema: dict[str, Any], allowed: list[str]) -> str:
+def check_tool(url: str, input_schema: dict[str, Any],
+               allowed: list[netguard.Network]) -> str:
     """Refuse a tool whose URL template or schema cannot work; returns the URL's host.
 
     `{field}` may fill the path and query, never the scheme or host (the guard checks a host
@@ -173,7 +174,7 @@ def check_tool(url: str, input_schema: dict[str, Any], allowed: list[str]) -> st
     if "{" in parts.netloc or "{" in parts.scheme:
         raise InvalidRequest("url: `{field}` may fill the path and query, not the host",
                              field="url")
-    netguard.check_url_at_submit(example, netguard.parse_networks(allowed), field="url")
+    netguard.check_url_at_submit(example, allowed, field="url")
     jsonschemas.check(input_schema)
     if input_schema.get("type") != "object":
         raise InvalidRequest('input_schema: the inputs are an object: "type": "object"',

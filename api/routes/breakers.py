@@ -7,11 +7,10 @@ from pydantic import BaseModel, Field
 
 from adapters import netguard
 from adapters.breakers import Breakers, BreakerState
-from adapters.http import HTTP_PREFIX
 from api.deps import StateDep, TenantDep
+from api.metrics import TENANT_CHOSEN
 from api.openapi import KEYED, POST, errors
 from core.errors import Forbidden, NotFound
-from tasks.callbacks import CALLBACK_PREFIX
 
 router = APIRouter(prefix="/v1/breakers", tags=["operations"])
 
@@ -38,15 +37,14 @@ def _breakers(state: StateDep) -> Breakers:
 
 
 def _tenant_chosen(name: str) -> bool:
-    """Whether a tenant named this upstream (a callback host, an HTTP tool's host)."""
-    return name.startswith((CALLBACK_PREFIX, HTTP_PREFIX))
+    """Whether a tenant named this upstream (a callback host, an HTTP call's or an agent's)."""
+    return name.startswith(tuple(TENANT_CHOSEN))
 
 
 def _own_host(tenant: str, name: str) -> bool:
     """Whether `name` is the tenant's own breaker of a host its callbacks or HTTP calls go to
     (each tenant has its own: `callback:<tenant>:<host>:<port>`)."""
-    return any(netguard.tenant_of_upstream(prefix, name) == tenant
-               for prefix in (CALLBACK_PREFIX, HTTP_PREFIX))
+    return any(netguard.tenant_of_upstream(prefix, name) == tenant for prefix in TENANT_CHOSEN)
 
 
 def _visible(tenant: str, name: str) -> bool:

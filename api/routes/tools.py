@@ -97,7 +97,7 @@ def register_tool(body: ToolCreate, state: StateDep, tenant: TenantDep) -> ToolP
     `tool.<name>` at once. A tool of the same name is replaced. A URL whose host is a refused
     literal address, a template filling the host, or an input schema that is not an object
     schema is a 422."""
-    host = check_tool(body.url, body.input_schema, state.settings.callback.allowed_networks)
+    host = check_tool(body.url, body.input_schema, state.resources.allowed_networks)
     tool = HttpTool(tenant_id=tenant, host=host, **body.model_dump())
     with state.db.write() as session:
         saved = _registered(tools.save_tool(session=session, tool=tool, vault=state.vault))

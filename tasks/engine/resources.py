@@ -49,6 +49,11 @@ class Resources:
         return Breakers(self.redis, self.settings.breaker)
 
     @cached_property
+    def allowed_networks(self) -> list[netguard.Network]:
+        """CALLBACK_ALLOWED_NETWORKS, parsed once: the private networks tenant URLs may reach."""
+        return netguard.parse_networks(self.settings.callback.allowed_networks)
+
+    @cached_property
     def flows(self) -> FlowClient:
         """This process's client of the workflow engines."""
         return FlowClient(self.settings.flow, self.settings.retry, self.breakers)
@@ -56,7 +61,7 @@ class Resources:
     @cached_property
     def agents(self) -> AgentClient:
         """This process's client of external agents (their URLs pass the SSRF guard)."""
-        return AgentClient(netguard.parse_networks(self.settings.callback.allowed_networks))
+        return AgentClient(self.allowed_networks)
 
     @cached_property
     def llm(self) -> LLM:
@@ -80,7 +85,7 @@ class Resources:
     @cached_property
     def http(self) -> HttpClient:
         """This process's client of tenant-supplied URLs (`http.request`, HTTP tools)."""
-        return HttpClient(self.settings.http, self.settings.callback.allowed_networks,
+        return HttpClient(self.settings.http, self.allowed_networks,
                           self.settings.retry, self.breakers)
 
     def start_heartbeat(self) -> None:

@@ -84,3 +84,21 @@ def test_a_tenant_never_sees_another_tenants_agents(
     assert "agent.mine" in [i["name"] for i in client.get("/v1/intents").json()]
     assert client.delete("/v1/agents/mine").status_code == 204
     assert "agent.mine" not in [i["name"] for i in client.get("/v1/intents").json()]
+
+
+def test_an_agents_breaker_is_its_tenants_own(agent: agent_server.Agent, stack: Stack,
+                                              client: httpx.Client) -> None:
+    # Given an agent run by this tenant
+    register(client, agent.url)
+    job = wait_job(client, client.post("/v1/jobs", json={
+        "intent": "agent.helper", "inputs": {"input_message": {"content": "x"}}}).json()["job_id"])
+    assert job["status"] == "succeeded", job["error"]
+    # Then its calls went through the tenant's own breaker for that host and port
+    port = agent.url.rsplit(":", 1)[1].split("/")[0]
+    [mine] = [b["name"] for b in client.get("/v1/breakers").json()
+              if b["name"].startswith("agent:") and b["name"].endswith(f":127.0.0.1:{port}")]
+    assert mine.startswith("agent:ten_")
+    # And another tenant neither sees nor resets it
+    with stack.client() as stranger:
+        assert mine not in [b["name"] for b in stranger.get("/v1/breakers").json()]
+        assert stranger.post(f"/v1/breakers/{mine}/reset").status_code == 404
