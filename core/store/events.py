@@ -5,10 +5,8 @@ from typing import Any
 from sqlalchemy import insert, update
 from sqlmodel import Session, select
 
-from core import deliveries
-from core.errors import NotFound
 from core.events import LiveEvent, event_payload
-from core.models import EventType, Job, utcnow
+from core.models import utcnow
 from core.store.tables import EVENTS, JOBS, Items
 
 
@@ -21,35 +19,6 @@ def insert_events(session: Session, job_id: str, last_seq: int, items: Items) ->
     if rows:
         session.execute(insert(EVENTS), rows)
     return [event_payload(**row) for row in rows]
-
-
-def callback_item(session: Session,
-                  outcome: deliveries.Outcome) -> tuple[EventType, dict[str, Any]]:
-    """Schedule the job's callback (the outbox row) and the event that says so."""
-    delivery_id = deliveries.schedule(session=session, outcome=outcome)
-    return EventType.callback_scheduled, {"delivery_id": delivery_id, "url": outcome.callback_url}
-
-
-def locked_job(session: Session, job_id: str) -> Job:
-    job = session.get(Job, job_id, with_for_update=True)
-    if job is None:
-        raise NotFound(f"job {job_id} not found")
-    return job
-
-
-def job_events(session: Session, job: Job, items: Items) -> list[LiveEvent]:
-    """Append events to a job loaded (and locked) through the ORM; schedule its callback."""
-    if job.status.terminal and job.callback_url and job.finished_at:
-        outcome = deliveries.Outcome(
-            job_id=job.id, tenant_id=job.tenant_id, callback_url=job.callback_url,
-            status=str(job.status), intent=job.intent, mode=job.mode, result=job.result,
-            error=job.error, created_at=job.created_at, started_at=job.started_at,
-            finished_at=job.finished_at)
-        items = [*items, callback_item(session, outcome)]
-    events = insert_events(session, job.id, job.event_seq, items)
-    job.event_seq += len(items)
-    session.add(job)
-    return events
 
 
 def append_events(*, session: Session, job_id: str, items: Items) -> list[LiveEvent]:

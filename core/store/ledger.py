@@ -18,7 +18,7 @@ from core import deliveries, refs
 from core.errors import NotFound
 from core.events import LiveEvent
 from core.models import EventType, JobStatus, StepStatus, utcnow
-from core.store.events import callback_item, insert_events
+from core.store.events import insert_events
 from core.store.submission import step_rows
 from core.store.tables import JOBS, STEPS, Handoff, Items, NewStep, NextStep
 
@@ -75,6 +75,14 @@ STEP = (
 )
 
 
+def lock_job(session: Session, job_id: str) -> Any:
+    """Lock the job row and read what recording a change to it needs."""
+    job = session.execute(JOB_LOCK, {"job_id": job_id}).one_or_none()
+    if job is None:
+        raise NotFound(f"job {job_id} not found")
+    return job
+
+
 def ledger(session: Session, job_id: str, index: int) -> Ledger:
     """Lock the job, then read it with step `index`.
 
@@ -94,25 +102,38 @@ def ledger(session: Session, job_id: str, index: int) -> Ledger:
 
 def record(session: Session, at: Ledger, job: dict[str, Any], step: dict[str, Any],
            items: Items) -> list[LiveEvent]:
-    """Write a step's and its job's new values and the events that say so.
-
-    When these values end the job (and only then: a job that already ended scheduled its
-    callback then), its callback is scheduled in the same transaction.
-    """
-    if "status" in job and JobStatus(job["status"]).terminal and at.row.callback_url:
-        row = at.row
-        outcome = deliveries.Outcome(
-            job_id=at.job_id, tenant_id=row.tenant_id, callback_url=row.callback_url,
-            status=str(job["status"]), intent=row.job_intent, mode=row.mode,
-            result=job.get("result"), error=job.get("error"), created_at=row.created_at,
-            started_at=job.get("started_at", row.started_at), finished_at=job["finished_at"])
-        items = [*items, callback_item(session, outcome)]
+    """Write a step's and its job's new values and the events that say so."""
     if step:
         session.execute(update(STEPS).where(STEPS.c.job_id == at.job_id,
                                             STEPS.c.index == at.index).values(**step))
-    session.execute(update(JOBS).where(JOBS.c.id == at.job_id)
-                    .values(event_seq=at.row.event_seq + len(items), **job))
-    return insert_events(session, at.job_id, at.row.event_seq, items)
+    return record_job(session, at.job_id, at.row, job, items)
+
+
+def record_job(session: Session, job_id: str, locked: Any, job: dict[str, Any],
+               items: Items) -> list[LiveEvent]:
+    """Write a locked job's new values and the events that say so: every change of a job and
+    its log goes through here.
+
+    When these values end the job (and only then: a job that already ended scheduled its
+    callback then), its callback is scheduled in the same transaction (the outbox).
+    """
+    if "status" in job and JobStatus(job["status"]).terminal and locked.callback_url:
+        outcome = deliveries.Outcome(
+            job_id=job_id, tenant_id=locked.tenant_id, callback_url=locked.callback_url,
+            status=str(job["status"]), intent=locked.job_intent, mode=locked.mode,
+            result=job.get("result"), error=job.get("error"), created_at=locked.created_at,
+            started_at=job.get("started_at", locked.started_at), finished_at=job["finished_at"])
+        items = [*items, _callback_item(session, outcome)]
+    session.execute(update(JOBS).where(JOBS.c.id == job_id)
+                    .values(event_seq=locked.event_seq + len(items), **job))
+    return insert_events(session, job_id, locked.event_seq, items)
+
+
+def _callback_item(session: Session,
+                   outcome: deliveries.Outcome) -> tuple[EventType, dict[str, Any]]:
+    """Schedule the job's callback (the outbox row) and the event that says so."""
+    delivery_id = deliveries.schedule(session=session, outcome=outcome)
+    return EventType.callback_scheduled, {"delivery_id": delivery_id, "url": outcome.callback_url}
 
 
 def _rest(session: Session, job_id: str, index: int) -> list[Any]:

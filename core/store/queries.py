@@ -3,13 +3,23 @@
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, or_
+from sqlalchemy import and_, or_, update
 from sqlmodel import Session, col, select
 
 from core.errors import Conflict, NotFound
 from core.events import LiveEvent
-from core.models import EventType, Job, JobEvent, JobStatus, JobStep, StepStatus, utcnow
-from core.store.events import job_events, locked_job
+from core.models import (
+    FINISHED_STEPS,
+    EventType,
+    Job,
+    JobEvent,
+    JobStatus,
+    JobStep,
+    StepStatus,
+    utcnow,
+)
+from core.store.ledger import lock_job, record_job
+from core.store.tables import STEPS
 from core.store.waits import reveal
 from core.vault import Vault
 
@@ -79,15 +89,17 @@ def cancel_job(
     *, session: Session, tenant_id: str, job_id: str
 ) -> tuple[Job, list[LiveEvent]]:
     """Cancel a job that has not ended; its unfinished steps (held and waiting too) with it."""
-    job = locked_job(session, job_id)
-    if job.tenant_id != tenant_id:
+    locked = lock_job(session, job_id)
+    if locked.tenant_id != tenant_id:
         raise NotFound(f"job {job_id} not found")
-    if job.status.terminal:
-        raise Conflict(f"job {job_id} already {job.status}; only unfinished jobs can be cancelled")
+    status = JobStatus(locked.status)
+    if status.terminal:
+        raise Conflict(f"job {job_id} already {status}; only unfinished jobs can be cancelled")
     now = utcnow()
-    job.status, job.finished_at, job.error = JobStatus.cancelled, now, "cancelled by request"
-    for step in session.exec(select(JobStep).where(JobStep.job_id == job_id)):
-        if not step.status.finished:
-            step.status, step.finished_at, step.token_hash = StepStatus.cancelled, now, None
-            session.add(step)
-    return job, job_events(session, job, [(EventType.job_cancelled, {})])
+    session.execute(update(STEPS).where(
+        STEPS.c.job_id == job_id, STEPS.c.status.not_in(list(FINISHED_STEPS))).values(
+        status=StepStatus.cancelled, finished_at=now, token_hash=None))
+    events = record_job(session, job_id, locked, {
+        "status": JobStatus.cancelled, "finished_at": now, "error": "cancelled by request"},
+        [(EventType.job_cancelled, {})])
+    return session.get_one(Job, job_id, populate_existing=True), events

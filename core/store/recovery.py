@@ -7,8 +7,7 @@ from datetime import timedelta
 from sqlmodel import Session, select
 
 from core.models import EventType, JobStatus, StepStatus, utcnow
-from core.store.events import job_events, locked_job
-from core.store.ledger import ledger, record
+from core.store.ledger import ledger, lock_job, record, record_job
 from core.store.queries import job_steps
 from core.store.tables import EVENTS, JOBS, STEPS, Handoff, NextStep
 
@@ -36,16 +35,16 @@ def resume(*, session: Session, job_id: str, quiet_for: float) -> Handoff:
     Nothing is taken when the job ended or moved on (an event in the last `quiet_for`
     seconds): then a step is being recorded, or another sweeper resumed it first.
     """
-    job = locked_job(session, job_id)
+    locked = lock_job(session, job_id)
     last = session.execute(select(EVENTS.c.created_at).where(
-        EVENTS.c.job_id == job_id, EVENTS.c.seq == job.event_seq)).scalar_one()
-    if job.status not in ACTIVE or last > utcnow() - timedelta(seconds=quiet_for):
+        EVENTS.c.job_id == job_id, EVENTS.c.seq == locked.event_seq)).scalar_one()
+    if locked.status not in ACTIVE or last > utcnow() - timedelta(seconds=quiet_for):
         return Handoff()
     step = next((s for s in job_steps(session=session, job_id=job_id)
                  if s.status in (StepStatus.pending, StepStatus.running)), None)
     if step is None:
         return Handoff()
-    events = job_events(session, job, [(EventType.job_requeued, {
+    events = record_job(session, job_id, locked, {}, [(EventType.job_requeued, {
         "index": step.index, "reason": "the broker had no message for it"})])
     return Handoff(events, NextStep(job_id, step.index, step.intent, step.pool))
 
