@@ -14,7 +14,10 @@ import httpx
 from httpx_sse import EventSource
 
 from adapters import netguard
+from adapters.breakers import Breakers
+from adapters.upstream import Upstream
 from core.errors import InvalidRequest, RefusedTarget, UpstreamError
+from core.settings import RetrySettings
 
 UPSTREAM = "agent"
 
@@ -31,13 +34,19 @@ class AgentRun:
 AGENT_PREFIX = "agent:"
 
 
-class AgentClient:
-    """Talks to agents' endpoints; one per process, closed with it."""
+class AgentClient(Upstream):
+    """Talks to agents' endpoints (tenants' URLs, through the guard and each tenant's own
+    breaker per host); one per process, closed with it."""
 
-    def __init__(self, allowed: list[netguard.Network]) -> None:
+    def __init__(self, allowed: list[netguard.Network], breakers: Breakers,
+                 retry: RetrySettings) -> None:
+        super().__init__(breakers, retry)
         self.allowed = allowed
         self.http = httpx.Client(follow_redirects=False, trust_env=False,
                                  verify=netguard.default_ssl_context())
+
+    def close(self) -> None:
+        self.http.close()
 
     def _request(self, method: str, url: str, timeout: float) -> tuple[httpx.URL, dict[str, Any]]:
         """The checked address to connect to, and the headers and TLS name for the host."""
@@ -62,8 +71,22 @@ class AgentClient:
             raise InvalidRequest(f"endpoint: GET /health answered {response.status_code}",
                                  field="endpoint")
 
-    def invoke(self, endpoint: str, payload: dict[str, Any], timeout: float,
-               on_delta: Callable[[str], None]) -> AgentRun:
+    def invoke(self, tenant_id: str, endpoint: str, payload: dict[str, Any], timeout: float,
+               on_delta: Callable[[str, int], None]) -> AgentRun:
+        """Run the agent through the tenant's breaker for its host and port; a stream that
+        breaks off is tried again by the retry policy (`on_delta(text, attempt)`)."""
+        upstream = netguard.tenant_upstream(AGENT_PREFIX, tenant_id, endpoint)
+        attempts = [0]
+
+        def attempt() -> AgentRun:
+            attempts[0] += 1
+            number = attempts[0]
+            return self._invoke(endpoint, payload, timeout, lambda text: on_delta(text, number))
+
+        return self.guarded(upstream, attempt)
+
+    def _invoke(self, endpoint: str, payload: dict[str, Any], timeout: float,
+                on_delta: Callable[[str], None]) -> AgentRun:
         """POST the run and read its stream to `done`; a stream that breaks off is an error."""
         deadline = time.monotonic() + timeout
         address, options = self._request("POST", f"{endpoint.rstrip('/')}/invoke",

@@ -13,9 +13,12 @@ from email.utils import parsedate_to_datetime
 from urllib.parse import urlsplit
 
 from adapters import netguard
+from adapters.breakers import Breakers
 from adapters.netguard import Network
+from adapters.upstream import Upstream
 from core.deliveries import SECRET_PREFIX
-from core.errors import RefusedTarget
+from core.errors import RefusedTarget, UpstreamError
+from core.settings import CallbackSettings
 
 log = logging.getLogger(__name__)
 
@@ -120,3 +123,44 @@ def deliver(url: str, body: bytes, headers: dict[str, str], *, timeout: float,
     log.info("callback attempt to %s: status %s in %d ms", urlsplit(url).hostname,
              attempt.status_code, latency_ms)
     return replace(attempt, latency_ms=latency_ms)
+
+
+CALLBACK_PREFIX = "callback:"
+
+
+class _Failed(UpstreamError):
+    """Raised inside the breaker so a 5xx or unreachable receiver counts as a failure."""
+
+    def __init__(self, attempt: Attempt) -> None:
+        super().__init__("callback", attempt.error or f"answered {attempt.status_code}",
+                         status=attempt.status_code, retry_after=attempt.retry_after)
+        self.attempt = attempt
+
+
+class Sender(Upstream):
+    """Sends signed callbacks, each through its tenant's breaker for the receiver's host and
+    port; retries are the delivery schedule's, kept in the store, not this upstream's."""
+
+    def __init__(self, settings: CallbackSettings, allowed: list[Network],
+                 breakers: Breakers) -> None:
+        super().__init__(breakers, None)
+        self.settings = settings
+        self.allowed = allowed
+
+    def send(self, tenant_id: str, url: str, body: bytes, headers: dict[str, str]) -> Attempt:
+        """One attempt; an open breaker raises UpstreamUnavailable. A refused target is no
+        failure of the host's (nothing was sent), so it is not counted."""
+
+        def attempt() -> Attempt:
+            sent = deliver(url, body, headers, timeout=self.settings.timeout,
+                           max_response_bytes=self.settings.max_response_bytes,
+                           allowed=self.allowed)
+            if not sent.gone and (sent.status_code is None or sent.status_code >= 500):
+                raise _Failed(sent)
+            return sent
+
+        try:
+            return self.guarded(netguard.tenant_upstream(CALLBACK_PREFIX, tenant_id, url),
+                                attempt)
+        except _Failed as failed:
+            return failed.attempt

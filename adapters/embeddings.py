@@ -11,6 +11,7 @@ import numpy as np
 import openai
 
 from adapters.breakers import Breakers
+from adapters.upstream import Upstream
 from core.errors import UpstreamError
 from core.memory.search import Embedder
 from core.settings import EmbeddingsSettings, RetrySettings
@@ -61,14 +62,15 @@ def _upstream_error(exc: openai.OpenAIError) -> UpstreamError:
     return UpstreamError(UPSTREAM, f"{type(exc).__name__}: {exc}")
 
 
-class OpenAIEmbedder:
+class OpenAIEmbedder(Upstream):
     """Any OpenAI-compatible `/v1/embeddings`, through the shared retry helper and a breaker."""
 
     def __init__(self, settings: EmbeddingsSettings, breakers: Breakers,
                  retry: RetrySettings) -> None:
+        super().__init__(breakers, retry)
         self._client = openai.OpenAI(base_url=settings.base_url, api_key=settings.api_key or "-",
                                      timeout=settings.timeout, max_retries=0)
-        self._model, self._breakers, self._retry = settings.model, breakers, retry
+        self._model = settings.model
         self.name = settings.name
         self._dim: int | None = None
 
@@ -79,8 +81,7 @@ class OpenAIEmbedder:
         return self._dim
 
     def embed(self, texts: list[str]) -> Matrix:
-        matrix = normalize(self._breakers.call(UPSTREAM, lambda: self._request(texts),
-                                               self._retry))
+        matrix = normalize(self.guarded(UPSTREAM, lambda: self._request(texts)))
         self._dim = int(matrix.shape[1])
         return matrix
 

@@ -15,6 +15,7 @@ import httpx
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator
 
 from adapters.breakers import Breakers
+from adapters.upstream import Upstream
 from core import jsonschemas
 from core.errors import InvalidRequest, OrchestratorError, UpstreamError
 from core.settings import FlowSettings, RetrySettings
@@ -131,13 +132,12 @@ def _answer(upstream: str, response: httpx.Response) -> FlowAnswer:
                         retry_after.isdigit() else None)
 
 
-class FlowClient:
+class FlowClient(Upstream):
     """Calls flows' webhooks; one per worker process, closed with it."""
 
     def __init__(self, settings: FlowSettings, retry: RetrySettings, breakers: Breakers) -> None:
+        super().__init__(breakers, retry, settings.breaker_fail_max)
         self.settings = settings
-        self.retry = retry
-        self.breakers = breakers
         self.http = httpx.Client(follow_redirects=False, trust_env=False)
 
     def call(self, spec: FlowSpec, body: bytes, headers: dict[str, str],
@@ -156,8 +156,7 @@ class FlowClient:
                                     f"({type(exc).__name__})") from exc
             return _answer(upstream, response)
 
-        return self.breakers.call(upstream, send, self.retry,
-                                  fail_max=self.settings.breaker_fail_max or None)
+        return self.guarded(upstream, send)
 
     def close(self) -> None:
         self.http.close()

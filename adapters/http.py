@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from adapters import netguard
 from adapters.breakers import Breakers
+from adapters.upstream import Upstream
 from core.errors import UpstreamError
 from core.settings import HttpSettings, RetrySettings
 
@@ -25,15 +26,14 @@ class HttpAnswer:
     latency_ms: int
 
 
-class HttpClient:
+class HttpClient(Upstream):
     """Guarded calls to tenant-supplied URLs; one per worker process."""
 
     def __init__(self, settings: HttpSettings, allowed_networks: list[netguard.Network],
                  retry: RetrySettings, breakers: Breakers) -> None:
+        super().__init__(breakers, retry, settings.breaker_fail_max)
         self.settings = settings
         self.allowed = allowed_networks
-        self.retry = retry
-        self.breakers = breakers
 
     def call(self, method: str, url: str, *, tenant_id: str, body: bytes | None,
              headers: dict[str, str], timeout: float) -> HttpAnswer:
@@ -56,6 +56,4 @@ class HttpClient:
             return HttpAnswer(answer.status, answer.headers.get("content-type", ""), answer.body,
                               answer.truncated, int((time.monotonic() - started) * 1000))
 
-        policy = self.retry if method.upper() in IDEMPOTENT else None
-        return self.breakers.call(upstream, send, policy,
-                                  fail_max=self.settings.breaker_fail_max or None)
+        return self.guarded(upstream, send, retry=method.upper() in IDEMPOTENT)

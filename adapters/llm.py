@@ -12,6 +12,7 @@ from typing import Any
 import openai
 
 from adapters.breakers import Breakers
+from adapters.upstream import Upstream
 from core.errors import UpstreamError
 from core.settings import LlmSettings, RetrySettings
 
@@ -78,13 +79,12 @@ def upstream_error(exc: openai.OpenAIError) -> UpstreamError:
     return UpstreamError(UPSTREAM, f"{type(exc).__name__}: {exc}"[:500])
 
 
-class LLM:
+class LLM(Upstream):
     """A small client of the configured model: completions, streams, and the model list."""
 
     def __init__(self, settings: LlmSettings, breakers: Breakers, retry: RetrySettings) -> None:
+        super().__init__(breakers, retry)
         self.settings = settings
-        self.breakers = breakers
-        self.retry = retry
         self.json_schema = settings.response_format == "json_schema"
         self.client = openai.OpenAI(
             base_url=settings.base_url, api_key=settings.api_key or "none", max_retries=0,
@@ -104,7 +104,7 @@ class LLM:
                 return fn()
             except openai.OpenAIError as exc:
                 raise upstream_error(exc) from exc
-        return self.breakers.call(UPSTREAM, guarded, self.retry)
+        return self.guarded(UPSTREAM, guarded)
 
     def _usage(self, raw: Any, seconds: float) -> Usage:
         prompt = getattr(raw, "prompt_tokens", 0) or 0

@@ -15,6 +15,8 @@ from mcp import Client, StdioServerParameters
 from mcp_types import TextContent
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, model_validator
 
+from adapters.breakers import Breakers
+from adapters.upstream import Upstream
 from core.errors import OrchestratorError, UpstreamError
 from core.settings import McpSettings
 
@@ -109,3 +111,15 @@ def list_tools(spec: McpServerSpec, timeout: float) -> list[McpTool]:
 def call_tool(spec: McpServerSpec, tool: str, arguments: dict[str, Any], timeout: float) -> Any:
     """Call one tool: its structured content, or its text content; a tool error raises."""
     return _run(_call(spec, tool, arguments), spec, timeout)
+
+
+class McpClient(Upstream):
+    """Calls the configured MCP servers' tools, each through its server's breaker (no retry:
+    a tool call may have acted)."""
+
+    def __init__(self, breakers: Breakers) -> None:
+        super().__init__(breakers, None)
+
+    def call(self, spec: McpServerSpec, tool: str, arguments: dict[str, Any],
+             timeout: float) -> Any:
+        return self.guarded(spec.upstream, lambda: call_tool(spec, tool, arguments, timeout))

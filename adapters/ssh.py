@@ -19,6 +19,7 @@ import paramiko
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 from adapters.breakers import Breakers
+from adapters.upstream import Upstream
 from core.errors import NotFound, OrchestratorError, UpstreamError
 from core.settings import RetrySettings, SshSettings
 
@@ -189,13 +190,12 @@ def execute(channel: paramiko.Channel, command: str, *, cap: int, timeout: float
                   timed_out)
 
 
-class SshClient:
+class SshClient(Upstream):
     """Runs commands on the configured hosts; one per worker process, closed with it."""
 
     def __init__(self, settings: SshSettings, retry: RetrySettings, breakers: Breakers) -> None:
+        super().__init__(breakers, retry, settings.breaker_fail_max)
         self.settings = settings
-        self.retry = retry
-        self.breakers = breakers
         self.hosts = load_hosts(settings)
         self._idle: dict[str, list[paramiko.SSHClient]] = {}
         self._lock = threading.Lock()
@@ -220,8 +220,7 @@ class SshClient:
                 return client, self._open(client)
             except (paramiko.SSHException, OSError, EOFError):
                 client.close()  # died while idle: try the next, then a new one
-        fresh = self.breakers.call(f"ssh:{host.name}", lambda: self._connect(host), self.retry,
-                                   fail_max=self.settings.breaker_fail_max or None)
+        fresh = self.guarded(f"ssh:{host.name}", lambda: self._connect(host))
         try:
             return fresh, self._open(fresh)
         except BaseException:

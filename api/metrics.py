@@ -12,10 +12,10 @@ from sqlmodel import select
 from adapters.agents import AGENT_PREFIX
 from adapters.breakers import STATE_GAUGE, render_gauges
 from adapters.breakers import Gauge as Sample
+from adapters.callbacks import CALLBACK_PREFIX
 from adapters.http import HTTP_PREFIX
 from api.state import AppState
 from core.models import Job
-from tasks.callbacks import CALLBACK_PREFIX
 from tasks.engine import heartbeat
 from tasks.engine.pools import POOLS
 

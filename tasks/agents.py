@@ -12,8 +12,6 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from adapters import netguard
-from adapters.agents import AGENT_PREFIX
 from core.models import Agent, EventType, PoolName
 from core.store.agents import list_agents
 from tasks.engine.context import StepContext
@@ -46,18 +44,13 @@ def run_agent(agent: Agent, step: StepContext) -> dict[str, Any]:
                "input_message": inputs.input_message.model_dump()}
     step.emit(EventType.agent_invoke_started, {"agent_id": agent.agent_id, "run_id": step.job_id,
                                        "session_id": session_id})
-    attempt = [0]
     timeout = min(rt.settings.agent.timeout_ms / 1000, max(step.remaining(), 1.0))
 
-    def invoke() -> Any:
-        attempt[0] += 1
-        return rt.agents.invoke(agent.endpoint, payload, timeout, lambda text: step.emit(
-            EventType.agent_stream_delta,
-            {"text": text, "run_id": step.job_id, "attempt": attempt[0]}))
+    def delta(text: str, attempt: int) -> None:
+        step.emit(EventType.agent_stream_delta,
+                  {"text": text, "run_id": step.job_id, "attempt": attempt})
 
-    # The agent's URL is the tenant's: its own breaker per host and port, as for HTTP tools.
-    upstream = netguard.tenant_upstream(AGENT_PREFIX, step.tenant_id, agent.endpoint)
-    run = rt.breakers.call(upstream, invoke, rt.settings.retry)
+    run = rt.agents.invoke(step.tenant_id, agent.endpoint, payload, timeout, delta)
     done = {"final_message": run.final_message, "usage": run.usage}
     step.emit(EventType.agent_invoke_done, {**done, "run_id": step.job_id})
     return {**done, "text": run.text, "agent_id": agent.agent_id, "session_id": session_id}

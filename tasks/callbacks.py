@@ -3,10 +3,10 @@
 import logging
 import time
 
-from adapters import callbacks, netguard
+from adapters import callbacks
 from core import deliveries
 from core.deliveries import AttemptResult
-from core.errors import UpstreamError, UpstreamUnavailable
+from core.errors import UpstreamUnavailable
 from core.events import publish
 from core.store.events import append_events
 from tasks.engine.app import celery_app
@@ -14,47 +14,23 @@ from tasks.engine.resources import Resources, resources
 
 log = logging.getLogger(__name__)
 LEASE_MARGIN_SECONDS = 30.0
-CALLBACK_PREFIX = "callback:"
 
 
 def _attempt(rt: Resources, tenant_id: str, url: str, body: str,
              headers: dict[str, str]) -> AttemptResult:
-    """One attempt through the tenant's breaker for the receiver's host and port; an open
-    breaker is a failed attempt. A refused target is no failure of the host's (nothing was
-    sent), so it is not counted."""
-    settings = rt.settings.callback
-    upstream = netguard.tenant_upstream(CALLBACK_PREFIX, tenant_id, url)
-
-    def send() -> callbacks.Attempt:
-        attempt = callbacks.deliver(url, body.encode(), headers, timeout=settings.timeout,
-                                    max_response_bytes=settings.max_response_bytes,
-                                    allowed=rt.allowed_networks)
-        if not attempt.gone and (attempt.status_code is None or attempt.status_code >= 500):
-            raise _Failed(attempt)
-        return attempt
-
+    """One attempt, as the schedule records it: an open breaker or any error is a failed
+    attempt (escaping, it would re-send at each lease expiry)."""
     try:
-        attempt = rt.breakers.call(upstream, send)
-    except _Failed as failed:
-        attempt = failed.attempt
+        attempt = rt.callbacks.send(tenant_id, url, body.encode(), headers)
     except UpstreamUnavailable as exc:
         return AttemptResult(ok=False, gone=False, status_code=None, latency_ms=0,
                              error=str(exc), retry_after=exc.retry_after)
-    except Exception as exc:  # noqa: BLE001 - escaping, it would re-send at each lease expiry
+    except Exception as exc:  # noqa: BLE001 - see above
         return AttemptResult(ok=False, gone=False, status_code=None, latency_ms=0,
                              error=f"attempt failed: {type(exc).__name__}", retry_after=None)
     return AttemptResult(ok=attempt.ok, gone=attempt.gone, status_code=attempt.status_code,
                          latency_ms=attempt.latency_ms, error=attempt.error,
                          retry_after=attempt.retry_after)
-
-
-class _Failed(UpstreamError):
-    """Raised inside the breaker so a 5xx or unreachable receiver counts as a failure."""
-
-    def __init__(self, attempt: callbacks.Attempt) -> None:
-        super().__init__("callback", attempt.error or f"answered {attempt.status_code}",
-                         status=attempt.status_code, retry_after=attempt.retry_after)
-        self.attempt = attempt
 
 
 def send(rt: Resources, delivery_id: str) -> str:

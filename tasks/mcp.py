@@ -50,8 +50,7 @@ def call(spec: mcp.McpServerSpec, tool: str, step: StepContext) -> Any:
     rt = step.resources
     timeout = min(spec.timeout or rt.settings.mcp.timeout, max(step.remaining(), 1.0))
     arguments = step.inputs.model_dump(mode="json")
-    return rt.breakers.call(spec.upstream,
-                            lambda: mcp.call_tool(spec, tool, arguments, timeout))
+    return rt.mcp.call(spec, tool, arguments, timeout)
 
 
 class McpProvider(ResourceProvider):

@@ -11,11 +11,14 @@ import redis
 from adapters import netguard
 from adapters.agents import AgentClient
 from adapters.breakers import Breakers
+from adapters.callbacks import Sender
 from adapters.embeddings import build_embedder
 from adapters.flow import FlowClient
 from adapters.http import HttpClient
 from adapters.llm import LLM
+from adapters.mcp import McpClient
 from adapters.ssh import SshClient
+from adapters.upstream import Upstream
 from adapters.vectors import build_index
 from core.db import Database
 from core.memory.search import Memory
@@ -61,7 +64,17 @@ class Resources:
     @cached_property
     def agents(self) -> AgentClient:
         """This process's client of external agents (their URLs pass the SSRF guard)."""
-        return AgentClient(self.allowed_networks)
+        return AgentClient(self.allowed_networks, self.breakers, self.settings.retry)
+
+    @cached_property
+    def callbacks(self) -> Sender:
+        """This process's sender of signed callbacks (tenants' URLs, through the guard)."""
+        return Sender(self.settings.callback, self.allowed_networks, self.breakers)
+
+    @cached_property
+    def mcp(self) -> McpClient:
+        """This process's client of the configured MCP servers, a breaker per server."""
+        return McpClient(self.breakers)
 
     @cached_property
     def llm(self) -> LLM:
@@ -102,15 +115,12 @@ class Resources:
         return heartbeat.runner_alive(self.redis, runner, self.settings.worker.lost_after)
 
     def close(self) -> None:
+        """Stop the heartbeat and close every upstream built so far, the store and Redis."""
         if self._beat is not None:
             self._beat.set()
-        for client in ("flows", "agents"):
-            if client in self.__dict__:
-                self.__dict__[client].http.close()
-        if "llm" in self.__dict__:
-            self.llm.close()
-        if "ssh" in self.__dict__:
-            self.ssh.close()
+        built = list(self.__dict__.values())
+        for upstream in [u for u in built if isinstance(u, Upstream)]:
+            upstream.close()
         if "memory" in self.__dict__:
             self.memory.embedder.close()
         self.db.dispose()

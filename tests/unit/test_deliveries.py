@@ -209,10 +209,10 @@ def test_a_step_ending_after_cancel_adds_no_second_callback(db: Database, tenant
 def test_any_exception_in_an_attempt_is_a_failed_attempt(monkeypatch: pytest.MonkeyPatch) -> None:
     # Given an attempt whose breaker (or anything around the request) raises something unforeseen
     class Broken:
-        def call(self, upstream: str, fn: object) -> None:
+        def send(self, *_: object) -> None:
             raise RuntimeError("the breaker's store went away")
 
-    runtime = SimpleNamespace(settings=Settings(), breakers=Broken())
+    runtime = SimpleNamespace(settings=Settings(), callbacks=Broken())
     # When the attempt is made
     result = callback_tasks._attempt(runtime, "ten_a", "https://hooks.example.com/x", "{}", {})
     # Then it is a failed attempt the schedule counts, not an exception
