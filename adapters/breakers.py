@@ -197,20 +197,19 @@ class Breakers:
         self._breakers: dict[str, pybreaker.CircuitBreaker] = {}
         self._lock = threading.Lock()
 
-    def breaker(self, upstream: str, fail_max: int | None = None) -> pybreaker.CircuitBreaker:
-        """The breaker named `upstream` (one per process), its state kept in Redis.
-
-        `fail_max` overrides BREAKER_FAIL_MAX for this upstream (an engine's own threshold).
-        """
+    def breaker(self, upstream: str) -> pybreaker.CircuitBreaker:
+        """The breaker named `upstream` (one per process), its state kept in Redis; it opens
+        after BREAKER_FAIL_MAX failures, or its kind's BREAKER_OVERRIDES."""
         with self._lock:
-            return self._breakers.get(upstream) or self._new_breaker(upstream, fail_max)
+            return self._breakers.get(upstream) or self._new_breaker(upstream)
 
-    def _new_breaker(self, upstream: str, fail_max: int | None) -> pybreaker.CircuitBreaker:
+    def _new_breaker(self, upstream: str) -> pybreaker.CircuitBreaker:
         self.client.sadd(BREAKERS_KEY, upstream)
         # Only upstream trouble counts; a 4xx or a bad request proves the upstream answers.
         # The call that trips the breaker raises its own error, later calls fail fast.
         breaker = pybreaker.CircuitBreaker(
-            fail_max=fail_max or self.settings.fail_max, reset_timeout=self.settings.reset_timeout,
+            fail_max=self.settings.fail_max_of(upstream),
+            reset_timeout=self.settings.reset_timeout,
             exclude=[lambda exc: not should_retry(exc)],
             listeners=[_Recorder(self.client, upstream)],
             state_storage=_storage(self.client, upstream), name=upstream,
@@ -218,10 +217,9 @@ class Breakers:
         self._breakers[upstream] = breaker
         return breaker
 
-    def call(self, upstream: str, fn: Callable[[], T], policy: RetrySettings | None = None,
-             fail_max: int | None = None) -> T:
+    def call(self, upstream: str, fn: Callable[[], T], policy: RetrySettings | None = None) -> T:
         """Run `fn` through the upstream's breaker (retried inside it by `policy`, if given)."""
-        breaker = self.breaker(upstream, fail_max)
+        breaker = self.breaker(upstream)
         guarded = fn if policy is None else (
             lambda: call_with_retry(fn, policy, upstream=upstream, redis=self.client))
         trial = self._admit(upstream, breaker)

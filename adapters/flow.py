@@ -136,7 +136,7 @@ class FlowClient(Upstream):
     """Calls flows' webhooks; one per worker process, closed with it."""
 
     def __init__(self, settings: FlowSettings, retry: RetrySettings, breakers: Breakers) -> None:
-        super().__init__(breakers, retry, settings.breaker_fail_max)
+        super().__init__(breakers, retry)
         self.settings = settings
         self.http = httpx.Client(follow_redirects=False, trust_env=False)
 

@@ -31,7 +31,7 @@ class HttpClient(Upstream):
 
     def __init__(self, settings: HttpSettings, allowed_networks: list[netguard.Network],
                  retry: RetrySettings, breakers: Breakers) -> None:
-        super().__init__(breakers, retry, settings.breaker_fail_max)
+        super().__init__(breakers, retry)
         self.settings = settings
         self.allowed = allowed_networks
 

@@ -194,7 +194,7 @@ class SshClient(Upstream):
     """Runs commands on the configured hosts; one per worker process, closed with it."""
 
     def __init__(self, settings: SshSettings, retry: RetrySettings, breakers: Breakers) -> None:
-        super().__init__(breakers, retry, settings.breaker_fail_max)
+        super().__init__(breakers, retry)
         self.settings = settings
         self.hosts = load_hosts(settings)
         self._idle: dict[str, list[paramiko.SSHClient]] = {}

@@ -17,17 +17,14 @@ T = TypeVar("T")
 class Upstream:
     """An external system: calls pass its breaker and retry policy; `close` releases it."""
 
-    def __init__(self, breakers: Breakers, retry: RetrySettings | None,
-                 fail_max: int | None = None) -> None:
+    def __init__(self, breakers: Breakers, retry: RetrySettings | None) -> None:
         self.breakers = breakers
         self.retry = retry
-        self.fail_max = fail_max or None
 
     def guarded(self, name: str, fn: Callable[[], T], *, retry: bool = True) -> T:
         """`fn` through the breaker `name`, retried by the policy unless `retry` is False (a
         request that is not idempotent)."""
-        return self.breakers.call(name, fn, self.retry if retry else None,
-                                  fail_max=self.fail_max)
+        return self.breakers.call(name, fn, self.retry if retry else None)
 
     def close(self) -> None:
         """Release this upstream's connections (nothing, unless it holds some)."""

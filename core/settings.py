@@ -220,6 +220,14 @@ class BreakerSettings(BaseSettings):
     model_config = _config("BREAKER_")
     fail_max: int = Field(5, ge=1, description="Consecutive failures that open a breaker.")
     reset_timeout: float = Field(30.0, gt=0, description="Seconds an open breaker stays open.")
+    overrides: dict[str, Annotated[int, Field(ge=1)]] = Field(
+        default_factory=dict, description="Consecutive failures that open the breakers of one "
+        "kind of upstream, by the part of its name before the first colon (JSON, e.g. "
+        '{"ssh": 3, "flow": 2, "http": 10}); others use BREAKER_FAIL_MAX.')
+
+    def fail_max_of(self, upstream: str) -> int:
+        """The failures that open `upstream`'s breaker (its kind's override, or the default)."""
+        return self.overrides.get(upstream.split(":", 1)[0], self.fail_max)
 
 
 class CallbackSettings(BaseSettings):
@@ -263,9 +271,6 @@ class FlowSettings(BaseSettings):
         30.0, gt=0, validation_alias=AliasChoices("ORCHESTRATOR_FLOW_TIMEOUT"),
         description="Seconds a flow has to answer its webhook call (a 202 within it makes the "
         "step wait for its resume URL instead).")
-    breaker_fail_max: int = Field(
-        0, ge=0, description="Consecutive failures that open an engine's breaker; 0: "
-        "BREAKER_FAIL_MAX.")
     flows_file: str = Field(
         "", validation_alias=AliasChoices("FLOWS_FILE"),
         description="A JSON file listing flows (name, engine, path, mode, timeout, wait, "
@@ -409,9 +414,6 @@ class SshSettings(BaseSettings):
         "read and dropped, and the output is marked truncated.")
     idle_connections: int = Field(
         4, ge=0, description="Open connections kept per host in each worker process.")
-    breaker_fail_max: int = Field(
-        0, ge=0, description="Consecutive failures to reach a host that open its breaker; 0: "
-        "BREAKER_FAIL_MAX.")
     dangerous_patterns: StrList = Field(
         DANGEROUS_PATTERNS, description="Regular expressions (a JSON list) of commands that "
         "`ssh.exec` holds for approval even with confirm_dangerous=true.")
@@ -439,9 +441,6 @@ class HttpSettings(BaseSettings):
     max_response_bytes: int = Field(
         1024 * 1024, ge=1, description="Bytes of an answer kept; the rest is cut off and the "
         "output marked truncated.")
-    breaker_fail_max: int = Field(
-        0, ge=0, description="Consecutive failures that open a host's breaker; 0: "
-        "BREAKER_FAIL_MAX.")
 
 
 class Settings(BaseSettings):

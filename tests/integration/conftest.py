@@ -269,9 +269,10 @@ def stack(request: pytest.FixtureRequest, broker_url: str, flow_ports: FlowPorts
     db_index = 1 if request.param == "sqlite" else 2
     extra = {"N8N_WEBHOOK_BASE": f"http://127.0.0.1:{flow_ports.n8n}/webhook",
              "ACTIVEPIECES_BASE": f"http://127.0.0.1:{flow_ports.activepieces}/api/v1/webhooks",
-             "FLOWS_FILE": str(FLOWS_FILE), "FLOW_BREAKER_FAIL_MAX": "2",
+             "FLOWS_FILE": str(FLOWS_FILE),
+             "BREAKER_OVERRIDES": json.dumps({"flow": 2, "ssh": SSH_BREAKER_FAIL_MAX}),
              "ORCHESTRATOR_FLOW_TIMEOUT": "10", "MCP_SERVERS_FILE": str(mcp_servers),
-             "SSH_HOSTS": ssh_servers.hosts, "SSH_BREAKER_FAIL_MAX": str(SSH_BREAKER_FAIL_MAX)}
+             "SSH_HOSTS": ssh_servers.hosts}
     with running_stack(request, request.param, db_index, extra) as running:
         yield running
 

@@ -105,7 +105,7 @@ def test_a_stopped_n8n_opens_the_engines_breaker(n8n: N8n, stack: Stack,
     operator = stack.client(stack.new_key(operator=True))
     n8n.stop()
     try:
-        # When flows are called while n8n is down (FLOW_BREAKER_FAIL_MAX=2 in this stack)
+        # When flows are called while n8n is down (BREAKER_OVERRIDES gives flow 2 in this stack)
         for n in range(2):
             job = wait_job(client, submit(client, "test.n8n_sync",
                                           inputs={"question": f"down {n}"})["job_id"])

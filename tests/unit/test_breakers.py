@@ -9,7 +9,7 @@ from pydantic import BaseModel, ValidationError
 
 from adapters.breakers import call_with_retry, should_retry
 from core.errors import InvalidRequest, UpstreamError, UpstreamUnavailable
-from core.settings import RetrySettings
+from core.settings import BreakerSettings, RetrySettings
 
 FAST = RetrySettings(attempts=3, initial=0.001, maximum=0.005, jitter=0.0, max_retry_after=1.0)
 REQUEST = httpx.Request("GET", "http://upstream.test/")
@@ -131,3 +131,11 @@ def test_backs_off_exponentially_without_retry_after() -> None:
     started = time.monotonic()
     call_with_retry(flaky, policy, upstream="llm")
     assert 0.3 <= time.monotonic() - started < 1.0
+
+
+def test_a_kind_of_upstream_may_have_its_own_threshold(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BREAKER_OVERRIDES", '{"ssh": 2, "flow": 3}')
+    settings = BreakerSettings(fail_max=5)
+    assert settings.fail_max_of("ssh:box") == 2 and settings.fail_max_of("flow:n8n") == 3
+    assert settings.fail_max_of("http:ten_a:example.com:443") == 5
+    assert settings.fail_max_of("llm") == 5
