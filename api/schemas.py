@@ -16,6 +16,7 @@ from pydantic import (
     ConfigDict,
     Field,
     UrlConstraints,
+    field_validator,
     model_validator,
 )
 
@@ -144,10 +145,20 @@ LastEventId = Annotated[int | None, Header(
 PROMPT_INTENT = "llm.plan"
 
 
+def _intent_or_prompt_schema(schema: dict[str, Any]) -> None:
+    """State the rule in the schema: exactly one of `intent` and `prompt`, each a string."""
+    for name in ("intent", "prompt"):
+        field = schema["properties"][name]
+        string = next(s for s in field.pop("anyOf") if s.get("type") == "string")
+        field.update(string)
+        field.pop("default", None)
+    schema["oneOf"] = [{"required": ["intent"]}, {"required": ["prompt"]}]
+
+
 class JobCreate(BaseModel):
     """Submit an intent with its inputs, or a free-text prompt for the LLM planner."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_extra=_intent_or_prompt_schema)
     intent: str | None = Field(None, min_length=1, max_length=200, examples=["debug.echo"],
                                description="A registered intent name (`GET /v1/intents`), "
                                "or send `prompt`.")
@@ -164,6 +175,13 @@ class JobCreate(BaseModel):
     wait: Wait = Field(
         False, description="Seconds to wait for the result (true: the server's sync timeout)."
     )
+
+    @field_validator("intent", "prompt", mode="before")
+    @classmethod
+    def _not_null(cls, value: Any) -> Any:
+        if value is None:
+            raise ValueError("send a string, or leave the field out")
+        return value
 
     @model_validator(mode="after")
     def _intent_or_prompt(self) -> "JobCreate":
