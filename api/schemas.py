@@ -105,11 +105,11 @@ StoredJson = dict[str, Any]
 _LABEL = r"[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?"
 _PORT = r"(?:[0-9]{1,4}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5])"
 HTTP_URL = (rf"^[hH][tT][tT][pP][sS]?://(?P<host>{_LABEL}(?:\.{_LABEL})*\.?"
-            rf"|\[[0-9A-Fa-f:.]{{2,45}}\])(?::{_PORT})?(?:[/?#]\S*)?$")
+            rf"|\[[0-9A-Fa-f:.]{{2,45}}\])(?::{_PORT})?(?:[/?#][^\s\x00-\x1F\x7F]*)?$")
 URL_RULE = ("must be an http(s) URL without credentials whose host is a DNS name (labels of at "
             "most 63 letters, digits, '-' or '_'), an IPv4 address or a bracketed IPv6 "
-            "address, with a port up to 65535 (`{field}` may fill the path and query, not the "
-            "host)")
+            "address, with a port up to 65535, and no control characters (`{field}` may fill the "
+            "path and query, not the host)")
 
 
 def _http_url(url: str) -> str:

@@ -27,7 +27,10 @@ def test_generated_requests_find_no_server_error_nor_undocumented_answer(
         for name in ("tenant-a", "tenant-b")]}
     (tmp_path / "auth.json").write_text(json.dumps(auth))
     # When schemathesis runs every check over every operation, EXAMPLES examples each
+    # (a subset leaves out the operations its links lead to: no stateful phase then)
     only = [arg for o in OPERATIONS for arg in ("--include-operation-id", o)]
+    if only:
+        only.append("--phases=examples,coverage,fuzzing")
     done = subprocess.run(
         [str(services.BIN / "schemathesis"), "--config-file", str(CONFIG), "run",
          f"{stack.url}/openapi.json", "--checks", "all", "--max-examples", str(EXAMPLES),
@@ -35,4 +38,4 @@ def test_generated_requests_find_no_server_error_nor_undocumented_answer(
         env={**stack.env, "SCHEMATHESIS_AUTH": str(tmp_path / "auth.json")},
         capture_output=True, text=True, timeout=110 * max(1, EXAMPLES // 10), cwd=tmp_path)
     # Then it finds nothing
-    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
+    assert done.returncode == 0, done.stdout[-30000:] + done.stderr[-2000:]
