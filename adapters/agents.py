@@ -64,7 +64,8 @@ class AgentClient(Upstream):
             response = self.http.get(address, timeout=timeout, **options)
         except RefusedTarget as exc:
             raise InvalidRequest(f"endpoint: {exc}", field="endpoint") from exc
-        except (httpx.HTTPError, OSError) as exc:
+        except (httpx.HTTPError, httpx.InvalidURL, OSError, netguard.GuardTimeout) as exc:
+            # A slow resolver (GuardTimeout) is the endpoint not answering in time, not a 500.
             raise InvalidRequest(f"endpoint: GET /health failed: {type(exc).__name__}",
                                  field="endpoint") from exc
         if not response.is_success:

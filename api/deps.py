@@ -1,17 +1,50 @@
 """Dependencies: the app state and the calling tenant."""
 
 import hmac
+import json
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.exc import SQLAlchemyError
+from starlette.requests import HTTPConnection
 
+from api.schemas import JsonFault, json_fault
 from api.state import AppState
 from core.errors import Forbidden, Unauthorized
 
 bearer = HTTPBearer(auto_error=False, description="An API key from `orchestrator keys create`.")
+
+
+async def json_body_rule(connection: HTTPConnection) -> None:
+    """Refuse (422, naming the field) a JSON body that breaks the storage rule of every JSON
+    the API keeps (`json_fault`: depth, finite numbers, Unicode text), before any route reads
+    it; a body that is not JSON is left to the route's own parsing."""
+    if not isinstance(connection, Request) or connection.method not in ("POST", "PUT", "PATCH"):
+        return  # a WebSocket checks each message itself (api/routes/chat.py)
+    try:
+        body = json.loads(await connection.body())
+    except (ValueError, RecursionError):
+        return
+    if found := _body_fault(body):
+        where, fault = found
+        raise RequestValidationError([{"type": "value_error", "loc": where, "msg": str(fault),
+                                       "input": None}])
+
+
+def _body_fault(body: Any) -> tuple[tuple[str, ...], JsonFault] | None:
+    """Each field of an object body is a stored value; any other body is one."""
+    if not isinstance(body, dict):
+        fault = json_fault(body)
+        return None if fault is None else (("body",), fault)
+    for name, value in body.items():
+        if fault := json_fault(name):  # not echoed: it cannot be written back
+            return ("body",), JsonFault((), f"a field name: {fault.reason}")
+        if fault := json_fault(value):
+            return ("body", name), fault
+    return None
 
 
 def get_state(request: Request) -> AppState:

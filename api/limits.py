@@ -4,13 +4,16 @@ import json
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+INVALID_REQUEST = -32600  # JSON-RPC's code for a request it cannot take
+
 
 class BodyLimit:
     """Answer 413 to a body over `max_bytes`, whether declared or streamed in chunks."""
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, max_bytes: int, rpc_paths: tuple[str, ...] = ()) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.rpc_paths = rpc_paths  # answered as JSON-RPC (`/mcp`)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS"):
@@ -18,11 +21,11 @@ class BodyLimit:
             return
         declared = dict(scope["headers"]).get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-            await self._refuse(send)
+            await self._refuse(send, scope["path"] in self.rpc_paths)
             return
         body = await self._read(receive)
         if body is None:
-            await self._refuse(send)
+            await self._refuse(send, scope["path"] in self.rpc_paths)
             return
         replayed = False
 
@@ -51,8 +54,10 @@ class BodyLimit:
             if not message.get("more_body", False):
                 return b"".join(chunks)
 
-    async def _refuse(self, send: Send) -> None:
-        body = json.dumps({"error": f"request body over {self.max_bytes} bytes; send less"})
+    async def _refuse(self, send: Send, rpc: bool) -> None:
+        message = f"request body over {self.max_bytes} bytes; send less"
+        body = json.dumps({"jsonrpc": "2.0", "id": None, "error": {
+            "code": INVALID_REQUEST, "message": message}} if rpc else {"error": message})
         await send({"type": "http.response.start", "status": 413,
                     "headers": [(b"content-type", b"application/json")]})
         await send({"type": "http.response.body", "body": body.encode()})

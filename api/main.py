@@ -6,7 +6,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import redis.asyncio as aioredis
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi_offline import FastAPIOffline
@@ -20,6 +20,7 @@ from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from api import mcp_server, openapi
+from api.deps import json_body_rule
 from api.hub import EventHub
 from api.limits import BodyLimit
 from api.routes import (
@@ -150,9 +151,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPIOffline(
         title="Orchestrator", version="0.1.0", lifespan=lifespan,
         description="Submit intents as jobs; follow them by polling, SSE or callback.",
-        servers=[{"url": settings.api.base_url, "description": "API_PUBLIC_URL"}])
+        servers=[{"url": settings.api.base_url, "description": "API_PUBLIC_URL"}],
+        # The one rule for every JSON body the API stores (depth, numbers, Unicode text).
+        dependencies=[Depends(json_body_rule)])
     app.state.settings = settings
-    app.add_middleware(BodyLimit, max_bytes=app.state.settings.api.max_body_bytes)
+    app.add_middleware(BodyLimit, max_bytes=app.state.settings.api.max_body_bytes,
+                       rpc_paths=("/mcp",))
     app.add_exception_handler(OrchestratorError, _orchestrator_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)

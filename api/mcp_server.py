@@ -27,9 +27,9 @@ from mcp.server.transport_security import TransportSecuritySettings
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api import service
-from api.schemas import job_public
+from api.schemas import job_public, json_fault
 from api.state import AppState
-from core.errors import NotFound, OrchestratorError
+from core.errors import OrchestratorError
 from core.store.queries import list_jobs
 from tasks.intents import REGISTRY
 
@@ -284,8 +284,69 @@ async def _json_response(send: Send, status: int, payload: dict[str, Any],
     await send({"type": "http.response.body", "body": body})
 
 
+class RpcError(OrchestratorError):
+    """Raised when a `/mcp` message is not a JSON-RPC request this server can read."""
+
+    def __init__(self, code: int, message: str, request_id: Any = None) -> None:
+        super().__init__(message)
+        self.code, self.request_id = code, request_id
+
+    def reply(self) -> dict[str, Any]:
+        return {"jsonrpc": "2.0", "id": self.request_id,
+                "error": {"code": self.code, "message": str(self)}}
+
+
+def parse_message(body: bytes) -> dict[str, Any]:
+    """The JSON-RPC message in `body`, its envelope and params checked (the storage rule of
+    every JSON the API keeps, `json_fault`, included); RpcError says which rule it broke."""
+    try:
+        message = json.loads(body)
+    except (ValueError, RecursionError):
+        raise RpcError(types.PARSE_ERROR, "Parse error: the body is not JSON (UTF-8, not "
+                       "nested too deep to read)") from None
+    if not isinstance(message, dict):
+        raise RpcError(types.INVALID_REQUEST, "a message must be one JSON-RPC object "
+                       "(batches are not supported)")
+    _check_envelope(message)
+    request_id = message.get("id")
+    params = message.get("params", {})
+    if not isinstance(params, dict):
+        raise RpcError(types.INVALID_PARAMS, "params must be an object (by name)", request_id)
+    if fault := json_fault(params):
+        raise RpcError(types.INVALID_PARAMS, f"params: {fault}", request_id)
+    if message.get("method") == "tools/call":
+        _check_call(params, request_id)
+    return message
+
+
+def _check_envelope(message: dict[str, Any]) -> None:
+    request_id = message.get("id")
+    if "id" in message and (isinstance(request_id, bool) or not isinstance(
+            request_id, str | int) or json_fault(request_id)):
+        raise RpcError(types.INVALID_REQUEST, "id must be a string or an integer")
+    if message.get("jsonrpc") != "2.0":
+        raise RpcError(types.INVALID_REQUEST, 'jsonrpc must be "2.0"', request_id)
+    method = message.get("method")
+    if method is None and "id" in message and ("result" in message or "error" in message):
+        return  # a response to a request of the server's: the SDK's to take
+    if not isinstance(method, str) or not method or json_fault(method):
+        raise RpcError(types.INVALID_REQUEST, "method must be a non-empty string", request_id)
+    if "params" in message and not isinstance(message["params"], dict | list):
+        raise RpcError(types.INVALID_REQUEST, "params must be an object", request_id)
+
+
+def _check_call(params: dict[str, Any], request_id: Any) -> None:
+    if not isinstance(params.get("name"), str) or not params["name"]:
+        raise RpcError(types.INVALID_PARAMS, "params.name must be the tool's name", request_id)
+    if not isinstance(params.get("arguments", {}), dict):
+        raise RpcError(types.INVALID_PARAMS, "params.arguments must be an object", request_id)
+    if not isinstance(params.get("task", {}), dict):
+        raise RpcError(types.INVALID_PARAMS, "params.task must be an object", request_id)
+
+
 class Endpoint:
-    """`/mcp`: the bearer key picks the tenant; Tasks are answered here, the rest by the SDK."""
+    """`/mcp`: the bearer key picks the tenant; every message is checked here (a malformed one
+    answers a JSON-RPC error, never a 500); Tasks are answered here, the rest by the SDK."""
 
     def __init__(self, state: AppState, tasks: Tasks, sdk: ASGIApp) -> None:
         self.state, self.tasks, self.sdk = state, tasks, sdk
@@ -299,8 +360,13 @@ class Endpoint:
             return
         scope[TENANT] = tenant
         body = await _body(receive)
-        message = _message(body)
-        if message is not None and self.tasks.handles(message):
+        try:
+            message = parse_message(body)
+        except RpcError as exc:
+            status = 200 if exc.code == types.INVALID_PARAMS and exc.request_id is not None else 400
+            await _json_response(send, status, exc.reply())
+            return
+        if self.tasks.handles(message):
             await _json_response(send, 200, await self._answer(tenant, message))
             return
         await self.sdk(scope, _replay(body), send)
@@ -316,19 +382,9 @@ class Endpoint:
         reply: dict[str, Any] = {"jsonrpc": "2.0", "id": message.get("id")}
         try:
             reply["result"] = await self.tasks.answer(tenant, message)
-        except NotFound as exc:
-            reply["error"] = {"code": types.INVALID_PARAMS, "message": str(exc)}
         except OrchestratorError as exc:
             reply["error"] = {"code": types.INVALID_PARAMS, "message": str(exc)}
         return reply
-
-
-def _message(body: bytes) -> dict[str, Any] | None:
-    try:
-        parsed = json.loads(body)
-    except ValueError:
-        return None
-    return parsed if isinstance(parsed, dict) else None
 
 
 def http_endpoint(state: AppState) -> tuple[Endpoint, StreamableHTTPSessionManager]:

@@ -67,6 +67,51 @@ def _absent_not_null(document: dict[str, Any]) -> None:
                     parameter["schema"] = {**options[0], **extra}
 
 
+TEXT = r"^[^\u0000]*$"  # no NUL: what Postgres text cannot hold
+STORED_VALUE = "StoredValue"
+
+
+def _state_the_json_rule(document: dict[str, Any]) -> None:
+    """Say in every request body's schema the part of the stored-JSON rule (`json_fault`) that
+    JSON Schema can say: strings and keys without NUL, free-form values included."""
+    schemas = document.setdefault("components", {}).setdefault("schemas", {})
+    ref = {"$ref": f"#/components/schemas/{STORED_VALUE}"}
+    schemas[STORED_VALUE] = {"description": "Any JSON value the API stores.", "anyOf": [
+        {"type": "string", "pattern": TEXT}, {"type": "number"}, {"type": "boolean"},
+        {"type": "null"}, {"type": "array", "items": ref},
+        {"type": "object", "propertyNames": {"pattern": TEXT}, "additionalProperties": ref}]}
+    seen: set[str] = {STORED_VALUE}
+
+    def visit(schema: Any) -> None:
+        if not isinstance(schema, dict):
+            return
+        if "$ref" in schema:
+            name = schema["$ref"].rsplit("/", 1)[1]
+            if name not in seen:
+                seen.add(name)
+                visit(schemas[name])
+            return
+        if schema.get("type") == "string" and not {"enum", "const", "format"} & set(schema):
+            schema["allOf"] = [*schema.get("allOf", []), {"pattern": TEXT}]
+        if schema.get("type") == "object":
+            schema["propertyNames"] = {**schema.get("propertyNames", {}), "pattern": TEXT}
+            if schema.get("additionalProperties", True) is True:
+                schema["additionalProperties"] = ref
+        for key in ("properties", "patternProperties"):
+            for sub in schema.get(key, {}).values():
+                visit(sub)
+        for key in ("anyOf", "oneOf", "allOf"):
+            for sub in schema.get(key, []):
+                visit(sub)
+        for key in ("items", "additionalProperties"):
+            visit(schema.get(key))
+
+    for item in document["paths"].values():
+        for operation in item.values():
+            content = operation.get("requestBody", {}).get("content", {})
+            visit(content.get("application/json", {}).get("schema"))
+
+
 def install(app: FastAPI) -> None:
     """Serve the document built once, with only the error answers each route declares."""
     def openapi() -> dict[str, Any]:
@@ -76,6 +121,7 @@ def install(app: FastAPI) -> None:
                                    servers=app.servers, tags=app.openapi_tags)
             _drop_default_422(document)
             _absent_not_null(document)
+            _state_the_json_rule(document)
             app.openapi_schema = document
         return app.openapi_schema
 

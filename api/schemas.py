@@ -1,7 +1,10 @@
 """Request and response bodies of the API."""
 
+import ipaddress
 import json
 import math
+import re
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
@@ -13,6 +16,7 @@ from pydantic import (
     ConfigDict,
     Field,
     UrlConstraints,
+    field_validator,
     model_validator,
 )
 
@@ -26,23 +30,66 @@ def _too_deep(limit: int) -> str:
     return f"nested deeper than {limit} levels; flatten it"
 
 
-def json_problem(value: Any, limit: int = MAX_JSON_DEPTH) -> str | None:
-    """Why `value` may not be stored as JSON (too deep, NaN or Infinity), or None."""
-    pending: list[tuple[Any, int]] = [(value, 1)]
-    while pending:
-        item, depth = pending.pop()
-        if isinstance(item, float) and not math.isfinite(item):
-            return f"{item} is not a JSON number; send a finite number or null"
-        if isinstance(item, dict | list):
-            if depth > limit:
-                return _too_deep(limit)
-            children = item.values() if isinstance(item, dict) else item
-            pending.extend((child, depth + 1) for child in children)
+def _text_problem(text: str) -> str | None:
+    if "\x00" in text:
+        return "\\u0000 (NUL) cannot be stored (Postgres text refuses it); remove it"
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return ("a lone surrogate (like \\ud800) is not Unicode text; send the character "
+                "itself or a surrogate pair")
     return None
 
 
+def _scalar_problem(item: Any) -> str | None:
+    if isinstance(item, float) and not math.isfinite(item):
+        return f"{item} is not a JSON number; send a finite number or null"
+    return _text_problem(item) if isinstance(item, str) else None
+
+
+@dataclass(frozen=True)
+class JsonFault:
+    """Where a JSON value breaks the storage rule (`path` from its root) and why."""
+
+    path: tuple[str | int, ...]
+    reason: str
+
+    def __str__(self) -> str:
+        where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in self.path)
+        return f"{self.reason} (at ${where})" if self.path else self.reason
+
+
+def json_fault(value: Any, limit: int = MAX_JSON_DEPTH) -> JsonFault | None:
+    """The first place `value` may not be stored as JSON, or None: nested deeper than `limit`,
+    NaN or ±Infinity, or a string (value or key) holding NUL or a lone surrogate.
+
+    The one rule of every JSON the API stores: request bodies (api/deps.py), chat WebSocket
+    messages and `/mcp` requests. Size is the body limit (API_MAX_BODY_BYTES) of each.
+    """
+    pending: list[tuple[Any, tuple[str | int, ...]]] = [(value, ())]
+    while pending:
+        item, path = pending.pop()
+        if isinstance(item, dict | list):
+            if len(path) >= limit:
+                return JsonFault((), _too_deep(limit))
+            pairs = item.items() if isinstance(item, dict) else enumerate(item)
+            for key, child in pairs:
+                if isinstance(key, str) and (problem := _text_problem(key)):
+                    return JsonFault(path, f"a key: {problem}")
+                pending.append((child, (*path, key)))
+        elif problem := _scalar_problem(item):
+            return JsonFault(path, problem)
+    return None
+
+
+def json_problem(value: Any, limit: int = MAX_JSON_DEPTH) -> str | None:
+    """Why `value` may not be stored as JSON (see `json_fault`), or None."""
+    fault = json_fault(value, limit)
+    return None if fault is None else str(fault)
+
+
 def loads_checked(text: str | bytes, limit: int = MAX_JSON_DEPTH) -> Any:
-    """`text` parsed as JSON under `json_problem`'s rule; ValueError says why it is refused."""
+    """`text` parsed as JSON under `json_fault`'s rule; ValueError says why it is refused."""
     try:
         value = json.loads(text)
     except RecursionError:
@@ -53,13 +100,37 @@ def loads_checked(text: str | bytes, limit: int = MAX_JSON_DEPTH) -> Any:
     return value
 
 
-def _storable(value: dict[str, Any]) -> dict[str, Any]:
-    if problem := json_problem(value):
-        raise ValueError(problem)
-    return value
+# A JSON object a request stores; the body rule (api/deps.py) has checked it at the door.
+StoredJson = dict[str, Any]
+_LABEL = r"[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?"
+_PORT = r"(?:[0-9]{1,4}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5])"
+HTTP_URL = (rf"^[hH][tT][tT][pP][sS]?://(?P<host>{_LABEL}(?:\.{_LABEL})*\.?"
+            rf"|\[[0-9A-Fa-f:.]{{2,45}}\])(?::{_PORT})?(?:[/?#][^\s\x00-\x1F\x7F]*)?$")
+URL_RULE = ("must be an http(s) URL without credentials whose host is a DNS name (labels of at "
+            "most 63 letters, digits, '-' or '_'), an IPv4 address or a bracketed IPv6 "
+            "address, with a port up to 65535, and no control characters (`{field}` may fill the "
+            "path and query, not the host)")
 
 
-StoredJson = Annotated[dict[str, Any], AfterValidator(_storable)]
+def _http_url(url: str) -> str:
+    found = re.match(HTTP_URL, url)
+    if found is None:
+        raise ValueError(URL_RULE)
+    if found["host"].startswith("["):
+        try:
+            ipaddress.IPv6Address(found["host"][1:-1])
+        except ValueError:
+            raise ValueError(f"{found['host']} is not an IPv6 address") from None
+    return url
+
+
+# An http(s) URL a tenant registers: the rule is in the schema (`pattern`), and said plainly.
+HttpUrlText = Annotated[str, AfterValidator(_http_url), Field(
+    min_length=1, max_length=2048, json_schema_extra={"pattern": HTTP_URL})]
+# RFC 7230: a header name is a token; a value is visible ASCII, spaces and tabs.
+HeaderName = Annotated[str, Field(min_length=1, max_length=256,
+                                  pattern=r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")]
+HeaderValue = Annotated[str, Field(max_length=8192, pattern=r"^[\t\x20-\x7E]*$")]
 Wait = Annotated[float, Field(allow_inf_nan=False)] | bool
 CallbackUrl = Annotated[AnyHttpUrl, UrlConstraints(max_length=2048)]  # the store's column
 MAX_EVENT_ID = 2**31 - 1  # job_events.seq is an INTEGER column
@@ -74,10 +145,20 @@ LastEventId = Annotated[int | None, Header(
 PROMPT_INTENT = "llm.plan"
 
 
+def _intent_or_prompt_schema(schema: dict[str, Any]) -> None:
+    """State the rule in the schema: exactly one of `intent` and `prompt`, each a string."""
+    for name in ("intent", "prompt"):
+        field = schema["properties"][name]
+        string = next(s for s in field.pop("anyOf") if s.get("type") == "string")
+        field.update(string)
+        field.pop("default", None)
+    schema["oneOf"] = [{"required": ["intent"]}, {"required": ["prompt"]}]
+
+
 class JobCreate(BaseModel):
     """Submit an intent with its inputs, or a free-text prompt for the LLM planner."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_extra=_intent_or_prompt_schema)
     intent: str | None = Field(None, min_length=1, max_length=200, examples=["debug.echo"],
                                description="A registered intent name (`GET /v1/intents`), "
                                "or send `prompt`.")
@@ -94,6 +175,13 @@ class JobCreate(BaseModel):
     wait: Wait = Field(
         False, description="Seconds to wait for the result (true: the server's sync timeout)."
     )
+
+    @field_validator("intent", "prompt", mode="before")
+    @classmethod
+    def _not_null(cls, value: Any) -> Any:
+        if value is None:
+            raise ValueError("send a string, or leave the field out")
+        return value
 
     @model_validator(mode="after")
     def _intent_or_prompt(self) -> "JobCreate":

@@ -6,12 +6,12 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path, Response
 from fastapi.concurrency import run_in_threadpool
-from pydantic import AnyHttpUrl, BaseModel, Field, UrlConstraints
+from pydantic import BaseModel, Field
 
 from api import service, streaming
 from api.deps import StateDep, TenantDep
 from api.openapi import BODY, KEYED, errors
-from api.schemas import EventPublic
+from api.schemas import EventPublic, HttpUrlText
 from core.models import Agent, EventType
 from core.store import agents
 from tasks.agents import PREFIX, InputMessage
@@ -28,7 +28,7 @@ class AgentRegistration(BaseModel):
     agent_id: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,99}$",
                           description="Its id; the intent `agent.<id>` runs it.")
     name: str = Field(min_length=1, max_length=200, description="A name for people.")
-    endpoint: Annotated[AnyHttpUrl, UrlConstraints(max_length=2048)] = Field(
+    endpoint: HttpUrlText = Field(
         description="Base URL serving `POST /invoke` (SSE) and `GET /health`; private "
         "addresses are refused unless allow-listed (CALLBACK_ALLOWED_NETWORKS).")
 

@@ -7,6 +7,7 @@ from pydantic import BaseModel, Field
 
 from api.deps import StateDep, TenantDep
 from api.openapi import BODY, KEYED, POST, errors
+from api.schemas import HeaderName, HeaderValue, HttpUrlText
 from core.models import HttpTool
 from core.store import tools
 from tasks.engine.registry import Intent
@@ -26,12 +27,13 @@ class ToolCreate(BaseModel):
     description: str = Field("", max_length=1000, description="What it does (for planners).")
     method: Literal["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"] = Field(
         "POST", description="GET, HEAD and DELETE send the inputs as the query, others as JSON.")
-    url: str = Field(min_length=1, max_length=2048, pattern=r"^[hH][tT][tT][pP][sS]?://",
-                     description=(
+    url: HttpUrlText = Field(description=(
         "http(s) URL template: `{field}` in the path or query takes that input, URL-encoded. "
         "Private addresses are refused unless in CALLBACK_ALLOWED_NETWORKS."))
-    headers: dict[str, str] = Field(default_factory=dict, max_length=50, description=(
-        "Headers sent with every call (an API key of the service, say); never listed back."))
+    headers: dict[HeaderName, HeaderValue] = Field(
+        default_factory=dict, max_length=50, json_schema_extra={"additionalProperties": False},
+        description="Headers sent with every call (an API key of the service, say); never "
+        "listed back. Names are RFC 7230 tokens; values visible ASCII, spaces and tabs.")
     input_schema: dict[str, Any] = Field(
         default_factory=lambda: {"type": "object"},
         description="The JSON schema of its inputs (an object); submissions are checked by it.")
