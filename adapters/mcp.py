@@ -50,6 +50,8 @@ class McpTool:
     name: str
     description: str
     input_schema: dict[str, Any]
+    read_only: bool = False
+    """The server's `annotations.readOnlyHint` (absent: it may write)."""
 
 
 class McpToolError(OrchestratorError):
@@ -77,7 +79,13 @@ def _client(spec: McpServerSpec) -> Client:
 async def _list(spec: McpServerSpec) -> list[McpTool]:
     async with _client(spec) as client:
         listed = await client.list_tools()
-    return [McpTool(t.name, t.description or "", dict(t.input_schema)) for t in listed.tools]
+    return [McpTool(t.name, t.description or "", dict(t.input_schema), _read_only(t))
+            for t in listed.tools]
+
+
+def _read_only(tool: Any) -> bool:
+    annotations = getattr(tool, "annotations", None)
+    return bool(annotations is not None and annotations.read_only_hint)
 
 
 async def _call(spec: McpServerSpec, tool: str, arguments: dict[str, Any]) -> Any:

@@ -25,7 +25,8 @@ def request(tenant_id: str, prompt: str, chat: dict[str, Any], context: dict[str
     inputs = {"prompt": prompt, **{k: v for k, v in chat.items() if v is not None}}
     return service.Request(
         tenant_id=tenant_id, intent=PROMPT_INTENT, inputs=inputs, mode="auto", context=context,
-        callback_url=None, idempotency_key=idempotency_key or f"chat-{uuid.uuid4().hex}")
+        callback_url=None, idempotency_key=idempotency_key or f"chat-{uuid.uuid4().hex}",
+        internal=True)
 
 
 async def ask(state: AppState, req: service.Request, wait: float) -> ChatAnswer:

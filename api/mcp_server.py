@@ -8,14 +8,23 @@ job and answers its result or, when the job outlives the sync timeout, its id an
 The Tasks utility (protocol 2025-11-25) is served in front of the SDK, which does not
 implement it: a task-augmented `tools/call` answers a task backed by the job, and
 `tasks/get`, `tasks/result`, `tasks/cancel`, `tasks/list` read and cancel jobs. A task is the
-job, so it survives a restart of the API; a held step shows as `input_required`.
+job, so it survives a restart of the API; a held step shows as `input_required`; it is kept for
+the `ttl` the client asked for, at most API_MCP_TASK_TTL.
+
+Tool names are what MCP clients accept (`^[a-zA-Z0-9_-]{1,64}$`): `memory.search` is
+`memory_search`, `mcp.time.get_current_time` is `mcp__time__get_current_time`, a name too long
+or clashing with another takes a hash suffix; the intent's own name is the tool's `title` and
+its `_meta["orchestrator/intent"]`, and a call by either name works.
 """
 
 import asyncio
+import hashlib
 import json
+import re
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any, Protocol
 
 import httpx
@@ -27,35 +36,98 @@ from mcp.server.transport_security import TransportSecuritySettings
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api import service
-from api.schemas import job_public, json_fault
+from api.schemas import deduplication, job_public, json_fault
 from api.state import AppState
-from core.errors import OrchestratorError
+from core.errors import NotFound, OrchestratorError
+from core.models import Effect, utcnow
 from core.store.queries import list_jobs
 from tasks.intents import REGISTRY
 
 TENANT = "orch.tenant"
 POLL_MS = 500
-TASK_TTL_MS = 24 * 3600 * 1000
+TTL_KEY = "mcp_task_ttl_ms"
+NAME_MAX = 64
+NOT_A_NAME = re.compile(r"[^a-zA-Z0-9_-]")
+META_INTENT = "orchestrator/intent"
+MCP_PREFIX = "mcp."
 RESULT_WAIT_SECONDS = 300.0
 TASK_STATUS = {"succeeded": "completed", "failed": "failed", "cancelled": "cancelled",
                "awaiting_approval": "input_required"}
 Job = dict[str, Any]
 
 
+@dataclass(frozen=True)
+class Offer:
+    """An intent offered to the tenant, as a tool is made of it."""
+
+    intent: str
+    description: str
+    schema: dict[str, Any]
+    effect: str = Effect.write
+
+
 class Backend(Protocol):
     """Where tools come from and jobs go: the API in-process, or the API over HTTP."""
 
-    async def tools(self, tenant: str) -> list[types.Tool]: ...
+    async def tools(self, tenant: str) -> list[Offer]: ...
     async def submit(self, tenant: str, intent: str, inputs: dict[str, Any],
-                     wait: float) -> Job: ...
+                     wait: float, context: dict[str, Any]) -> Job: ...
     async def job(self, tenant: str, job_id: str) -> Job: ...
     async def cancel(self, tenant: str, job_id: str) -> Job: ...
     async def jobs(self, tenant: str, limit: int) -> list[Job]: ...
 
 
-def tool(name: str, description: str, schema: dict[str, Any]) -> types.Tool:
-    return types.Tool(name=name, description=description, input_schema=schema,
+def _clean(text: str) -> str:
+    return NOT_A_NAME.sub("_", text)
+
+
+def _suffixed(name: str, intent: str) -> str:
+    digest = hashlib.sha256(intent.encode()).hexdigest()[:8]
+    return f"{name[:NAME_MAX - len(digest) - 1]}_{digest}"
+
+
+def tool_name(intent: str) -> str:
+    """The intent's name as MCP clients accept it: `mcp.<server>.<tool>` as
+    `mcp__<server>__<tool>`, any other character outside `[a-zA-Z0-9_-]` as `_`, a name over 64
+    characters cut with a hash of the intent's name."""
+    if intent.startswith(MCP_PREFIX):
+        server, _, rest = intent.removeprefix(MCP_PREFIX).partition(".")
+        name = f"mcp__{_clean(server)}__{_clean(rest)}"
+    else:
+        name = _clean(intent)
+    return name if len(name) <= NAME_MAX else _suffixed(name, intent)
+
+
+def tool_names(intents: list[str]) -> dict[str, str]:
+    """Tool name → intent, unique: of intents whose names clash, the first by name keeps the
+    name, each other takes a hash suffix of its own."""
+    names: dict[str, str] = {}
+    for intent in sorted(intents):
+        name = tool_name(intent)
+        names[_suffixed(name, intent) if name in names else name] = intent
+    return names
+
+
+def tool(name: str, offer: Offer) -> types.Tool:
+    """A tool of an offered intent: its MCP name, the intent's own as `title` and `_meta`."""
+    return types.Tool(name=name, title=offer.intent, description=offer.description,
+                      input_schema=offer.schema, meta={META_INTENT: offer.intent},
+                      annotations=types.ToolAnnotations(
+                          read_only_hint=offer.effect == Effect.read),
                       execution=types.ToolExecution(task_support="optional"))
+
+
+async def tools_of(backend: "Backend", tenant: str) -> list[types.Tool]:
+    offers = {offer.intent: offer for offer in await backend.tools(tenant)}
+    return [tool(name, offers[intent])
+            for name, intent in tool_names(list(offers)).items()]
+
+
+async def intent_of(backend: "Backend", tenant: str, name: str) -> str:
+    """The intent a tool name stands for; a name that is none of them is passed on as an
+    intent's (the registry answers for it)."""
+    offers = await backend.tools(tenant)
+    return tool_names([offer.intent for offer in offers]).get(name, name)
 
 
 @dataclass
@@ -64,17 +136,18 @@ class LocalBackend:
 
     state: AppState
 
-    async def tools(self, tenant: str) -> list[types.Tool]:
-        intents = await run_in_threadpool(REGISTRY.all, tenant)
-        return [tool(i.name, i.description, i.schema()) for i in intents]
+    async def tools(self, tenant: str) -> list[Offer]:
+        intents = await run_in_threadpool(REGISTRY.offered, tenant,
+                                          self.state.settings.orchestrator.exposed_intents)
+        return [Offer(i.name, i.description, i.schema(), i.effect) for i in intents]
 
     async def submit(self, tenant: str, intent: str, inputs: dict[str, Any],
-                     wait: float) -> Job:
+                     wait: float, context: dict[str, Any]) -> Job:
         request = service.Request(tenant_id=tenant, intent=intent, inputs=inputs, mode="auto",
-                                  context={"via": "mcp"}, callback_url=None,
-                                  idempotency_key=None)
-        job, steps, _ = await service.submit(self.state, request, wait)
-        return job_public(job, steps).model_dump(mode="json")
+                                  context=context, callback_url=None, idempotency_key=None)
+        job, steps, created = await service.submit(self.state, request, wait)
+        return job_public(job, steps).model_copy(update=deduplication(job, created)).model_dump(
+            mode="json")
 
     async def job(self, tenant: str, job_id: str) -> Job:
         job, steps = await run_in_threadpool(service.load_job, self.state, tenant, job_id)
@@ -106,14 +179,14 @@ class HttpBackend:
             raise OrchestratorError(response.json().get("error", response.text))
         return response.json()
 
-    async def tools(self, tenant: str) -> list[types.Tool]:
-        return [tool(i["name"], i["description"], i["input_schema"])
+    async def tools(self, tenant: str) -> list[Offer]:
+        return [Offer(i["name"], i["description"], i["input_schema"], i.get("effect", "write"))
                 for i in await self._json("GET", "/v1/intents")]
 
     async def submit(self, tenant: str, intent: str, inputs: dict[str, Any],
-                     wait: float) -> Job:
+                     wait: float, context: dict[str, Any]) -> Job:
         answer = await self._json("POST", "/v1/jobs", json={
-            "intent": intent, "inputs": inputs, "wait": wait, "context": {"via": "mcp"}})
+            "intent": intent, "inputs": inputs, "wait": wait, "context": context})
         return dict(answer) if "steps" in answer else await self.job(tenant, answer["job_id"])
 
     async def job(self, tenant: str, job_id: str) -> Job:
@@ -143,7 +216,21 @@ def call_result(job: Job) -> types.CallToolResult:
         structured_content=follow)
 
 
-def task_of(job: Job) -> types.Task:
+def ttl_of(job: Job, most: int) -> int:
+    """The task's ttl (ms): what its creation asked for, else the longest allowed."""
+    asked = (job.get("context") or {}).get(TTL_KEY)
+    return min(asked, most) if isinstance(asked, int) and asked > 0 else most
+
+
+def expired(job: Job, most: int) -> bool:
+    """Whether the task's ttl has passed since it was created."""
+    created = datetime.fromisoformat(job["created_at"])
+    if created.tzinfo is None:
+        created = created.replace(tzinfo=UTC)
+    return (utcnow() - created).total_seconds() * 1000 > ttl_of(job, most)
+
+
+def task_of(job: Job, most: int) -> types.Task:
     """A job as an MCP task: same id, its status mapped, a held step as `input_required`."""
     status = TASK_STATUS.get(job["status"], "working")
     pending = job.get("pending") or {}
@@ -151,7 +238,7 @@ def task_of(job: Job) -> types.Task:
     return types.Task(task_id=job["job_id"], status=status,
                       status_message=message, created_at=job["created_at"],
                       last_updated_at=job.get("finished_at") or job.get("started_at")
-                      or job["created_at"], ttl=TASK_TTL_MS, poll_interval=POLL_MS)
+                      or job["created_at"], ttl=ttl_of(job, most), poll_interval=POLL_MS)
 
 
 class OrchestratorServer(Server[Any]):
@@ -176,12 +263,14 @@ def build_server(backend: Backend, tenant_of: Callable[[Any], str],
 
     async def list_tools(ctx: Any, _: types.PaginatedRequestParams | None
                          ) -> types.ListToolsResult:
-        return types.ListToolsResult(tools=await backend.tools(tenant_of(ctx)))
+        return types.ListToolsResult(tools=await tools_of(backend, tenant_of(ctx)))
 
     async def call_tool(ctx: Any, params: types.CallToolRequestParams) -> types.CallToolResult:
+        tenant = tenant_of(ctx)
         try:
-            job = await backend.submit(tenant_of(ctx), params.name, params.arguments or {},
-                                       sync_timeout)
+            intent = await intent_of(backend, tenant, params.name)
+            job = await backend.submit(tenant, intent, params.arguments or {}, sync_timeout,
+                                       {"via": "mcp"})
         except OrchestratorError as exc:
             return types.CallToolResult(content=[types.TextContent(type="text", text=str(exc))],
                                         is_error=True)
@@ -196,8 +285,8 @@ def build_server(backend: Backend, tenant_of: Callable[[Any], str],
 class Tasks:
     """The Tasks utility over jobs (protocol 2025-11-25)."""
 
-    def __init__(self, backend: Backend) -> None:
-        self.backend = backend
+    def __init__(self, backend: Backend, most_ttl_ms: int) -> None:
+        self.backend, self.most = backend, most_ttl_ms
         self.methods: dict[str, Callable[[str, dict[str, Any]], Awaitable[dict[str, Any]]]] = {
             "tasks/get": self.get, "tasks/result": self.result, "tasks/cancel": self.cancel,
             "tasks/list": self.list}
@@ -214,19 +303,30 @@ class Tasks:
         return await self.methods[message["method"]](tenant, params)
 
     async def create(self, tenant: str, params: dict[str, Any]) -> dict[str, Any]:
-        job = await self.backend.submit(tenant, str(params.get("name")),
-                                        params.get("arguments") or {}, 0.0)
-        return types.CreateTaskResult(task=task_of(job)).model_dump(
+        """Start the job of a task-augmented call, kept for the `ttl` asked (capped)."""
+        asked = types.TaskMetadata.model_validate(params.get("task") or {}).ttl
+        ttl = min(asked, self.most) if asked is not None and asked > 0 else self.most
+        intent = await intent_of(self.backend, tenant, str(params.get("name")))
+        job = await self.backend.submit(tenant, intent, params.get("arguments") or {}, 0.0,
+                                        {"via": "mcp", TTL_KEY: ttl})
+        return types.CreateTaskResult(task=task_of(job, self.most)).model_dump(
             by_alias=True, mode="json", exclude_none=True)
 
+    async def _job(self, tenant: str, task_id: str) -> Job:
+        """The task's job; a task past its ttl is as gone as one never created."""
+        job = await self.backend.job(tenant, task_id)
+        if expired(job, self.most):
+            raise NotFound(f"task {task_id} not found (its ttl has passed)")
+        return job
+
     async def get(self, tenant: str, params: dict[str, Any]) -> dict[str, Any]:
-        job = await self.backend.job(tenant, _task_id(params))
-        return task_of(job).model_dump(by_alias=True, mode="json", exclude_none=True)
+        job = await self._job(tenant, _task_id(params))
+        return task_of(job, self.most).model_dump(by_alias=True, mode="json", exclude_none=True)
 
     async def result(self, tenant: str, params: dict[str, Any]) -> dict[str, Any]:
         """The call's result once the job ended (this waits for it, as the spec asks)."""
         task_id, deadline = _task_id(params), time.monotonic() + RESULT_WAIT_SECONDS
-        job = await self.backend.job(tenant, task_id)
+        job = await self._job(tenant, task_id)
         while TASK_STATUS.get(job["status"]) not in ("completed", "failed", "cancelled"):
             if time.monotonic() > deadline:
                 raise OrchestratorError(f"task {task_id} is still {job['status']}")
@@ -237,13 +337,16 @@ class Tasks:
         return answer
 
     async def cancel(self, tenant: str, params: dict[str, Any]) -> dict[str, Any]:
-        job = await self.backend.cancel(tenant, _task_id(params))
-        return task_of(job).model_dump(by_alias=True, mode="json", exclude_none=True)
+        task_id = _task_id(params)
+        await self._job(tenant, task_id)
+        job = await self.backend.cancel(tenant, task_id)
+        return task_of(job, self.most).model_dump(by_alias=True, mode="json", exclude_none=True)
 
     async def list(self, tenant: str, params: dict[str, Any]) -> dict[str, Any]:
         jobs = await self.backend.jobs(tenant, 50)
-        return {"tasks": [task_of(j).model_dump(by_alias=True, mode="json", exclude_none=True)
-                          for j in jobs]}
+        return {"tasks": [task_of(j, self.most).model_dump(by_alias=True, mode="json",
+                                                           exclude_none=True)
+                          for j in jobs if not expired(j, self.most)]}
 
 
 def _task_id(params: dict[str, Any]) -> str:
@@ -398,7 +501,8 @@ def http_endpoint(state: AppState) -> tuple[Endpoint, StreamableHTTPSessionManag
     manager = StreamableHTTPSessionManager(
         app=server, json_response=True, stateless=True,
         security_settings=TransportSecuritySettings(enable_dns_rebinding_protection=False))
-    return Endpoint(state, Tasks(backend), StreamableHTTPASGIApp(manager)), manager
+    tasks = Tasks(backend, int(state.settings.api.mcp_task_ttl * 1000))
+    return Endpoint(state, tasks, StreamableHTTPASGIApp(manager)), manager
 
 
 async def serve_stdio(base_url: str, api_key: str, sync_timeout: float) -> None:

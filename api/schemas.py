@@ -5,7 +5,7 @@ import json
 import math
 import re
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import Header, Path
@@ -20,7 +20,7 @@ from pydantic import (
     model_validator,
 )
 
-from core.models import Job, JobStatus, JobStep, StepStatus
+from core.models import Effect, Job, JobStatus, JobStep, StepStatus, utcnow
 
 Mode = Literal["auto", "agent", "flow", "mcp"]
 MAX_JSON_DEPTH = 32
@@ -221,7 +221,30 @@ class StepPublic(BaseModel):
     finished_at: datetime | None = None
 
 
-class JobAccepted(BaseModel):
+class Deduplication(BaseModel):
+    """Whether a submission was answered with an earlier job (a repeated write, or a repeated
+    `Idempotency-Key`) instead of starting one."""
+
+    deduplicated: bool = Field(False, description=(
+        "True when this answer is an earlier job's: the same `Idempotency-Key`, or the same "
+        "write (tenant, intent, inputs) within the idempotency window. Reads always run anew "
+        "unless keyed."))
+    original_job_id: str | None = Field(None, description="The earlier job's id, when "
+                                        "deduplicated.")
+    age_seconds: float | None = Field(None, description="How long ago the earlier job was "
+                                      "submitted (s), when deduplicated.")
+
+
+def deduplication(job: Job, created: bool) -> dict[str, Any]:
+    """The `Deduplication` fields of a submission's answer."""
+    if created:
+        return {}
+    submitted = job.created_at if job.created_at.tzinfo else job.created_at.replace(tzinfo=UTC)
+    age = max(0.0, (utcnow() - submitted).total_seconds())
+    return {"deduplicated": True, "original_job_id": job.id, "age_seconds": round(age, 3)}
+
+
+class JobAccepted(Deduplication):
     """A job that was accepted and is on its way."""
 
     job_id: str
@@ -231,7 +254,7 @@ class JobAccepted(BaseModel):
     links: Links
 
 
-class JobPublic(BaseModel):
+class JobPublic(Deduplication):
     """A job: status, progress, steps, result and timings."""
 
     job_id: str
@@ -283,6 +306,10 @@ class IntentPublic(BaseModel):
     mode: str
     description: str
     dangerous: bool = Field(False, description="Whether its steps may be held for approval.")
+    effect: Effect = Field(Effect.write, description=(
+        "`read` or `write`: a repeated write (same tenant, intent and inputs within the "
+        "idempotency window) answers the earlier job; a read runs again unless the caller sends "
+        "`Idempotency-Key`. `http.request` is a read with GET or HEAD."))
     timeout: float | None = Field(None, description="Seconds a step may run (else the pool's).")
     input_schema: dict[str, Any]
 
@@ -338,7 +365,7 @@ class OrchestrateRequest(BaseModel):
                                 description="Tracing metadata, stored with the job.")
 
 
-class OrchestrateSync(BaseModel):
+class OrchestrateSync(Deduplication):
     """The `/orchestrate` answer when the job ended within the sync timeout."""
 
     status: Literal["success", "error", "cancelled"]
@@ -349,7 +376,7 @@ class OrchestrateSync(BaseModel):
     job_id: str
 
 
-class OrchestrateAccepted(BaseModel):
+class OrchestrateAccepted(Deduplication):
     """The `/orchestrate` answer when the job goes on asynchronously."""
 
     status: Literal["accepted"] = "accepted"

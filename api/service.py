@@ -18,7 +18,7 @@ from api.metrics import JOBS_SUBMITTED
 from api.state import AppState
 from core import deliveries
 from core.errors import Conflict, InvalidRequest, Unavailable
-from core.models import KEY_ID, TERMINAL_EVENTS, Delivery, Job, JobStep
+from core.models import KEY_ID, TERMINAL_EVENTS, Delivery, Effect, Job, JobStep
 from core.store import queries
 from core.store.queries import WAITING_STEPS, cancel_job, get_job, job_steps
 from core.store.submission import discard_submission, submit_job
@@ -46,6 +46,8 @@ class Request:
     callback_url: str | None
     idempotency_key: str | None
     key_id: str | None = None
+    internal: bool = False
+    """The API chose the intent itself (a prompt's `llm.plan`), so one not offered may run."""
 
     def stored_context(self) -> dict[str, Any]:
         """The context as stored: the caller's, with the API key id the audit names."""
@@ -58,9 +60,21 @@ def default_idempotency_key(tenant_id: str, intent: str, inputs: dict[str, Any])
     return hashlib.sha256(f"{tenant_id}\n{intent}\n{canonical}".encode()).hexdigest()
 
 
-def plan(request: Request, max_steps: int = 0) -> tuple[Intent, dict[str, Any], list[NewStep]]:
-    """Resolve the intent, check the mode, validate the inputs and plan the steps."""
-    intent = REGISTRY.get(request.intent, request.tenant_id)
+@dataclass
+class Planned:
+    """A submission resolved: its intent, valid inputs, effect and first steps."""
+
+    intent: Intent
+    inputs: dict[str, Any]
+    effect: Effect
+    steps: list[NewStep]
+
+
+def plan(request: Request, *, exposed: list[str], max_steps: int = 0) -> Planned:
+    """Resolve the intent (one of those `exposed`, unless internal), check the mode, validate
+    the inputs and plan the steps."""
+    intent = (REGISTRY.get(request.intent, request.tenant_id) if request.internal
+              else REGISTRY.offer(request.intent, request.tenant_id, exposed))
     if request.mode not in ("auto", intent.mode):
         raise InvalidRequest(f"mode: intent '{intent.name}' runs in mode '{intent.mode}', "
                              f"not '{request.mode}'; send mode 'auto' or '{intent.mode}'",
@@ -73,33 +87,43 @@ def plan(request: Request, max_steps: int = 0) -> tuple[Intent, dict[str, Any], 
     if max_steps and len(steps) > max_steps:
         raise InvalidRequest(f"inputs: the plan has {len(steps)} steps, more than the limit of "
                              f"{max_steps} (ORCHESTRATOR_MAX_STEPS)", field="inputs")
-    return intent, inputs.model_dump(mode="json"), steps
+    return Planned(intent, inputs.model_dump(mode="json"), intent.effect_for(inputs), steps)
+
+
+def idempotency_key(request: Request, planned: Planned) -> str | None:
+    """The caller's key; else, for a write, the default key (reference 001); a read the
+    caller did not key runs again each time."""
+    if request.idempotency_key:
+        return request.idempotency_key
+    if planned.effect is Effect.read:
+        return None
+    return default_idempotency_key(request.tenant_id, planned.intent.name, planned.inputs)
 
 
 def _store_and_enqueue(state: AppState, job_id: str, request: Request) -> tuple[Job, bool]:
     if request.callback_url:
         netguard.check_url_at_submit(request.callback_url, state.resources.allowed_networks)
-    intent, inputs, steps = plan(request, state.settings.orchestrator.max_steps)
-    key = request.idempotency_key or default_idempotency_key(request.tenant_id, intent.name,
-                                                             inputs)
+    settings = state.settings.orchestrator
+    planned = plan(request, exposed=settings.exposed_intents, max_steps=settings.max_steps)
+    key = idempotency_key(request, planned)
     try:
-        job, created, handoff = _store(state, job_id, request, intent, inputs, steps, key)
+        job, created, handoff = _store(state, job_id, request, planned, key)
     except IntegrityError:
         # A concurrent twin claimed the key first (Postgres): now it names that job.
-        job, created, handoff = _store(state, job_id, request, intent, inputs, steps, key)
+        job, created, handoff = _store(state, job_id, request, planned, key)
     if created:
         _enqueue_or_discard(state, job, handoff)
     return job, created
 
 
-def _store(state: AppState, job_id: str, request: Request, intent: Intent,
-           inputs: dict[str, Any], steps: list[NewStep],
-           key: str) -> tuple[Job, bool, Handoff]:
+def _store(state: AppState, job_id: str, request: Request, planned: Planned,
+           key: str | None) -> tuple[Job, bool, Handoff]:
     with state.db.write() as session:
         return submit_job(
-            session=session, job_id=job_id, tenant_id=request.tenant_id, intent=intent.name,
-            mode=intent.mode, inputs=inputs, context=request.stored_context(),
-            callback_url=request.callback_url, steps=steps, idempotency_key=key,
+            session=session, job_id=job_id, tenant_id=request.tenant_id,
+            intent=planned.intent.name, mode=planned.intent.mode, inputs=planned.inputs,
+            context=request.stored_context(), callback_url=request.callback_url,
+            steps=planned.steps, idempotency_key=key,
             window=state.settings.orchestrator.idempotency_window)
 
 

@@ -42,6 +42,14 @@ class PoolName(StrEnum):
     callbacks = "callbacks"
 
 
+class Effect(StrEnum):
+    """What running an intent does to the world: the default idempotency key deduplicates
+    `write`s only; a `read` runs again each time unless the caller sends `Idempotency-Key`."""
+
+    read = "read"
+    write = "write"
+
+
 class StepStatus(StrEnum):
     """Where one step is in its life."""
 

@@ -64,6 +64,10 @@ class ApiSettings(BaseSettings):
     metrics_token: str = Field(
         "", description="Bearer token Prometheus sends to scrape /metrics "
         "(`Authorization: Bearer …`); operator API keys may scrape too. Empty: operators only.")
+    mcp_task_ttl: float = Field(
+        86400.0, gt=0, description="Longest an MCP task (a job started by a task-augmented "
+        "`tools/call` on `/mcp`) is kept (s): a requested `ttl` is capped by it, no `ttl` gets "
+        "it; after it the task is gone for `tasks/*` (the job stays in `/v1/jobs`).")
 
     @property
     def base_url(self) -> str:
@@ -134,6 +138,13 @@ class OrchestratorSettings(BaseSettings):
         3600.0, gt=0, description="Seconds a held step waits for approval before it fails.")
     wait_timeout: float = Field(
         86400.0, gt=0, description="Longest a waiting step waits for its resume URL (s).")
+    exposed_intents: StrList = Field(
+        ["*", "!debug.*"], description="Glob patterns of the intents tenants see and may "
+        "submit (`/v1/intents`, `/v1/tools`, MCP `tools/list`, `/v1/jobs`) and the planner is "
+        "offered (comma-separated or a JSON list); a pattern starting with `!` hides what it "
+        "matches, the last matching pattern decides. Internal steps (`llm.plan`, "
+        "`llm.respond`, `debug.chain.link`) are never offered. `make run` and the tests set "
+        "`[\"*\"]`.")
     debug_crash: bool = Field(
         False, description="Let `debug.crash` kill the worker process running it (to rehearse "
         "poison handling); off, it fails instead. Never on in production.")
@@ -331,6 +342,9 @@ class LlmSettings(BaseSettings):
     plan_intents: list[str] = Field(
         ["*"], description="Glob patterns of the intents the planner may use (JSON list); "
         "`llm.*` never.")
+    plan_destructive: bool = Field(
+        False, description="Let the planner use destructive intents (`memory.delete`, "
+        "`ssh.exec`); their steps are then held by the intent's own approval rules.")
     prices: dict[str, dict[str, float]] = Field(
         {}, description='USD per million tokens by model (JSON), e.g. '
         '`{"gpt-4o-mini": {"prompt": 0.15, "completion": 0.6}}`; unknown models cost 0.')

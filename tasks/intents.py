@@ -2,7 +2,7 @@
 added to the engine's registry when this module is imported (the API imports it; a worker
 through the Celery app's `include`)."""
 
-from core.models import PoolName
+from core.models import Effect, PoolName
 from tasks import debug, llm, memory, ssh, tools
 from tasks.agents import AgentProvider
 from tasks.engine.registry import REGISTRY, Intent, StaticProvider
@@ -23,7 +23,8 @@ for _intent in (
            "A static chain of `steps` steps, each waiting `delay` seconds.", debug.planned_only,
            planner=debug.plan_chain),
     Intent("debug.chain.link", PoolName.tools, "agent", debug.LinkInputs,
-           "One link of a `debug.chain`: waits `delay`, returns its place.", debug.chain_link),
+           "One link of a `debug.chain`: waits `delay`, returns its place.", debug.chain_link,
+           internal=True),
     Intent("debug.plan", PoolName.llm, "agent", debug.PlanInputs,
            "A planning step: appends `steps` to its own job when it runs, as the LLM planner "
            "does; their inputs may refer to earlier outputs with step references.", debug.plan,
@@ -42,23 +43,25 @@ for _intent in (
            debug.http),
     Intent("llm.plan", PoolName.llm, "agent", llm.PromptInputs,
            "Plan a free-text prompt into steps with the model (or the rule-based planner "
-           "without one), then answer with `llm.respond`. What `prompt` submits.", llm.plan),
+           "without one), then answer with `llm.respond`. What `prompt` submits.", llm.plan,
+           internal=True),
     Intent("llm.respond", PoolName.llm, "agent", llm.RespondInputs,
            "Answer a prompt from the outputs of its planned steps, streaming the text as "
-           "`llm_delta` events.", llm.respond),
+           "`llm_delta` events.", llm.respond, internal=True),
     Intent("memory.write", PoolName.memory, "agent", memory.WriteInputs,
            "Remember `text` (or `items`) in a namespace, embedded for semantic search; the same "
            "text in the same namespace is the same item. Answers {item_id, status: stored}.",
            memory.write),
     Intent("memory.search", PoolName.memory, "agent", memory.SearchInputs,
            "Search a namespace by meaning and keywords (mode hybrid | semantic | keyword); "
-           "answers {results: [{item_id, text, tags, score, scores, ...}]}.", memory.find),
+           "answers {results: [{item_id, text, tags, score, scores, ...}]}.", memory.find,
+           effect=Effect.read),
     Intent("memory.delete", PoolName.memory, "agent", memory.DeleteInputs,
-           "Delete items by id.", memory.forget),
+           "Delete items by id.", memory.forget, destructive=True),
     Intent("http.request", PoolName.tools, "agent", tools.HttpRequestInputs,
            "One HTTP request to a public URL (through the SSRF guard, no redirects, the answer "
            "capped at HTTP_MAX_RESPONSE_BYTES, a breaker per host); returns status and body.",
-           tools.http_request),
+           tools.http_request, effect_of=tools.request_effect),
 ):
     BUILTIN.register(_intent)
 

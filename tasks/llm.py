@@ -104,7 +104,11 @@ def _open_session(rt: Resources, step: StepContext, inputs: PromptInputs) -> lis
 
 
 def _plannable(rt: Resources, tenant_id: str) -> list[Any]:
-    return planning.plannable(REGISTRY.all(tenant_id), rt.settings.llm.plan_intents)
+    """What the planner is offered: what the tenant is (never internal steps), destructive
+    intents only when LLM_PLAN_DESTRUCTIVE allows, within LLM_PLAN_INTENTS."""
+    offered = REGISTRY.offered(tenant_id, rt.settings.orchestrator.exposed_intents)
+    allowed = [i for i in offered if rt.settings.llm.plan_destructive or not i.destructive]
+    return planning.plannable(allowed, rt.settings.llm.plan_intents)
 
 
 def _model_plan(rt: Resources, step: StepContext, history: list[tuple[str, str]],

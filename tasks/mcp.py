@@ -16,7 +16,7 @@ from typing import Any
 import redis
 
 from adapters import mcp
-from core.models import PoolName
+from core.models import Effect, PoolName
 from core.settings import McpSettings
 from tasks.engine.context import StepContext
 from tasks.engine.registry import Intent, JsonInputs, ResourceProvider
@@ -38,8 +38,8 @@ def discover(client: redis.Redis, settings: McpSettings) -> int:
             log.warning("MCP server %s did not list its tools: %s", spec.name, exc)
             continue
         client.hset(TOOLS_KEY, spec.name, json.dumps(
-            [{"name": t.name, "description": t.description, "input_schema": t.input_schema}
-             for t in tools]))
+            [{"name": t.name, "description": t.description, "input_schema": t.input_schema,
+              "read_only": t.read_only} for t in tools]))
         answered += 1
         log.info("MCP server %s: %d tools", spec.name, len(tools))
     return answered
@@ -93,4 +93,5 @@ def _intent(spec: mcp.McpServerSpec, tool: dict[str, Any]) -> Intent:
     return Intent(f"{PREFIX}{spec.name}.{tool['name']}", PoolName.tools, "mcp", JsonInputs,
                   tool["description"] or f"The MCP tool {tool['name']} of {spec.name}.",
                   partial(call, spec, tool["name"]), timeout=spec.timeout,
-                  json_schema=tool["input_schema"])
+                  json_schema=tool["input_schema"],
+                  effect=Effect.read if tool.get("read_only") else Effect.write)

@@ -16,7 +16,7 @@ from typing import Any
 from pydantic import BaseModel, Field, ValidationInfo, field_validator
 
 from adapters.ssh import CommandTimeout, HostSpec, Result, granted, load_hosts
-from core.models import KEY_ID, EventType, Job, PoolName
+from core.models import KEY_ID, Effect, EventType, Job, PoolName
 from core.settings import SshSettings
 from tasks.commands import dangerous, peek_argv, peek_command
 from tasks.engine.context import Cancelled, Hold, StepContext
@@ -86,11 +86,12 @@ def ssh_intents(settings: SshSettings) -> list[Intent]:
         Intent("ssh.exec.peek", PoolName.tools, "agent", PeekInputs,
                "Run a read-only command (an allowlist, no shell metacharacters) on an SSH host "
                "granted to the tenant; returns stdout, stderr (capped) and the exit status.",
-               peek, access=access, context={PEEK_PATHS: settings.peek_paths}),
+               peek, access=access, context={PEEK_PATHS: settings.peek_paths},
+               effect=Effect.read),
         Intent("ssh.exec", PoolName.tools, "agent", ExecInputs,
                "Run a command on an SSH host granted to the tenant: a dry run unless "
                "confirm_dangerous is true; a dangerous command is held until approved.",
-               execute, dangerous=True, access=access,
+               execute, dangerous=True, destructive=True, access=access,
                approval=functools.partial(hold_if_dangerous, settings.dangerous_patterns)),
     ]
 

@@ -16,7 +16,7 @@ from pydantic import BaseModel, Field
 from adapters import netguard
 from core import jsonschemas
 from core.errors import InvalidRequest
-from core.models import HttpTool, PoolName
+from core.models import Effect, HttpTool, PoolName
 from core.store.tools import list_tools
 from core.vault import Vault
 from tasks.engine.context import StepContext
@@ -26,6 +26,7 @@ TOOL_PREFIX = "tool."
 FIELD = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
 CACHE_SECONDS = 1.0
 QUERY_METHODS = frozenset({"GET", "HEAD", "DELETE"})
+READ_METHODS = frozenset({"GET", "HEAD"})
 Method = Literal["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"]
 
 
@@ -72,6 +73,16 @@ def call(step: StepContext, method: str, url: str, headers: dict[str, str], body
     return {"status": answer.status, "content_type": answer.content_type,
             "body": _decode(answer.content_type, answer.body, answer.truncated),
             "truncated": answer.truncated, "latency_ms": answer.latency_ms}
+
+
+def method_effect(method: str) -> Effect:
+    """GET and HEAD read; every other method may change something."""
+    return Effect.read if method.upper() in READ_METHODS else Effect.write
+
+
+def request_effect(inputs: HttpRequestInputs) -> Effect:
+    """`http.request`'s effect: its method's."""
+    return method_effect(inputs.method)
 
 
 def http_request(step: StepContext) -> dict[str, Any]:
@@ -129,7 +140,7 @@ def tool_intent(spec: ToolSpec) -> Intent:
     return Intent(f"{TOOL_PREFIX}{spec.name}", PoolName.tools, "agent", JsonInputs,
                   spec.description or f"{spec.method} {spec.url}",
                   functools.partial(call_tool, spec), timeout=spec.timeout,
-                  json_schema=spec.input_schema)
+                  json_schema=spec.input_schema, effect=method_effect(spec.method))
 
 
 class ToolProvider(ResourceProvider):

@@ -14,7 +14,7 @@ import typer
 from rich.console import Console
 
 from core.errors import ConfigError
-from core.settings import DATA_DIR, get_settings
+from core.settings import DATA_DIR, OrchestratorSettings, get_settings
 
 if TYPE_CHECKING:
     from core.vault import Vault
@@ -235,6 +235,14 @@ def _dev_secret(path: Path, make: Any) -> str:
     return value
 
 
+def _dev_exposed(settings: OrchestratorSettings) -> str:
+    """What `make run` offers: the operator's ORCHESTRATOR_EXPOSED_INTENTS if set (in the
+    environment or .env), else everything, `debug.*` included."""
+    if "exposed_intents" in settings.model_fields_set:
+        return json.dumps(settings.exposed_intents)
+    return json.dumps(["*"])
+
+
 @app.command()
 def dev(
     procfile: Annotated[Path, typer.Option(help="The processes to run (name: command).")] =
@@ -270,6 +278,7 @@ def dev(
                   "Ctrl-C stops everything.")
     env = {**os.environ, "FLOWER_BASIC_AUTH": flower_auth,
            "ORCHESTRATOR_SECRET_KEY": ",".join(secret_keys),
+           "ORCHESTRATOR_EXPOSED_INTENTS": _dev_exposed(settings.orchestrator),
            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
     supervisor = Supervisor(processes, env)
     for sig in (signal.SIGINT, signal.SIGTERM):

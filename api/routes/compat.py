@@ -12,6 +12,7 @@ from api.schemas import (
     OrchestrateAccepted,
     OrchestrateRequest,
     OrchestrateSync,
+    deduplication,
     duration_ms,
 )
 from core.models import Job, JobStatus
@@ -21,10 +22,10 @@ SYNC_STATUS = {JobStatus.succeeded: "success", JobStatus.failed: "error",
                JobStatus.cancelled: "cancelled"}
 
 
-def _sync(job: Job) -> OrchestrateSync:
+def _sync(job: Job, created: bool) -> OrchestrateSync:
     return OrchestrateSync(status=SYNC_STATUS[job.status], result=job.result,
                            error=job.error, mode=job.mode, duration_ms=duration_ms(job) or 0,
-                           job_id=job.id)
+                           job_id=job.id, **deduplication(job, created))
 
 
 @router.post("/orchestrate", operation_id="orchestrate", summary="Execute an intent",
@@ -49,11 +50,12 @@ async def orchestrate(
                               callback_url=callback, idempotency_key=idempotency_key,
                               key_id=caller.key_id)
     wait = 0.0 if callback else state.settings.orchestrator.sync_timeout
-    job, _, _ = await service.submit(state, request, wait)
+    job, _, created = await service.submit(state, request, wait)
     if job.status.terminal:
-        return _sync(job)
+        return _sync(job, created)
     response.status_code = 202
-    return OrchestrateAccepted(job_id=job.id, mode=job.mode, callback_url=job.callback_url)
+    return OrchestrateAccepted(job_id=job.id, mode=job.mode, callback_url=job.callback_url,
+                               **deduplication(job, created))
 
 
 @router.get("/jobs/{job_id}", operation_id="getCompatJob", response_model=CompatJob,

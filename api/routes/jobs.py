@@ -24,6 +24,7 @@ from api.schemas import (
     JobPublic,
     LastEventId,
     RejectionRequest,
+    deduplication,
     job_public,
     links_for,
 )
@@ -53,20 +54,22 @@ async def create_job(
     into steps that run and end in an answer). Answers 202 at once with the job's id and
     links, or 200 with the finished job if it ends within `wait` seconds. An unknown intent is
     a 404 listing the available ones; a repeated request (same `Idempotency-Key`, or the same
-    tenant, intent and inputs within the idempotency window) answers the same job."""
+    tenant, intent and inputs of a write within the idempotency window) answers the same job
+    with `deduplicated: true`; a read runs again unless keyed."""
     intent, inputs = body.target()
     request = service.Request(
         tenant_id=caller.tenant_id, intent=intent, inputs=inputs, mode=body.mode,
         context=body.context, callback_url=str(body.callback_url) if body.callback_url else None,
-        idempotency_key=idempotency_key, key_id=caller.key_id)
+        idempotency_key=idempotency_key, key_id=caller.key_id, internal=body.prompt is not None)
     wait = service.clamp_wait(body.wait, state.settings.orchestrator.sync_timeout)
-    job, steps, _ = await service.submit(state, request, wait)
+    job, steps, created = await service.submit(state, request, wait)
     response.headers["Location"] = f"/v1/jobs/{job.id}"
+    replay = deduplication(job, created)
     if job.status.terminal and wait > 0:
         response.status_code = 200
-        return job_public(job, steps)
+        return job_public(job, steps).model_copy(update=replay)
     return JobAccepted(job_id=job.id, status=job.status, intent=job.intent, mode=job.mode,
-                       links=links_for(job.id))
+                       links=links_for(job.id), **replay)
 
 
 def _cursor(text: str | None) -> tuple[datetime, str] | None:

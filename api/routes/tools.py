@@ -10,7 +10,7 @@ from api.openapi import BODY, KEYED, POST, errors
 from api.schemas import HeaderName, HeaderValue, HttpUrlText
 from core.models import HttpTool
 from core.store import tools
-from tasks.engine.registry import Intent
+from tasks.engine.registry import Intent, exposed
 from tasks.intents import REGISTRY, TOOLS
 from tasks.tools import TOOL_PREFIX, check_tool
 
@@ -71,10 +71,13 @@ def _registered(tool: HttpTool) -> ToolPublic:
 
 
 def _tools(state: StateDep, tenant: str) -> list[ToolPublic]:
-    builtin = [_builtin(i) for i in REGISTRY.all(tenant) if i.name.startswith(BUILTIN_TOOLS)]
+    patterns = state.settings.orchestrator.exposed_intents
+    builtin = [_builtin(i) for i in REGISTRY.offered(tenant, patterns)
+               if i.name.startswith(BUILTIN_TOOLS)]
     with state.db.read() as session:
         registered = tools.list_tools(session=session, tenant_id=tenant)
-    return builtin + [_registered(tool) for tool in registered]
+    return builtin + [_registered(tool) for tool in registered
+                      if exposed(f"{TOOL_PREFIX}{tool.name}", patterns)]
 
 
 @router.get("", operation_id="listTools", response_model=list[ToolPublic],

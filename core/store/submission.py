@@ -32,15 +32,17 @@ def submit_job(
     context: dict[str, Any],
     callback_url: str | None,
     steps: list[NewStep],
-    idempotency_key: str,
+    idempotency_key: str | None,
     window: int,
 ) -> tuple[Job, bool, Handoff]:
     """Store a job and its planned steps; returns (job, created, what to send).
 
-    An existing job is returned on repeat (with nothing to send). A plan with no steps ends the
-    job at once: the end of a job is decided from its step rows alone.
+    An existing job is returned on repeat of `idempotency_key` (with nothing to send); without
+    a key (a read the caller did not key) every submission is a new job. A plan with no steps
+    ends the job at once: the end of a job is decided from its step rows alone.
     """
-    existing = _live_idempotency(session=session, tenant_id=tenant_id, key=idempotency_key)
+    existing = None if idempotency_key is None else _live_idempotency(
+        session=session, tenant_id=tenant_id, key=idempotency_key)
     if existing is not None:
         return session.get_one(Job, existing.job_id), False, Handoff()
     now = utcnow()
@@ -52,9 +54,10 @@ def submit_job(
         event_seq=2 if empty else 1, idempotency_key=idempotency_key, callback_url=callback_url,
         created_at=now, started_at=None, finished_at=now if empty else None)
     session.execute(insert(JOBS), [job.model_dump()])
-    session.execute(insert(IDEMPOTENCY), [{
-        "tenant_id": tenant_id, "key": idempotency_key, "job_id": job_id,
-        "expires_at": now + timedelta(seconds=window)}])
+    if idempotency_key is not None:
+        session.execute(insert(IDEMPOTENCY), [{
+            "tenant_id": tenant_id, "key": idempotency_key, "job_id": job_id,
+            "expires_at": now + timedelta(seconds=window)}])
     if steps:
         session.execute(insert(STEPS), step_rows(job_id, 0, steps))
     items: Items = [(EventType.job_queued, {"intent": intent, "mode": mode, "steps": len(steps)})]

@@ -9,6 +9,7 @@ per-tenant tools and agents plug in the same way.
 import functools
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from fnmatch import fnmatchcase
 from typing import TYPE_CHECKING, Any, Protocol
 
 from jsonschema.protocols import Validator
@@ -16,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from core import jsonschemas
 from core.errors import IntentNotFound, InvalidRequest
+from core.models import Effect
 from core.store.tables import NewStep
 from tasks.engine.context import Hold, StepContext
 from tasks.engine.pools import POOLS
@@ -67,6 +69,11 @@ class Intent:
     granted to it), checked at submit and again when the step starts.
     `context`: handed to the input model's validators (settings a rule depends on, such as
     `ssh.exec.peek`'s allowed paths), so no validator reads a global.
+    `effect`: `read` or `write` (what the default idempotency key deduplicates); `effect_of`
+    decides it from the inputs when it depends on them (`http.request`'s method).
+    `internal`: a step the engine plans (`llm.respond`, a chain's link), never offered to
+    tenants, MCP clients or the planner. `destructive`: the planner may use it only when
+    LLM_PLAN_DESTRUCTIVE allows.
     """
 
     name: str
@@ -84,6 +91,10 @@ class Intent:
     precheck: Callable[[], None] | None = None
     access: Callable[[Any, str], None] | None = None
     context: dict[str, Any] | None = None
+    effect: Effect = Effect.write
+    effect_of: Callable[[Any], Effect] | None = None
+    internal: bool = False
+    destructive: bool = False
 
     def __post_init__(self) -> None:
         if self.pool not in POOLS or self.mode not in MODES:
@@ -120,9 +131,29 @@ class Intent:
         if self.access is not None:
             self.access(inputs, tenant_id)
 
+    def effect_for(self, inputs: BaseModel) -> Effect:
+        """What running it with these inputs does: a read or a write."""
+        return self.effect_of(inputs) if self.effect_of is not None else self.effect
+
     def hold(self, inputs: BaseModel) -> Hold | None:
         """Why these inputs must be approved before the step runs, or None."""
         return self.approval(inputs) if self.approval is not None else None
+
+
+def exposed(name: str, patterns: list[str]) -> bool:
+    """Whether ORCHESTRATOR_EXPOSED_INTENTS offers `name`: the last pattern that matches it
+    decides (`!pattern` hides), none matching hides."""
+    shown = False
+    for pattern in patterns:
+        hide = pattern.startswith("!")
+        if fnmatchcase(name, pattern.removeprefix("!")):
+            shown = not hide
+    return shown
+
+
+def offered(intent: Intent, patterns: list[str]) -> bool:
+    """Whether tenants see and may submit it: not internal, and exposed by `patterns`."""
+    return not intent.internal and exposed(intent.name, patterns)
 
 
 class Provider(Protocol):
@@ -211,16 +242,31 @@ class Registry:
                     return found
         return None
 
+    def _forget_and_find(self, name: str, tenant_id: str | None) -> Intent | None:
+        """Ask again after the caching providers forgot the tenant (what it just registered)."""
+        for provider in self.providers:
+            if (forget := getattr(provider, "forget", None)) is not None:
+                forget(tenant_id)
+        return self._find(name, tenant_id)
+
     def get(self, name: str, tenant_id: str | None = None) -> Intent:
-        found = self._find(name, tenant_id)
-        if found is None:
-            for provider in self.providers:
-                if (forget := getattr(provider, "forget", None)) is not None:
-                    forget(tenant_id)
-            found = self._find(name, tenant_id)
+        found = self._find(name, tenant_id) or self._forget_and_find(name, tenant_id)
         if found is None:
             raise IntentNotFound(name, self.names(tenant_id))
         return found
+
+    def offer(self, name: str, tenant_id: str, patterns: list[str]) -> Intent:
+        """An intent the tenant may submit; one it may not is as unknown as a missing one."""
+        found = None
+        if exposed(name, patterns):
+            found = self._find(name, tenant_id) or self._forget_and_find(name, tenant_id)
+        if found is None or found.internal:
+            raise IntentNotFound(name, [i.name for i in self.offered(tenant_id, patterns)])
+        return found
+
+    def offered(self, tenant_id: str | None, patterns: list[str]) -> list[Intent]:
+        """The intents the tenant sees: exposed by `patterns`, internal ones never."""
+        return [i for i in self.all(tenant_id) if offered(i, patterns)]
 
     def names(self, tenant_id: str | None = None) -> list[str]:
         return sorted(self._all(tenant_id))

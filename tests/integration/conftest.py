@@ -178,6 +178,8 @@ def _env(broker_url: str, database_url: str, port: int, db_index: int) -> dict[s
             "BROKER_RESTORE_LOCK_SECONDS": "5",
             "ORCHESTRATOR_UPSTREAM_RETRIES": "2",
             "ORCHESTRATOR_SYNC_TIMEOUT": "8", "API_METRICS_TOKEN": METRICS_TOKEN,
+            # The suite submits debug intents, hidden by default outside development.
+            "ORCHESTRATOR_EXPOSED_INTENTS": '["*"]',
             "ORCHESTRATOR_SECRET_KEY": SECRET_KEY,
             "PATH": f"{services.BIN}:{os.environ['PATH']}"}
 

@@ -102,6 +102,42 @@ def test_idempotency_key_header_wins_over_the_inputs(client: httpx.Client) -> No
     assert first["job_id"] == second["job_id"]
 
 
+def test_a_repeated_write_says_it_was_deduplicated_in_every_submit_answer(
+        client: httpx.Client) -> None:
+    # Given a write (debug.echo declares no read) submitted once, waited for
+    inputs = {"d": unique()}
+    first = client.post("/v1/jobs", json={"intent": "debug.echo", "inputs": inputs,
+                                          "wait": True}).json()
+    assert first["deduplicated"] is False
+    # When it is sent again: waiting (200), not waiting (202), and as /orchestrate
+    synced = client.post("/v1/jobs", json={"intent": "debug.echo", "inputs": inputs,
+                                           "wait": True})
+    accepted = client.post("/v1/jobs", json={"intent": "debug.echo", "inputs": inputs})
+    compat = client.post("/orchestrate", json={"intent": "debug.echo", "inputs": inputs})
+    # Then each answer is the first job, flagged, with the first job's id and its age
+    for response in (synced, accepted, compat):
+        answer = response.json()
+        assert answer["job_id"] == first["job_id"], answer
+        assert answer["deduplicated"] is True and answer["original_job_id"] == first["job_id"]
+        assert 0 <= answer["age_seconds"] < 60
+    assert (synced.status_code, accepted.status_code, compat.status_code) == (200, 202, 200)
+
+
+def test_intents_show_their_effect_and_never_an_internal_step(client: httpx.Client) -> None:
+    intents = {i["name"]: i for i in client.get("/v1/intents").json()}
+    assert intents["memory.search"]["effect"] == "read"
+    assert intents["ssh.exec.peek"]["effect"] == "read"
+    assert intents["memory.write"]["effect"] == "write"
+    for internal in ("llm.plan", "llm.respond", "debug.chain.link"):
+        assert internal not in intents
+        refused = client.post("/v1/jobs", json={"intent": internal, "inputs": {"prompt": "x"}})
+        assert refused.status_code == 404, refused.text
+        assert internal not in refused.json()["available"]
+    # And a prompt still runs its planner
+    prompt = client.post("/v1/jobs", json={"prompt": "hello", "wait": True}).json()
+    assert prompt["intent"] == "llm.plan"
+
+
 def test_a_tenant_never_sees_another_tenants_job(stack: Stack, client: httpx.Client) -> None:
     job = client.post("/v1/jobs", json={"intent": "debug.echo", "inputs": {"s": unique()},
                                         "wait": True}).json()

@@ -1,6 +1,7 @@
 """MCP tools as intents: the real `mcp-server-time` over stdio and an SDK-built HTTP server."""
 
 import time
+import uuid
 from typing import Any
 
 import httpx
@@ -67,3 +68,22 @@ def test_a_tenant_not_allowed_a_server_does_not_see_its_tools(stack: Stack,
     refused = client.post("/v1/jobs", json={"intent": "mcp.secret.get_current_time",
                                             "inputs": {"timezone": "UTC"}})
     assert refused.status_code == 404
+
+
+def test_a_read_only_tool_runs_again_and_a_tool_that_may_write_is_deduplicated(
+        client: httpx.Client) -> None:
+    # Given the time server's tools (readOnlyHint) and the local server's (no hint)
+    intents = mcp_intents(client)
+    assert intents["mcp.time.get_current_time"]["effect"] == "read"
+    assert intents["mcp.local.add"]["effect"] == "write"
+    # When each is called twice with the same inputs, with no Idempotency-Key
+    def twice(intent: str, inputs: dict[str, Any]) -> list[dict[str, Any]]:
+        return [client.post("/v1/jobs", json={"intent": intent, "inputs": inputs,
+                                              "wait": True}).json() for _ in range(2)]
+    now = twice("mcp.time.get_current_time", {"timezone": "UTC"})
+    added = twice("mcp.local.add", {"a": uuid.uuid4().int % 10**9, "b": 1})
+    # Then the read ran twice, the write once with the second answer flagged
+    assert now[0]["job_id"] != now[1]["job_id"] and not now[1]["deduplicated"]
+    assert added[0]["job_id"] == added[1]["job_id"]
+    assert added[1]["deduplicated"] is True and added[1]["original_job_id"] == \
+        added[0]["job_id"]

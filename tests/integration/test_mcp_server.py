@@ -1,7 +1,9 @@
 """The orchestrator as an MCP server, driven by the official `mcp` client over HTTP and stdio."""
 
 import asyncio
+import re
 import time
+import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -9,8 +11,10 @@ from typing import Any
 import httpx
 import httpx2
 import mcp_types as types
+import pytest
 from mcp import Client, StdioServerParameters
 from mcp.client.streamable_http import streamable_http_client
+from mcp.shared.exceptions import MCPError
 
 from tests import services
 from tests.integration import agent_server
@@ -54,11 +58,11 @@ def test_tools_are_the_tenants_intents_and_a_call_returns_the_result(
         async with connect(stack, key_of(client)) as mcp:
             assert mcp.server_capabilities.tasks is not None
             tools = {t.name: t for t in (await mcp.list_tools()).tools}
-            assert "debug.echo" in tools and "debug.sleep" in tools
-            assert tools["debug.sleep"].input_schema["properties"]["seconds"]["type"] == "number"
-            answer = await mcp.call_tool("debug.echo", {"hello": "mcp"})
+            assert "debug_echo" in tools and "debug_sleep" in tools
+            assert tools["debug_sleep"].input_schema["properties"]["seconds"]["type"] == "number"
+            answer = await mcp.call_tool("debug_echo", {"hello": "mcp"})
             assert not answer.is_error and answer.structured_content == {"hello": "mcp"}
-            failed = await mcp.call_tool("debug.fail", {"message": "no luck"})
+            failed = await mcp.call_tool("debug_fail", {"message": "no luck"})
             assert failed.is_error and "no luck" in failed.content[0].text  # type: ignore[union-attr]
     asyncio.run(run())
 
@@ -132,8 +136,8 @@ def test_mcp_needs_a_key_and_shows_only_the_tenants_tools(stack: Stack,
             async with connect(stack, key) as mcp:
                 return {t.name for t in (await mcp.list_tools()).tools}
 
-        assert "agent.privy" in asyncio.run(names(key_of(client)))
-        assert "agent.privy" not in asyncio.run(names(stack.new_key()))
+        assert "agent_privy" in asyncio.run(names(key_of(client)))
+        assert "agent_privy" not in asyncio.run(names(stack.new_key()))
 
 
 def test_a_get_on_mcp_answers_405_at_once(stack: Stack, client: httpx.Client) -> None:
@@ -154,7 +158,66 @@ def test_the_stdio_server_lists_and_calls_the_tenants_tools(stack: Stack,
 
     async def run() -> None:
         async with Client(params) as mcp:
-            assert "debug.echo" in {t.name for t in (await mcp.list_tools()).tools}
-            answer = await mcp.call_tool("debug.echo", {"over": "stdio"})
+            assert "debug_echo" in {t.name for t in (await mcp.list_tools()).tools}
+            answer = await mcp.call_tool("debug_echo", {"over": "stdio"})
             assert answer.structured_content == {"over": "stdio"}
+    asyncio.run(run())
+
+
+MCP_NAME = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
+
+
+def test_tool_names_are_ones_clients_accept_and_map_back_to_intents(
+        stack: Stack, client: httpx.Client) -> None:
+    async def run() -> None:
+        async with connect(stack, key_of(client)) as mcp:
+            deadline = time.monotonic() + 30
+            while "mcp__time__get_current_time" not in (tools := {
+                    t.name: t for t in (await mcp.list_tools()).tools}):
+                assert time.monotonic() < deadline, sorted(tools)
+                await asyncio.sleep(0.3)
+            # Then every name is valid, and the intent's own name is its title and _meta
+            assert all(MCP_NAME.match(name) for name in tools), sorted(tools)
+            search = tools["memory_search"]
+            assert search.title == "memory.search"
+            assert search.meta == {"orchestrator/intent": "memory.search"}
+            assert search.annotations is not None and search.annotations.read_only_hint
+            assert tools["mcp__time__get_current_time"].title == "mcp.time.get_current_time"
+            # And internal steps are never tools
+            assert not {t.title for t in tools.values()} & {
+                "llm.plan", "llm.respond", "debug.chain.link"}
+            # When a tool is called by its MCP name, the intent runs
+            answer = await mcp.call_tool("mcp__time__get_current_time", {"timezone": "UTC"})
+            assert not answer.is_error and answer.structured_content is not None
+            assert answer.structured_content["timezone"] == "UTC"
+            # And an internal step is as unknown as a missing tool
+            refused = await mcp.call_tool("llm_respond", {"prompt": "hi"})
+            assert refused.is_error and "not found" in refused.content[0].text  # type: ignore[union-attr]
+    asyncio.run(run())
+
+
+def test_a_task_honours_its_requested_ttl_capped_by_the_setting(
+        stack: Stack, client: httpx.Client) -> None:
+    async def run() -> None:
+        async with connect(stack, key_of(client)) as mcp:
+            # Given a task asked to live one second, and one asked to live ten days
+            short = await request(mcp, "tools/call", {
+                "name": "debug_echo", "arguments": {"ttl": uuid.uuid4().hex},
+                "task": {"ttl": 1000}}, types.CreateTaskResult)
+            long = await request(mcp, "tools/call", {
+                "name": "debug_echo", "arguments": {"ttl": uuid.uuid4().hex},
+                "task": {"ttl": 10 * 86400 * 1000}}, types.CreateTaskResult)
+            # Then the first keeps its ttl, the second is capped by API_MCP_TASK_TTL (a day)
+            assert short.task.ttl == 1000 and long.task.ttl == 86400 * 1000
+            got = await request(mcp, "tasks/get", {"taskId": short.task.task_id},
+                                types.GetTaskResult)
+            assert got.ttl == 1000
+            # And once its ttl has passed, the short task is gone; the long one is not
+            await asyncio.sleep(1.5)
+            with pytest.raises(MCPError, match="ttl has passed"):
+                await request(mcp, "tasks/get", {"taskId": short.task.task_id},
+                              types.GetTaskResult)
+            kept = await request(mcp, "tasks/get", {"taskId": long.task.task_id},
+                                 types.GetTaskResult)
+            assert kept.ttl == 86400 * 1000
     asyncio.run(run())

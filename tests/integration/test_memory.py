@@ -170,3 +170,39 @@ def test_a_failing_embeddings_server_opens_its_breaker_and_fails_the_step_clearl
         assert second["status"] == "failed"
         assert "upstream embeddings unavailable" in second["error"], second["error"]
         assert len(broken_embeddings.received) == 2
+
+
+def submit(client: httpx.Client, intent: str, inputs: dict[str, Any]) -> dict[str, Any]:
+    """Submit without an `Idempotency-Key` (the default key applies)."""
+    answer = client.post("/v1/jobs", json={"intent": intent, "inputs": inputs})
+    assert answer.status_code == 202, answer.text
+    return dict(answer.json())
+
+
+def test_a_repeated_search_runs_again_and_a_repeated_write_is_deduplicated(
+        client: httpx.Client) -> None:
+    namespace = f"effects-{uuid.uuid4().hex[:8]}"
+    query = {"namespace": namespace, "query": "a hot drink", "k": 10}
+    # Given a namespace with one item, searched once
+    tea = submit(client, "memory.write", {"namespace": namespace, "text": "green tea"})
+    assert wait_job(client, tea["job_id"])["status"] == "succeeded"
+    first = submit(client, "memory.search", query)
+    assert len(wait_job(client, first["job_id"])["result"]["results"]) == 1
+    # When a new item is written and the same search is sent again
+    coffee = submit(client, "memory.write", {"namespace": namespace, "text": "black coffee"})
+    assert wait_job(client, coffee["job_id"])["status"] == "succeeded"
+    again = submit(client, "memory.search", query)
+    # Then the search (a read) ran again and sees the new item
+    assert again["job_id"] != first["job_id"] and again["deduplicated"] is False
+    assert len(wait_job(client, again["job_id"])["result"]["results"]) == 2
+    # And the same write sent again (a write) answers the earlier job, saying so
+    repeat = submit(client, "memory.write", {"namespace": namespace, "text": "black coffee"})
+    assert repeat["job_id"] == coffee["job_id"] and repeat["deduplicated"] is True
+    assert repeat["original_job_id"] == coffee["job_id"] and repeat["age_seconds"] >= 0
+    # And a search the caller keys is deduplicated by that key
+    keyed = {"Idempotency-Key": uuid.uuid4().hex}
+    once = client.post("/v1/jobs", json={"intent": "memory.search", "inputs": query},
+                       headers=keyed).json()
+    twice = client.post("/v1/jobs", json={"intent": "memory.search", "inputs": query},
+                        headers=keyed).json()
+    assert twice["job_id"] == once["job_id"] and twice["deduplicated"] is True

@@ -1,12 +1,21 @@
 """The intent registry and submission planning."""
 
+import dataclasses
+
 import pytest
 from pydantic import BaseModel
 
 from api import service
 from core.errors import IntentNotFound, InvalidRequest
-from tasks.engine.registry import Intent, Registry, StaticProvider
+from core.models import Effect
+from core.settings import OrchestratorSettings, get_settings
+from tasks import llm
+from tasks.engine.registry import Intent, Registry, StaticProvider, exposed
+from tasks.engine.resources import Resources
 from tasks.intents import BUILTIN, REGISTRY
+
+DEFAULT = OrchestratorSettings().exposed_intents
+INTERNAL = ("llm.plan", "llm.respond", "debug.chain.link")
 
 
 def request(intent: str, inputs: dict, mode: str = "auto") -> service.Request:
@@ -55,7 +64,8 @@ def test_providers_add_intents_per_tenant() -> None:
 
 
 def test_chain_plans_one_step_per_link() -> None:
-    _, inputs, steps = service.plan(request("debug.chain", {"steps": 4, "delay": 0.5}))
+    planned = service.plan(request("debug.chain", {"steps": 4, "delay": 0.5}), exposed=["*"])
+    inputs, steps = planned.inputs, planned.steps
     assert inputs == {"steps": 4, "delay": 0.5, "count": False}
     assert [s.inputs["step"] for s in steps] == [1, 2, 3, 4]
     assert {(s.intent, s.pool) for s in steps} == {("debug.chain.link", "tools")}
@@ -63,7 +73,7 @@ def test_chain_plans_one_step_per_link() -> None:
 
 def test_a_static_plan_longer_than_the_limit_is_refused() -> None:
     with pytest.raises(InvalidRequest, match="more than the limit of 3"):
-        service.plan(request("debug.chain", {"steps": 4}), max_steps=3)
+        service.plan(request("debug.chain", {"steps": 4}), exposed=["*"], max_steps=3)
 
 
 def test_a_dangerous_intent_says_why_it_is_held() -> None:
@@ -75,13 +85,13 @@ def test_a_dangerous_intent_says_why_it_is_held() -> None:
 
 def test_invalid_inputs_name_the_field() -> None:
     with pytest.raises(InvalidRequest) as raised:
-        service.plan(request("debug.sleep", {"seconds": 99999}))
+        service.plan(request("debug.sleep", {"seconds": 99999}), exposed=["*"])
     assert raised.value.field == "inputs.seconds"
 
 
 def test_a_mode_other_than_the_intents_is_refused() -> None:
     with pytest.raises(InvalidRequest, match="runs in mode 'agent'"):
-        service.plan(request("debug.echo", {}, mode="flow"))
+        service.plan(request("debug.echo", {}, mode="flow"), exposed=["*"])
 
 
 def test_default_idempotency_key_ignores_key_order_but_not_values() -> None:
@@ -133,3 +143,85 @@ def test_json_schema_errors_name_the_field(inputs: dict, field: str, message: st
     ("tool.acme_crm", "tool.*"), ("mcp.time.get_current_time", "mcp.time.get_current_time")])
 def test_tenant_defined_intents_count_under_their_family(intent: str, label: str) -> None:
     assert service.metric_intent(intent) == label
+
+
+@pytest.mark.parametrize(("name", "patterns", "shown"), [
+    ("memory.search", DEFAULT, True), ("debug.echo", DEFAULT, False),
+    ("debug.echo", ["*"], True), ("mcp.time.x", ["memory.*"], False),
+    ("debug.echo", ["!debug.*", "debug.echo"], True), ("tool.x", [], False)],
+    ids=["default-shows", "default-hides-debug", "all", "not-matched", "last-match-wins",
+         "none"])
+def test_exposed_patterns_decide_what_is_offered(name: str, patterns: list[str],
+                                                 shown: bool) -> None:
+    assert exposed(name, patterns) is shown
+
+
+@pytest.mark.parametrize("name", INTERNAL)
+def test_an_internal_step_is_never_offered_and_submitting_it_is_unknown(name: str) -> None:
+    # Given everything exposed
+    # When the tenant lists and submits
+    offered = [i.name for i in REGISTRY.offered("t", ["*"])]
+    # Then the internal step is neither listed nor submittable, yet the engine still finds it
+    assert name not in offered and "debug.echo" in offered
+    with pytest.raises(IntentNotFound) as raised:
+        service.plan(request(name, {"prompt": "hi"}), exposed=["*"])
+    assert name not in raised.value.available
+    assert REGISTRY.get(name).internal
+
+
+def test_debug_intents_are_hidden_by_default() -> None:
+    with pytest.raises(IntentNotFound) as raised:
+        service.plan(request("debug.echo", {}), exposed=DEFAULT)
+    assert "memory.search" in raised.value.available
+    assert not any(name.startswith("debug.") for name in raised.value.available)
+
+
+def test_a_prompt_runs_its_internal_planner() -> None:
+    prompt = service.Request(tenant_id="t", intent="llm.plan", inputs={"prompt": "hi"},
+                             mode="auto", context={}, callback_url=None, idempotency_key=None,
+                             internal=True)
+    assert service.plan(prompt, exposed=DEFAULT).intent.name == "llm.plan"
+
+
+@pytest.mark.parametrize(("intent", "inputs", "effect"), [
+    ("memory.search", {"query": "tea"}, Effect.read),
+    ("memory.write", {"text": "tea"}, Effect.write),
+    ("http.request", {"url": "https://example.org"}, Effect.read),
+    ("http.request", {"method": "HEAD", "url": "https://example.org"}, Effect.read),
+    ("http.request", {"method": "POST", "url": "https://example.org"}, Effect.write),
+    ("debug.echo", {}, Effect.write)],
+    ids=["search", "write", "get", "head", "post", "default"])
+def test_reads_are_not_deduplicated_by_default_writes_are(intent: str, inputs: dict,
+                                                          effect: Effect) -> None:
+    planned = service.plan(request(intent, inputs), exposed=["*"])
+    assert planned.effect is effect
+    key = service.idempotency_key(request(intent, inputs), planned)
+    assert (key is None) is (effect is Effect.read)
+    keyed = request(intent, inputs)
+    keyed.idempotency_key = "mine"
+    assert service.idempotency_key(keyed, planned) == "mine"
+
+
+def test_ssh_effects_and_destructive_intents() -> None:
+    assert REGISTRY.get("ssh.exec.peek").effect is Effect.read
+    assert {i.name for i in REGISTRY.all() if i.destructive} == {"memory.delete", "ssh.exec"}
+
+
+def _planner_sees(registry_resources: Resources, **llm_settings: object) -> set[str]:
+    settings = get_settings()
+    rt = dataclasses.replace(registry_resources, settings=settings.model_copy(update={
+        "llm": settings.llm.model_copy(update=llm_settings),
+        "orchestrator": settings.orchestrator.model_copy(update={"exposed_intents": DEFAULT})}))
+    return {i.name for i in llm._plannable(rt, "t")}
+
+
+def test_the_planner_is_offered_neither_hidden_internal_nor_destructive_intents(
+        registry_resources: Resources) -> None:
+    # Given the default settings
+    seen = _planner_sees(registry_resources)
+    # Then it plans with reads and writes the tenant sees, nothing destructive or internal
+    assert {"memory.search", "memory.write", "ssh.exec.peek", "http.request"} <= seen
+    assert not seen & {"memory.delete", "ssh.exec", "debug.echo", *INTERNAL}
+    # And LLM_PLAN_DESTRUCTIVE lets the destructive ones in
+    assert {"memory.delete", "ssh.exec"} <= _planner_sees(registry_resources,
+                                                           plan_destructive=True)
