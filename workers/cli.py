@@ -115,7 +115,11 @@ def sweeper() -> None:
 
 
 @app.command()
-def flower() -> None:
+def flower(
+    address: Annotated[str, typer.Option(
+        envvar="FLOWER_ADDRESS", help="Address Flower binds to (0.0.0.0 in a container).")] =
+        "127.0.0.1",
+) -> None:
     """Run the Flower dashboard (basic auth from FLOWER_BASIC_AUTH)."""
     from tasks.engine.app import celery_app
 
@@ -123,7 +127,7 @@ def flower() -> None:
     if not settings.flower.basic_auth:
         raise typer.BadParameter("set FLOWER_BASIC_AUTH=user:password; Flower runs with auth only")
     _protect_flower_metrics()
-    celery_app.start(["flower", f"--port={settings.flower.port}", "--address=127.0.0.1",
+    celery_app.start(["flower", f"--port={settings.flower.port}", f"--address={address}",
                       f"--basic-auth={settings.flower.basic_auth}"])
 
 
