@@ -112,7 +112,8 @@ def test_the_image_is_built_in_one_stage_and_runs_slim_as_a_user() -> None:
                 if word == "RUN" and re.search(r"apt|apk|gcc|build-essential|pip ", rest)]
     assert json.loads(instructions["ENTRYPOINT"]) == ["orchestrator"]
     assert cli_help(json.loads(instructions["CMD"])) == 0
-    assert "/health" in instructions["HEALTHCHECK"]
+    probe = re.search(r"http://127\.0\.0\.1:[^/]+(/\w+)['\"]", instructions["HEALTHCHECK"])
+    assert probe and probe[1] == "/health" and probe[1] in routes()
 
 
 def test_the_dockerignore_keeps_the_context_to_the_package() -> None:
