@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 run: install
-	$(BIN)/orchestrator dev
+	$(BIN)/orchestrator dev $(if $(VERBOSE),--verbose)
 
 test: install
 	$(BIN)/ruff check .

@@ -104,7 +104,8 @@ def loads_checked(text: str | bytes, limit: int = MAX_JSON_DEPTH) -> Any:
 StoredJson = dict[str, Any]
 _LABEL = r"[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?"
 _PORT = r"(?:[0-9]{1,4}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5])"
-HTTP_URL = (rf"^[hH][tT][tT][pP][sS]?://(?P<host>{_LABEL}(?:\.{_LABEL})*\.?"
+# The host is group 1 (a plain group: the pattern is also the OpenAPI `pattern`, an ECMA regex).
+HTTP_URL = (rf"^[hH][tT][tT][pP][sS]?://({_LABEL}(?:\.{_LABEL})*\.?"
             rf"|\[[0-9A-Fa-f:.]{{2,45}}\])(?::{_PORT})?(?:[/?#][^\s\x00-\x1F\x7F]*)?$")
 URL_RULE = ("must be an http(s) URL without credentials whose host is a DNS name (labels of at "
             "most 63 letters, digits, '-' or '_'), an IPv4 address or a bracketed IPv6 "
@@ -116,11 +117,12 @@ def _http_url(url: str) -> str:
     found = re.match(HTTP_URL, url)
     if found is None:
         raise ValueError(URL_RULE)
-    if found["host"].startswith("["):
+    host = found.group(1)
+    if host.startswith("["):
         try:
-            ipaddress.IPv6Address(found["host"][1:-1])
+            ipaddress.IPv6Address(host[1:-1])
         except ValueError:
-            raise ValueError(f"{found['host']} is not an IPv6 address") from None
+            raise ValueError(f"{host} is not an IPv6 address") from None
     return url
 
 

@@ -24,25 +24,42 @@ from tasks.engine.registry import Intent, JsonInputs, ResourceProvider
 log = logging.getLogger(__name__)
 PREFIX = "mcp."
 TOOLS_KEY = "orch:mcp:tools"
+DISCOVERY_KEY = "orch:mcp:discovery"
 CACHE_SECONDS = 2.0
 
 
 def discover(client: redis.Redis, settings: McpSettings) -> int:
     """List every configured server's tools and publish them; returns how many servers
-    answered. A server that does not answer keeps what was published before."""
+    answered. A server that does not answer keeps what was published before; each server's
+    outcome (its tool count, or its error) is kept for `/ready`."""
     answered = 0
     for spec in mcp.load_servers(settings):
         try:
             tools = mcp.list_tools(spec, settings.discovery_timeout)
         except Exception as exc:  # noqa: BLE001 - one server's trouble must not stop the rest
             log.warning("MCP server %s did not list its tools: %s", spec.name, exc)
+            _record(client, spec.name, {"status": "failed", "error": str(exc)})
             continue
         client.hset(TOOLS_KEY, spec.name, json.dumps(
             [{"name": t.name, "description": t.description, "input_schema": t.input_schema,
               "read_only": t.read_only} for t in tools]))
+        _record(client, spec.name, {"status": "ok", "tools": len(tools), "error": None})
         answered += 1
         log.info("MCP server %s: %d tools", spec.name, len(tools))
     return answered
+
+
+def _record(client: redis.Redis, name: str, outcome: dict[str, Any]) -> None:
+    client.hset(DISCOVERY_KEY, name, json.dumps({**outcome, "at": time.time()}))
+
+
+def discovery(client: redis.Redis, settings: McpSettings) -> dict[str, dict[str, Any]]:
+    """Each configured server's last discovery: `ok` with its tool count, `failed` with its
+    error, or `pending` while no tools worker has tried it yet."""
+    recorded = {(k.decode() if isinstance(k, bytes) else k): json.loads(v)
+                for k, v in client.hgetall(DISCOVERY_KEY).items()}
+    return {spec.name: recorded.get(spec.name, {"status": "pending", "error": None})
+            for spec in mcp.load_servers(settings)}
 
 
 def call(spec: mcp.McpServerSpec, tool: str, step: StepContext) -> Any:

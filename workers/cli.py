@@ -17,6 +17,8 @@ from core.errors import ConfigError
 from core.settings import DATA_DIR, OrchestratorSettings, get_settings
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from core.vault import Vault
 
 app = typer.Typer(help="Orchestrator: intents in, jobs on Celery, signed callbacks out.",
@@ -115,7 +117,11 @@ def sweeper() -> None:
 
 
 @app.command()
-def flower() -> None:
+def flower(
+    address: Annotated[str, typer.Option(
+        envvar="FLOWER_ADDRESS", help="Address Flower binds to (0.0.0.0 in a container).")] =
+        "127.0.0.1",
+) -> None:
     """Run the Flower dashboard (basic auth from FLOWER_BASIC_AUTH)."""
     from tasks.engine.app import celery_app
 
@@ -123,7 +129,7 @@ def flower() -> None:
     if not settings.flower.basic_auth:
         raise typer.BadParameter("set FLOWER_BASIC_AUTH=user:password; Flower runs with auth only")
     _protect_flower_metrics()
-    celery_app.start(["flower", f"--port={settings.flower.port}", "--address=127.0.0.1",
+    celery_app.start(["flower", f"--port={settings.flower.port}", f"--address={address}",
                       f"--basic-auth={settings.flower.basic_auth}"])
 
 
@@ -247,6 +253,9 @@ def _dev_exposed(settings: OrchestratorSettings) -> str:
 def dev(
     procfile: Annotated[Path, typer.Option(help="The processes to run (name: command).")] =
         PROCFILE,
+    verbose: Annotated[bool, typer.Option(
+        envvar="ORCHESTRATOR_VERBOSE", help="Every process's output on screen, prefixed with "
+        "its name (default: to var/log/<name>.log).")] = False,
 ) -> None:
     """Set up and run the whole stack: broker, job store, API, every pool, Flower, the sweeper.
 
@@ -264,7 +273,6 @@ def dev(
     process = None
     if url.hostname in ("127.0.0.1", "localhost") and not broker.is_up(settings.broker.url):
         process = broker.start(url.port or 6379, DATA_DIR / "broker")
-        print(f"broker: {broker.server_binary()} on {settings.broker.url}")
     secret_keys = settings.orchestrator.secret_key or [
         _dev_secret(DATA_DIR / "secret-key", new_key)]
     upgrade(settings.database.url, secret_keys)
@@ -273,17 +281,18 @@ def dev(
     flower_auth = settings.flower.basic_auth or _dev_secret(
         DATA_DIR / "flower-auth", lambda: f"admin:{secrets.token_urlsafe(12)}")
     base = f"http://{settings.api.host}:{settings.api.port}"
-    console.print(f"[bold]API key[/] {api_key}\n"
-                  f"[bold]Flower[/]  http://127.0.0.1:{settings.flower.port}  ({flower_auth})\n"
-                  "Ctrl-C stops everything.")
+    logs = None if verbose else DATA_DIR / "log"
+    _welcome(base, api_key, flower_auth, settings.flower.port, logs)
     env = {**os.environ, "FLOWER_BASIC_AUTH": flower_auth,
            "ORCHESTRATOR_SECRET_KEY": ",".join(secret_keys),
            "ORCHESTRATOR_EXPOSED_INTENTS": _dev_exposed(settings.orchestrator),
            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
-    supervisor = Supervisor(processes, env)
+    supervisor = Supervisor(processes, env, log_dir=logs, note=None if logs is None else
+                            _note_to(DATA_DIR / "log" / "supervisor.log"))
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, supervisor.stop)
-    threading.Thread(target=_announce_ready, args=(base, supervisor.stopping),
+    threading.Thread(target=_announce_ready, args=(base, _pools_of(processes),
+                                                   supervisor.stopping),
                      name="orch-ready", daemon=True).start()
     try:
         supervisor.run()
@@ -292,18 +301,49 @@ def dev(
             broker.stop(process)
 
 
-def _announce_ready(base: str, stopping: threading.Event) -> None:
-    """One line once the API answers /health: where to reach it."""
+def _welcome(base: str, api_key: str, flower_auth: str, flower_port: int,
+             logs: Path | None) -> None:
+    """What a person needs to use the stack: where it is, the key, Flower's credentials."""
+    where = (f"{logs}/<process>.log  (`make run VERBOSE=1` keeps them on screen)"
+             if logs else "on screen, each line prefixed with its process")
+    console.print(f"[bold]API[/]      {base}  (docs {base}/docs, console {base}/console)\n"
+                  f"[bold]API key[/]  {api_key}  ({DATA_DIR / 'dev-api-key'})\n"
+                  f"[bold]Flower[/]   http://127.0.0.1:{flower_port}  ({flower_auth}; "
+                  f"{DATA_DIR / 'flower-auth'})\n"
+                  f"[bold]Logs[/]     {where}\n"
+                  "Ctrl-C stops everything.", soft_wrap=True, highlight=False)
+
+
+def _note_to(path: Path) -> "Callable[[str], None]":
+    """The supervisor's routine lines (a process started) to its log file, not the screen."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+
+    def note(message: str) -> None:
+        with path.open("a") as log:
+            log.write(f"supervisor | {message}\n")
+
+    return note
+
+
+def _pools_of(processes: dict[str, list[str]]) -> list[str]:
+    """The pools the Procfile's workers consume (`--pool NAME`, repeatable)."""
+    return sorted({argv[i + 1] for argv in processes.values()
+                   for i, arg in enumerate(argv[:-1]) if arg == "--pool"})
+
+
+def _announce_ready(base: str, pools: list[str], stopping: threading.Event) -> None:
+    """One line once the API answers and every pool of the Procfile has a live worker."""
     import httpx
 
-    while not stopping.wait(0.2):
+    while not stopping.wait(0.3):
         try:
-            if httpx.get(f"{base}/health", timeout=2).status_code == 200:
-                console.print(f"[bold green]ready[/]: API at {base}  (docs {base}/docs)",
-                              soft_wrap=True)
-                return
-        except httpx.HTTPError:
-            pass
+            checks = httpx.get(f"{base}/ready", timeout=2).json()["checks"]
+        except (httpx.HTTPError, ValueError, KeyError):
+            continue
+        if all(checks.get("pools", {}).get(pool, {}).get("live") for pool in pools):
+            console.print(f"[bold green]ready[/]: API at {base}  (docs {base}/docs); pools "
+                          f"live: {', '.join(pools) or 'none'}", soft_wrap=True)
+            return
 
 
 def _client(url: str | None, api_key: str | None) -> Any:

@@ -3,7 +3,8 @@
 A process that dies (a crash, an OOM kill, someone's `kill -9`) is started again after a delay
 that doubles with each quick death up to a cap, and is forgiven once it has stayed up a while;
 the others never notice. Only SIGINT or SIGTERM to the supervisor (Ctrl-C) stops them all:
-SIGTERM to each process group, then SIGKILL to what is left after a grace period.
+SIGTERM to each process group, then SIGKILL to what is left after a grace period. A process's
+output goes on screen prefixed with its name, or with `log_dir` to `<log_dir>/<name>.log`.
 """
 
 import contextlib
@@ -85,12 +86,16 @@ class Supervisor:
 
     def __init__(self, processes: dict[str, list[str]], env: dict[str, str],
                  backoff: Backoff | None = None, grace: float = 10.0,
-                 say: Say | None = None) -> None:
+                 say: Say | None = None, note: Say | None = None,
+                 log_dir: Path | None = None) -> None:
         self.children = [Child(name, command) for name, command in processes.items()]
         self.env = env
         self.backoff = backoff or Backoff()
         self.grace = grace
+        # `say` for what a person must see (a death, the stop); `note` for routine (a start).
         self.say = say or _say
+        self.note = note or self.say
+        self.log_dir = log_dir
         self.stopping = threading.Event()
         self.width = max((len(child.name) for child in self.children), default=0)
 
@@ -129,9 +134,7 @@ class Supervisor:
     def _start(self, child: Child) -> None:
         again = child.popen is not None
         try:
-            popen = subprocess.Popen(child.command, env=self.env, stdin=subprocess.DEVNULL,
-                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                     start_new_session=True)
+            popen = self._spawn(child)
         except OSError as exc:  # a command not found: tried again, like any death
             child.deaths += 1
             delay = self.backoff.delay(child.deaths)
@@ -141,10 +144,23 @@ class Supervisor:
         child.popen = popen
         child.started, child.restart_at = time.monotonic(), None
         child.pids.append(child.popen.pid)
-        self.say(f"{child.name} {'restarted' if again else 'started'} (pid {child.popen.pid})")
-        assert child.popen.stdout is not None
-        threading.Thread(target=_relay, args=(child.popen.stdout, child.name.ljust(self.width)),
-                         name=f"orch-relay-{child.name}", daemon=True).start()
+        self.note(f"{child.name} {'restarted' if again else 'started'} (pid {child.popen.pid})")
+        if child.popen.stdout is not None:
+            threading.Thread(target=_relay, args=(child.popen.stdout,
+                                                  child.name.ljust(self.width)),
+                             name=f"orch-relay-{child.name}", daemon=True).start()
+
+    def _spawn(self, child: Child) -> subprocess.Popen[bytes]:
+        """The process, its output to its log file (appended) or piped to the screen."""
+        if self.log_dir is None:
+            return subprocess.Popen(child.command, env=self.env, stdin=subprocess.DEVNULL,
+                                    stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                    start_new_session=True)
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        with (self.log_dir / f"{child.name}.log").open("ab") as log:
+            return subprocess.Popen(child.command, env=self.env, stdin=subprocess.DEVNULL,
+                                    stdout=log, stderr=subprocess.STDOUT,
+                                    start_new_session=True)
 
     def _stop_all(self) -> None:
         """SIGTERM to every process group, then SIGKILL to those still there after the grace."""

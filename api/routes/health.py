@@ -12,6 +12,7 @@ from api import metrics
 from api.deps import OperatorFlagDep, StateDep, metrics_reader
 from api.openapi import KEYED, errors
 from api.state import AppState
+from tasks import mcp
 from tasks.engine import heartbeat
 from tasks.engine.pools import POOLS
 
@@ -31,7 +32,10 @@ class Readiness(BaseModel):
     checks: dict[str, Any] = Field(description="`broker` and `database`: `ok` or `down` (why, "
                                    "for an operator's key); `pools`: each pool's `live` worker "
                                    "count, and for an operator's key its `workers` (host and "
-                                   "pid); `planner`: the model or the rule-based fallback.")
+                                   "pid); `planner`: the model or the rule-based fallback; "
+                                   "`mcp`: each configured MCP server's last tool discovery "
+                                   "(`ok` and its tool count, `failed`, or `pending`; the "
+                                   "error for an operator's key).")
 
 
 @router.get("/health", operation_id="health", summary="Liveness", response_model=Health)
@@ -79,11 +83,23 @@ def ready(state: StateDep, operator: OperatorFlagDep) -> JSONResponse:
     checks: dict[str, Any] = {"broker": _check(state.redis.ping, operator),
                               "database": _check(db, operator),
                               "pools": _pools(state, operator),
-                              "planner": _check_planner(state, operator)}
+                              "planner": _check_planner(state, operator),
+                              "mcp": _mcp_servers(state, operator)}
     ok = checks["broker"] == checks["database"] == "ok" and all(
         p["live"] for p in checks["pools"].values())
     return JSONResponse({"status": "ready" if ok else "not ready", "checks": checks},
                         status_code=200 if ok else 503)
+
+
+def _mcp_servers(state: AppState, detail: bool) -> dict[str, Any]:
+    """Each MCP server's last discovery; it tells, it does not decide readiness (the other
+    intents run without it). The error (a path, a host) only with `detail`."""
+    try:
+        servers = mcp.discovery(state.redis, state.settings.mcp)
+    except Exception as exc:  # noqa: BLE001 - a broker outage is reported by `broker`
+        return {"unknown": f"{type(exc).__name__}: {exc}" if detail else "down"}
+    return {name: {k: v for k, v in outcome.items() if detail or k != "error"}
+            for name, outcome in servers.items()}
 
 
 def _check_planner(state: AppState, detail: bool) -> dict[str, Any]:

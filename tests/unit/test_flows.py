@@ -60,6 +60,6 @@ def test_submitting_a_flow_of_an_unconfigured_engine_is_refused(no_engines: None
     request = service.Request(tenant_id="t", intent="gmail.triage", inputs={}, mode="auto",
                               context={}, callback_url=None, idempotency_key=None)
     with pytest.raises(InvalidRequest) as raised:
-        service.plan(request)
+        service.plan(request, exposed=["*"])
     assert str(raised.value) == "flow engine n8n is not configured: set N8N_WEBHOOK_BASE"
     assert raised.value.field == "intent"

@@ -95,3 +95,28 @@ def test_a_command_that_cannot_start_is_tried_again_with_backoff() -> None:
     supervisor.run()
     assert lines[0].startswith("typo could not start ([Errno 2] No such file or directory")
     assert [line.rsplit(" ", 1)[-1] for line in lines[:3]] == ["0.1s", "0.2s", "0.2s"]
+
+
+def test_with_a_log_dir_output_goes_to_a_file_and_starts_are_only_noted(tmp_path: Path) -> None:
+    # Given a supervisor that keeps its processes' output in files
+    said: list[str] = []
+    noted: list[str] = []
+    talker = "import sys; print('hello from the child'); sys.stdout.flush()"
+    supervisor = Supervisor({"talker": [sys.executable, "-c", talker + "; import time; "
+                                        "time.sleep(30)"]}, env={}, grace=0.5,
+                            say=said.append, note=noted.append, log_dir=tmp_path / "log")
+    log = tmp_path / "log" / "talker.log"
+
+    def stop_once_it_spoke() -> None:
+        deadline = time.monotonic() + 20
+        while not (log.exists() and "hello" in log.read_text()) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        supervisor.stop()
+
+    Thread(target=stop_once_it_spoke, daemon=True).start()
+    # When it runs the process, then stops
+    supervisor.run()
+    # Then the output is in the process's file, its start a note, and only the stop is said
+    assert log.read_text() == "hello from the child\n"
+    assert noted == [f"talker started (pid {supervisor.children[0].pids[0]})"]
+    assert len(said) == 1 and said[0].startswith("stopping 1 process ")
