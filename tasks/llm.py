@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from adapters.llm import Usage
+from adapters.llm import Usage, estimate
 from core.errors import IntentNotFound, InvalidRequest, UpstreamError, UpstreamUnavailable
 from core.models import EventType, PoolName
 from core.store import sessions as chats
@@ -73,6 +73,27 @@ def unavailable(exc: UpstreamError | UpstreamUnavailable, timeout: float) -> str
     if "timeout" in str(exc).lower() or "timed out" in str(exc).lower():
         return f"the model did not answer within {timeout:g} seconds"
     return "the model's server could not be reached"
+
+
+SMALL_PROMPT = 256  # tokens (estimated) below which a request fits any model worth asking
+
+
+def check_fits(rt: Resources, prompt: str) -> None:
+    """Refuse (InvalidRequest) a prompt that cannot fit the model's context even alone, with
+    no intents and no history; a short one is not measured (no call to the server)."""
+    if not rt.settings.llm.enabled:
+        return
+    alone = planning.messages(prompt, [], [], 1, rt.settings.llm.max_plan_steps, compact=True)
+    if budget.measure(alone, estimate) <= SMALL_PROMPT:
+        return
+    context = rt.llm.context_tokens()
+    limit = budget.plan_budget(context, rt.settings.llm.max_tokens)
+    if budget.measure(alone, estimate) > limit and (
+            need := budget.measure(alone, rt.llm.count)) > limit:
+        raise InvalidRequest(
+            f"prompt: about {need} tokens with the planner's rules, more than the {limit} a "
+            f"plan may use in the model's context of {context} tokens (LLM_CONTEXT_TOKENS, "
+            f"less LLM_MAX_TOKENS and room for a repair round); shorten it", field="prompt")
 
 
 # --- llm.plan --------------------------------------------------------------------------------
