@@ -25,7 +25,7 @@ def quote(text: Any, limit: int = QUOTE_CHARS) -> str:
 
 
 def _search(output: dict[str, Any]) -> str:
-    results = [r for r in output["results"] if isinstance(r, dict)]
+    results = output["results"]
     if not results:
         return "Found no notes"
     best = "; ".join(quote(r.get("text", "")) for r in results[:QUOTED])
@@ -55,7 +55,8 @@ def found(intent: str, output: Any) -> str:
     """One sentence (no final stop) saying what a step did and found."""
     if not isinstance(output, dict):
         return f"{intent}: {quote(output)}" if output not in (None, "") else f"{intent}: done"
-    if isinstance(output.get("results"), list):
+    results = output.get("results")
+    if isinstance(results, list) and all(isinstance(r, dict) for r in results):
         return _search(output)
     if "exit_status" in output or output.get("dry_run"):
         return _command(output)

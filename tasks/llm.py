@@ -105,22 +105,22 @@ def plan(step: StepContext) -> Extend:
     rt, inputs = step.resources, step.inputs
     history, recent = _open_session(rt, step, inputs)
     intents = _plannable(rt, step.tenant_id)
-    reason, usage = NO_MODEL, Usage()
+    reason, usage, prompt = NO_MODEL, Usage(), dict[str, Any]()
     if rt.settings.llm.enabled:
         try:
             req = budget.Request(inputs.prompt, history, intents, recent, step.index + 1,
                                  rt.settings.llm.max_plan_steps)
-            steps, fitted = _model_plan(rt, step, req, usage)
-            return _grow(step, "llm", steps, usage, prompt=fitted.public(len(intents)))
+            steps = _model_plan(rt, step, req, usage, prompt)
+            return _grow(step, "llm", steps, usage, prompt=prompt)
         except (budget.PromptTooLong, PlanRejected) as exc:
             reason = str(exc)
         except (UpstreamError, UpstreamUnavailable) as exc:
             reason = unavailable(exc, rt.settings.llm.timeout)
     chosen = fallback.plan(inputs.prompt, {i.name for i in intents}, inputs.namespace)
     try:
-        return _grow(step, "rule-based", chosen.steps, usage, reason, chosen.note)
+        return _grow(step, "rule-based", chosen.steps, usage, reason, chosen.note, prompt)
     except (IntentNotFound, InvalidRequest) as exc:
-        return _grow(step, "rule-based", [], usage, reason, f"It could not plan: {exc}")
+        return _grow(step, "rule-based", [], usage, reason, f"It could not plan: {exc}", prompt)
 
 
 def _open_session(rt: Resources, step: StepContext,
@@ -148,22 +148,25 @@ def _plannable(rt: Resources, tenant_id: str) -> list[Any]:
     return planning.plannable(REGISTRY.all(tenant_id), rt.settings.llm.plan_intents)
 
 
-def _model_plan(rt: Resources, step: StepContext, req: budget.Request,
-                usage: Usage) -> tuple[list[planning.PlannedStep], budget.Fitted]:
+def _model_plan(rt: Resources, step: StepContext, req: budget.Request, usage: Usage,
+                prompt: dict[str, Any]) -> list[planning.PlannedStep]:
     """Ask the model for a plan within its context; one more round with the error if it is
-    invalid. `usage` gathers every call, those that failed too."""
+    invalid. `usage` gathers every call, those that failed too; `prompt` what was offered and
+    each call's prompt tokens as the server measured them."""
     limit = budget.plan_budget(rt.llm.context_tokens(), rt.settings.llm.max_tokens)
     fitted = budget.fit_plan(req, limit, rt.llm.count)
+    prompt.update(fitted.public(len(req.intents)), measured=[])
     names = [i.name for i in fitted.offered]
     messages, answer, error = list(fitted.messages), "", ""
     for _ in range(PLAN_ROUNDS):
-        answer = _complete(rt, usage, messages, planning.schema(names, req.most))
+        answer = _complete(rt, usage, messages, planning.schema(names, req.most),
+                           prompt["measured"])
         try:
             plan = planning.parse(answer, set(names), req.most)
             planning.check_refs(plan, req.first)
             for planned in plan.steps:
                 step.plan_step(planned.intent, planned.inputs)
-            return plan.steps, fitted
+            return plan.steps
         except (planning.PlanError, IntentNotFound, InvalidRequest) as exc:
             error = str(exc)
         messages = [*fitted.messages, {"role": "assistant", "content": answer[:REPAIR_CHARS]},
@@ -176,7 +179,7 @@ def _model_plan(rt: Resources, step: StepContext, req: budget.Request,
 
 
 def _complete(rt: Resources, usage: Usage, messages: list[dict[str, Any]],
-              schema: dict[str, Any]) -> str:
+              schema: dict[str, Any], measured: list[int]) -> str:
     """One plan call; a call that failed still counts, with the seconds it took."""
     started = time.perf_counter()
     try:
@@ -186,6 +189,7 @@ def _complete(rt: Resources, usage: Usage, messages: list[dict[str, Any]],
                         calls=1))
         raise
     usage.add(completion.usage)
+    measured.append(completion.usage.prompt_tokens)
     return completion.text
 
 
@@ -203,7 +207,7 @@ def _grow(step: StepContext, planner: Planner, steps: list[planning.PlannedStep]
     new.append(NewStep("llm.respond", PoolName.llm, respond.model_dump(mode="json")))
     shown = [s.model_dump() for s in steps]
     output = {"planner": planner, "fallback": planner != "llm", "fallback_reason": reason,
-              "steps": shown, "usage": usage.public(), "prompt": prompt}
+              "steps": shown, "usage": usage.public(), "prompt": prompt or None}
     step.emit(EventType.plan_created, {"index": step.index, "planner": planner, "steps": shown,
                                "fallback_reason": reason})
     return Extend(output, new)
@@ -270,7 +274,7 @@ def _model_answer(rt: Resources, step: StepContext, inputs: RespondInputs,
         deltas.flush()
         return None, unavailable(exc, rt.settings.llm.timeout)
     usage.add(completion.usage)
-    used = "; ".join(f"{intent}: {found}" for intent, found in findings)
+    used = "; ".join(found for _, found in findings)
     sources = f"\n\nUsed: {used}." if used else ""
     deltas.add(sources)
     deltas.flush()
