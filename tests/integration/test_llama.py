@@ -55,9 +55,8 @@ def test_a_prompt_gets_a_valid_plan_and_a_streamed_answer_from_llama_cpp(
 
 
 CONTEXT = 2048  # the slot's context (llama.py: n_ctx 4096 over 2 slots), learned from /props
-MAX_TOKENS = 200
-SEEDS = ["Search for recent SSH attacks", "search for recent SSH attacks",
-         "Analyze customer churn", "Search my notes: when does the nightly backup run?"]
+MAX_TOKENS = 48  # a plan cut short is invalid: the fallback answers, as it must
+SEEDS = ["Search for recent SSH attacks", "Analyze customer churn", "Search my notes: when does the nightly backup run?"]
 INTERNAL = ("Traceback", "PlanRejected", "step 0", "Error:", "upstream llm")
 
 
@@ -76,7 +75,7 @@ def small_stack(request: pytest.FixtureRequest, llama_url: str) -> Iterator[Stac
 def ask(client: httpx.Client, text: str, session_id: str) -> dict[str, Any]:
     answer = client.post("/v1/jobs", json={"prompt": text, "inputs": {"session_id": session_id}})
     assert answer.status_code == 202, answer.text
-    job = wait_job(client, answer.json()["job_id"], timeout=240)
+    job = wait_job(client, answer.json()["job_id"], timeout=400)
     # never a failed job, never internal error text in the answer
     assert job["status"] == "succeeded", job["error"]
     response = job["result"]["response"]
@@ -88,6 +87,7 @@ def ask(client: httpx.Client, text: str, session_id: str) -> dict[str, Any]:
     return job
 
 
+@pytest.mark.timeout(1500)  # a tiny model, but on 2 shared cores each plan takes seconds
 def test_the_readme_chat_examples_answer_from_a_2048_token_model(small_stack: Stack) -> None:
     with small_stack.client() as client:
         intents = client.get("/v1/intents").json()
@@ -97,6 +97,7 @@ def test_the_readme_chat_examples_answer_from_a_2048_token_model(small_stack: St
     assert len(intents) > 10
 
 
+@pytest.mark.timeout(900)
 def test_a_remembered_fact_is_recalled_in_the_answer(small_stack: Stack) -> None:
     with small_stack.client() as client:
         ask(client, "Remember that the nightly backup runs at 2am on db01.", "backup")
