@@ -175,6 +175,8 @@ def _model_plan(rt: Resources, step: StepContext, req: budget.Request, usage: Us
     step.emit(EventType.plan_rejected, {"plan": answer[:4000], "error": error,
                                 "usage": usage.public()})
     brief = error.split(";")[0].split(". Available")[0][:120]
+    if error.startswith(planning.NOT_A_PLAN):  # a JSON parser's words mean nothing to a user
+        brief = "its answer was cut off or was not a plan in the required JSON shape"
     raise PlanRejected(f"the model did not give a usable plan in {PLAN_ROUNDS} tries ({brief})")
 
 

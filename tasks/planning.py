@@ -14,6 +14,7 @@ from tasks.engine.registry import Intent
 
 NEVER_PLANNED = ("llm.*",)
 OUTPUT_CHARS = 4000
+NOT_A_PLAN = "not a plan of the required shape"
 SYSTEM = """You are the planner of a task orchestrator. Turn the user's request into a plan: a \
 JSON object {{"steps": [{{"intent": ..., "inputs": {{...}}, "why": ...}}]}} using only the \
 intents listed below, with inputs that match their schema. Use no step when the request is \
@@ -122,7 +123,7 @@ def parse(text: str, allowed: set[str], most: int) -> Plan:
     try:
         plan = Plan.model_validate(_json(text))
     except (ValueError, ValidationError) as exc:
-        raise PlanError(f"not a plan of the required shape: {_first_error(exc)}") from exc
+        raise PlanError(f"{NOT_A_PLAN}: {_first_error(exc)}") from exc
     if len(plan.steps) > most:
         raise PlanError(f"the plan has {len(plan.steps)} steps, more than {most}")
     for step in plan.steps:
