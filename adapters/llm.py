@@ -4,11 +4,13 @@ Every call passes the LLM breaker and the shared retry helper; `openai`'s own re
 so there is one policy. The client is built once per process (a pool of connections).
 """
 
+import math
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+import httpx
 import openai
 
 from adapters.breakers import Breakers
@@ -17,6 +19,10 @@ from core.errors import UpstreamError
 from core.settings import LlmSettings, RetrySettings
 
 UPSTREAM = "llm"
+DEFAULT_CONTEXT = 8192  # the context assumed when neither the setting nor the server says
+CHARS_PER_TOKEN = 3  # a conservative estimate: real tokenizers average nearer 4 on English
+PROBE_TIMEOUT = 3.0
+COUNTS_KEPT = 4096
 Messages = list[dict[str, Any]]
 OnDelta = Callable[[str], None]
 
@@ -89,6 +95,13 @@ class LLM(Upstream):
         self.client = openai.OpenAI(
             base_url=settings.base_url, api_key=settings.api_key or "none", max_retries=0,
             timeout=openai.Timeout(settings.timeout, connect=settings.connect_timeout))
+        # The server's own routes (llama.cpp's /props and /tokenize live beside /v1).
+        self.probe = httpx.Client(base_url=settings.base_url.removesuffix("/v1"),
+                                  timeout=PROBE_TIMEOUT, trust_env=False,
+                                  headers={"Authorization": f"Bearer {settings.api_key}"})
+        self._context: int | None = None
+        self._tokenizer = True  # until the server shows it has none
+        self._counts: dict[str, int] = {}
 
     @property
     def _chat(self) -> Any:
@@ -97,6 +110,64 @@ class LLM(Upstream):
 
     def close(self) -> None:
         self.client.close()
+        self.probe.close()
+
+    def context_tokens(self) -> int:
+        """Tokens the model's context holds: the setting, else what the server says (asked
+        once per process), else DEFAULT_CONTEXT."""
+        if self.settings.context_tokens:
+            return self.settings.context_tokens
+        if self._context is None:
+            self._context = self._server_context() or DEFAULT_CONTEXT
+        return self._context
+
+    def _server_context(self) -> int | None:
+        """llama.cpp's slot context (`/props`), or the model's entry in `/v1/models`."""
+        props = self._get_json("/props")
+        settings = props.get("default_generation_settings") if isinstance(props, dict) else None
+        if isinstance(settings, dict) and isinstance(settings.get("n_ctx"), int):
+            return int(settings["n_ctx"])
+        models = self._get_json("/v1/models")
+        for entry in models.get("data", []) if isinstance(models, dict) else []:
+            if isinstance(entry, dict) and entry.get("id") == self.settings.model:
+                meta = entry.get("meta")
+                found = entry.get("context_length") or (
+                    meta.get("n_ctx") if isinstance(meta, dict) else None)
+                return int(found) if isinstance(found, int) and found > 0 else None
+        return None
+
+    def _get_json(self, path: str) -> Any:
+        try:
+            answer = self.probe.get(path)
+            return answer.json() if answer.status_code == 200 else None
+        except (httpx.HTTPError, ValueError):
+            return None
+
+    def count(self, text: str) -> int:
+        """Tokens of `text`: the server's tokenizer when it has one (llama.cpp `/tokenize`),
+        else a conservative estimate (CHARS_PER_TOKEN)."""
+        if (known := self._counts.get(text)) is not None:
+            return known
+        counted = self._tokenize(text) if self._tokenizer else None
+        found = counted if counted is not None else estimate(text)
+        if len(self._counts) >= COUNTS_KEPT:
+            self._counts.clear()
+        self._counts[text] = found
+        return found
+
+    def _tokenize(self, text: str) -> int | None:
+        try:
+            answer = self.probe.post("/tokenize", json={"content": text})
+        except httpx.HTTPError:
+            return None
+        try:
+            tokens = answer.json().get("tokens") if answer.status_code == 200 else None
+        except (ValueError, AttributeError):
+            tokens = None
+        if not isinstance(tokens, list):
+            self._tokenizer = answer.status_code >= 500  # 404: this server has no tokenizer
+            return None
+        return len(tokens)
 
     def _call(self, fn: Callable[[], Any]) -> Any:
         def guarded() -> Any:
@@ -172,6 +243,11 @@ class LLM(Upstream):
         """The model ids the server lists."""
         page = self._call(lambda: self.client.models.list())
         return sorted(model.id for model in page.data)
+
+
+def estimate(text: str) -> int:
+    """A conservative token count without a tokenizer."""
+    return math.ceil(len(text) / CHARS_PER_TOKEN)
 
 
 def _chunks(stream: Any) -> Iterator[Any]:

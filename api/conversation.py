@@ -6,10 +6,13 @@
 import uuid
 from typing import Any
 
+from fastapi.concurrency import run_in_threadpool
+
 from api import service
 from api.schemas import PROMPT_INTENT, ChatAnswer
 from api.state import AppState
 from core.models import Job, JobStatus, JobStep
+from tasks.llm import check_fits
 
 CHAT_STATUS = {JobStatus.succeeded: "completed", JobStatus.failed: "failed",
                JobStatus.cancelled: "cancelled"}
@@ -29,8 +32,15 @@ def request(tenant_id: str, prompt: str, chat: dict[str, Any], context: dict[str
         internal=True)
 
 
+async def check_prompt(state: AppState, req: service.Request) -> None:
+    """A 422 (InvalidRequest) for a prompt too long for the model's context even alone."""
+    if req.intent == PROMPT_INTENT and isinstance(req.inputs.get("prompt"), str):
+        await run_in_threadpool(check_fits, state.resources, req.inputs["prompt"])
+
+
 async def ask(state: AppState, req: service.Request, wait: float) -> ChatAnswer:
     """Submit a chat message and wait up to `wait` seconds for its answer."""
+    await check_prompt(state, req)
     job, steps, _ = await service.submit(state, req, wait)
     return answer(job, steps)
 

@@ -335,6 +335,9 @@ class LlmSettings(BaseSettings):
         "json_schema", description="How a plan is asked for; `json_schema` falls back to "
         "`json_object` (once per process) when the server refuses it.")
     max_tokens: int = Field(1024, ge=1, description="Most tokens of one answer or plan.")
+    context_tokens: int = Field(
+        0, ge=0, description="Tokens the model's context holds (prompt and answer); 0: what "
+        "the server says (llama.cpp `/props`, `/v1/models` meta), else 8192.")
     temperature: float = Field(0.2, ge=0, le=2, description="Sampling temperature.")
     history_turns: int = Field(10, ge=0, description="Recent session messages given to the "
                                "planner and the answer.")

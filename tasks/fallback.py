@@ -5,12 +5,14 @@ It handles the common cases by keywords and says plainly, in the answer, that it
 
 import re
 from dataclasses import dataclass, field
-from typing import Any
 
-from tasks.planning import PlannedStep, summary
+from tasks.planning import PlannedStep
 
-SEARCH = re.compile(r"\b(?:search(?:\s+for)?|find|recall|look\s+up)\b\s*(?:about\s+|for\s+)?",
+SEARCH = re.compile(r"\b(?:search(?:\s+for)?|find|recall|look\s+up)\b\s*(?:about\s+|for\s+)?"
+                    r"(?:(?:in\s+)?(?:my\s+)?(?:notes|memory)\s*(?:for\s+|about\s+)?:?\s*)?",
                     re.IGNORECASE)
+QUESTION = re.compile(r"^\s*(?:when|where|what|which|who|whom|whose|why|how|is|are|do|does|did)"
+                      r"\b.*\?\s*$", re.IGNORECASE | re.DOTALL)
 REMEMBER = re.compile(r"\b(?:remember|note(?:\s+down)?|memori[sz]e)\b\s*(?:that\s+)?:?\s*",
                       re.IGNORECASE)
 RUN_ON = re.compile(r"\b(?:run|check|execute)\s+(?P<command>.+?)\s+on\s+(?P<host>[\w.:-]+)"
@@ -51,16 +53,23 @@ def plan(prompt: str, available: set[str], namespace: str | None) -> FallbackPla
     if (search := SEARCH.search(prompt)) is not None:
         if "memory.search" not in available:
             return _unavailable("Memory", "memory.search")
-        return FallbackPlan([PlannedStep(intent="memory.search", why="the prompt asks to search",
-                                         inputs={"query": _rest(prompt, search), "k": 5,
-                                                 **scope})])
-    return FallbackPlan(note="Without a model, only searching, remembering and running checks "
-                             "on a host are understood; this request was not acted on.")
+        return _search(_rest(prompt, search), "the prompt asks to search", scope)
+    if QUESTION.match(prompt) is not None and "memory.search" in available:
+        return _search(prompt.strip(" ?"), "a question: the notes may answer it", scope)
+    return FallbackPlan(note="Without a model, only searching, remembering, questions the notes "
+                             "may answer and running checks on a host are understood; this "
+                             "request was not acted on.")
 
 
-def answer(reason: str, note: str, results: list[tuple[str, Any]]) -> str:
-    """The rule-based answer: that the fallback was used and why, then what the steps did."""
+def _search(query: str, why: str, scope: dict[str, str]) -> FallbackPlan:
+    return FallbackPlan([PlannedStep(intent="memory.search", why=why,
+                                     inputs={"query": query, "k": 5, **scope})])
+
+
+def answer(reason: str, note: str, findings: list[str]) -> str:
+    """The rule-based answer: that the fallback was used and why, then what the steps found
+    (`answers.found` of each step)."""
     lines = [f"The rule-based planner answered because {reason}."]
-    lines += [f"{summary(intent, output)}." for intent, output in results]
+    lines += [f"{found}." for found in findings]
     lines += [note] if note else []
     return " ".join(lines)

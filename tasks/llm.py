@@ -11,17 +11,18 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from adapters.llm import Usage
+from adapters.llm import Usage, estimate
 from core.errors import IntentNotFound, InvalidRequest, UpstreamError, UpstreamUnavailable
 from core.models import EventType, PoolName
 from core.store import sessions as chats
 from core.store.tables import NewStep
-from tasks import fallback, planning
+from tasks import answers, budget, fallback, planning
 from tasks.engine.context import Extend, StepContext
 from tasks.engine.registry import REGISTRY
 from tasks.engine.resources import Resources
 
 PLAN_ROUNDS = 2
+REPAIR_CHARS = 600  # the invalid plan echoed in the repair round (REPAIR_TOKENS holds it)
 DELTA_SECONDS = 0.1
 DELTA_CHARS = 200
 NO_MODEL = "no model is configured (LLM_API_KEY is not set)"
@@ -63,6 +64,38 @@ class PlanRejected(Exception):
     """Raised when the model's plan stayed invalid after a repair round."""
 
 
+def unavailable(exc: UpstreamError | UpstreamUnavailable, timeout: float) -> str:
+    """Why the model could not be used, in plain words (the details are in the logs)."""
+    if isinstance(exc, UpstreamUnavailable):
+        return "the model is unavailable (its circuit breaker is open after repeated failures)"
+    if exc.status is not None:
+        return f"the model's server answered with an error (HTTP {exc.status})"
+    if "timeout" in str(exc).lower() or "timed out" in str(exc).lower():
+        return f"the model did not answer within {timeout:g} seconds"
+    return "the model's server could not be reached"
+
+
+SMALL_PROMPT = 256  # tokens (estimated) below which a request fits any model worth asking
+
+
+def check_fits(rt: Resources, prompt: str) -> None:
+    """Refuse (InvalidRequest) a prompt that cannot fit the model's context even alone, with
+    no intents and no history; a short one is not measured (no call to the server)."""
+    if not rt.settings.llm.enabled:
+        return
+    alone = planning.messages(prompt, [], [], 1, rt.settings.llm.max_plan_steps, compact=True)
+    if budget.measure(alone, estimate) <= SMALL_PROMPT:
+        return
+    context = rt.llm.context_tokens()
+    limit = budget.plan_budget(context, rt.settings.llm.max_tokens)
+    if budget.measure(alone, estimate) > limit and (
+            need := budget.measure(alone, rt.llm.count)) > limit:
+        raise InvalidRequest(
+            f"prompt: about {need} tokens with the planner's rules, more than the {limit} a "
+            f"plan may use in the model's context of {context} tokens (LLM_CONTEXT_TOKENS, "
+            f"less LLM_MAX_TOKENS and room for a repair round); shorten it", field="prompt")
+
+
 # --- llm.plan --------------------------------------------------------------------------------
 
 
@@ -70,26 +103,32 @@ def plan(step: StepContext) -> Extend:
     """Plan the prompt with the model, or by rule without one; grow the job with the plan."""
     assert isinstance(step.inputs, PromptInputs)
     rt, inputs = step.resources, step.inputs
-    history = _open_session(rt, step, inputs)
+    history, recent = _open_session(rt, step, inputs)
     intents = _plannable(rt, step.tenant_id)
-    reason = NO_MODEL
+    reason, usage, prompt = NO_MODEL, Usage(), dict[str, Any]()
     if rt.settings.llm.enabled:
         try:
-            steps, usage = _model_plan(rt, step, history, intents)
-            return _grow(step, "llm", steps, usage)
+            req = budget.Request(inputs.prompt, history, intents, recent, step.index + 1,
+                                 rt.settings.llm.max_plan_steps)
+            steps = _model_plan(rt, step, req, usage, prompt)
+            return _grow(step, "llm", steps, usage, prompt=prompt)
+        except (budget.PromptTooLong, PlanRejected) as exc:
+            reason = str(exc)
         except (UpstreamError, UpstreamUnavailable) as exc:
-            reason = f"the model is unavailable ({exc})"
+            reason = unavailable(exc, rt.settings.llm.timeout)
     chosen = fallback.plan(inputs.prompt, {i.name for i in intents}, inputs.namespace)
     try:
-        return _grow(step, "rule-based", chosen.steps, Usage(), reason, chosen.note)
+        return _grow(step, "rule-based", chosen.steps, usage, reason, chosen.note, prompt)
     except (IntentNotFound, InvalidRequest) as exc:
-        return _grow(step, "rule-based", [], Usage(), reason, f"It could not plan: {exc}")
+        return _grow(step, "rule-based", [], usage, reason, f"It could not plan: {exc}", prompt)
 
 
-def _open_session(rt: Resources, step: StepContext, inputs: PromptInputs) -> list[tuple[str, str]]:
-    """Keep the user's message in its session; return the session's earlier turns."""
+def _open_session(rt: Resources, step: StepContext,
+                  inputs: PromptInputs) -> tuple[list[tuple[str, str]], set[str]]:
+    """Keep the user's message in its session; return the session's earlier turns and the
+    intents its recent steps used."""
     if inputs.session_id is None:
-        return []
+        return [], set()
     with rt.db.write() as session:
         chats.open_session(session=session, tenant_id=step.tenant_id,
                            session_id=inputs.session_id, twin_id=inputs.twin_id,
@@ -100,7 +139,9 @@ def _open_session(rt: Resources, step: StepContext, inputs: PromptInputs) -> lis
         chats.add_turns(session=session, tenant_id=step.tenant_id,
                         session_id=inputs.session_id, job_id=step.job_id,
                         turns=[chats.Turn("user", inputs.prompt)])
-        return [(m.role, m.content) for m in recent if m.role in ("user", "assistant")]
+        used = {str(m.data["intent"]) for m in recent
+                if m.role == "tool" and isinstance(m.data, dict) and m.data.get("intent")}
+        return [(m.role, m.content) for m in recent if m.role in ("user", "assistant")], used
 
 
 def _plannable(rt: Resources, tenant_id: str) -> list[Any]:
@@ -111,37 +152,56 @@ def _plannable(rt: Resources, tenant_id: str) -> list[Any]:
     return planning.plannable(allowed, rt.settings.llm.plan_intents)
 
 
-def _model_plan(rt: Resources, step: StepContext, history: list[tuple[str, str]],
-                intents: list[Any]) -> tuple[list[planning.PlannedStep], Usage]:
-    """Ask the model for a plan; one more round with the error if it is invalid."""
-    assert isinstance(step.inputs, PromptInputs)
-    most, first = rt.settings.llm.max_plan_steps, step.index + 1
-    names = [i.name for i in intents]
-    messages = planning.messages(step.inputs.prompt, history, intents, first, most)
-    usage, answer, error = Usage(), "", ""
+def _model_plan(rt: Resources, step: StepContext, req: budget.Request, usage: Usage,
+                prompt: dict[str, Any]) -> list[planning.PlannedStep]:
+    """Ask the model for a plan within its context; one more round with the error if it is
+    invalid. `usage` gathers every call, those that failed too; `prompt` what was offered and
+    each call's prompt tokens as the server measured them."""
+    limit = budget.plan_budget(rt.llm.context_tokens(), rt.settings.llm.max_tokens)
+    fitted = budget.fit_plan(req, limit, rt.llm.count)
+    prompt.update(fitted.public(len(req.intents)), measured=[])
+    names = [i.name for i in fitted.offered]
+    messages, answer, error = list(fitted.messages), "", ""
     for _ in range(PLAN_ROUNDS):
-        completion = rt.llm.complete_json(messages, planning.schema(names, most))
-        usage.add(completion.usage)
-        answer = completion.text
+        answer = _complete(rt, usage, messages, planning.schema(names, req.most),
+                           prompt["measured"])
         try:
-            plan = planning.parse(answer, set(names), most)
-            planning.check_refs(plan, first)
+            plan = planning.parse(answer, set(names), req.most)
+            planning.check_refs(plan, req.first)
             for planned in plan.steps:
                 step.plan_step(planned.intent, planned.inputs)
-            return plan.steps, usage
+            return plan.steps
         except (planning.PlanError, IntentNotFound, InvalidRequest) as exc:
             error = str(exc)
-        messages += [{"role": "assistant", "content": answer},
-                     {"role": "user", "content": f"That plan is invalid: {error}. Answer with "
-                                                 "a corrected plan, as the JSON object only."}]
+        messages = [*fitted.messages, {"role": "assistant", "content": answer[:REPAIR_CHARS]},
+                    {"role": "user", "content": f"That plan is invalid: {error[:300]}. Answer "
+                                                "with a corrected plan, as the JSON object only."}]
     step.emit(EventType.plan_rejected, {"plan": answer[:4000], "error": error,
                                 "usage": usage.public()})
-    raise PlanRejected(f"the model's plan is invalid after {PLAN_ROUNDS} rounds: {error}; "
-                       f"its plan: {answer[:1000]}")
+    brief = error.split(";")[0].split(". Available")[0][:120]
+    if error.startswith(planning.NOT_A_PLAN):  # a JSON parser's words mean nothing to a user
+        brief = "its answer was cut off or was not a plan in the required JSON shape"
+    raise PlanRejected(f"the model did not give a usable plan in {PLAN_ROUNDS} tries ({brief})")
+
+
+def _complete(rt: Resources, usage: Usage, messages: list[dict[str, Any]],
+              schema: dict[str, Any], measured: list[int]) -> str:
+    """One plan call; a call that failed still counts, with the seconds it took."""
+    started = time.perf_counter()
+    try:
+        completion = rt.llm.complete_json(messages, schema)
+    except UpstreamError:
+        usage.add(Usage(rt.settings.llm.model, model_seconds=time.perf_counter() - started,
+                        calls=1))
+        raise
+    usage.add(completion.usage)
+    measured.append(completion.usage.prompt_tokens)
+    return completion.text
 
 
 def _grow(step: StepContext, planner: Planner, steps: list[planning.PlannedStep], usage: Usage,
-          reason: str | None = None, note: str = "") -> Extend:
+          reason: str | None = None, note: str = "",
+          prompt: dict[str, Any] | None = None) -> Extend:
     """The plan step's output and the steps it adds: the planned ones, then the answer."""
     assert isinstance(step.inputs, PromptInputs)
     new = [step.plan_step(s.intent, s.inputs) for s in steps]
@@ -153,7 +213,7 @@ def _grow(step: StepContext, planner: Planner, steps: list[planning.PlannedStep]
     new.append(NewStep("llm.respond", PoolName.llm, respond.model_dump(mode="json")))
     shown = [s.model_dump() for s in steps]
     output = {"planner": planner, "fallback": planner != "llm", "fallback_reason": reason,
-              "steps": shown, "usage": usage.public()}
+              "steps": shown, "usage": usage.public(), "prompt": prompt or None}
     step.emit(EventType.plan_created, {"index": step.index, "planner": planner, "steps": shown,
                                "fallback_reason": reason})
     return Extend(output, new)
@@ -191,27 +251,46 @@ def respond(step: StepContext) -> dict[str, Any]:
     assert isinstance(step.inputs, RespondInputs)
     rt, inputs = step.resources, step.inputs
     usage, reason = Usage(), inputs.fallback_reason
+    findings = [(r.intent, answers.found(r.intent, r.output)) for r in inputs.results]
     text = None
     if inputs.planner == "llm" and rt.settings.llm.enabled:
-        deltas = Deltas(step)
-        try:
-            completion = rt.llm.stream(_answer_messages(rt, step, inputs), deltas.add)
-            text, usage = completion.text, completion.usage
-        except (UpstreamError, UpstreamUnavailable) as exc:
-            reason = f"the model is unavailable ({exc})"
-        deltas.flush()
+        text, reason = _model_answer(rt, step, inputs, findings, usage)
     if text is None:
         reason = reason or NO_MODEL
-        text = fallback.answer(reason, inputs.note,
-                               [(r.intent, r.output) for r in inputs.results])
+        text = fallback.answer(reason, inputs.note, [found for _, found in findings])
     actions = [planning.summary(r.intent, r.output) for r in inputs.results]
     _record_turn(rt, step, inputs, text)
     return {"response": text, "actions": actions, "planner": inputs.planner,
             "fallback": reason is not None, "fallback_reason": reason, "usage": usage.public()}
 
 
-def _answer_messages(rt: Resources, step: StepContext,
-                     inputs: RespondInputs) -> list[dict[str, Any]]:
+def _model_answer(rt: Resources, step: StepContext, inputs: RespondInputs,
+                  findings: list[tuple[str, str]], usage: Usage) -> tuple[str | None, str | None]:
+    """The model's answer streamed as deltas, ending with what it used; or None and why not."""
+    deltas, started = Deltas(step), time.perf_counter()
+    try:
+        messages = _answer_messages(rt, step, inputs, findings)
+        completion = rt.llm.stream(messages, deltas.add)
+    except budget.PromptTooLong as exc:
+        return None, str(exc)
+    except (UpstreamError, UpstreamUnavailable) as exc:
+        if isinstance(exc, UpstreamError):
+            usage.add(Usage(rt.settings.llm.model,
+                            model_seconds=time.perf_counter() - started, calls=1))
+        deltas.flush()
+        return None, unavailable(exc, rt.settings.llm.timeout)
+    usage.add(completion.usage)
+    used = "; ".join(found for _, found in findings)
+    sources = f"\n\nUsed: {used}." if used else ""
+    deltas.add(sources)
+    deltas.flush()
+    return completion.text + sources, None
+
+
+def _answer_messages(rt: Resources, step: StepContext, inputs: RespondInputs,
+                     findings: list[tuple[str, str]]) -> list[dict[str, Any]]:
+    """The answering conversation within the model's context: what the steps found (their
+    raw outputs too while they fit), recent turns (cut first), then the request."""
     history: list[dict[str, Any]] = []
     if inputs.session_id is not None:
         with rt.db.read() as session:
@@ -220,19 +299,32 @@ def _answer_messages(rt: Resources, step: StepContext,
                 limit=rt.settings.llm.history_turns, exclude_job=step.job_id)
         history = [{"role": m.role, "content": m.content} for m in recent
                    if m.role in ("user", "assistant")]
-    outputs = "\n".join(f"step {r.index} {r.intent} ({r.why}): {planning.clip(r.output)}"
-                        for r in inputs.results) or "(no steps ran)"
-    system = ("You are a helpful assistant. Answer the user's request briefly, using the "
-              f"results of the steps that ran for it:\n{outputs}")
-    return [{"role": "system", "content": system}, *history,
-            {"role": "user", "content": inputs.prompt}]
+    limit = int(rt.llm.context_tokens() * (1 - budget.MARGIN)) - rt.settings.llm.max_tokens
+    found = "\n".join(f"step {r.index} {r.intent} ({r.why}): {text}"
+                       for r, (_, text) in zip(inputs.results, findings, strict=True))
+    raw = "\n".join(f"step {r.index} output: {planning.clip(r.output)}" for r in inputs.results)
+    for outputs in (f"{found}\n{raw}", found):
+        for cut in range(len(history) + 1):
+            messages = _answer_conversation(inputs.prompt, outputs or "(no steps ran)",
+                                            history[cut:])
+            if budget.measure(messages, rt.llm.count) <= limit:
+                return messages
+    raise budget.PromptTooLong("the request and what its steps found are too long for the "
+                               f"model's context ({limit} tokens for an answer)")
+
+
+def _answer_conversation(prompt: str, outputs: str,
+                         history: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    system = ("You are a helpful assistant. Answer the user's request briefly, using what the "
+              f"steps that ran for it found:\n{outputs}")
+    return [{"role": "system", "content": system}, *history, {"role": "user", "content": prompt}]
 
 
 def _record_turn(rt: Resources, step: StepContext, inputs: RespondInputs, text: str) -> None:
     """Keep the steps' outputs (as tool messages) and the answer in the session."""
     if inputs.session_id is None:
         return
-    turns = [chats.Turn("tool", planning.summary(r.intent, r.output),
+    turns = [chats.Turn("tool", answers.found(r.intent, r.output),
                         {"index": r.index, "intent": r.intent, "output": r.output})
              for r in inputs.results]
     with rt.db.write() as session:

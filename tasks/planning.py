@@ -14,6 +14,7 @@ from tasks.engine.registry import Intent
 
 NEVER_PLANNED = ("llm.*",)
 OUTPUT_CHARS = 4000
+NOT_A_PLAN = "not a plan of the required shape"
 SYSTEM = """You are the planner of a task orchestrator. Turn the user's request into a plan: a \
 JSON object {{"steps": [{{"intent": ..., "inputs": {{...}}, "why": ...}}]}} using only the \
 intents listed below, with inputs that match their schema. Use no step when the request is \
@@ -79,11 +80,39 @@ def describe(intent: Intent) -> str:
     return f"- {intent.name}: {intent.description} Inputs: {{{'; '.join(fields)}}}{extra}"
 
 
+TYPES = {"string": "str", "integer": "int", "number": "float", "boolean": "bool",
+         "array": "list", "object": "dict", "null": "None"}
+SUMMARY_CHARS = 90
+
+
+def _kind(spec: dict[str, Any]) -> str:
+    kinds = [spec.get("type")] if spec.get("type") else [s.get("type") for s in
+                                                          spec.get("anyOf", [])]
+    named = [TYPES.get(str(k), str(k)) for k in kinds if k and k != "null"]
+    return "|".join(named) or "any"
+
+
+def signature(intent: Intent) -> str:
+    """One compact line: `- memory.search(query: str, k?: int): Search a namespace…`."""
+    body = intent.schema()
+    required = set(body.get("required", []))
+    fields = [f"{name}{'' if name in required else '?'}: {_kind(spec)}"
+              for name, spec in body.get("properties", {}).items()]
+    if body.get("additionalProperties", False) is not False:
+        fields.append("...")
+    first = intent.description.split(". ")[0].rstrip(".")
+    if len(first) > SUMMARY_CHARS:
+        first = first[:SUMMARY_CHARS - 1] + "…"
+    return f"- {intent.name}({', '.join(fields)}): {first}"
+
+
 def messages(prompt: str, history: list[tuple[str, str]], intents: list[Intent], first: int,
-             most: int) -> list[dict[str, Any]]:
-    """The planning conversation: the rules and intents, recent turns, then the request."""
+             most: int, compact: bool = False) -> list[dict[str, Any]]:
+    """The planning conversation: the rules and intents (full lines, or compact signatures),
+    recent turns, then the request."""
+    line = signature if compact else describe
     system = SYSTEM.format(first=first, most=most,
-                           intents="\n".join(describe(i) for i in intents) or "(none)")
+                           intents="\n".join(line(i) for i in intents) or "(none)")
     turns = [{"role": "user" if role == "user" else "assistant", "content": text}
              for role, text in history]
     return [{"role": "system", "content": system}, *turns, {"role": "user", "content": prompt}]
@@ -94,7 +123,7 @@ def parse(text: str, allowed: set[str], most: int) -> Plan:
     try:
         plan = Plan.model_validate(_json(text))
     except (ValueError, ValidationError) as exc:
-        raise PlanError(f"not a plan of the required shape: {_first_error(exc)}") from exc
+        raise PlanError(f"{NOT_A_PLAN}: {_first_error(exc)}") from exc
     if len(plan.steps) > most:
         raise PlanError(f"the plan has {len(plan.steps)} steps, more than {most}")
     for step in plan.steps:

@@ -61,17 +61,22 @@ async def chat_socket(socket: WebSocket) -> None:
     every event of the job (as `GET /v1/jobs/{id}/events` shows them, `llm_delta` carrying
     the answer as it is written), then `{"type": "answer", …}`. Several messages per connection.
     A message that is not such JSON (or nested too deep) gets `{"type": "error", "error"}` and
-    the socket goes on; one over API_MAX_BODY_BYTES closes it with 1009.
+    the socket goes on; one over API_MAX_BODY_BYTES closes it with 1009. A bad key: the socket
+    is accepted, then closed with 4401. The socket keeps one session (its first message's
+    `session_id`, or a new one) unless a message names another.
     """
     state: AppState = socket.app.state.orch
     tenant = await run_in_threadpool(state.tenant_for_key, _key(socket))
+    # Accept first: a close before the handshake is an HTTP 403 no client can tell from others.
+    await socket.accept()
     if tenant is None:
         await socket.close(code=UNAUTHORIZED, reason="missing or unknown API key")
         return
-    await socket.accept()
+    session_id = conversation.new_session_id()
     try:
         while True:
-            await _one_message(state, socket, tenant, await _receive(socket))
+            session_id = await _one_message(state, socket, tenant, await _receive(socket),
+                                            session_id)
     except WebSocketDisconnect:
         return
 
@@ -85,26 +90,29 @@ async def _receive(socket: WebSocket) -> str | bytes:
 
 
 async def _one_message(state: AppState, socket: WebSocket, tenant: str,
-                       text: str | bytes) -> None:
+                       text: str | bytes, current: str) -> str:
+    """Answer one message; the session the socket goes on with (the one it named)."""
     try:
         # The depth and finite-number rule of every JSON body, so a deep message is refused
         # with a reason instead of overflowing the parser and dropping the socket.
         body = ChatRequest.model_validate(loads_checked(text))
     except (ValueError, ValidationError) as exc:
         await socket.send_json({"type": "error", "error": f"invalid message: {exc}"})
-        return
-    session_id = body.session_id or conversation.new_session_id()
+        return current
+    session_id = body.session_id or current
     req = conversation.request(tenant, body.message, {
         "session_id": session_id, "twin_id": body.twin_id, "namespace": body.namespace},
         {}, None)
     try:
+        await conversation.check_prompt(state, req)
         job, _, _ = await service.submit(state, req, 0)
     except OrchestratorError as exc:
         await socket.send_json({"type": "error", "error": str(exc)})
-        return
+        return session_id
     await socket.send_json({"type": "accepted", "job_id": job.id, "session_id": session_id})
     async for event in streaming.follow(state, job.id, 0):
         await socket.send_json(event)
     done, steps = await run_in_threadpool(service.load_job, state, tenant, job.id)
     reply: dict[str, Any] = {"type": "answer", **conversation.answer(done, steps).model_dump()}
     await socket.send_json(reply)
+    return session_id

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from sse_starlette import EventSourceResponse
 
-from api import service, streaming
+from api import conversation, service, streaming
 from api.deps import CallerDep, StateDep, TenantDep
 from api.openapi import BODY, KEYED, POST, errors, job_links
 from api.schemas import (
@@ -62,6 +62,7 @@ async def create_job(
         context=body.context, callback_url=str(body.callback_url) if body.callback_url else None,
         idempotency_key=idempotency_key, key_id=caller.key_id, internal=body.prompt is not None)
     wait = service.clamp_wait(body.wait, state.settings.orchestrator.sync_timeout)
+    await conversation.check_prompt(state, request)
     job, steps, created = await service.submit(state, request, wait)
     response.headers["Location"] = f"/v1/jobs/{job.id}"
     replay = deduplication(job, created)

@@ -91,6 +91,9 @@ def _stream(handler: BaseHTTPRequestHandler, text: str) -> None:
 
 def _answer(script: Script) -> Any:
     def answer(handler: BaseHTTPRequestHandler) -> None:
+        if not handler.path.startswith("/v1/"):  # no llama.cpp routes (/props, /tokenize)
+            _send(handler, 404, b'{"error": "not found"}')
+            return
         if handler.command == "GET":
             _send(handler, 200, json.dumps({"object": "list", "data": [
                 {"id": "scripted", "object": "model", "owned_by": "tests"}]}).encode())

@@ -45,6 +45,10 @@ def test_a_registered_agent_streams_its_answer_as_job_events_in_order(
     assert [e["type"] for e in agent_events] == (
         ["agent_invoke_started"] + ["agent_stream_delta"] * 4 + ["agent_invoke_done"])
     assert "".join(e["data"]["text"] for e in agent_events[1:-1]) == "Hello, world!"
+    # And the run's transcript is in its chat session, as chat keeps one
+    transcript = client.get("/v1/sessions/sess_1/messages").json()["messages"]
+    assert [(m["role"], m["content"]) for m in transcript] == [
+        ("user", "world"), ("tool", "agent.helper: answered"), ("assistant", "Hello, world!")]
     # And the replay names the run's lifecycle as reference 003 does
     replay = [e["type"] for e in client.get(f"/v1/runs/{run_id}/events").json()]
     assert replay[0] == "job_queued" and "run_started" in replay and replay[-1] == "run_done"

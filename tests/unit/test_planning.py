@@ -60,7 +60,11 @@ def test_the_prompt_lists_each_intent_with_its_inputs() -> None:
     ("remember that the door code is 42", "memory.write",
      {"text": "the door code is 42", "namespace": "ns"}),
     ("check disk usage on web-1", "ssh.exec.peek", {"host": "web-1", "command": "disk usage"}),
-], ids=["search", "recall", "remember", "run-on-host"])
+    ("Search my notes: when does the nightly backup run?", "memory.search",
+     {"query": "when does the nightly backup run", "k": 5, "namespace": "ns"}),
+    ("When does the nightly backup run?", "memory.search",
+     {"query": "When does the nightly backup run", "k": 5, "namespace": "ns"}),
+], ids=["search", "recall", "remember", "run-on-host", "search-my-notes", "question"])
 def test_the_rule_based_planner_maps_common_requests(prompt: str, intent: str,
                                                      inputs: dict[str, object]) -> None:
     chosen = fallback.plan(prompt, {"memory.search", "memory.write", "ssh.exec.peek"}, "ns")
@@ -70,10 +74,9 @@ def test_the_rule_based_planner_maps_common_requests(prompt: str, intent: str,
 def test_without_the_intents_the_rule_based_planner_says_what_is_missing() -> None:
     assert "no `memory.search` intent" in fallback.plan("find my notes", set(), None).note
     assert fallback.plan("tell me a joke", {"memory.search"}, None).steps == []
-    text = fallback.answer("no model is configured", "", [("memory.search",
-                                                            {"results": [1, 2, 3]})])
+    text = fallback.answer("no model is configured", "", ["Found no notes"])
     assert text == ("The rule-based planner answered because no model is configured. "
-                    "memory.search: 3 results.")
+                    "Found no notes.")
 
 
 def test_usage_is_priced_per_model_and_summed_per_job() -> None:
