@@ -91,8 +91,10 @@ def _state_the_json_rule(document: dict[str, Any]) -> None:
                 seen.add(name)
                 visit(schemas[name])
             return
-        if schema.get("type") == "string" and not {"enum", "const", "format"} & set(schema):
-            schema["allOf"] = [*schema.get("allOf", []), {"pattern": TEXT}]
+        # A string with a pattern of its own already excludes NUL (a test checks it).
+        if schema.get("type") == "string" and not {"enum", "const", "format",
+                                                   "pattern"} & set(schema):
+            schema["pattern"] = TEXT
         if schema.get("type") == "object":
             schema["propertyNames"] = {**schema.get("propertyNames", {}), "pattern": TEXT}
             if schema.get("additionalProperties", True) is True:
