@@ -45,6 +45,10 @@ for _intent in (
            "Plan a free-text prompt into steps with the model (or the rule-based planner "
            "without one), then answer with `llm.respond`. What `prompt` submits.", llm.plan,
            internal=True),
+    Intent(llm.REVIEW_INTENT, PoolName.llm, "agent", llm.ReviewInputs,
+           "Hold a prompt's whole plan for a person's review (`review: true`); once approved, "
+           "the planned steps run.", llm.reviewed, dangerous=True, approval=llm.review_hold,
+           literal_inputs=True, internal=True),
     Intent("llm.respond", PoolName.llm, "agent", llm.RespondInputs,
            "Answer a prompt from the outputs of its planned steps, streaming the text as "
            "`llm_delta` events.", llm.respond, internal=True),

@@ -17,11 +17,12 @@ from core.models import EventType, PoolName
 from core.store import sessions as chats
 from core.store.tables import NewStep
 from tasks import answers, budget, fallback, planning
-from tasks.engine.context import Extend, StepContext
+from tasks.engine.context import Extend, Hold, StepContext
 from tasks.engine.registry import REGISTRY
 from tasks.engine.resources import Resources
 
 PLAN_ROUNDS = 2
+REVIEW_INTENT = "llm.review"
 REPAIR_CHARS = 600  # the invalid plan echoed in the repair round (REPAIR_TOKENS holds it)
 DELTA_SECONDS = 0.1
 DELTA_CHARS = 200
@@ -38,6 +39,15 @@ class PromptInputs(BaseModel):
     namespace: str | None = Field(None, max_length=200, description="Scopes memory steps.")
     twin_id: str | None = Field(None, max_length=200, description="Kept on the session.")
     user_id: str | None = Field(None, max_length=200, description="Kept on the session.")
+    review: bool = Field(False, description=(
+        "Hold the whole plan for approval before any of its steps runs (one token bound to "
+        "the exact plan: approve or reject it at /v1/jobs/{id}/approve or /reject)."))
+
+
+class ReviewInputs(BaseModel):
+    """A plan held for a person's review before it runs: the exact steps it will run."""
+
+    steps: list[dict[str, Any]] = Field(description="The planned steps: intent, inputs, why.")
 
 
 class StepResult(BaseModel):
@@ -108,7 +118,7 @@ def plan(step: StepContext) -> Extend:
     reason, usage, prompt = NO_MODEL, Usage(), dict[str, Any]()
     if rt.settings.llm.enabled:
         try:
-            req = budget.Request(inputs.prompt, history, intents, recent, step.index + 1,
+            req = budget.Request(inputs.prompt, history, intents, recent, _first(step),
                                  rt.settings.llm.max_plan_steps)
             steps = _model_plan(rt, step, req, usage, prompt)
             return _grow(step, "llm", steps, usage, prompt=prompt)
@@ -199,14 +209,44 @@ def _complete(rt: Resources, usage: Usage, messages: list[dict[str, Any]],
     return completion.text
 
 
+def _first(step: StepContext) -> int:
+    """The index of the first planned step: after the plan step, and after the review step
+    when the plan is held for review."""
+    assert isinstance(step.inputs, PromptInputs)
+    return step.index + (2 if step.inputs.review else 1)
+
+
+def _review(steps: list[planning.PlannedStep]) -> NewStep:
+    """The step that holds the plan for a person (its token is bound to these exact steps)."""
+    shown = ReviewInputs(steps=[{"intent": s.intent, "inputs": s.inputs, "why": s.why}
+                                for s in steps])
+    return NewStep(REVIEW_INTENT, PoolName.llm, shown.model_dump(mode="json"))
+
+
+def review_hold(inputs: ReviewInputs) -> Hold:
+    """Why `llm.review` waits: the plan, step by step."""
+    listed = "; ".join(f"{n + 1}. {s['intent']}" for n, s in enumerate(inputs.steps))
+    return Hold(f"review the plan before it runs ({len(inputs.steps)} steps: {listed})")
+
+
+def reviewed(step: StepContext) -> dict[str, Any]:
+    """Runs once the plan was approved: the planned steps follow."""
+    assert isinstance(step.inputs, ReviewInputs)
+    return {"approved": True, "steps": len(step.inputs.steps)}
+
+
 def _grow(step: StepContext, planner: Planner, steps: list[planning.PlannedStep], usage: Usage,
           reason: str | None = None, note: str = "",
           prompt: dict[str, Any] | None = None) -> Extend:
-    """The plan step's output and the steps it adds: the planned ones, then the answer."""
+    """The plan step's output and the steps it adds: the review (when asked for), the planned
+    ones, then the answer."""
     assert isinstance(step.inputs, PromptInputs)
-    new = [step.plan_step(s.intent, s.inputs) for s in steps]
-    results = [StepResult(index=step.index + 1 + n, intent=s.intent, why=s.why,
-                          output={"$ref": f"steps.{step.index + 1 + n}.output"})
+    review = step.inputs.review and bool(steps)
+    first = _first(step) if review else step.index + 1
+    new = ([_review(steps)] if review else []) + [step.plan_step(s.intent, s.inputs)
+                                                  for s in steps]
+    results = [StepResult(index=first + n, intent=s.intent, why=s.why,
+                          output={"$ref": f"steps.{first + n}.output"})
                for n, s in enumerate(steps)]
     respond = RespondInputs(prompt=step.inputs.prompt, session_id=step.inputs.session_id,
                             planner=planner, fallback_reason=reason, note=note, results=results)

@@ -10,6 +10,7 @@ from typing import Any
 import httpx
 import pytest
 
+from tasks.budget import REPAIR_TOKENS
 from tests.integration.conftest import Stack, running_stack, wait_job
 from tests.integration.llama import MODEL, llama_server
 
@@ -81,10 +82,12 @@ def ask(client: httpx.Client, text: str, session_id: str) -> dict[str, Any]:
     assert job["status"] == "succeeded", job["error"]
     response = job["result"]["response"]
     assert response.strip() and not any(word in response for word in INTERNAL), response
-    # and the planning prompt the server measured stayed within the plan's budget
+    # and the planning prompt the server measured stayed within the plan's budget (the repair
+    # round, with the rejected plan and the error, within the room kept for it)
     prompt = job["steps"][0]["output"]["prompt"]
     assert prompt is not None and prompt["budget"] + MAX_TOKENS < CONTEXT
-    assert prompt["measured"] and max(prompt["measured"]) <= prompt["budget"], prompt
+    assert prompt["measured"] and prompt["measured"][0] <= prompt["budget"], prompt
+    assert max(prompt["measured"]) <= prompt["budget"] + REPAIR_TOKENS, prompt
     return job
 
 
