@@ -28,6 +28,21 @@ def has_refs(value: Any) -> bool:
     return False
 
 
+def shift(value: Any, first: int, by: int) -> Any:
+    """`value` with every well-formed reference to step `first` or later renumbered by `by`
+    (steps were inserted before them); anything else as it is."""
+    if isinstance(value, dict):
+        path = value.get(REF)
+        parts = path.split(".") if isinstance(path, str) and len(value) == 1 else []
+        if len(parts) >= 3 and parts[0] == "steps" and parts[1].isdigit() \
+                and int(parts[1]) >= first:
+            return {REF: ".".join([parts[0], str(int(parts[1]) + by), *parts[2:]])}
+        return {key: shift(item, first, by) for key, item in value.items()}
+    if isinstance(value, list):
+        return [shift(item, first, by) for item in value]
+    return value
+
+
 def resolve(value: Any, output_of: Callable[[int], Any], field: str = "inputs") -> Any:
     """`value` with every reference replaced by what it names.
 

@@ -12,6 +12,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 from adapters.llm import Usage, estimate
+from core import refs
 from core.errors import IntentNotFound, InvalidRequest, UpstreamError, UpstreamUnavailable
 from core.models import EventType, PoolName
 from core.store import sessions as chats
@@ -118,7 +119,7 @@ def plan(step: StepContext) -> Extend:
     reason, usage, prompt = NO_MODEL, Usage(), dict[str, Any]()
     if rt.settings.llm.enabled:
         try:
-            req = budget.Request(inputs.prompt, history, intents, recent, _first(step),
+            req = budget.Request(inputs.prompt, history, intents, recent, step.index + 1,
                                  rt.settings.llm.max_plan_steps)
             steps = _model_plan(rt, step, req, usage, prompt)
             return _grow(step, "llm", steps, usage, prompt=prompt)
@@ -209,11 +210,12 @@ def _complete(rt: Resources, usage: Usage, messages: list[dict[str, Any]],
     return completion.text
 
 
-def _first(step: StepContext) -> int:
-    """The index of the first planned step: after the plan step, and after the review step
-    when the plan is held for review."""
+def _reviewed(step: StepContext, steps: list[planning.PlannedStep]) -> bool:
+    """Whether the plan waits for a person: asked for, or it holds a destructive step (which the
+    planner may plan only with LLM_PLAN_DESTRUCTIVE, and then never runs unapproved)."""
     assert isinstance(step.inputs, PromptInputs)
-    return step.index + (2 if step.inputs.review else 1)
+    destructive = any(REGISTRY.get(s.intent, step.tenant_id).destructive for s in steps)
+    return bool(steps) and (step.inputs.review or destructive)
 
 
 def _review(steps: list[planning.PlannedStep]) -> NewStep:
@@ -241,8 +243,11 @@ def _grow(step: StepContext, planner: Planner, steps: list[planning.PlannedStep]
     """The plan step's output and the steps it adds: the review (when asked for), the planned
     ones, then the answer."""
     assert isinstance(step.inputs, PromptInputs)
-    review = step.inputs.review and bool(steps)
-    first = _first(step) if review else step.index + 1
+    review = _reviewed(step, steps)
+    first = step.index + 1 + review
+    if review:  # the review step goes first: the planned steps' references move with them
+        steps = [s.model_copy(update={"inputs": refs.shift(s.inputs, step.index + 1, 1)})
+                 for s in steps]
     new = ([_review(steps)] if review else []) + [step.plan_step(s.intent, s.inputs)
                                                   for s in steps]
     results = [StepResult(index=first + n, intent=s.intent, why=s.why,

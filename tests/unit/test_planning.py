@@ -1,13 +1,17 @@
 """The plan's shape and checks, the rule-based planner, and the per-job usage sum."""
 
 import json
+from typing import Any
 
 import pytest
 
 from adapters.llm import Usage, price
 from api.schemas import JobCreate, total_usage
+from core.models import PoolName
 from core.settings import LlmSettings
-from tasks import fallback, planning
+from core.store.tables import NewStep
+from tasks import fallback, llm, planning
+from tasks.engine.context import StepContext
 from tasks.intents import REGISTRY
 
 NAMES = {"debug.echo", "debug.sleep"}
@@ -106,3 +110,35 @@ def test_a_job_is_an_intent_or_a_prompt() -> None:
         with pytest.raises(ValueError, match="either `intent` or `prompt`"):
             JobCreate.model_validate(body)
     assert json.loads(JobCreate(intent="debug.echo").model_dump_json())["prompt"] is None
+
+
+def _context(prompt: llm.PromptInputs) -> StepContext:
+    def plan_step(name: str, inputs: dict[str, Any]) -> NewStep:
+        return NewStep(name, PoolName.tools, inputs)
+
+    return StepContext(job_id="j", index=0, tenant_id="t", intent="llm.plan", inputs=prompt,
+                       deadline=0.0, is_cancelled=lambda: False, issue_resume_url=lambda: "",
+                       plan_step=plan_step, emit=lambda *_: None,
+                       resources=None)  # type: ignore[arg-type]
+
+
+PLANNED = [planning.PlannedStep(intent="memory.search", inputs={"query": "old"}),
+           planning.PlannedStep(intent="memory.delete", inputs={
+               "item_ids": {"$ref": "steps.1.output.results"}})]
+
+
+@pytest.mark.parametrize(("review", "steps", "held"), [
+    pytest.param(False, PLANNED[:1], False, id="a-read-runs-at-once"),
+    pytest.param(True, PLANNED[:1], True, id="review-asked-for"),
+    pytest.param(False, PLANNED, True, id="a-destructive-step-is-never-unreviewed"),
+])
+def test_a_plan_is_held_for_review_when_asked_or_destructive(
+        review: bool, steps: list[planning.PlannedStep], held: bool) -> None:
+    prompt = llm.PromptInputs(prompt="clean up my old notes", review=review)
+    grown = llm._grow(_context(prompt), "llm", steps, Usage())
+    intents = [s.intent for s in grown.steps]
+    assert (intents[0] == llm.REVIEW_INTENT) is held
+    if held and len(steps) == 2:
+        # the delete's reference to the search moved with it, past the review step
+        assert grown.steps[2].inputs["item_ids"] == {"$ref": "steps.2.output.results"}
+        assert grown.steps[0].inputs["steps"][1]["intent"] == "memory.delete"

@@ -4,6 +4,7 @@ from typing import Any
 
 import pytest
 
+from core import refs
 from core.refs import RefError, has_refs, resolve
 
 OUTPUTS: dict[int, Any] = {0: {"results": [{"id": "a"}, {"id": "b"}], "n": 2}, 1: "text"}
@@ -48,3 +49,11 @@ def test_a_reference_that_does_not_resolve_names_the_field(
         resolve(inputs, output_of)
     assert raised.value.field == field and message in str(raised.value)
     assert str(raised.value).startswith(f"{field}: ")
+
+
+def test_references_after_an_inserted_step_move_with_their_steps() -> None:
+    value = {"a": {"$ref": "steps.2.output.x"}, "b": [{"$ref": "steps.0.output"}],
+             "c": {"$ref": "steps.3.output", "extra": 1}, "d": "steps.2.output"}
+    assert refs.shift(value, 1, 1) == {
+        "a": {"$ref": "steps.3.output.x"}, "b": [{"$ref": "steps.0.output"}],
+        "c": {"$ref": "steps.3.output", "extra": 1}, "d": "steps.2.output"}
