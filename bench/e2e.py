@@ -128,7 +128,8 @@ class Orchestrator:
         env = {**os.environ, "REDIS_URL": broker_url, "DATABASE_URL": database_url,
                "API_PORT": str(port), "WORKER_HEARTBEAT_SECONDS": "1",
                "CALLBACK_ALLOWED_NETWORKS": '["127.0.0.1/32"]',
-               "ORCHESTRATOR_SECRET_KEY": SECRET_KEY}
+               "ORCHESTRATOR_SECRET_KEY": SECRET_KEY,
+               "ORCHESTRATOR_EXPOSED_INTENTS": '["*"]'}  # the debug intents it submits
         self.processes = [services.start_worker(env, ["tools"], logs / "tools.log", threads),
                           services.start_worker(env, ["llm", "memory", "flow", "callbacks"],
                                                 logs / "others.log", 4),

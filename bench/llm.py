@@ -64,6 +64,7 @@ def run(args: argparse.Namespace, base_url: str, model: str) -> list[tuple[float
         port = services.free_port()
         env = {**os.environ, "REDIS_URL": broker.url, "DATABASE_URL": database_url,
                "ORCHESTRATOR_SECRET_KEY": SECRET_KEY,
+               "ORCHESTRATOR_EXPOSED_INTENTS": '["*"]',  # the debug intent it plans
                "API_PORT": str(port), "WORKER_HEARTBEAT_SECONDS": "1",
                "LLM_BASE_URL": base_url, "LLM_API_KEY": "bench", "LLM_MODEL": model,
                "LLM_PLAN_INTENTS": '["debug.echo"]', "LLM_MAX_PLAN_STEPS": "1",
