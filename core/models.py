@@ -83,6 +83,7 @@ class EventType(StrEnum):
     step_failed = "step_failed"
     step_retrying = "step_retrying"
     step_requeued = "step_requeued"
+    step_throttled = "step_throttled"
     step_output = "step_output"
     step_output_replaced = "step_output_replaced"
     step_held = "step_held"
@@ -315,3 +316,28 @@ class HttpTool(SQLModel, table=True):
                                          sa_column=Column(JSON, nullable=False))
     timeout: float | None = None
     created_at: datetime = Field(default_factory=utcnow)
+
+
+class ConcurrencyLimit(SQLModel, table=True):
+    """A tenant's rule: at most `max_running` steps whose intent matches `pattern` at once."""
+
+    __tablename__ = "concurrency_limits"
+    tenant_id: str = Field(foreign_key="tenants.id", primary_key=True, max_length=64)
+    pattern: str = Field(primary_key=True, max_length=200,
+                         description="An intent (`ssh.exec`) or a glob (`agent.*`).")
+    max_running: int
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class TenantQuota(SQLModel, table=True):
+    """A tenant's model budget per day and per month (0: unlimited), and a cheaper model to
+    fall back to when it is spent (none: refuse)."""
+
+    __tablename__ = "tenant_quotas"
+    tenant_id: str = Field(foreign_key="tenants.id", primary_key=True, max_length=64)
+    day_usd: float = 0.0
+    month_usd: float = 0.0
+    day_tokens: int = 0
+    month_tokens: int = 0
+    fallback_model: str | None = Field(default=None, max_length=200)
+    updated_at: datetime = Field(default_factory=utcnow)
