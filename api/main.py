@@ -38,6 +38,7 @@ from api.routes import (
     secrets,
     sessions,
     tools,
+    usage,
 )
 from api.state import AppState
 from core.errors import IntentNotFound, InvalidRequest, OrchestratorError
@@ -166,7 +167,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for router in (jobs.router, resume.router, intents.router, agents.router,
                    deliveries.router, secrets.router, tools.router, breakers.router,
                    health.router, compat.router, chat.router, sessions.router, llm.router,
-                   memory.router):
+                   memory.router, usage.router):
         app.include_router(router)
     # POST only: the server is stateless and sends no notifications of its own, so it offers
     # no GET stream (which would hang open with nothing on it) and no session to DELETE; the

@@ -330,8 +330,7 @@ class ConcurrencyLimit(SQLModel, table=True):
 
 
 class TenantQuota(SQLModel, table=True):
-    """A tenant's model budget per day and per month (0: unlimited), and a cheaper model to
-    fall back to when it is spent (none: refuse)."""
+    """A tenant's model budget per UTC day and month, in USD and tokens (0: unlimited)."""
 
     __tablename__ = "tenant_quotas"
     tenant_id: str = Field(foreign_key="tenants.id", primary_key=True, max_length=64)
@@ -339,5 +338,4 @@ class TenantQuota(SQLModel, table=True):
     month_usd: float = 0.0
     day_tokens: int = 0
     month_tokens: int = 0
-    fallback_model: str | None = Field(default=None, max_length=200)
     updated_at: datetime = Field(default_factory=utcnow)

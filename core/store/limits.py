@@ -11,6 +11,7 @@ from sqlmodel import Session, col, select
 
 from core.errors import NotFound
 from core.models import ConcurrencyLimit, Job, JobStep, StepStatus, Tenant, TenantQuota, utcnow
+from core.settings import LimitSettings
 
 Period = Literal["day", "month"]
 
@@ -85,12 +86,22 @@ class Budget:
     month_usd: float = 0.0
     day_tokens: int = 0
     month_tokens: int = 0
-    fallback_model: str | None = None
 
     def public(self) -> dict[str, Any]:
         return {"day_usd": self.day_usd, "month_usd": self.month_usd,
-                "day_tokens": self.day_tokens, "month_tokens": self.month_tokens,
-                "fallback_model": self.fallback_model}
+                "day_tokens": self.day_tokens, "month_tokens": self.month_tokens}
+
+    def limits(self, period: Period) -> tuple[float, int]:
+        """USD and tokens allowed in `period` (0: unlimited)."""
+        if period == "day":
+            return self.day_usd, self.day_tokens
+        return self.month_usd, self.month_tokens
+
+
+def default_budget(settings: LimitSettings) -> Budget:
+    """The budget every tenant has unless the store holds its own."""
+    return Budget(settings.budget_day_usd, settings.budget_month_usd,
+                  settings.budget_day_tokens, settings.budget_month_tokens)
 
 
 def tenant_budget(*, session: Session, tenant_id: str, default: Budget) -> Budget:
@@ -98,8 +109,7 @@ def tenant_budget(*, session: Session, tenant_id: str, default: Budget) -> Budge
     row = session.get(TenantQuota, tenant_id)
     if row is None:
         return default
-    return Budget(row.day_usd, row.month_usd, row.day_tokens, row.month_tokens,
-                  row.fallback_model)
+    return Budget(row.day_usd, row.month_usd, row.day_tokens, row.month_tokens)
 
 
 def set_tenant_budget(*, session: Session, tenant_id: str, budget: Budget) -> None:
@@ -108,7 +118,7 @@ def set_tenant_budget(*, session: Session, tenant_id: str, budget: Budget) -> No
     row = session.get(TenantQuota, tenant_id) or TenantQuota(tenant_id=tenant_id)
     row.day_usd, row.month_usd = budget.day_usd, budget.month_usd
     row.day_tokens, row.month_tokens = budget.day_tokens, budget.month_tokens
-    row.fallback_model, row.updated_at = budget.fallback_model, utcnow()
+    row.updated_at = utcnow()
     session.add(row)
 
 
@@ -168,3 +178,26 @@ def intent_counts(*, session: Session, tenant_id: str, period: Period) -> dict[s
             Job.tenant_id == tenant_id, col(Job.created_at) >= period_start(period))
         .group_by(col(Job.intent)))
     return dict(Counter({intent: int(count) for intent, count in rows}))
+
+
+PERIOD_WORDS = {"day": "today", "month": "this month"}
+
+
+def budget_refusal(*, session: Session, tenant_id: str, default: Budget,
+                   pending: tuple[int, float] = (0, 0.0)) -> str | None:
+    """Why the tenant may not use a model now (its day's or month's budget is spent, counting
+    the `pending` tokens and cost of a step not yet recorded), or None."""
+    budget = tenant_budget(session=session, tenant_id=tenant_id, default=default)
+    periods: tuple[Period, ...] = ("day", "month")
+    for period in periods:
+        usd, tokens = budget.limits(period)
+        if not usd and not tokens:
+            continue
+        used = model_usage(session=session, tenant_id=tenant_id, period=period)
+        cost, count = used.cost + pending[1], used.tokens + pending[0]
+        when = PERIOD_WORDS[period]
+        if usd and cost >= usd:
+            return f"tenant budget exhausted: {cost:.2f} of {usd:.2f} USD {when}"
+        if tokens and count >= tokens:
+            return f"tenant budget exhausted: {count} of {tokens} tokens {when}"
+    return None

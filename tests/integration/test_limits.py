@@ -10,17 +10,28 @@ import httpx
 import pytest
 import redis
 
-from core.store.limits import set_concurrency_limit
+from core.store.limits import Budget, set_concurrency_limit, set_tenant_budget
 from core.store.tenants import tenant_for_key
 from tasks.engine import slots
 from tests.integration.conftest import LOST_AFTER, Stack, running_stack, wait_job
+from tests.integration.llm_server import Script, scripted_llm
+
+
+@pytest.fixture(scope="module")
+def llm_server() -> Iterator[tuple[str, Script]]:
+    with scripted_llm() as (server, script):
+        yield server.url, script
 
 
 @pytest.fixture(scope="module", params=["sqlite", "postgres"])
-def stack(request: pytest.FixtureRequest) -> Iterator[Stack]:
-    """A stack of this module's own (Redis databases 11 and 12)."""
+def stack(request: pytest.FixtureRequest, llm_server: tuple[str, Script]) -> Iterator[Stack]:
+    """A stack of this module's own (Redis databases 11 and 12) whose model is the scripted
+    server: each call 100 prompt and 20 completion tokens, priced 1.40 USD."""
+    env = {"LLM_BASE_URL": f"{llm_server[0]}/v1", "LLM_API_KEY": "test-key",
+           "LLM_MODEL": "scripted", "LLM_CONTEXT_TOKENS": "4096",
+           "LLM_PRICES": '{"scripted": {"prompt": 10000, "completion": 20000}}'}
     db_index = 11 if request.param == "sqlite" else 12
-    with running_stack(request, request.param, db_index, {}, name=f"limits_{request.param}",
+    with running_stack(request, request.param, db_index, env, name=f"limits_{request.param}",
                        split_workers=False, concurrency=20) as running:
         yield running
 
@@ -107,6 +118,57 @@ def test_a_killed_workers_slot_is_freed_after_worker_lost_after(stack: Stack) ->
     broker = redis.Redis.from_url(stack.env["REDIS_URL"])
     wait_until(lambda: not slots.holders(broker, f"{tenant}:debug.sleep"), "slots held")
     stack.wait_ready()
+
+
+def test_a_tenant_over_its_monthly_budget_is_refused_prompts_but_not_other_intents(
+        stack: Stack, llm_server: tuple[str, Script]) -> None:
+    # Given a tenant whose monthly budget is 1.00 USD, and a model call costing 1.40
+    llm_server[1].set()
+    key = stack.new_key()
+    tenant = tenant_of(stack, key)
+    with stack.db.write() as session:
+        set_tenant_budget(session=session, tenant_id=tenant, budget=Budget(month_usd=1.0))
+    with stack.client(key) as client:
+        # When its first prompt plans with the model (within the budget when it started)
+        first = wait_job(client, client.post("/v1/jobs", json={"prompt": "hello"}).json()[
+            "job_id"])
+        # Then the answer, due after the plan spent the budget, says so plainly, with no call
+        assert first["status"] == "succeeded"
+        spent = "tenant budget exhausted: 1.40 of 1.00 USD this month"
+        assert spent in first["result"]["response"]
+        assert llm_server[1].served == {"plans": 1, "answers": 0}
+        # And its next prompt and chat message are refused with 402 and that message
+        refused = client.post("/v1/jobs", json={"prompt": "hello again"})
+        assert (refused.status_code, refused.json()) == (402, {"error": spent})
+        assert client.post("/v1/chat", json={"prompt": "hi"}).status_code == 402
+        # But an intent that calls no model still runs
+        echo = client.post("/v1/jobs", json={"intent": "debug.echo", "inputs": {"a": 1}})
+        assert echo.status_code == 202
+        assert wait_job(client, echo.json()["job_id"])["status"] == "succeeded"
+        # And /v1/usage sums what the jobs recorded, with the jobs per intent
+        usage = client.get("/v1/usage", params={"period": "month"}).json()
+        day = client.get("/v1/usage", params={"period": "day"}).json()
+    assert first["usage"]["total_tokens"] == usage["total_tokens"] == 120
+    assert first["usage"]["cost"] == pytest.approx(usage["cost"]) == pytest.approx(1.4)
+    assert usage["jobs"] == {"llm.plan": 1, "debug.echo": 1}
+    assert usage["budget"] == {"usd": 1.0, "tokens": 0}
+    assert (day["total_tokens"], day["budget"]) == (120, {"usd": 0.0, "tokens": 0})
+
+
+def test_usage_is_the_callers_own_unless_an_operator_asks(stack: Stack) -> None:
+    # Given a tenant and another one
+    key, other = stack.new_key(), stack.new_key()
+    with stack.client(other) as client:
+        # Then a tenant may not read another's usage, but an operator may
+        mine = client.get("/v1/usage").json()
+        assert mine["tenant_id"] == tenant_of(stack, other) and mine["jobs"] == {}
+        assert client.get("/v1/usage", params={"tenant_id": tenant_of(stack, key)}
+                          ).status_code == 403
+        assert client.get("/v1/usage", params={"period": "week"}).status_code == 422
+    with stack.client(stack.new_key(operator=True)) as operator:
+        assert operator.get("/v1/usage", params={"tenant_id": tenant_of(stack, key)}
+                            ).json()["tenant_id"] == tenant_of(stack, key)
+        assert operator.get("/v1/usage", params={"tenant_id": "ten_nobody"}).status_code == 404
 
 
 def replace_worker(stack: Stack) -> None:

@@ -32,7 +32,6 @@ def upgrade() -> None:
         sa.Column('month_usd', sa.Float(), nullable=False),
         sa.Column('day_tokens', sa.Integer(), nullable=False),
         sa.Column('month_tokens', sa.Integer(), nullable=False),
-        sa.Column('fallback_model', sqlmodel.sql.sqltypes.AutoString(length=200), nullable=True),
         sa.Column('updated_at', sqlmodel.sql.sqltypes.UTCDateTime(), nullable=False),
         sa.ForeignKeyConstraint(['tenant_id'], ['tenants.id']),
         sa.PrimaryKeyConstraint('tenant_id'),
