@@ -13,7 +13,7 @@ router = APIRouter(prefix="/v1/usage", tags=["usage"])
 
 
 @router.get("", operation_id="getUsage", response_model=UsageReport, summary="Usage and budget",
-            responses=errors(*KEYED, 403, 404))
+            responses=errors(*KEYED, 403, 404, 422))
 def get_usage(state: StateDep, tenant: TenantDep,
               period: Literal["day", "month"] = Query(
                   "month", description="`day` (since 00:00 UTC) or `month` (since the 1st)."),
