@@ -9,10 +9,13 @@ from typing import Any
 import httpx
 import pytest
 import redis
+from celery import Celery
 
 from core.store.limits import Budget, set_concurrency_limit, set_tenant_budget
+from core.store.tables import NextStep
 from core.store.tenants import tenant_for_key
 from tasks.engine import slots
+from tasks.engine.chain import send_step
 from tests.integration.conftest import LOST_AFTER, Stack, running_stack, wait_job
 from tests.integration.llm_server import Script, scripted_llm
 
@@ -96,6 +99,30 @@ def test_a_limit_of_two_runs_ten_jobs_two_at_a_time_and_spares_other_tenants(
     assert "orchestrator_concurrency_slots_in_use" in stack.metrics()
 
 
+def test_a_duplicate_delivery_of_a_step_holding_a_slot_neither_takes_nor_frees_one(
+        stack: Stack) -> None:
+    # Given a tenant limited to 2 running debug.sleep steps, one of them running
+    key = stack.new_key()
+    tenant = limit(stack, key, "debug.sleep", 2)
+    broker = redis.Redis.from_url(stack.env["REDIS_URL"])
+    with stack.client(key) as client:
+        first = sleeps(client, 1, 4)[0]
+        wait_started(client, first)
+        # When its message is delivered again while it runs, and the worker skips it
+        log = stack.logs / "all.log"
+        seen = log.read_text().count(f"{first}-0") if log.exists() else 0
+        send_step(celery_app_for(stack), NextStep(first, 0, "debug.sleep", "tools"))
+        wait_until(lambda: log.read_text().count(f"{first}-0") > seen, "the duplicate's log")
+        # Then the step still holds its one slot: one more job runs beside it, the next waits
+        second, third = sleeps(client, 2, 1.5)
+        wait_event(client, third, "step_throttled")
+        assert set(slots.holders(broker, f"{tenant}:debug.sleep")) == {f"{first}-0",
+                                                                       f"{second}-0"}
+        jobs = [wait_job(client, job_id, timeout=60) for job_id in (first, second, third)]
+    assert {j["status"] for j in jobs} == {"succeeded"} and most_at_once(jobs) == 2
+    assert jobs[0]["steps"][0]["attempts"] == 1
+
+
 def test_a_killed_workers_slot_is_freed_after_worker_lost_after(stack: Stack) -> None:
     # Given a tenant limited to 1 running step, holding it with a long step
     key = stack.new_key()
@@ -176,6 +203,12 @@ def replace_worker(stack: Stack) -> None:
     worker.kill(signal.SIGKILL)
     worker.stop()
     stack.start_worker("all", ["llm", "tools", "flow", "callbacks", "memory"], concurrency=20)
+
+
+def celery_app_for(stack: Stack) -> Celery:
+    app = Celery(broker=stack.env["REDIS_URL"])
+    app.conf.update(task_serializer="json", accept_content=["json"])
+    return app
 
 
 def wait_until(done: Any, what: Any, timeout: float = 30) -> None:
