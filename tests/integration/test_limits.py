@@ -1,6 +1,7 @@
 """Concurrency limits at dispatch and model budgets, on real workers, Valkey and both stores."""
 
 import signal
+import subprocess
 import time
 from collections.abc import Iterator
 from datetime import datetime
@@ -16,6 +17,7 @@ from core.store.tables import NextStep
 from core.store.tenants import tenant_for_key
 from tasks.engine import slots
 from tasks.engine.chain import send_step
+from tests import services
 from tests.integration.conftest import LOST_AFTER, Stack, running_stack, wait_job
 from tests.integration.llm_server import Script, scripted_llm
 
@@ -196,6 +198,36 @@ def test_usage_is_the_callers_own_unless_an_operator_asks(stack: Stack) -> None:
         assert operator.get("/v1/usage", params={"tenant_id": tenant_of(stack, key)}
                             ).json()["tenant_id"] == tenant_of(stack, key)
         assert operator.get("/v1/usage", params={"tenant_id": "ten_nobody"}).status_code == 404
+
+
+def orchestrator(stack: Stack, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([str(services.BIN / "orchestrator"), *args], env=stack.env,
+                          capture_output=True, text=True, timeout=60)
+
+
+def test_the_cli_sets_shows_and_clears_a_tenants_limits(stack: Stack) -> None:
+    # Given a tenant
+    key = stack.new_key()
+    tenant = tenant_of(stack, key)
+    # When an operator sets a concurrency limit and a budget with the CLI
+    assert orchestrator(stack, "limits", "concurrency", "set", tenant, "debug.*", "3"
+                        ).returncode == 0
+    assert orchestrator(stack, "limits", "budget", "set", tenant, "--month-usd", "12"
+                        ).returncode == 0
+    # Then they are shown, and they are what the API reports
+    shown = orchestrator(stack, "limits", "concurrency", "show", tenant).stdout
+    assert "debug.*: at most 3 running" in shown
+    assert "month: 12 USD" in orchestrator(stack, "limits", "budget", "show", tenant).stdout
+    with stack.client(key) as client:
+        assert client.get("/v1/usage").json()["budget"] == {"usd": 12.0, "tokens": 0}
+    # And cleared, they are gone; an unknown tenant is one line and exit code 1
+    orchestrator(stack, "limits", "concurrency", "clear", tenant, "debug.*")
+    orchestrator(stack, "limits", "budget", "clear", tenant)
+    assert orchestrator(stack, "limits", "concurrency", "show", tenant).stdout == ""
+    assert "unlimited" in orchestrator(stack, "limits", "budget", "show", tenant).stdout
+    unknown = orchestrator(stack, "limits", "budget", "show", "ten_nobody")
+    assert (unknown.returncode, unknown.stderr.strip()) == (
+        1, "tenant ten_nobody not found (give its id, ten_…, or its name)")
 
 
 def replace_worker(stack: Stack) -> None:
