@@ -27,6 +27,7 @@ TenantArg = Annotated[str, typer.Argument(help="The tenant's id (ten_…) or nam
 
 def _in_store(change: Callable[["Session", str], T], tenant: str) -> T:
     """Run `change` with the tenant's id in one transaction; an unknown tenant is one line."""
+    from sqlalchemy.exc import SQLAlchemyError
     from sqlmodel import select
 
     from core.db import Database
@@ -42,6 +43,10 @@ def _in_store(change: Callable[["Session", str], T], tenant: str) -> T:
             return change(session, found.id)
     except NotFound as exc:
         typer.echo(str(exc), err=True)
+        raise typer.Exit(1) from None
+    except SQLAlchemyError as exc:
+        typer.echo(f"could not use the job store at DATABASE_URL ({type(exc).__name__}); is it "
+                   "reachable and migrated (`orchestrator migrate`)?", err=True)
         raise typer.Exit(1) from None
     finally:
         db.dispose()
