@@ -59,6 +59,22 @@ end
 return out
 """
 
+FORGET = """
+local key = redis.call('HGET', KEYS[1], ARGV[1])
+if not key then
+  return 0
+end
+redis.call('HDEL', KEYS[1], ARGV[1])
+local queue = ARGV[2] .. key .. ':queue'
+local removed = 0
+for _, entry in ipairs(redis.call('ZRANGE', queue, 0, -1)) do
+  if cjson.decode(entry)['job_id'] == ARGV[1] then
+    removed = removed + redis.call('ZREM', queue, entry)
+  end
+end
+return removed
+"""
+
 
 @dataclass(frozen=True)
 class Taken:
@@ -98,6 +114,12 @@ def release(client: redis.Redis, key: str, job_id: str = "", index: int = 0) -> 
 
 def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
+
+
+def forget(client: redis.Redis, job_id: str) -> int:
+    """Take a cancelled job's waiting step out of its limit's queue, so that it never takes the
+    turn of a step that can run; returns how many entries were removed."""
+    return int(client.eval(FORGET, 1, THROTTLED, job_id, PREFIX))
 
 
 def limits(client: redis.Redis) -> dict[str, int]:

@@ -125,6 +125,23 @@ def test_a_duplicate_delivery_of_a_step_holding_a_slot_neither_takes_nor_frees_o
     assert jobs[0]["steps"][0]["attempts"] == 1
 
 
+def test_a_cancelled_waiting_step_leaves_its_limits_queue(stack: Stack) -> None:
+    # Given a tenant limited to 1 running debug.sleep step, one running and one waiting
+    key = stack.new_key()
+    tenant = limit(stack, key, "debug.sleep", 1)
+    broker = redis.Redis.from_url(stack.env["REDIS_URL"])
+    with stack.client(key) as client:
+        running, waiting = sleeps(client, 2, 2)
+        wait_event(client, waiting, "step_throttled")
+        assert slots.in_use(broker, f"{tenant}:debug.sleep") == (1, 1)
+        # When the waiting job is cancelled
+        client.post(f"/v1/jobs/{waiting}/cancel")
+        # Then its step is gone from the queue (it can take no one's turn), the other runs on
+        assert slots.in_use(broker, f"{tenant}:debug.sleep") == (1, 0)
+        assert wait_job(client, waiting)["status"] == "cancelled"
+        assert wait_job(client, running)["status"] == "succeeded"
+
+
 def test_a_killed_workers_slot_is_freed_after_worker_lost_after(stack: Stack) -> None:
     # Given a tenant limited to 1 running step, holding it with a long step
     key = stack.new_key()
