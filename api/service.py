@@ -49,6 +49,7 @@ from core.store.queries import WAITING_STEPS, cancel_job, get_job, job_steps
 from core.store.submission import discard_submission, submit_job
 from core.store.tables import Handoff, NewStep, new_job_id, step_task_id
 from core.store.waits import approve_step, reject_step, resume_step
+from tasks.engine import slots
 from tasks.engine.cancellation import flag
 from tasks.engine.chain import hand_off, send_step
 from tasks.engine.registry import Intent
@@ -239,6 +240,7 @@ def cancel(state: AppState, tenant_id: str, job_id: str) -> tuple[Job, list[JobS
         steps = job_steps(session=session, job_id=job_id)
     try:
         flag(state.redis, job_id)
+        slots.forget(state.redis, job_id)
         hand_off(state.celery, state.redis, Handoff(events))
         state.celery.control.revoke([step_task_id(job_id, s.index) for s in steps])
     except BROKER_ERRORS as exc:
