@@ -22,7 +22,7 @@ from starlette.types import Receive, Scope, Send
 from api import mcp_server, openapi
 from api.deps import json_body_rule
 from api.hub import EventHub
-from api.limits import BodyLimit
+from api.limits import BodyLimit, NoNulInUrl
 from api.routes import (
     agents,
     breakers,
@@ -157,6 +157,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.add_middleware(BodyLimit, max_bytes=app.state.settings.api.max_body_bytes,
                        rpc_paths=("/mcp",))
+    app.add_middleware(NoNulInUrl)
     app.add_exception_handler(OrchestratorError, _orchestrator_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
