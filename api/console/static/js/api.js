@@ -23,11 +23,11 @@ function headers(extra = {}) {
   return { Authorization: `Bearer ${auth.key()}`, ...extra };
 }
 
-async function failure(response) {
+async function failure(response, signal = true) {
   let body = null;
   try { body = await response.json(); } catch { body = null; }
   const message = (body && body.error) || `the API answered ${response.status}`;
-  if (response.status === 401) signals.dispatchEvent(new CustomEvent('unauthorized', { detail: message }));
+  if (response.status === 401 && signal) signals.dispatchEvent(new CustomEvent('unauthorized', { detail: message }));
   return new ApiError(response.status, message, body);
 }
 
@@ -40,7 +40,7 @@ export async function api(path, { method = 'GET', body, signal, key } = {}) {
     headers: key ? { ...extra, Authorization: `Bearer ${key}` } : headers(extra),
     body: body === undefined ? undefined : JSON.stringify(body),
   });
-  if (!response.ok) throw await failure(response);
+  if (!response.ok) throw await failure(response, !key); // a key being tried signs no one out
   return response.status === 204 ? null : response.json();
 }
 
