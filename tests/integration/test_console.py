@@ -257,11 +257,11 @@ def test_chat_streams_the_answer_with_the_plan_and_remembers_a_fact(
     last = page.locator("#chat .msg.assistant").last
     step = last.locator(".plan-step").first
     expect(step).to_have_attribute("data-status", "succeeded")
-    step.locator("summary").click()
-    expect(step.locator("pre")).to_contain_text("2am")
     expect(last.locator(".usage")).to_contain_text("cost $")
     if ARTIFACTS_README:
         page.screenshot(path=str(ARTIFACTS_README / "chat.png"))
+    step.locator("summary").click()
+    expect(step.locator("pre")).to_contain_text("2am")
     # And both messages are in the session's transcript after a reload
     page.reload()
     expect(page.locator("#chat .msg.user")).to_have_count(2)
@@ -478,8 +478,14 @@ def test_readable_on_a_phone(request: pytest.FixtureRequest, browser: Browser,
         expect(page.get_by_role("heading", name="Inbox")).to_be_visible()
         # Nothing is wider than the screen
         assert page.evaluate("document.documentElement.scrollWidth") <= 390
+        # And the keyboard reaches the skip link first, then the console's links
+        page.reload()
+        expect(page.get_by_role("heading", name="Inbox")).to_be_visible()
         page.keyboard.press("Tab")
         assert page.evaluate("document.activeElement.textContent") == "Skip to content"
+        page.keyboard.press("Tab")
+        page.keyboard.press("Tab")
+        assert page.evaluate("document.activeElement.textContent") == "Jobs"
     finally:
         next(pages, None)
 

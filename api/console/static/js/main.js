@@ -89,11 +89,11 @@ async function countInbox() {
 function started() {
   nav.hidden = false;
   chat.hidden = false;
+  render(); // the page first: the sidebar and the count follow
   startChat(chat);
   countInbox();
   clearInterval(counting);
   counting = setInterval(countInbox, 3000);
-  render();
 }
 
 document.addEventListener('click', (event) => {
