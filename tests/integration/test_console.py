@@ -267,6 +267,15 @@ def test_chat_streams_the_answer_with_the_plan_and_remembers_a_fact(
     # And both messages are in the session's transcript after a reload
     page.reload()
     expect(page.locator("#chat .msg.user")).to_have_count(2)
+    # which the session list names; a new session starts empty, and switching back restores it
+    with sqlite_stack.client(key) as client:
+        sessions = [row["id"] for row in client.get("/v1/sessions").json()]
+    current = page.locator("#chat-session").input_value()
+    assert sessions == [current]
+    page.get_by_role("button", name="New session").click()
+    expect(page.locator("#chat .msg.user")).to_have_count(0)
+    page.locator("#chat-session").select_option(current)
+    expect(page.locator("#chat .msg.user")).to_have_count(2)
 
 
 # --- approvals ---------------------------------------------------------------------------------
