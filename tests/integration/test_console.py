@@ -39,6 +39,7 @@ from tests.integration.conftest import (
     wait_job,
 )
 from tests.integration.llm_server import Reply, Script, plan, scripted_llm
+from tests.integration.receiver import reply, serve
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ARTIFACTS = Path(tempfile.gettempdir()) / "orchestrator-console-artifacts"
@@ -441,6 +442,22 @@ def test_cancel_from_the_job_page_stops_a_running_sleep(page: Page, sqlite_stack
     assert job["steps"][0]["status"] != "succeeded"
 
 
+def test_a_job_page_lists_its_callback_and_redelivers_it(page: Page, sqlite_stack: Stack) -> None:
+    _, key = tenant_key(sqlite_stack)
+    with serve(reply(200)) as hook, sqlite_stack.client(key) as client:
+        job_id = client.post("/v1/jobs", json={"intent": "debug.echo", "inputs": {"x": 1},
+                                               "callback_url": f"{hook.url}/done"}).json()["job_id"]
+        sign_in(page, key, f"/console/jobs/{job_id}")
+        delivery = page.locator("ul.deliveries li")
+        expect(delivery).to_contain_text(f"{hook.url}/done")
+        expect(delivery.locator(".badge")).to_have_text("succeeded")
+        # When Redeliver is pressed, the receiver gets the same delivery again
+        delivery.get_by_role("button", name="Redeliver").click()
+        expect(delivery).to_contain_text("attempts 2")
+        assert len(hook.received) == 2
+        assert hook.received[0].headers["webhook-id"] == hook.received[1].headers["webhook-id"]
+
+
 # --- registry ----------------------------------------------------------------------------------
 
 
@@ -465,6 +482,23 @@ def test_an_http_tool_is_registered_from_the_form_listed_as_an_intent_and_delete
     # Deleted, it leaves the intents
     page.get_by_role("button", name="Delete weather").click()
     expect(page.locator("tr[data-intent='tool.weather']")).to_have_count(0)
+
+
+def test_memory_search_shows_each_signals_rank(page: Page, sqlite_stack: Stack) -> None:
+    _, key = tenant_key(sqlite_stack)
+    with sqlite_stack.client(key) as client:
+        written = client.post("/v1/jobs", json={"intent": "memory.write", "wait": True, "inputs": {
+            "namespace": "notes", "text": "the backup runs at 2am"}}).json()
+        wait_job(client, written["job_id"])
+    sign_in(page, key, "/console/registry")
+    search = page.get_by_role("search")
+    search.get_by_label("Namespace").select_option("notes")
+    search.get_by_label("Search memory").fill("backup")
+    search.get_by_role("button", name="Search").click()
+    result = search.locator(".memory-results li").first
+    expect(result).to_contain_text("the backup runs at 2am")
+    expect(result).to_contain_text("keyword #1")
+    expect(result).to_contain_text("semantic #1")
 
 
 # --- the chat socket's auth message, small screens, nothing off-host ------------------------
