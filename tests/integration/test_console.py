@@ -134,6 +134,21 @@ def page(request: pytest.FixtureRequest, browser: Browser, sqlite_stack: Stack,
 
 
 @pytest.fixture
+def phone(request: pytest.FixtureRequest, browser: Browser, sqlite_stack: Stack,
+          off_host: list[str]) -> Iterator[Page]:
+    yield from _page(request, browser, sqlite_stack, off_host, {"width": 390, "height": 844})
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def approvals(request: pytest.FixtureRequest, browser: Browser,
+              off_host: list[str]) -> Iterator[tuple[Stack, Page]]:
+    """A page on the SQLite stack, then on the Postgres one."""
+    stack: Stack = request.getfixturevalue(f"{request.param}_stack")
+    for page in _page(request, browser, stack, off_host, {"width": 1280, "height": 800}):
+        yield stack, page
+
+
+@pytest.fixture
 def script(llm: tuple[str, Script]) -> Script:
     llm[1].set()
     return llm[1]
@@ -289,52 +304,45 @@ def held_rm(client: httpx.Client, path: Path) -> str:
     return job_id
 
 
-@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
 def test_a_held_rm_rf_is_rejected_then_another_approved_from_the_inbox(
-        request: pytest.FixtureRequest, browser: Browser, off_host: list[str], backend: str,
-        tmp_path: Path) -> None:
-    stack: Stack = request.getfixturevalue(f"{backend}_stack")
+        approvals: tuple[Stack, Page], tmp_path: Path) -> None:
+    stack, page = approvals
     target = tmp_path / "doomed"
     target.mkdir()
     _, key = tenant_key(stack)
-    page = next(pages := _page(request, browser, stack, off_host, {"width": 1280, "height": 800}))
-    try:
-        with stack.client(key) as client:
-            first = held_rm(client, target)
-            sign_in(page, key, "/console/inbox")
-            # The held step shows its host and exact command, and the header counts it
-            card = page.locator(f"article.pending[data-job='{first}']")
-            expect(card.locator(".host")).to_have_text("shared")
-            expect(card.locator(".command")).to_have_text(f"rm -rf {target}")
-            expect(card.locator(".reason")).to_contain_text("dangerous command")
-            expect(page.locator("#inbox-count")).to_have_text("1")
-            expect(page.locator("main")).not_to_contain_text(
-                client.get(f"/v1/jobs/{first}").json()["pending"]["token"])
-            # Reject: the directory stays
-            card.get_by_role("textbox", name="Reason for rejecting").fill("not today")
-            card.get_by_role("button", name="Reject").click()
-            assert wait_job(client, first)["status"] == "failed"
-            assert target.exists()
-            # A second one, approved: the directory goes
-            second = held_rm(client, target)
-            page.reload()
-            if backend == "sqlite" and ARTIFACTS_README:
-                expect(page.locator(f"article.pending[data-job='{second}']")).to_be_visible()
-                page.screenshot(path=str(ARTIFACTS_README / "inbox.png"))
-            page.locator(f"article.pending[data-job='{second}']").get_by_role(
-                "button", name="Approve").click()
-            assert wait_job(client, second)["status"] == "succeeded"
-            assert not target.exists()
-        # Both jobs' pages show their end state
-        page.goto(f"/console/jobs/{first}")
-        expect(page.locator("#job-status")).to_have_text("failed")
-        expect(page.locator(".job-error")).to_contain_text("not today")
-        page.goto(f"/console/jobs/{second}")
-        expect(page.locator("#job-status")).to_have_text("succeeded")
-        expect(page.locator(".step[data-index='0']")).to_have_attribute(
-            "data-status", "succeeded")
-    finally:
-        next(pages, None)
+    with stack.client(key) as client:
+        first = held_rm(client, target)
+        sign_in(page, key, "/console/inbox")
+        # The held step shows its host and exact command, and the header counts it
+        card = page.locator(f"article.pending[data-job='{first}']")
+        expect(card.locator(".host")).to_have_text("shared")
+        expect(card.locator(".command")).to_have_text(f"rm -rf {target}")
+        expect(card.locator(".reason")).to_contain_text("dangerous command")
+        expect(page.locator("#inbox-count")).to_have_text("1")
+        expect(page.locator("main")).not_to_contain_text(
+            client.get(f"/v1/jobs/{first}").json()["pending"]["token"])
+        # Reject: the directory stays
+        card.get_by_role("textbox", name="Reason for rejecting").fill("not today")
+        card.get_by_role("button", name="Reject").click()
+        assert wait_job(client, first)["status"] == "failed"
+        assert target.exists()
+        # A second one, approved: the directory goes
+        second = held_rm(client, target)
+        page.reload()
+        expect(page.locator(f"article.pending[data-job='{second}']")).to_be_visible()
+        if ARTIFACTS_README and "sqlite" in stack.logs.name:
+            page.screenshot(path=str(ARTIFACTS_README / "inbox.png"))
+        page.locator(f"article.pending[data-job='{second}']").get_by_role(
+            "button", name="Approve").click()
+        assert wait_job(client, second)["status"] == "succeeded"
+        assert not target.exists()
+    # Both jobs' pages show their end state
+    page.goto(f"/console/jobs/{first}")
+    expect(page.locator("#job-status")).to_have_text("failed")
+    expect(page.locator(".job-error")).to_contain_text("not today")
+    page.goto(f"/console/jobs/{second}")
+    expect(page.locator("#job-status")).to_have_text("succeeded")
+    expect(page.locator(".step[data-index='0']")).to_have_attribute("data-status", "succeeded")
 
 
 def test_the_inbox_route_shows_only_the_callers_held_steps(sqlite_stack: Stack,
@@ -529,26 +537,21 @@ def test_the_chat_socket_takes_its_key_from_a_first_auth_message(sqlite_stack: S
     assert closed.value.rcvd is not None and closed.value.rcvd.code == 4401
 
 
-def test_readable_on_a_phone(request: pytest.FixtureRequest, browser: Browser,
-                             sqlite_stack: Stack, off_host: list[str]) -> None:
+def test_readable_on_a_phone(phone: Page, sqlite_stack: Stack) -> None:
     _, key = tenant_key(sqlite_stack)
-    pages = _page(request, browser, sqlite_stack, off_host, {"width": 390, "height": 844})
-    page = next(pages)
-    try:
-        sign_in(page, key, "/console/inbox")
-        expect(page.get_by_role("heading", name="Inbox")).to_be_visible()
-        # Nothing is wider than the screen
-        assert page.evaluate("document.documentElement.scrollWidth") <= 390
-        # And the keyboard reaches the skip link first, then the console's links
-        page.reload()
-        expect(page.get_by_role("heading", name="Inbox")).to_be_visible()
-        page.keyboard.press("Tab")
-        assert page.evaluate("document.activeElement.textContent") == "Skip to content"
-        page.keyboard.press("Tab")
-        page.keyboard.press("Tab")
-        assert page.evaluate("document.activeElement.textContent") == "Jobs"
-    finally:
-        next(pages, None)
+    sign_in(phone, key, "/console/inbox")
+    expect(phone.get_by_role("heading", name="Inbox")).to_be_visible()
+    # Nothing is wider than the screen
+    width = phone.evaluate("document.documentElement.scrollWidth")
+    assert width <= 390, f"the page is {width} px wide"
+    # And the keyboard reaches the skip link first, then the console's links
+    phone.reload()
+    expect(phone.get_by_role("heading", name="Inbox")).to_be_visible()
+    focused = []
+    for _ in range(3):
+        phone.keyboard.press("Tab")
+        focused.append(phone.evaluate("document.activeElement.textContent"))
+    assert focused == ["Skip to content", "Orchestrator", "Jobs"]
 
 
 def test_no_page_sent_a_request_off_host(off_host: list[str]) -> None:

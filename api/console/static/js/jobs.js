@@ -163,9 +163,15 @@ export async function jobPage(root, signal, id) {
       job.result !== null && job.result !== undefined ? [h('h2', {}, 'Result'), h('pre', { class: 'result' }, pretty(job.result))] : null,
       job.error ? [h('h2', {}, 'Error'), h('p', { class: 'error-text job-error' }, job.error)] : null);
   };
+  let polling = null;
   const drawDeliveries = async () => {
     const rows = await api(`/v1/deliveries?job_id=${encodeURIComponent(id)}`, { signal });
     fill(deliveries, rows.length ? rows.map((d) => deliveryRow(d, drawDeliveries)) : h('li', { class: 'empty' }, 'No callback.'));
+    // A delivery goes on after the job's last event (the stream has ended): follow it to its end.
+    clearTimeout(polling);
+    if (rows.some((d) => d.status === 'pending' || d.status === 'sending') && !signal.aborted) {
+      polling = setTimeout(() => drawDeliveries().catch(() => {}), 1000);
+    }
   };
   let queued = null;
   const reload = async () => {
@@ -175,7 +181,7 @@ export async function jobPage(root, signal, id) {
   const onEvent = (event) => {
     events.append(h('li', {}, h('time', { datetime: event.time }, time(event.time)), ' ',
       h('strong', {}, event.type), event.data && event.data.index !== undefined ? ` step ${event.data.index}` : ''));
-    if (event.type.startsWith('callback_')) drawDeliveries().catch(() => {});
+    if (event.type.startsWith('callback_') || event.type.startsWith('job_')) drawDeliveries().catch(() => {});
     if (event.type === 'llm_delta') return;
     clearTimeout(queued);
     queued = setTimeout(() => reload().catch(() => {}), 100);
