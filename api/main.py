@@ -19,7 +19,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
-from api import mcp_server, openapi
+from api import console, mcp_server, openapi
 from api.deps import json_body_rule
 from api.hub import EventHub
 from api.limits import BodyLimit, NoNulInUrl
@@ -30,6 +30,7 @@ from api.routes import (
     compat,
     deliveries,
     health,
+    inbox,
     intents,
     jobs,
     llm,
@@ -167,11 +168,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for router in (jobs.router, resume.router, intents.router, agents.router,
                    deliveries.router, secrets.router, tools.router, breakers.router,
                    health.router, compat.router, chat.router, sessions.router, llm.router,
-                   memory.router):
+                   memory.router, inbox.router):
         app.include_router(router)
     # POST only: the server is stateless and sends no notifications of its own, so it offers
     # no GET stream (which would hang open with nothing on it) and no session to DELETE; the
     # transport lets such a server answer both with 405.
     app.router.routes.append(Route("/mcp", endpoint=_Mcp(), methods=["POST"]))
+    console.install(app)
     openapi.install(app)
     return app
