@@ -163,7 +163,7 @@ def begin_step(*, session: Session, job_id: str, index: int, runner: str, max_de
                retries: int = 0, is_live: Callable[[str], bool] = lambda _: False,
                literal: Callable[[str, str], bool] = lambda _i, _t: False,
                admit: Admit | None = None) -> StepStart:
-    """Record that `runner` (host:pid) took a step; say whether to run it, and with what.
+    """Record that `runner` (host:pid/start) took a step; say whether to run it, and with what.
 
     A step running on a live runner is a duplicate delivery (skipped); one whose runner died is
     taken over. `retries` is the Celery retry number of this message: each retry is a new
