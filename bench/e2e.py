@@ -8,11 +8,13 @@ import argparse
 import asyncio
 import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -82,18 +84,26 @@ def bare_celery(broker_url: str, logs: Path, args: argparse.Namespace,
         client = redis.Redis.from_url(broker_url)
         if args.concurrency_only:
             return {"concurrent_s": bare_concurrency(client, slow_url, args)}
+        if args.throughput_only:
+            return {"drain_per_s": bare_drain(client, drain)}
         rtt = timed(n, lambda i: bare.noop.delay(i).get(timeout=10))
-        client.delete(bare.COUNTER)
-        started = time.perf_counter()
-        for i in range(drain):
-            bare.count.delay(i)
-        while int(client.get(bare.COUNTER) or 0) < drain:
-            time.sleep(0.005)
-        elapsed = time.perf_counter() - started
-        return {"rtt": percentiles(rtt), "drain_per_s": drain / elapsed,
+        return {"rtt": percentiles(rtt), "drain_per_s": bare_drain(client, drain),
                 "concurrent_s": bare_concurrency(client, slow_url, args)}
     finally:
         worker.stop()
+
+
+def bare_drain(client: redis.Redis, tasks: int) -> float:
+    """Tasks/s from the first send until `tasks` no-op tasks have run."""
+    from bench import bare
+
+    client.delete(bare.COUNTER)
+    started = time.perf_counter()
+    for i in range(tasks):
+        bare.count.delay(i)
+    while int(client.get(bare.COUNTER) or 0) < tasks:
+        time.sleep(0.005)
+    return tasks / (time.perf_counter() - started)
 
 
 def bare_concurrency(client: redis.Redis, slow_url: str, args: argparse.Namespace) -> float:
@@ -117,7 +127,8 @@ def bare_concurrency(client: redis.Redis, slow_url: str, args: argparse.Namespac
 class Orchestrator:
     """The stack under test: API and a tools worker on their own broker db and job store."""
 
-    def __init__(self, broker_url: str, database_url: str, logs: Path, threads: int) -> None:
+    def __init__(self, broker_url: str, database_url: str, logs: Path,
+                 args: argparse.Namespace) -> None:
         upgrade(database_url)
         self.db = Database(database_url)
         with self.db.write() as session:
@@ -129,11 +140,13 @@ class Orchestrator:
                "API_PORT": str(port), "WORKER_HEARTBEAT_SECONDS": "1",
                "CALLBACK_ALLOWED_NETWORKS": '["127.0.0.1/32"]',
                "ORCHESTRATOR_SECRET_KEY": SECRET_KEY,
-               "ORCHESTRATOR_EXPOSED_INTENTS": '["*"]'}  # the debug intents it submits
-        self.processes = [services.start_worker(env, ["tools"], logs / "tools.log", threads),
-                          services.start_worker(env, ["llm", "memory", "flow", "callbacks"],
-                                                logs / "others.log", 4),
-                          services.start_api(env, logs / "api.log")]
+               "ORCHESTRATOR_EXPOSED_INTENTS": '["*"]',  # the debug intents it submits
+               "API_WORKERS": str(args.api_workers)}
+        self.tools = [services.start_worker(env, ["tools"], logs / f"tools{n}.log", args.threads)
+                      for n in range(args.tools_workers)]
+        self.api = services.start_api(env, logs / "api.log")
+        self.processes = [*self.tools, services.start_worker(
+            env, ["llm", "memory", "flow", "callbacks"], logs / "others.log", 4), self.api]
         services.wait_http(f"{self.url}/ready", timeout=60)
         self.http = httpx.Client(base_url=self.url, timeout=30,
                                  headers={"Authorization": f"Bearer {self.key}"})
@@ -234,27 +247,54 @@ class Orchestrator:
         return int(count) == len(ids)
 
 
+@contextmanager
+def profiled(stack: Orchestrator, out: Path) -> Iterator[None]:
+    """py-spy flame graphs of the API and the first tools worker while the measures run."""
+    out.mkdir(parents=True, exist_ok=True)
+    spies = [subprocess.Popen([str(services.BIN / "py-spy"), "record", "--pid", str(process.pid),
+                               "--subprocesses", "--rate", "50", "--nonblocking",
+                               "--output", str(out / f"{name}.svg")],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+             for name, process in (("api", stack.api), ("tools", stack.tools[0]))]
+    try:
+        yield
+    finally:
+        for spy in spies:
+            spy.send_signal(2)  # SIGINT: py-spy writes the graph and exits
+            spy.wait(timeout=60)
+
+
+def measures(stack: Orchestrator, args: argparse.Namespace, slow_url: str) -> dict[str, Any]:
+    n, url = args.n, f"{slow_url}?wait={args.wait}"
+    if args.concurrency_only:
+        return {"concurrent": stack.concurrency(args.concurrent, url)}
+    if args.throughput_only:
+        return {"jobs_per_s": stack.throughput(args.jobs, clients=16)}
+    return {
+        "wait": percentiles(timed(n, stack.echo_wait)),
+        "sse": percentiles(timed(n, stack.echo_sse)),
+        "poll": percentiles(timed(n, stack.echo_poll)),
+        "chain5": percentiles(timed(max(n // 4, 10), stack.chain_sse, warmup=5)),
+        "jobs_per_s": stack.throughput(args.jobs, clients=16),
+        "concurrent": stack.concurrency(args.concurrent, url),
+    }
+
+
 def orchestrator(broker_url: str, database_url: str, logs: Path, args: argparse.Namespace,
                  slow_url: str) -> dict[str, Any]:
-    n, jobs = args.n, args.jobs
-    stack = Orchestrator(broker_url, database_url, logs, args.threads)
+    stack = Orchestrator(broker_url, database_url, logs, args)
     try:
-        if args.concurrency_only:
-            return {"concurrent": stack.concurrency(args.concurrent,
-                                                    f"{slow_url}?wait={args.wait}")}
-        return {
-            "wait": percentiles(timed(n, stack.echo_wait)),
-            "sse": percentiles(timed(n, stack.echo_sse)),
-            "poll": percentiles(timed(n, stack.echo_poll)),
-            "chain5": percentiles(timed(max(n // 4, 10), stack.chain_sse, warmup=5)),
-            "jobs_per_s": stack.throughput(jobs, clients=16),
-            "concurrent": stack.concurrency(args.concurrent, f"{slow_url}?wait={args.wait}"),
-        }
+        with profiled(stack, Path(args.profile)) if args.profile else nullcontext():
+            return measures(stack, args, slow_url)
     finally:
         stack.close()
 
 
 def report(bare: dict[str, Any], orch: dict[str, Any], args: argparse.Namespace) -> str:
+    if args.throughput_only:
+        return (f"{args.api_workers} API process(es), {args.tools_workers} tools worker(s): "
+                f"{orch['jobs_per_s']:.0f} jobs/s, bare drain {bare['drain_per_s']:.0f}/s "
+                f"({orch['jobs_per_s'] / bare['drain_per_s']:.2f}x)")
     total, submitted = orch["concurrent"]
     concurrency = (f"{args.concurrent} jobs x {args.wait:g} s wait on a loopback server, "
                    f"{args.threads} threads: bare Celery {bare['concurrent_s']:.2f} s, "
@@ -295,19 +335,30 @@ def main() -> None:
                         help="Threads of the tools worker and of the bare Celery worker.")
     parser.add_argument("--concurrency-only", action="store_true",
                         help="Run only the concurrency measure.")
+    parser.add_argument("--throughput-only", action="store_true",
+                        help="Run only the throughput measure (and the bare drain).")
+    parser.add_argument("--postgres", action="store_true",
+                        help="Job store: a throwaway Postgres from the pgserver wheel.")
+    parser.add_argument("--api-workers", type=int, default=1, help="API processes.")
+    parser.add_argument("--tools-workers", type=int, default=1, help="Tools worker processes.")
+    parser.add_argument("--profile", default="",
+                        help="Write py-spy flame graphs of the API and a tools worker here.")
     args = parser.parse_args()
     logs = Path(tempfile.mkdtemp(prefix="orch-bench-"))
-    database_url = args.database_url or f"sqlite:///{logs}/bench.db"
     slow, slow_url = slow_server(logs)
     try:
-        with services.redis_server() as broker:
+        with services.redis_server() as broker, (
+                services.postgres_server() if args.postgres else nullcontext(
+                    args.database_url or f"sqlite:///{logs}/bench.db")) as database_url:
             root = broker.url.rsplit("/", 1)[0]
             bare = bare_celery(f"{root}/3", logs, args, slow_url)
             orch = orchestrator(f"{root}/4", database_url, logs, args, slow_url)
     finally:
         slow.stop()
     print(report(bare, orch, args))
-    print(f"\n(logs in {logs}; {os.cpu_count()} cores)")
+    store = "Postgres" if args.postgres or args.database_url.startswith("postgres") else "SQLite"
+    print(f"\n(logs in {logs}; {os.cpu_count()} cores; {store}; load average "
+          f"{' '.join(f'{v:.2f}' for v in os.getloadavg())})")
 
 
 if __name__ == "__main__":
