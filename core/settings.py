@@ -2,6 +2,7 @@
 
 import ipaddress
 import json
+import os
 import re
 from functools import lru_cache
 from pathlib import Path
@@ -50,13 +51,21 @@ def _list_setting(value: Any) -> Any:
 StrList = Annotated[list[str], NoDecode, BeforeValidator(_list_setting)]
 
 
+def default_api_workers(cores: int | None) -> int:
+    """API processes for a machine of `cores`: half of them, at least one."""
+    return max(1, (cores or 1) // 2)
+
+
 class ApiSettings(BaseSettings):
     """The HTTP API process."""
 
     model_config = _config("API_")
     host: str = Field("127.0.0.1", description="Address the API binds to.")
     port: int = Field(8000, description="Port the API listens on.")
-    workers: int = Field(1, ge=1, description="API processes sharing the port (uvicorn workers).")
+    workers: int = Field(
+        default_factory=lambda: default_api_workers(os.cpu_count()), ge=1,
+        description="API processes sharing the port (uvicorn workers); default half the "
+        "cores, at least one (the workers on the machine need the rest).")
     max_body_bytes: int = Field(1024 * 1024, description="Largest accepted request body.")
     public_url: str = Field(
         "", description="The API's address as callers reach it (resume URLs, the OpenAPI "
