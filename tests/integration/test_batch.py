@@ -5,7 +5,8 @@ from typing import Any
 
 import httpx
 
-from tests.integration.conftest import wait_job
+from tests import services
+from tests.integration.conftest import Stack, wait_job
 
 BATCH = "/v1/jobs:batch"
 
@@ -63,3 +64,24 @@ def test_an_item_with_bad_inputs_or_shape_is_named(client: httpx.Client) -> None
         refused = client.post(BATCH, json={"jobs": jobs})
         assert refused.status_code == 422 and "jobs" in refused.json()["error"], refused.text
     assert client.get("/v1/jobs").json()["items"] == []
+
+
+def test_a_batch_the_broker_refuses_leaves_nothing_behind(
+        stack: Stack, client: httpx.Client, broker: services.BrokerServer) -> None:
+    # Given the broker is down
+    jobs = [echo(i=0), echo(i=1)]
+    broker.stop()
+    try:
+        # When a batch is submitted
+        refused = client.post(BATCH, json={"jobs": jobs})
+    finally:
+        broker.start()
+    # Then it is refused with 503 saying none started, and no job of it can be seen
+    assert refused.status_code == 503, refused.text
+    assert "2 new jobs of the batch were not started, 0 were" in refused.json()["error"]
+    assert client.get("/v1/jobs").json()["items"] == []
+    # And the same batch, retried, is accepted and runs
+    stack.wait_ready(timeout=60)
+    accepted = client.post(BATCH, json={"jobs": jobs}).json()["jobs"]
+    assert not any(a["deduplicated"] for a in accepted)
+    assert [wait_job(client, a["job_id"])["status"] for a in accepted] == ["succeeded"] * 2
