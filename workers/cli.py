@@ -288,6 +288,9 @@ def dev(
     env = {**os.environ, "FLOWER_BASIC_AUTH": flower_auth,
            "ORCHESTRATOR_SECRET_KEY": ",".join(secret_keys),
            "ORCHESTRATOR_EXPOSED_INTENTS": _dev_exposed(settings.orchestrator),
+           # Flower's task views need the workers' task events (off by default).
+           "WORKER_SEND_EVENTS": os.environ.get("WORKER_SEND_EVENTS",
+                                                str("flower" in processes).lower()),
            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
     supervisor = Supervisor(processes, env, log_dir=logs, note=None if logs is None else
                             _note_to(DATA_DIR / "log" / "supervisor.log"))
