@@ -1,0 +1,138 @@
+"""Several machines proven on one: the store, the API and two worker machines as Linux
+namespaces on a bridge; a worker machine is deleted mid-run and no job is lost."""
+
+import socket
+import tempfile
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import httpx
+import pytest
+from sqlalchemy import select
+
+from core.db import Database
+from core.models import EventType, StepStatus
+from core.store.tables import EVENTS, STEPS
+from tasks.debug import RUNS_KEY
+from tests import netns, services
+from tests.integration.conftest import wait_job
+
+LOST_AFTER = 10.0  # WORKER_LOST_AFTER of this cluster
+SWEEP = 1.0  # CALLBACK_SWEEP_SECONDS: the sweeper's round
+SLACK = 5.0  # a loaded machine's scheduling, on top of LOST_AFTER + a sweep
+JOBS, STEPS_PER_JOB, DELAY = 16, 2, 3.0
+
+pytestmark = pytest.mark.skipif(not netns.is_root() and not services.REQUIRED,
+                                reason="network namespaces need root (required in CI)")
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[netns.Cluster]:
+    """1 store machine (Valkey, Postgres), 1 API machine (API, sweeper), 2 worker machines."""
+    assert netns.is_root(), "network namespaces need root"
+    logs = Path(tempfile.mkdtemp(prefix="orch-netns-"))
+    with netns.network(logs) as net:
+        running = netns.start_cluster(net, {
+            "WORKER_HEARTBEAT_SECONDS": "1", "WORKER_LOST_AFTER": str(LOST_AFTER),
+            "CALLBACK_SWEEP_SECONDS": str(SWEEP), "POOL_SOFT_TIME_LIMIT": "40",
+            "POOL_TIME_LIMIT": "50"})
+        for hostname in ("w1", "w2"):
+            running.add_worker(hostname, concurrency=8)
+        running.wait_workers(["w1", "w2"])
+        yield running
+
+
+def steps_by_host(db: Database, ids: list[str]) -> dict[tuple[str, int], tuple[str, str]]:
+    """Each step of the jobs `ids`: its status and the host of its runner (host:pid)."""
+    with db.read() as session:
+        rows = session.execute(select(STEPS.c.job_id, STEPS.c.index, STEPS.c.status,
+                                      STEPS.c.runner).where(STEPS.c.job_id.in_(ids))).all()
+    return {(r.job_id, r.index): (r.status, (r.runner or "").split(":")[0]) for r in rows}
+
+
+def requeued_at(db: Database, ids: list[str]) -> dict[tuple[str, int], datetime]:
+    """When each step of the jobs `ids` was first sent again by the sweeper."""
+    with db.read() as session:
+        rows = session.execute(select(EVENTS.c.job_id, EVENTS.c.data, EVENTS.c.created_at)
+                               .where(EVENTS.c.job_id.in_(ids),
+                                      EVENTS.c.type == EventType.step_requeued)
+                               .order_by(EVENTS.c.seq)).all()
+    found: dict[tuple[str, int], datetime] = {}
+    for row in rows:
+        found.setdefault((row.job_id, row.data["index"]), row.created_at)
+    return found
+
+
+def wait_running_on(db: Database, ids: list[str], host: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while not any(status == StepStatus.running and runner == host
+                  for status, runner in steps_by_host(db, ids).values()):
+        assert time.monotonic() < deadline, f"no step started on {host}"
+        time.sleep(0.1)
+
+
+def test_machines_reach_each_other_over_the_bridge_only(cluster: netns.Cluster) -> None:
+    # Given a service on the host's loopback, which the host itself reaches
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        port = server.getsockname()[1]
+        assert socket.create_connection(("127.0.0.1", port), timeout=3)
+        worker = cluster.net.machines["w1"]
+        # Then a worker machine reaches neither it nor the host's bridge address on that port,
+        # and reaches the store machine over the bridge
+        assert not worker.reaches("127.0.0.1", port)
+        assert not worker.reaches(cluster.net.host_address, port)
+        assert worker.reaches(cluster.net.machines["store"].address, netns.REDIS_PORT)
+
+
+def test_worker_machines_share_pids_and_are_told_apart_by_hostname(
+        cluster: netns.Cluster) -> None:
+    # Given two worker machines, each with its own PID namespace, started alike
+    from tasks.engine import heartbeat
+
+    runners = heartbeat.live_runners(cluster.redis(), LOST_AFTER)
+    pids = {host: pid for host, pid in (r.split(":") for r in runners) if host in ("w1", "w2")}
+    # Then their workers run under the same pid, and their runner ids (host:pid) differ by host
+    assert set(pids) == {"w1", "w2"} and pids["w1"] == pids["w2"], runners
+
+
+def test_a_deleted_worker_machine_loses_no_job_and_its_steps_come_back_on_the_other(
+        cluster: netns.Cluster) -> None:
+    db = Database(cluster.env["DATABASE_URL"])
+    counts = cluster.redis()
+    with httpx.Client(base_url=cluster.url, timeout=30,
+                      headers={"Authorization": f"Bearer {cluster.key}"}) as client:
+        # Given jobs of two 3-second steps that count their runs, spread over both machines
+        ids = [client.post("/v1/jobs", json={"intent": "debug.chain", "inputs": {
+            "steps": STEPS_PER_JOB, "delay": DELAY + i / 1000, "count": True}}).json()["job_id"]
+            for i in range(JOBS)]
+        wait_running_on(db, ids, "w1")
+        wait_running_on(db, ids, "w2")
+        # When the machine w2 is deleted mid-run: its processes killed, its namespace gone
+        before = steps_by_host(db, ids)
+        killed_at = datetime.now(UTC)
+        cluster.net.remove("w2")
+        # Then every job ends and succeeds
+        jobs = [wait_job(client, job_id, timeout=90) for job_id in ids]
+    assert [j["status"] for j in jobs] == ["succeeded"] * JOBS
+    after, requeued = steps_by_host(db, ids), requeued_at(db, ids)
+    orphans = [k for k, (status, host) in before.items()
+               if status == StepStatus.running and host == "w2"]
+    assert orphans
+    for key in orphans:
+        # the dead machine's running steps were sent again within LOST_AFTER + a sweep, and
+        # ran to their end on the other machine
+        took = (requeued[key] - killed_at).total_seconds()
+        assert took <= LOST_AFTER + SWEEP + SLACK, (key, took)
+        assert after[key] == (StepStatus.succeeded, "w1"), key
+    # and no step ran again once it had succeeded: each ran as often as the ledger started it
+    # (twice only for the dead machine's running steps), and those w2 finished ran once
+    for job in jobs:
+        for step in job["steps"]:
+            key = (job["job_id"], step["index"])
+            runs = int(counts.get(RUNS_KEY.format(job_id=key[0], index=key[1])) or 0)
+            assert runs == step["attempts"], (key, runs, step["attempts"])
+            if before.get(key, ("", ""))[0] == StepStatus.succeeded:
+                assert runs == 1, key
+    db.dispose()
