@@ -51,7 +51,7 @@ def _free_subnet() -> ipaddress.IPv4Network:
     taken = [ipaddress.ip_network(word, strict=False) for line in routes.splitlines()
              for word in line.split()[:2] if word[:1].isdigit() and "/" in word]
     for _ in range(100):
-        net = ipaddress.ip_network(f"10.{random.randint(200, 254)}.{random.randint(0, 255)}.0/24")
+        net = ipaddress.IPv4Network(f"10.{random.randint(200, 254)}.{random.randint(0, 255)}.0/24")
         if not any(net.overlaps(other) for other in taken):
             return net
     raise RuntimeError("no free 10.x.y.0/24 for the bridge")
