@@ -92,7 +92,8 @@ def measure(
     logs = Path(tempfile.mkdtemp(prefix="orch-netns-"))
     url = f"http://127.0.0.1:{netns.SLOW_PORT}/?wait={wait:g}"
     rows = ["| worker machines | threads | debug.echo jobs/s | "
-            f"{concurrent} debug.http x {wait:g} s: seconds | load (1 min) |",
+            f"{concurrent} debug.http x {wait:g} s: seconds (of which submitting) | "
+            "load (1 min) |",
             "|---|---|---|---|---|"]
     with netns.network(logs) as net:
         cluster = netns.start_cluster(net, SETTINGS)
@@ -103,9 +104,9 @@ def measure(
                 cluster.wait_workers([f"w{count}"])
                 client.throughput(50, clients=8)  # warm up the new machine
                 rate = client.throughput(jobs, clients=16)
-                took, _ = client.concurrency(concurrent, url)
-                rows.append(f"| {count} | {count * threads} | {rate:.0f} | {took:.2f} | "
-                            f"{_load()} |")
+                took, submitting = client.concurrency(concurrent, url)
+                rows.append(f"| {count} | {count * threads} | {rate:.0f} | {took:.2f} "
+                            f"({submitting:.2f}) | {_load()} |")
                 typer.echo(rows[-1], err=True)
         finally:
             client.close()

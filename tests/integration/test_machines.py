@@ -2,11 +2,9 @@
 namespaces on a bridge; a worker machine is deleted mid-run and no job is lost."""
 
 import socket
-import tempfile
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
-from pathlib import Path
 
 import httpx
 import pytest
@@ -30,11 +28,10 @@ pytestmark = pytest.mark.skipif(not netns.is_root() and not services.REQUIRED,
 
 
 @pytest.fixture(scope="module")
-def cluster() -> Iterator[netns.Cluster]:
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[netns.Cluster]:
     """1 store machine (Valkey, Postgres), 1 API machine (API, sweeper), 2 worker machines."""
     assert netns.is_root(), "network namespaces need root"
-    logs = Path(tempfile.mkdtemp(prefix="orch-netns-"))
-    with netns.network(logs) as net:
+    with netns.network(tmp_path_factory.mktemp("netns")) as net:
         running = netns.start_cluster(net, {
             "WORKER_HEARTBEAT_SECONDS": "1", "WORKER_LOST_AFTER": str(LOST_AFTER),
             "CALLBACK_SWEEP_SECONDS": str(SWEEP), "POOL_SOFT_TIME_LIMIT": "40",
