@@ -25,6 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.e2e import Orchestrator  # noqa: E402
 from core.db import Database  # noqa: E402
+from tasks.engine.pools import POOLS  # noqa: E402
 from tests import netns  # noqa: E402
 
 app = typer.Typer(help=__doc__, no_args_is_help=True, pretty_exceptions_enable=False)
@@ -57,7 +58,8 @@ def up(
     workers: Annotated[int, typer.Option(help="Worker machines.")] = 2,
     threads: Annotated[int, typer.Option(help="Threads of each machine's tools worker.")] = 50,
 ) -> None:
-    """Run a cluster until Ctrl-C; print where its API is, its key and how to enter a machine."""
+    """Run a cluster until Ctrl-C (each worker machine serving every pool, so /ready is 200);
+    print where its API is, its key and how to enter a machine."""
     _need_root()
     logs = Path(tempfile.mkdtemp(prefix="orch-netns-"))
     stop = threading.Event()
@@ -67,7 +69,8 @@ def up(
         cluster = netns.start_cluster(net, SETTINGS)
         names = [f"w{i + 1}" for i in range(workers)]
         for name in names:
-            cluster.add_worker(name, threads, slow=True)
+            cluster.add_worker(name, threads, slow=True, pools=tuple(POOLS))
+        cluster.wait_api()
         cluster.wait_workers(names)
         for machine in net.machines.values():
             typer.echo(f"{machine.hostname:6} {machine.address:15} nsenter --target "
@@ -97,6 +100,7 @@ def measure(
             "|---|---|---|---|---|"]
     with netns.network(logs) as net:
         cluster = netns.start_cluster(net, SETTINGS)
+        cluster.wait_api()
         client = ClusterClient(cluster)
         try:
             for count in range(1, machines + 1):

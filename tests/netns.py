@@ -69,6 +69,21 @@ def _children(pid: int, timeout: float = 10) -> int:
     raise RuntimeError(f"process {pid} started no namespace")
 
 
+def _boot(netns: str, hostname: str) -> tuple[subprocess.Popen[bytes], int]:
+    """New UTS, PID and mount namespaces in `netns`, their first process holding them; the
+    holder (`unshare`) and the host's pid of that first process."""
+    holder = subprocess.Popen(
+        ["ip", "netns", "exec", netns, "unshare", "--uts", "--pid", "--fork", "--mount",
+         "--mount-proc", "sh", "-c", 'hostname "$0" && exec sleep infinity', hostname],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        return holder, _children(holder.pid)
+    except RuntimeError:
+        holder.kill()
+        holder.wait()
+        raise
+
+
 @dataclass
 class Machine:
     """One "machine": a network, UTS and PID namespace with its address and hostname."""
@@ -137,6 +152,9 @@ class Network:
         self.machines: dict[str, Machine] = {}
         self.namespaces: list[str] = []
         self.veths: list[str] = []
+
+    def open(self) -> None:
+        """Create the bridge, with the host's address on it."""
         _ip("link", "add", self.bridge, "type", "bridge")
         _ip("addr", "add", f"{self.host_address}/{self.subnet.prefixlen}", "dev", self.bridge)
         _ip("link", "set", self.bridge, "up")
@@ -144,13 +162,23 @@ class Network:
     def add(self, hostname: str) -> Machine:
         """A new machine on the bridge, with the next address and `hostname`."""
         netns, address = f"orch-{self.suffix}-{hostname}", self._free.pop(0)
-        index = len(self.veths)
-        outside, inside = f"orv{self.suffix}{index}", f"orp{self.suffix}{index}"
         etc = NETNS_ETC / netns
         etc.mkdir(parents=True, exist_ok=True)
         (etc / "resolv.conf").write_text("")  # no DNS server is reachable from a machine
         self.namespaces.append(netns)
         _ip("netns", "add", netns)
+        self._wire(netns, address)
+        self._write_hosts({**{m.hostname: m.address for m in self.machines.values()},
+                           hostname: address})
+        holder, init = _boot(netns, hostname)
+        machine = Machine(hostname, netns, address, holder, init, self.logs)
+        self.machines[hostname] = machine
+        return machine
+
+    def _wire(self, netns: str, address: str) -> None:
+        """A veth pair: one end on the bridge, the other the namespace's eth0 at `address`."""
+        index = len(self.veths)
+        outside, inside = f"orv{self.suffix}{index}", f"orp{self.suffix}{index}"
         self.veths.append(outside)
         _ip("link", "add", outside, "type", "veth", "peer", "name", inside)
         _ip("link", "set", outside, "master", self.bridge, "up")
@@ -159,15 +187,6 @@ class Network:
         _ip("-n", netns, "addr", "add", f"{address}/{self.subnet.prefixlen}", "dev", "eth0")
         _ip("-n", netns, "link", "set", "eth0", "up")
         _ip("-n", netns, "link", "set", "lo", "up")
-        self._write_hosts({**{m.hostname: m.address for m in self.machines.values()},
-                           hostname: address})
-        holder = subprocess.Popen(
-            ["ip", "netns", "exec", netns, "unshare", "--uts", "--pid", "--fork", "--mount",
-             "--mount-proc", "sh", "-c", 'hostname "$0" && exec sleep infinity', hostname],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-        machine = Machine(hostname, netns, address, holder, _children(holder.pid), self.logs)
-        self.machines[hostname] = machine
-        return machine
 
     def _write_hosts(self, names: dict[str, str]) -> None:
         """Every machine's /etc/hosts names them all (rewritten in place: the files are bound)."""
@@ -203,6 +222,7 @@ def network(logs: Path) -> Iterator[Network]:
     """A bridge and its machines, all removed on exit, even on an error."""
     net = Network(logs)
     try:
+        net.open()
         yield net
     finally:
         net.close()
@@ -284,16 +304,22 @@ class Cluster:
     def redis(self) -> redis.Redis:
         return redis.Redis.from_url(self.redis_url)
 
-    def add_worker(self, hostname: str, concurrency: int, slow: bool = False) -> Machine:
-        """A worker machine consuming the tools pool (and a slow loopback server if `slow`)."""
+    def add_worker(self, hostname: str, concurrency: int, slow: bool = False,
+                   pools: tuple[str, ...] = ("tools",)) -> Machine:
+        """A worker machine with one worker consuming `pools` (and, if `slow`, a slow HTTP
+        server on its loopback for `debug.http`)."""
         machine = self.net.add(hostname)
         if slow:
             machine.start("slow", [str(services.BIN / "uvicorn"), "bench.slow:app", "--host",
                                    "127.0.0.1", "--port", str(SLOW_PORT), "--log-level",
                                    "warning", "--backlog", "4096"], self.env)
-        machine.start("tools", [str(services.BIN / "orchestrator"), "worker", "--pool", "tools",
-                                "--concurrency", str(concurrency)], self.env)
+        selected = [arg for pool in pools for arg in ("--pool", pool)]
+        machine.start("worker", [str(services.BIN / "orchestrator"), "worker", *selected,
+                                 "--concurrency", str(concurrency)], self.env)
         return machine
+
+    def wait_api(self, timeout: float = 90) -> None:
+        services.wait_http(f"{self.url}/health", timeout=timeout)
 
     def wait_workers(self, hostnames: list[str], timeout: float = 90) -> None:
         """Until a tools worker of each machine in `hostnames` beats (stamps its pool)."""
@@ -311,7 +337,8 @@ class Cluster:
 
 def start_cluster(net: Network, settings: dict[str, str]) -> Cluster:
     """The store machine (Valkey, Postgres), the API machine (migrate, a key, the API, the
-    sweeper), both reached over the bridge; worker machines are added with `add_worker`."""
+    sweeper), both reached over the bridge; worker machines are added with `add_worker` while
+    the API starts (`wait_api`)."""
     from core.vault import new_key
 
     store, api = net.add("store"), net.add("api")
@@ -330,6 +357,4 @@ def start_cluster(net: Network, settings: dict[str, str]) -> Cluster:
                    env).stdout.split()[-1]
     api.start("api", [orchestrator, "api"], env)
     api.start("sweeper", [orchestrator, "sweeper"], env)
-    url = f"http://{api.address}:{API_PORT}"
-    services.wait_http(f"{url}/health", timeout=90)
-    return Cluster(net, env, url, key, redis_url)
+    return Cluster(net, env, f"http://{api.address}:{API_PORT}", key, redis_url)

@@ -23,8 +23,10 @@ SWEEP = 1.0  # CALLBACK_SWEEP_SECONDS: the sweeper's round
 SLACK = 5.0  # a loaded machine's scheduling, on top of LOST_AFTER + a sweep
 JOBS, STEPS_PER_JOB, DELAY = 16, 2, 3.0
 
-pytestmark = pytest.mark.skipif(not netns.is_root() and not services.REQUIRED,
-                                reason="network namespaces need root (required in CI)")
+pytestmark = [pytest.mark.skipif(not netns.is_root() and not services.REQUIRED,
+                                 reason="network namespaces need root (required in CI)"),
+              # ~50 s in all on an idle machine; the cluster's start takes 70 s at load 24
+              pytest.mark.timeout(240)]
 
 
 @pytest.fixture(scope="module")
@@ -38,6 +40,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[netns.Cluster]
             "POOL_TIME_LIMIT": "50"})
         for hostname in ("w1", "w2"):
             running.add_worker(hostname, concurrency=8)
+        running.wait_api()
         running.wait_workers(["w1", "w2"])
         yield running
 
