@@ -1,8 +1,9 @@
 """Several machines on one: Linux network namespaces on a bridge, each a "machine" (root only).
 
-Each machine is a network namespace with one veth on a private bridge and its own address, in
-its own UTS namespace (its hostname) and PID namespace (its pids start at 1, so two machines'
-processes may have the same pid, as on real machines). A machine's processes are the real CLI
+Each machine is a network namespace with one veth on a private bridge (itself in a namespace of
+its own, the switch, out of reach of the host's firewall rules) and its own address, in its own
+UTS namespace (its hostname) and PID namespace (its pids start at 1, so two machines' processes
+may have the same pid, as on real machines). A machine's processes are the real CLI
 commands, entered into those namespaces with `nsenter`; killing the machine's first process
 ends every process in it at once, as a power cut would. The host keeps the bridge's first
 address, as the operator's laptop on the same network would.
@@ -140,11 +141,12 @@ class Machine:
 
 
 class Network:
-    """A bridge on a free 10.x.y.0/24 and the machines on it; `close()` removes them all."""
+    """A bridge on a free 10.x.y.0/24, the host and the machines on it; `close()` removes
+    them all."""
 
     def __init__(self, logs: Path) -> None:
         self.suffix = secrets.token_hex(3)
-        self.bridge = f"orb{self.suffix}"
+        self.bridge, self.switch = f"orb{self.suffix}", f"orch-{self.suffix}-switch"
         self.subnet = _free_subnet()
         hosts = list(self.subnet.hosts())
         self.host_address, self._free = str(hosts[0]), [str(h) for h in hosts[1:]]
@@ -154,10 +156,24 @@ class Network:
         self.veths: list[str] = []
 
     def open(self) -> None:
-        """Create the bridge, with the host's address on it."""
-        _ip("link", "add", self.bridge, "type", "bridge")
-        _ip("addr", "add", f"{self.host_address}/{self.subnet.prefixlen}", "dev", self.bridge)
-        _ip("link", "set", self.bridge, "up")
+        """Create the bridge in a namespace of its own (the switch: the host's firewall rules,
+        such as a FORWARD policy of DROP, do not apply there) and plug the host into it."""
+        self.namespaces.append(self.switch)
+        _ip("netns", "add", self.switch)
+        _ip("-n", self.switch, "link", "add", self.bridge, "type", "bridge")
+        _ip("-n", self.switch, "link", "set", self.bridge, "up")
+        host = self._plug(f"orh{self.suffix}")
+        _ip("addr", "add", f"{self.host_address}/{self.subnet.prefixlen}", "dev", host)
+        _ip("link", "set", host, "up")
+
+    def _plug(self, name: str) -> str:
+        """A veth pair with one end on the switch's bridge; the other end's name, here."""
+        self.veths.append(name)
+        port = f"ors{self.suffix}{len(self.veths)}"
+        _ip("link", "add", name, "type", "veth", "peer", "name", port)
+        _ip("link", "set", port, "netns", self.switch)
+        _ip("-n", self.switch, "link", "set", port, "master", self.bridge, "up")
+        return name
 
     def add(self, hostname: str) -> Machine:
         """A new machine on the bridge, with the next address and `hostname`."""
@@ -177,11 +193,7 @@ class Network:
 
     def _wire(self, netns: str, address: str) -> None:
         """A veth pair: one end on the bridge, the other the namespace's eth0 at `address`."""
-        index = len(self.veths)
-        outside, inside = f"orv{self.suffix}{index}", f"orp{self.suffix}{index}"
-        self.veths.append(outside)
-        _ip("link", "add", outside, "type", "veth", "peer", "name", inside)
-        _ip("link", "set", outside, "master", self.bridge, "up")
+        inside = self._plug(f"orp{self.suffix}{len(self.veths)}")
         _ip("link", "set", inside, "netns", netns)
         _ip("-n", netns, "link", "set", inside, "name", "eth0")
         _ip("-n", netns, "addr", "add", f"{address}/{self.subnet.prefixlen}", "dev", "eth0")
@@ -210,11 +222,10 @@ class Network:
         for hostname in list(self.machines):
             with contextlib.suppress(Exception):
                 self.machines.pop(hostname).kill()
-        for netns in list(self.namespaces):
+        for netns in reversed(list(self.namespaces)):  # the switch, with the bridge, last
             self._delete(netns)
-        for veth in self.veths:  # one whose peer never moved into its namespace outlives it
+        for veth in self.veths:  # one whose pair never left the host outlives the namespaces
             subprocess.run(["ip", "link", "del", veth], capture_output=True)
-        subprocess.run(["ip", "link", "del", self.bridge], capture_output=True)
 
 
 @contextlib.contextmanager

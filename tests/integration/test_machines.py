@@ -103,8 +103,12 @@ def test_machines_reach_each_other_over_the_bridge_only(cluster: netns.Cluster) 
 def test_worker_machines_share_pids_and_are_told_apart_by_hostname(
         cluster: netns.Cluster) -> None:
     # Given two worker machines, each with its own PID namespace, started alike
-    runners = heartbeat.live_runners(cluster.redis(), LOST_AFTER)
-    pids = {host: pid for host, pid in (r.split(":") for r in runners) if host in ("w1", "w2")}
+    deadline, pids = time.monotonic() + 30, {}
+    while set(pids) != {"w1", "w2"} and time.monotonic() < deadline:  # both beat as runners
+        time.sleep(0.2)
+        runners = heartbeat.live_runners(cluster.redis(), LOST_AFTER)
+        pids = {host: pid for host, pid in (r.split(":") for r in runners)
+                if host in ("w1", "w2")}
     # Then their workers run under the same pid, and their runner ids (host:pid) differ by host
     assert set(pids) == {"w1", "w2"} and pids["w1"] == pids["w2"], runners
 
