@@ -30,7 +30,7 @@ from tests import netns  # noqa: E402
 
 app = typer.Typer(help=__doc__, no_args_is_help=True, pretty_exceptions_enable=False)
 SETTINGS = {"WORKER_HEARTBEAT_SECONDS": "1", "WORKER_LOST_AFTER": "10",
-            "CALLBACK_SWEEP_SECONDS": "1"}
+            "CALLBACK_SWEEP_SECONDS": "1", "ORCHESTRATOR_LOST_AFTER": "10"}
 
 
 class ClusterClient(Orchestrator):
