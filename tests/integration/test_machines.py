@@ -27,7 +27,7 @@ JOBS, STEPS_PER_JOB, DELAY = 16, 2, 3.0
 
 pytestmark = [pytest.mark.skipif(not netns.is_root() and not services.REQUIRED,
                                  reason="network namespaces need root (required in CI)"),
-              # ~50 s in all on an idle machine; the cluster's start takes 70 s at load 24
+              # 55-65 s in all at load 11-16 on two cores; the cluster's start alone 70 s at load 24
               pytest.mark.timeout(240)]
 
 
