@@ -261,15 +261,17 @@ def start_postgres(machine: Machine, subnet: ipaddress.IPv4Network, password: st
     user = services._pg_user() or ""
     root = Path(tempfile.mkdtemp(prefix="orch-netns-pg-"))  # its user cannot enter the logs
     machine.scratch.append(root)
-    root.chmod(0o777)
-    (root / "pw").write_text(password)
-    if user:
+    secret = root / "pw"
+    secret.write_text(password)
+    if user:  # the folder and the password file its user's alone
         shutil.chown(root, user=user)
-        shutil.chown(root / "pw", user=user)
+        shutil.chown(secret, user=user)
+    secret.chmod(0o600)
     data = root / "data"
     subprocess.run([services._pg_bin("initdb"), "-D", str(data), "-U", "postgres",
-                    "--auth-local=trust", "--auth-host=scram-sha-256", f"--pwfile={root / 'pw'}",
+                    "--auth-local=trust", "--auth-host=scram-sha-256", f"--pwfile={secret}",
                     "--no-sync"], check=True, capture_output=True, user=user or None)
+    secret.unlink()
     with (data / "pg_hba.conf").open("a") as hba:
         hba.write(f"host all all {subnet} scram-sha-256\n")
     account = pwd.getpwnam(user) if user else None
