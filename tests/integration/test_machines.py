@@ -111,8 +111,8 @@ def test_worker_machines_share_pids_and_are_told_apart_by_hostname(
     while set(pids) != {"w1", "w2"} and time.monotonic() < deadline:  # both beat as runners
         time.sleep(0.2)
         runners = heartbeat.live_runners(cluster.redis(), LOST_AFTER)
-        pids = {host: pid for host, pid in (r.split(":") for r in runners)
-                if host in ("w1", "w2")}
+        pids = {host: pid.split("/")[0] for host, pid in (r.split(":", 1) for r in runners)
+                if host in ("w1", "w2")}  # a runner is host:pid (and /a token of its start)
     # Then their workers run under the same pid, and their runner ids (host:pid) differ by host
     assert set(pids) == {"w1", "w2"} and pids["w1"] == pids["w2"], runners
 
