@@ -483,6 +483,17 @@ class MessagePublic(BaseModel):
     created_at: datetime
 
 
+class SessionPublic(BaseModel):
+    """A chat session: its id, who and what memory it is about, when it was last used."""
+
+    id: str
+    twin_id: str | None = None
+    user_id: str | None = None
+    namespace: str | None = None
+    created_at: datetime
+    updated_at: datetime
+
+
 class SessionMessages(BaseModel):
     """A session and its messages, oldest first."""
 
@@ -510,3 +521,19 @@ class LlmConnection(BaseModel):
     latency_ms: int
     planner: dict[str, Any]
     error: str | None = None
+
+
+class UsageReport(BaseModel):
+    """A tenant's model use and jobs since the start of the UTC day or month, and its budget."""
+
+    tenant_id: str
+    period: Literal["day", "month"]
+    since: datetime = Field(description="The start of the period (UTC).")
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+    cost: float = Field(description="USD, from LLM_PRICES, as each step recorded it.")
+    calls: int = Field(description="Model calls.")
+    jobs: dict[str, int] = Field(description="Jobs submitted in the period, by intent.")
+    budget: dict[str, float] = Field(
+        description="The tenant's budget for the period: `usd` and `tokens` (0: unlimited).")

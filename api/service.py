@@ -15,15 +15,41 @@ from sqlalchemy.exc import IntegrityError
 
 from adapters import netguard
 from api.metrics import JOBS_SUBMITTED
+from api.schemas import UsageReport
 from api.state import AppState
 from core import deliveries
-from core.errors import Conflict, InvalidRequest, Unavailable
-from core.models import KEY_ID, TERMINAL_EVENTS, Delivery, Effect, Job, JobStep
+from core.errors import (
+    BudgetExhausted,
+    Conflict,
+    Forbidden,
+    InvalidRequest,
+    NotFound,
+    Unavailable,
+)
+from core.models import (
+    KEY_ID,
+    TERMINAL_EVENTS,
+    Delivery,
+    Effect,
+    Job,
+    JobStep,
+    PoolName,
+    Tenant,
+)
 from core.store import queries
+from core.store.limits import (
+    Period,
+    budget_refusal,
+    default_budget,
+    intent_counts,
+    model_usage,
+    tenant_budget,
+)
 from core.store.queries import WAITING_STEPS, cancel_job, get_job, job_steps
 from core.store.submission import discard_submission, submit_job
 from core.store.tables import Handoff, NewStep, new_job_id, step_task_id
 from core.store.waits import approve_step, reject_step, resume_step
+from tasks.engine import slots
 from tasks.engine.cancellation import flag
 from tasks.engine.chain import hand_off, send_step
 from tasks.engine.registry import Intent
@@ -105,6 +131,8 @@ def _store_and_enqueue(state: AppState, job_id: str, request: Request) -> tuple[
         netguard.check_url_at_submit(request.callback_url, state.resources.allowed_networks)
     settings = state.settings.orchestrator
     planned = plan(request, exposed=settings.exposed_intents, max_steps=settings.max_steps)
+    if planned.intent.pool == PoolName.llm:
+        check_budget(state, request.tenant_id)
     key = idempotency_key(request, planned)
     try:
         job, created, handoff = _store(state, job_id, request, planned, key)
@@ -114,6 +142,33 @@ def _store_and_enqueue(state: AppState, job_id: str, request: Request) -> tuple[
     if created:
         _enqueue_or_discard(state, job, handoff)
     return job, created
+
+
+def check_budget(state: AppState, tenant_id: str) -> None:
+    """Refuse a prompt (a job of the `llm` pool) when the tenant's model budget is spent."""
+    with state.db.read() as session:
+        refusal = budget_refusal(session=session, tenant_id=tenant_id,
+                                 default=default_budget(state.settings.limits))
+    if refusal is not None:
+        raise BudgetExhausted(refusal)
+
+
+def usage_report(state: AppState, caller: str, tenant_id: str, period: Period) -> UsageReport:
+    """A tenant's usage in the period: the caller's own, or any tenant's for an operator."""
+    if tenant_id != caller and not state.is_operator(caller):
+        raise Forbidden("only an operator key may read another tenant's usage")
+    with state.db.read() as session:
+        if session.get(Tenant, tenant_id) is None:
+            raise NotFound(f"tenant {tenant_id} not found")
+        used = model_usage(session=session, tenant_id=tenant_id, period=period)
+        jobs = intent_counts(session=session, tenant_id=tenant_id, period=period)
+        budget = tenant_budget(session=session, tenant_id=tenant_id,
+                               default=default_budget(state.settings.limits))
+    usd, tokens = budget.limits(period)
+    return UsageReport(tenant_id=tenant_id, period=period, since=used.since,
+                       prompt_tokens=used.prompt_tokens, completion_tokens=used.completion_tokens,
+                       total_tokens=used.tokens, cost=round(used.cost, 8), calls=used.calls,
+                       jobs=jobs, budget={"usd": usd, "tokens": tokens})
 
 
 def _store(state: AppState, job_id: str, request: Request, planned: Planned,
@@ -185,6 +240,7 @@ def cancel(state: AppState, tenant_id: str, job_id: str) -> tuple[Job, list[JobS
         steps = job_steps(session=session, job_id=job_id)
     try:
         flag(state.redis, job_id)
+        slots.forget(state.redis, job_id)
         hand_off(state.celery, state.redis, Handoff(events))
         state.celery.control.revoke([step_task_id(job_id, s.index) for s in steps])
     except BROKER_ERRORS as exc:

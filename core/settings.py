@@ -460,6 +460,33 @@ class HttpSettings(BaseSettings):
         "output marked truncated.")
 
 
+class LimitSettings(BaseSettings):
+    """Concurrency limits and model budgets every tenant gets unless the store has its own
+    (`orchestrator limits concurrency|budget set`)."""
+
+    model_config = _config("LIMITS_")
+    concurrency: dict[str, int] = Field(
+        {}, description='Steps of one tenant that may run at once, by intent or glob (JSON), '
+        'e.g. `{"ssh.exec": 5, "agent.*": 2}`; a tenant\'s own rule for a pattern replaces '
+        "this one; the most specific matching pattern decides; none: unlimited.")
+    budget_day_usd: float = Field(0.0, ge=0, description="USD of model use a tenant may spend "
+                                  "per UTC day (from LLM_PRICES); 0: unlimited.")
+    budget_month_usd: float = Field(0.0, ge=0, description="USD of model use a tenant may spend "
+                                    "per UTC calendar month; 0: unlimited.")
+    budget_day_tokens: int = Field(0, ge=0, description="Model tokens (prompt and completion) "
+                                   "a tenant may use per UTC day; 0: unlimited.")
+    budget_month_tokens: int = Field(0, ge=0, description="Model tokens a tenant may use per "
+                                     "UTC calendar month; 0: unlimited.")
+
+    @field_validator("concurrency")
+    @classmethod
+    def _positive(cls, rules: dict[str, int]) -> dict[str, int]:
+        bad = [pattern for pattern, most in rules.items() if most < 1]
+        if bad:
+            raise ValueError(f"limits must be 1 or more (remove a pattern to lift it): {bad}")
+        return rules
+
+
 class Settings(BaseSettings):
     """Every concern's settings."""
 
@@ -482,6 +509,7 @@ class Settings(BaseSettings):
     memory: MemorySettings = Field(default_factory=lambda: MemorySettings())
     ssh: SshSettings = Field(default_factory=lambda: SshSettings())
     http: HttpSettings = Field(default_factory=lambda: HttpSettings())
+    limits: LimitSettings = Field(default_factory=lambda: LimitSettings())
 
     @model_validator(mode="after")
     def _limits_below_visibility(self) -> "Settings":
@@ -498,7 +526,7 @@ SECTIONS: list[type[BaseSettings]] = [
     ApiSettings, BrokerSettings, DatabaseSettings, OrchestratorSettings, WorkerSettings,
     PoolSettings, FlowerSettings, RetrySettings, BreakerSettings, CallbackSettings, FlowSettings,
     AgentSettings, McpSettings, LlmSettings, EmbeddingsSettings, MemorySettings, SshSettings,
-    HttpSettings]
+    HttpSettings, LimitSettings]
 
 
 def env_name(section: type[BaseSettings], field: str) -> str:

@@ -39,7 +39,7 @@ router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
 @router.post("", operation_id="createJob", status_code=202, summary="Submit a job",
              response_model=JobAccepted | JobPublic, responses={
-                 **errors(*KEYED, *BODY, 404),
+                 **errors(*KEYED, *BODY, 402, 404),
                  202: {"model": JobAccepted, "description": "The job is on its way.",
                        "links": job_links()},
                  200: {"model": JobPublic, "description": "The job ended within `wait`."}})
