@@ -15,10 +15,12 @@ from celery.signals import (
     worker_shutdown,
 )
 from celery.worker import state
+from celery.worker.control import control_command
 
 from core.models import PoolName
 from tasks import mcp
 from tasks.engine import heartbeat
+from tasks.engine.cancellation import UNREVOKE
 from tasks.engine.pools import POOLS
 from tasks.engine.resources import close_resources, open_resources, resources
 
@@ -83,3 +85,12 @@ def _held_steps() -> set[str] | None:
     except RuntimeError:  # a WeakSet changed size under us; the next beat reads it again
         return None
     return {str(r.id) for r in requests if _is_step(r)}
+
+
+@control_command(name=UNREVOKE, args=[("task_ids", list)], signature="<task_id> ...")
+def _unrevoke(_panel: Any, task_ids: list[str]) -> dict[str, str]:
+    """Forget the revokes of these step messages: a cancelled job that is retried sends its
+    steps again under the same ids (Celery has no command for it)."""
+    for task_id in task_ids:
+        state.revoked.discard(task_id)
+    return {"ok": f"{len(task_ids)} forgotten"}

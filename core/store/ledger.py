@@ -70,6 +70,7 @@ JOB_LOCK = (
 STEP = (
     select(STEPS.c.status.label("step"), STEPS.c.attempts,  # type: ignore[call-overload]
            STEPS.c.intent, STEPS.c.pool, STEPS.c.inputs, STEPS.c.output, STEPS.c.runner,
+           STEPS.c.attempts_base,
            STEPS.c.approved_at, STEPS.c.token_hash, STEPS.c.deadline, STEPS.c.early_output)
     .where(STEPS.c.job_id == bindparam("job_id"), STEPS.c.index == bindparam("index"))
 )
@@ -176,7 +177,7 @@ def begin_step(*, session: Session, job_id: str, index: int, runner: str, max_de
     if at.step_status == StepStatus.running and at.row.runner and is_live(at.row.runner):
         return StepStart(StepVerdict.skip, reason=f"a duplicate: running on {at.row.runner}")
     attempts = at.row.attempts + 1
-    if attempts > max_deliveries + retries:
+    if attempts - at.row.attempts_base > max_deliveries + retries:
         error = (f"step {index} ({at.row.intent}) was delivered {attempts} times without "
                  "finishing; failed as poison")
         handoff = fail(session, at, error, step={"attempts": attempts}, job_error=error)
@@ -207,7 +208,8 @@ def _start(session: Session, at: Ledger, attempts: int, runner: str,
         job = {"status": JobStatus.running, "started_at": now}
         items.append((EventType.job_started, {}))
     items.append((EventType.step_started, {"index": at.index, "intent": at.row.intent,
-                                   "pool": at.row.pool, "attempt": attempts}))
+                                           "pool": at.row.pool, "attempt": attempts,
+                                           "worker": runner}))
     events = record(session, at, job, {"status": StepStatus.running, "attempts": attempts,
                                        "runner": runner, "started_at": now}, items)
     return StepStart(StepVerdict.run, events=events, inputs=inputs, intent=at.row.intent,
@@ -232,7 +234,8 @@ def succeed(session: Session, at: Ledger, output: Any, extend: list[NewStep], ma
             items: Items) -> Handoff:
     """Mark the step succeeded, grow the plan by `extend`, end the job or name the next step."""
     rest = [(r.idx, r.intent, r.pool) for r in _rest(session, at.job_id, at.index)]
-    items = [*items, (EventType.step_succeeded, {"index": at.index, "intent": at.row.intent})]
+    items = [*items, (EventType.step_succeeded, {"index": at.index, "intent": at.row.intent,
+                                                 "worker": at.row.runner})]
     if extend:
         total = at.index + 1 + len(rest) + len(extend)
         if max_steps and total > max_steps:
