@@ -19,6 +19,7 @@ from api.state import AppState
 from core import deliveries
 from core.errors import Conflict, InvalidRequest, Unavailable
 from core.models import KEY_ID, TERMINAL_EVENTS, Delivery, Effect, Job, JobStatus, JobStep
+from core.observations import metric_intent
 from core.store import queries
 from core.store.queries import WAITING_STEPS, cancel_job, get_job, job_steps
 from core.store.retries import retry_job
@@ -290,16 +291,6 @@ async def submit(
                 await _await_terminal(state, job, queue, wait)
     job, steps = await run_in_threadpool(load_job, state, request.tenant_id, job.id)
     return job, steps, created
-
-
-TENANT_DEFINED = ("agent.", "tool.")
-
-
-def metric_intent(name: str) -> str:
-    """An intent as a metric label: tenants name their own agents and tools, so those count
-    under their family (`agent.*`), keeping labels bounded and free of tenant data."""
-    family = next((prefix for prefix in TENANT_DEFINED if name.startswith(prefix)), None)
-    return f"{family}*" if family else name
 
 
 def clamp_wait(wait: float | bool, limit: float) -> float:

@@ -8,6 +8,7 @@ from typing import Any
 import redis
 
 from core.models import JobEvent
+from core.observations import observe
 
 CHANNEL = "orch:events"
 LiveEvent = dict[str, Any]
@@ -28,10 +29,12 @@ def event_dict(event: JobEvent, data: dict[str, Any] | None = None) -> LiveEvent
 
 
 def publish(client: redis.Redis, events: list[LiveEvent]) -> None:
-    """Announce committed events; a lost message only delays readers who fall back to the store."""
+    """Announce committed events and count their figures (`core.observations`); a lost
+    message only delays readers who fall back to the store."""
     if not events:
         return
     try:
         client.publish(CHANNEL, json.dumps(events, default=str))
+        observe(client, events)
     except redis.RedisError as exc:
         log.warning("could not publish %d live events: %s", len(events), exc)

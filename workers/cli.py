@@ -15,6 +15,7 @@ from rich.console import Console
 
 from core.errors import ConfigError
 from core.settings import DATA_DIR, OrchestratorSettings, get_settings
+from workers import operators
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -30,6 +31,9 @@ app.add_typer(memory, name="memory")
 vault_commands = typer.Typer(help="Secrets at rest (ORCHESTRATOR_SECRET_KEY).",
                              no_args_is_help=True)
 app.add_typer(vault_commands, name="secrets")
+app.add_typer(operators.jobs, name="jobs")
+app.command()(operators.queues)
+app.command()(operators.workers)
 console = Console()
 errors = Console(stderr=True)
 PROCFILE = Path("Procfile")

@@ -17,7 +17,7 @@ from sqlmodel import Session, select
 from core import deliveries, refs
 from core.errors import NotFound
 from core.events import LiveEvent
-from core.models import EventType, JobStatus, StepStatus, utcnow
+from core.models import TERMINAL_EVENTS, EventType, JobStatus, StepStatus, utcnow
 from core.store.events import insert_events
 from core.store.submission import step_rows
 from core.store.tables import JOBS, STEPS, Handoff, Items, NewStep, NextStep
@@ -70,7 +70,7 @@ JOB_LOCK = (
 STEP = (
     select(STEPS.c.status.label("step"), STEPS.c.attempts,  # type: ignore[call-overload]
            STEPS.c.intent, STEPS.c.pool, STEPS.c.inputs, STEPS.c.output, STEPS.c.runner,
-           STEPS.c.attempts_base,
+           STEPS.c.attempts_base, STEPS.c.started_at.label("step_started_at"),
            STEPS.c.approved_at, STEPS.c.token_hash, STEPS.c.deadline, STEPS.c.early_output)
     .where(STEPS.c.job_id == bindparam("job_id"), STEPS.c.index == bindparam("index"))
 )
@@ -118,7 +118,10 @@ def record_job(session: Session, job_id: str, locked: Any, job: dict[str, Any],
     When these values end the job (and only then: a job that already ended scheduled its
     callback then), its callback is scheduled in the same transaction (the outbox).
     """
-    if "status" in job and JobStatus(job["status"]).terminal and locked.callback_url:
+    ends = "status" in job and JobStatus(job["status"]).terminal
+    if ends:
+        items = [_ended(kind, data, locked) for kind, data in items]
+    if ends and locked.callback_url:
         outcome = deliveries.Outcome(
             job_id=job_id, tenant_id=locked.tenant_id, callback_url=locked.callback_url,
             status=str(job["status"]), intent=locked.job_intent, mode=locked.mode,
@@ -128,6 +131,20 @@ def record_job(session: Session, job_id: str, locked: Any, job: dict[str, Any],
     session.execute(update(JOBS).where(JOBS.c.id == job_id)
                     .values(event_seq=locked.event_seq + len(items), **job))
     return insert_events(session, job_id, locked.event_seq, items)
+
+
+def _ms(since: datetime | None) -> int | None:
+    """Milliseconds from `since` to now (None if it never started)."""
+    return None if since is None else int((utcnow() - since).total_seconds() * 1000)
+
+
+def _ended(kind: EventType, data: dict[str, Any],
+           locked: Any) -> tuple[EventType, dict[str, Any]]:
+    """A job's terminal event names its intent and its latency from submission (the metrics
+    count them, `core.observations`)."""
+    if kind not in TERMINAL_EVENTS:
+        return kind, data
+    return kind, {**data, "intent": locked.job_intent, "latency_ms": _ms(locked.created_at)}
 
 
 def _callback_item(session: Session,
@@ -235,7 +252,8 @@ def succeed(session: Session, at: Ledger, output: Any, extend: list[NewStep], ma
     """Mark the step succeeded, grow the plan by `extend`, end the job or name the next step."""
     rest = [(r.idx, r.intent, r.pool) for r in _rest(session, at.job_id, at.index)]
     items = [*items, (EventType.step_succeeded, {"index": at.index, "intent": at.row.intent,
-                                                 "worker": at.row.runner})]
+                                                 "worker": at.row.runner,
+                                                 "duration_ms": _ms(at.row.step_started_at)})]
     if extend:
         total = at.index + 1 + len(rest) + len(extend)
         if max_steps and total > max_steps:
@@ -266,8 +284,9 @@ def fail(session: Session, at: Ledger, error: str, items: Items | None = None,
          step: dict[str, Any] | None = None, job_error: str | None = None) -> Handoff:
     """Mark the step failed with `error`; its job fails with it (unless it already ended)."""
     now = utcnow()
-    items = [*(items or []), (EventType.step_failed, {"index": at.index, "intent": at.row.intent,
-                                              "error": error})]
+    items = [*(items or []), (EventType.step_failed, {
+        "index": at.index, "intent": at.row.intent, "error": error,
+        "duration_ms": _ms(at.row.step_started_at)})]
     job: dict[str, Any] = {}
     if not at.status.terminal:
         reason = job_error or f"step {at.index} ({at.row.intent}) failed: {error}"

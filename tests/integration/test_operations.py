@@ -1,13 +1,21 @@
 """The operators' view: which worker ran each step, and retrying a job from its failed step."""
 
+import json
+import re
+import signal
 import time
+from collections.abc import Iterator
 
 import httpx
+import pytest
 import redis
+from typer.testing import CliRunner
 
+from core.settings import get_settings
 from tasks.debug import RUNS_KEY
 from tests.integration.conftest import Stack, wait_job
 from tests.integration.receiver import reply, serve
+from workers.cli import app
 
 
 def test_each_step_names_the_worker_that_ran_it(client: httpx.Client) -> None:
@@ -95,3 +103,100 @@ def test_a_cancelled_job_retried_runs_to_the_end(client: httpx.Client) -> None:
     job = wait_job(client, job_id)
     assert job["status"] == "succeeded", job
     assert [s["status"] for s in job["steps"]] == ["succeeded", "succeeded"]
+
+
+@pytest.fixture
+def operator_env(stack: Stack, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """The CLI's settings pointed at the stack's broker and store, as an operator's would be."""
+    for name in ("REDIS_URL", "DATABASE_URL", "WORKER_HEARTBEAT_SECONDS", "WORKER_LOST_AFTER"):
+        monkeypatch.setenv(name, stack.env[name])
+    get_settings.cache_clear()
+    yield
+    get_settings.cache_clear()
+
+
+def cli(*args: str) -> object:
+    result = CliRunner().invoke(app, list(args))
+    assert result.exit_code == 0, result.output
+    return json.loads(result.output)
+
+
+def _tools_queue(views: object) -> dict[str, float]:
+    assert isinstance(views, list)
+    return next(v for v in views if v["pool"] == "tools")
+
+
+def _echo(client: httpx.Client, n: int) -> str:
+    job_id: str = client.post("/v1/jobs", json={"intent": "debug.echo", "inputs": {
+        "n": n, "t": time.time_ns()}}).json()["job_id"]
+    return job_id
+
+
+def test_queues_show_a_growing_depth_while_workers_are_stopped(
+        stack: Stack, client: httpx.Client, operator_env: None) -> None:
+    # Given the tools worker stopped (SIGSTOP: it takes nothing more from its queue)
+    worker = stack.workers["tools"]
+    worker.kill(signal.SIGSTOP)
+    try:
+        # When jobs are submitted, then more
+        first = [_echo(client, n) for n in range(2)]
+        before = _tools_queue(cli("queues", "--json"))
+        more = [_echo(client, n) for n in range(2, 5)]
+        time.sleep(0.2)  # so the oldest message has visibly aged
+        after = _tools_queue(cli("queues", "--json"))
+        metrics = stack.metrics()
+    finally:
+        worker.kill(signal.SIGCONT)
+    # Then the depth grew by what was sent, and the oldest message has an age
+    assert after["depth"] == before["depth"] + 3, (before, after)
+    assert after["oldest_age_seconds"] > 0.2 and after["live_workers"] >= 1
+    age = re.search(r'orchestrator_queue_oldest_age_seconds\{pool="tools"\} (\S+)', metrics)
+    assert age and float(age.group(1)) > 0.2
+    # And once the worker runs again, every job ends
+    assert all(wait_job(client, job_id)["status"] == "succeeded" for job_id in first + more)
+
+
+def test_the_jobs_commands_show_and_retry_and_workers_name_the_runner(
+        stack: Stack, operator_env: None) -> None:
+    key = stack.new_key()
+    api = ("--url", stack.url, "--api-key", key)
+    with stack.client(key) as client:
+        job_id = client.post("/v1/jobs", json={"intent": "debug.chain", "inputs": {
+            "steps": 2, "fail_step": 2}}).json()["job_id"]
+        assert wait_job(client, job_id)["status"] == "failed"
+    # The job's steps name their workers; the list has the job
+    shown = cli("jobs", "show", job_id, "--json", *api)
+    assert isinstance(shown, dict)
+    worker = shown["steps"][0]["worker"]
+    assert worker and [s["status"] for s in shown["steps"]] == ["succeeded", "failed"]
+    listed = cli("jobs", "list", "--json", *api)
+    assert isinstance(listed, list) and [j["job_id"] for j in listed] == [job_id]
+    # Retrying it from the CLI runs it to success
+    retried = cli("jobs", "retry", job_id, "--json", *api)
+    assert isinstance(retried, dict) and retried["status"] in ("queued", "running", "succeeded")
+    with stack.client(key) as client:
+        assert wait_job(client, job_id)["status"] == "succeeded"
+    again = CliRunner().invoke(app, ["jobs", "retry", job_id, *api])
+    assert again.exit_code == 1 and "only a failed or cancelled job" in again.output
+    # The worker that ran the step is live, consuming the tools pool
+    workers = cli("workers", "--json")
+    assert isinstance(workers, list)
+    assert "tools" in next(w for w in workers if w["worker"] == worker)["pools"]
+
+
+def test_metrics_count_step_durations_job_latency_and_deliveries(
+        stack: Stack, client: httpx.Client) -> None:
+    with serve(reply(200)) as hook:
+        job_id = client.post("/v1/jobs", json={"intent": "debug.chain", "inputs": {"steps": 2},
+                                               "callback_url": hook.url}).json()["job_id"]
+        wait_job(client, job_id)
+        _deliveries(client, job_id, 1)
+    metrics = stack.metrics()
+    for family, intent in (("orchestrator_step_duration_seconds", "debug.chain.link"),
+                           ("orchestrator_job_latency_seconds", "debug.chain")):
+        count = re.search(rf'{family}_count\{{intent="{re.escape(intent)}"\}} (\S+)', metrics)
+        assert count and float(count.group(1)) >= 1, family
+        assert f'{family}_bucket{{intent="{intent}",le="+Inf"}}' in metrics
+    delivered = re.search(r'orchestrator_callback_deliveries_total\{outcome="succeeded"\} (\S+)',
+                          metrics)
+    assert delivered and float(delivered.group(1)) >= 1
