@@ -9,6 +9,7 @@ from typing import Any
 
 from celery.signals import (
     task_received,
+    worker_init,
     worker_process_init,
     worker_process_shutdown,
     worker_ready,
@@ -18,6 +19,8 @@ from celery.worker import state
 from celery.worker.control import control_command
 
 from core.models import PoolName
+from core.settings import get_settings
+from core.telemetry import start_tracing, stop_tracing
 from tasks import mcp
 from tasks.engine import heartbeat
 from tasks.engine.cancellation import UNREVOKE
@@ -25,6 +28,14 @@ from tasks.engine.pools import POOLS
 from tasks.engine.resources import close_resources, open_resources, resources
 
 _background: list[threading.Event] = []
+_tracing: list[Any] = []
+
+
+@worker_init.connect
+def _trace(**_: Any) -> None:
+    """Trace steps when OTEL_EXPORTER_OTLP_ENDPOINT is set (before the pool forks: a prefork
+    child's span exporter restarts itself after the fork)."""
+    _tracing.append(start_tracing(get_settings().telemetry, "worker"))
 
 
 @worker_process_init.connect
@@ -58,6 +69,8 @@ def _start_background(sender: Any, **_: Any) -> None:
 def _stop_background(**_: Any) -> None:
     for stop in _background:
         stop.set()
+    for provider in _tracing:
+        stop_tracing(provider)
     holdings = resources().holdings
     if holdings is not None:
         holdings.clear()
