@@ -57,9 +57,9 @@ def spans(collector: Server) -> list[Span]:
 def test_one_trace_covers_the_api_the_step_and_its_upstream_call(traced: Traced) -> None:
     with serve(reply(200)) as upstream, traced.stack.client() as client:
         # Given a job whose step calls an upstream
-        job = client.post("/v1/jobs", json={"intent": "debug.http", "wait": True, "inputs": {
+        job = client.post("/v1/jobs", json={"intent": "debug.http", "inputs": {
             "url": f"{upstream.url}/hook", "body": {"n": 1}}}).json()
-        assert job["status"] == "succeeded", job
+        assert wait_job(client, job["job_id"])["status"] == "succeeded"
         # Then the upstream got the trace in traceparent
         trace_id = upstream.received[0].headers["traceparent"].split("-")[1]
     # And the collector gets the API's request, the step and the upstream call in that trace
@@ -84,9 +84,9 @@ def json_lines(log: Path) -> list[dict[str, object]]:
 def test_log_lines_are_json_with_the_job_step_tenant_and_worker(traced: Traced) -> None:
     secret = uuid.uuid4().hex
     with traced.stack.client() as client:
-        job = client.post("/v1/jobs", json={"intent": "debug.echo", "wait": True,
-                                            "inputs": {"secret": secret}}).json()
-        wait_job(client, job["job_id"])
+        accepted = client.post("/v1/jobs", json={"intent": "debug.echo",
+                                                 "inputs": {"secret": secret}}).json()
+        job = wait_job(client, accepted["job_id"])
     log = traced.stack.logs / "all.log"
     deadline = time.monotonic() + 10
     while not any(line.get("job_id") == job["job_id"] for line in json_lines(log)):
