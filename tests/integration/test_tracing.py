@@ -100,5 +100,7 @@ def test_log_lines_are_json_with_the_job_step_tenant_and_worker(traced: Traced) 
         "worker"] for line in ours), ours
     # No payload reaches a log line
     assert secret not in text
-    api = (traced.stack.logs / "api.log").read_text()
-    assert api.strip() and all(json.loads(line) for line in api.splitlines() if line.strip())
+    for process in ("api", "sweeper"):
+        text = (traced.stack.logs / f"{process}.log").read_text()
+        assert text.strip() and all(json.loads(line) for line in text.splitlines()
+                                    if line.strip()), text[-2000:]
