@@ -34,7 +34,10 @@ def publish(client: redis.Redis, events: list[LiveEvent]) -> None:
     if not events:
         return
     try:
-        client.publish(CHANNEL, json.dumps(events, default=str))
-        observe(client, events)
+        # One round trip: the announcement and the figures it carries.
+        pipe = client.pipeline(transaction=False)
+        pipe.publish(CHANNEL, json.dumps(events, default=str))
+        observe(pipe, events)
+        pipe.execute()
     except redis.RedisError as exc:
         log.warning("could not publish %d live events: %s", len(events), exc)

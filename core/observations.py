@@ -49,9 +49,9 @@ def _observe(pipe: Any, key: str, intent: str, seconds: float) -> None:
     pipe.hincrbyfloat(key, f"{label}{SEP}sum", seconds)
 
 
-def observe(client: redis.Redis, events: list[dict[str, Any]]) -> None:
-    """Count the figures these committed events carry (a Redis error is the caller's)."""
-    pipe = client.pipeline(transaction=False)
+def observe(pipe: Any, events: list[dict[str, Any]]) -> None:
+    """Add to `pipe` (a Redis pipeline the caller executes) the counts of the figures these
+    committed events carry."""
     for event in events:
         kind, data = event["type"], event["data"]
         if kind in STEP_ENDS and data.get("duration_ms") is not None:
@@ -60,8 +60,6 @@ def observe(client: redis.Redis, events: list[dict[str, Any]]) -> None:
             _observe(pipe, JOBS, data["intent"], data["latency_ms"] / 1000)
         elif kind in DELIVERY_OUTCOMES:
             pipe.hincrby(DELIVERIES, DELIVERY_OUTCOMES[kind], 1)
-    if len(pipe):
-        pipe.execute()
 
 
 @dataclass
