@@ -66,7 +66,7 @@ def test_providers_add_intents_per_tenant() -> None:
 def test_chain_plans_one_step_per_link() -> None:
     planned = service.plan(request("debug.chain", {"steps": 4, "delay": 0.5}), exposed=["*"])
     inputs, steps = planned.inputs, planned.steps
-    assert inputs == {"steps": 4, "delay": 0.5, "count": False}
+    assert inputs == {"steps": 4, "delay": 0.5, "count": False, "fail_step": 0}
     assert [s.inputs["step"] for s in steps] == [1, 2, 3, 4]
     assert {(s.intent, s.pool) for s in steps} == {("debug.chain.link", "tools")}
 
