@@ -5,7 +5,7 @@ from collections import defaultdict
 from collections.abc import Iterator
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
+from prometheus_client import CollectorRegistry, Gauge, generate_latest
 from prometheus_client.core import (
     CounterMetricFamily,
     GaugeMetricFamily,
@@ -28,8 +28,6 @@ from tasks.engine import heartbeat, slots
 from tasks.engine.pools import POOLS
 
 REGISTRY = CollectorRegistry()
-JOBS_SUBMITTED = Counter("orchestrator_jobs_submitted_total", "Jobs accepted by the API.",
-                         ["intent"], registry=REGISTRY)
 JOBS = Gauge("orchestrator_jobs", "Jobs in the store by status.", ["status"], registry=REGISTRY)
 QUEUE_DEPTH = Gauge("orchestrator_queue_depth", "Messages waiting in a pool's queue.", ["pool"],
                     registry=REGISTRY)
@@ -131,8 +129,8 @@ def slot_usage(state: AppState) -> dict[str, tuple[int, int]]:
 
 
 class WorkerFigures(Collector):
-    """Step durations, job latencies and callback outcomes, as every process counted them
-    into Redis (`core.observations`)."""
+    """Step durations, job latencies, jobs queued and callback outcomes, as every process
+    counted them into Redis (`core.observations`)."""
 
     def __init__(self, client: Any) -> None:
         self.client = client
@@ -147,6 +145,11 @@ class WorkerFigures(Collector):
             for intent, found in sorted(observations.histograms(self.client, key).items()):
                 family.add_metric([intent], found.cumulative(), found.sum)
             yield family
+        queued = CounterMetricFamily("orchestrator_jobs_submitted", "Jobs accepted and queued.",
+                                     labels=["intent"])
+        for intent, count in sorted(observations.submitted(self.client).items()):
+            queued.add_metric([intent], count)
+        yield queued
         outcomes = CounterMetricFamily("orchestrator_callback_deliveries",
                                        "Callback delivery attempts by outcome.",
                                        labels=["outcome"])

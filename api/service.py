@@ -14,7 +14,6 @@ from redis.exceptions import RedisError
 from sqlalchemy.exc import IntegrityError
 
 from adapters import netguard
-from api.metrics import JOBS_SUBMITTED
 from api.schemas import UsageReport
 from api.state import AppState
 from core import deliveries
@@ -37,7 +36,6 @@ from core.models import (
     PoolName,
     Tenant,
 )
-from core.observations import metric_intent
 from core.store import queries
 from core.store.limits import (
     Period,
@@ -287,8 +285,6 @@ def _enqueue_batch(state: AppState, created: list[tuple[Job, Handoff]]) -> None:
 
 
 def _publish_created(state: AppState, created: list[tuple[Job, Handoff]]) -> None:
-    for job, _ in created:
-        JOBS_SUBMITTED.labels(intent=metric_intent(job.intent)).inc()
     after_commit(state, Handoff([event for _, handoff in created for event in handoff.events]))
 
 
@@ -416,8 +412,6 @@ async def submit(
     job_id = new_job_id()
     with state.hub.subscribe(job_id) as queue:
         job, created = await run_in_threadpool(_store_and_enqueue, state, job_id, request)
-        if created:
-            JOBS_SUBMITTED.labels(intent=metric_intent(job.intent)).inc()
         if wait <= 0:
             return job, [], created
         if created:

@@ -2,10 +2,10 @@
 
 Every committed event passes through `core.events.publish` on its way to readers, whichever
 process committed it (a worker, the API, the sweeper); there its figures are counted into Redis
-hashes: step durations and job latencies as cumulative histogram buckets per intent, callback
-delivery outcomes as counters. The API's `/metrics` reads them at scrape time, so every API
-process exports the same totals. Intents tenants name (`tool.*`, `agent.*`) count under their
-family: labels stay bounded and carry no tenant data.
+hashes: step durations and job latencies as cumulative histogram buckets per intent, jobs
+queued per intent and callback delivery outcomes as counters. The API's `/metrics` reads them
+at scrape time, so every API process exports the same totals. Intents tenants name (`tool.*`,
+`agent.*`) count under their family: labels stay bounded and carry no tenant data.
 """
 
 import json
@@ -21,6 +21,7 @@ from core.models import TERMINAL_EVENTS, EventType
 STEPS = "orch:metrics:step_seconds"
 JOBS = "orch:metrics:job_seconds"
 DELIVERIES = "orch:metrics:deliveries"
+SUBMITTED = "orch:metrics:jobs_submitted"
 BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0,
            math.inf)
 STEP_ENDS = frozenset({EventType.step_succeeded, EventType.step_failed})
@@ -60,6 +61,8 @@ def observe(pipe: Any, events: list[dict[str, Any]]) -> None:
             _observe(pipe, JOBS, data["intent"], data["latency_ms"] / 1000)
         elif kind in DELIVERY_OUTCOMES:
             pipe.hincrby(DELIVERIES, DELIVERY_OUTCOMES[kind], 1)
+        elif kind == EventType.job_queued and data.get("intent"):
+            pipe.hincrby(SUBMITTED, metric_intent(data["intent"]), 1)
 
 
 @dataclass
@@ -92,6 +95,12 @@ def deliveries(client: redis.Redis) -> dict[str, float]:
     for raw, value in client.hgetall(DELIVERIES).items():
         counts[raw.decode() if isinstance(raw, bytes) else str(raw)] = float(value)
     return counts
+
+
+def submitted(client: redis.Redis) -> dict[str, float]:
+    """Jobs queued per intent (as a metric label)."""
+    return {(raw.decode() if isinstance(raw, bytes) else str(raw)): float(value)
+            for raw, value in client.hgetall(SUBMITTED).items()}
 
 
 # --- the oldest message's age: each message carries the time it was sent -----------------

@@ -15,8 +15,8 @@ from rich.console import Console
 
 from core.errors import ConfigError
 from core.settings import DATA_DIR, OrchestratorSettings, get_settings
-from workers.limits_cli import limits
 from workers import operators
+from workers.limits_cli import limits
 
 if TYPE_CHECKING:
     from collections.abc import Callable

@@ -6,6 +6,7 @@ import pytest
 from pydantic import BaseModel
 
 from api import service
+from core import observations
 from core.errors import IntentNotFound, InvalidRequest
 from core.models import Effect
 from core.settings import OrchestratorSettings, get_settings
@@ -142,7 +143,7 @@ def test_json_schema_errors_name_the_field(inputs: dict, field: str, message: st
     ("debug.echo", "debug.echo"), ("agent.my-secret-bot", "agent.*"),
     ("tool.acme_crm", "tool.*"), ("mcp.time.get_current_time", "mcp.time.get_current_time")])
 def test_tenant_defined_intents_count_under_their_family(intent: str, label: str) -> None:
-    assert service.metric_intent(intent) == label
+    assert observations.metric_intent(intent) == label
 
 
 @pytest.mark.parametrize(("name", "patterns", "shown"), [
