@@ -178,12 +178,15 @@ def live_workers() -> list[WorkerView]:
 
     settings = get_settings()
     client = redis.Redis.from_url(settings.broker.url)
-    views: dict[str, WorkerView] = {}
+    pools: dict[str, list[str]] = {}  # by host:pid (Celery's node name carries no start token)
     for pool in POOLS:
         for name in heartbeat.live_workers(client, pool, settings.worker.heartbeat_seconds * 3):
-            views.setdefault(_host_pid(name), WorkerView(_host_pid(name))).pools.append(pool)
+            pools.setdefault(_host_pid(name), []).append(pool)
+    views: dict[str, WorkerView] = {}
     for runner in heartbeat.live_runners(client, settings.worker.lost_after):
-        views.setdefault(runner, WorkerView(runner))
+        views[runner] = WorkerView(runner, pools.pop(runner.partition("/")[0], []))
+    for name, served in pools.items():  # a consuming process not (yet) beating as a runner
+        views.setdefault(name, WorkerView(name, served))
     db = Database(settings.database.url)
     with db.read() as session:
         for step in running_steps(session=session, started_before=0, limit=10_000):

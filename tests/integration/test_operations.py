@@ -23,9 +23,9 @@ def test_each_step_names_the_worker_that_ran_it(client: httpx.Client) -> None:
     job = client.post("/v1/jobs", json={"intent": "debug.chain", "inputs": {"steps": 2},
                                         "wait": True}).json()
     assert job["status"] == "succeeded", job
-    # Then each step names its worker as host:pid, and so do its started/succeeded events
+    # Then each step names its worker as host:pid/start, and so do its started/succeeded events
     workers = [step["worker"] for step in job["steps"]]
-    assert all(w and w.rsplit(":", 1)[1].isdigit() for w in workers), workers
+    assert all(w and re.fullmatch(r"[^:]+:\d+/[0-9a-f]{6}", w) for w in workers), workers
     events = client.get(f"/v1/jobs/{job['job_id']}/events").json()
     named = [(e["data"]["index"], e["data"]["worker"]) for e in events
              if e["type"] in ("step_started", "step_succeeded")]
