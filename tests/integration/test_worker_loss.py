@@ -3,17 +3,20 @@
 import signal
 import subprocess
 import time
+from pathlib import Path
 
 import httpx
 import redis
 from celery import Celery
+from sqlalchemy import select
 
 from core.store.ledger import begin_step, finish_step
 from core.store.submission import submit_job
-from core.store.tables import NextStep, new_job_id
+from core.store.tables import STEPS, NextStep, new_job_id, step_task_id
 from core.store.tenants import tenant_for_key
 from tasks.debug import RUNS_KEY
 from tasks.engine.chain import send_step
+from tasks.engine.heartbeat import runner_alive
 from tasks.intents import REGISTRY
 from tests.integration.conftest import LOST_AFTER, VISIBILITY_TIMEOUT, Stack, wait_job
 
@@ -23,14 +26,19 @@ def children(pid: int) -> list[int]:
     return [int(p) for p in out.split()]
 
 
-def replace_killed_tools_worker(stack: Stack) -> None:
-    """SIGKILL the tools worker (and any children), then start a new one."""
+def kill_tools_worker(stack: Stack) -> None:
+    """SIGKILL the tools worker (and any children)."""
     worker = stack.workers["tools"]
     orphans = children(worker.pid)
     worker.kill(signal.SIGKILL)
     for pid in orphans:
         subprocess.run(["kill", "-9", str(pid)])
     worker.stop()
+
+
+def replace_killed_tools_worker(stack: Stack) -> None:
+    """SIGKILL the tools worker (and any children), then start a new one."""
+    kill_tools_worker(stack)
     stack.start_worker("tools", ["tools"])
 
 
@@ -124,6 +132,73 @@ def test_a_duplicate_delivery_of_a_running_step_never_runs_it(
     # Then the step ran once: both verdicts were "skip" or "done", never "run"
     assert job["status"] == "succeeded" and job["steps"][0]["attempts"] == 1
     assert runs(stack, job_id, 0) == 1
+
+
+def runner_of(stack: Stack, job_id: str, index: int) -> str:
+    with stack.db.read() as session:
+        runner = session.execute(select(STEPS.c.runner).where(
+            STEPS.c.job_id == job_id, STEPS.c.index == index)).scalar_one()
+    return str(runner or "")
+
+
+def send_to_other_process(stack: Stack, job_id: str, index: int) -> None:
+    """Deliver the step's message again through the flow queue: the `others` worker, an OS
+    process apart from the tools worker, takes it (the ledger, not the queue, says what runs)."""
+    send_step(celery_app_for(stack), NextStep(job_id, index, "debug.chain.link", "flow"))
+
+
+def wait_logged(log: Path, text: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while text not in log.read_text():
+        assert time.monotonic() < deadline, f"{text} never in {log}"
+        time.sleep(0.05)
+
+
+def test_a_duplicate_in_another_live_process_never_runs_the_step(
+        stack: Stack, client: httpx.Client) -> None:
+    # Given a step running on the tools worker that counts its runs
+    job_id = client.post("/v1/jobs", json={"intent": "debug.chain", "inputs": {
+        "steps": 1, "delay": 2.0, "count": True}}).json()["job_id"]
+    wait_running(client, job_id)
+    tools = stack.workers["tools"].pid
+    assert runner_of(stack, job_id, 0).endswith(f":{tools}")
+    # When its message is delivered again to another live process while it runs
+    send_to_other_process(stack, job_id, 0)
+    wait_logged(stack.logs / "others.log", f"[{step_task_id(job_id, 0)}] received")
+    job = wait_job(client, job_id)
+    # Then only the tools worker ran it: the other process judged its runner alive and skipped
+    assert job["status"] == "succeeded" and job["steps"][0]["attempts"] == 1
+    assert runs(stack, job_id, 0) == 1 and runner_of(stack, job_id, 0).endswith(f":{tools}")
+
+
+def test_a_duplicate_in_another_process_of_a_dead_runners_step_runs_it_once(
+        stack: Stack, client: httpx.Client) -> None:
+    # Given no sweeper (its resend would clear the runner: only the liveness check is tested),
+    # and a step running on the tools worker, which is then SIGKILLed (not replaced yet)
+    assert stack.sweeper is not None
+    stack.sweeper.stop()
+    job_id = client.post("/v1/jobs", json={"intent": "debug.chain", "inputs": {
+        "steps": 1, "delay": 2.0, "count": True}}).json()["job_id"]
+    wait_running(client, job_id)
+    dead = runner_of(stack, job_id, 0)
+    broker = redis.Redis.from_url(stack.env["REDIS_URL"])
+    kill_tools_worker(stack)
+    try:
+        deadline = time.monotonic() + LOST_AFTER + 20
+        while runner_alive(broker, dead, LOST_AFTER):
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        # When its message is delivered again to another process once the runner is dead
+        send_to_other_process(stack, job_id, 0)
+        job = wait_job(client, job_id, timeout=30)
+    finally:
+        stack.start_worker("tools", ["tools"])
+        stack.start_sweeper()
+    # Then that process took it over and ran it, once: 2 runs in all, one before the kill
+    assert job["status"] == "succeeded" and job["steps"][0]["attempts"] == 2
+    assert runner_of(stack, job_id, 0).endswith(f":{stack.workers['others'].pid}")
+    assert runs(stack, job_id, 0) == 2
+    stack.wait_ready()
 
 
 def celery_app_for(stack: Stack) -> Celery:
