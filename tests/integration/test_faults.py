@@ -28,6 +28,7 @@ from tests.integration.test_worker_loss import store_job
 
 pytestmark = pytest.mark.faults
 
+BURST = 30
 CALLBACK_BUDGET = [1.0, 1.0, 1.0, 1.0, 1.0]  # seconds between attempts: 5 s of retries
 
 
@@ -131,13 +132,13 @@ def test_the_api_sigkilled_three_times_during_bursts_loses_no_accepted_job(
         faults_stack: Stack) -> None:
     key = faults_stack.new_key()
     burst = Burst(faults_stack, key)
-    # Given clients submitting 3 bursts of 40 jobs, retrying with their Idempotency-Key
+    # Given clients submitting 3 bursts of 30 jobs, retrying with their Idempotency-Key
     with ThreadPoolExecutor(max_workers=8) as pool:
         for round_ in range(3):
             before = len(burst.accepted)
-            futures = [pool.submit(burst.submit, round_ * 40 + n) for n in range(40)]
+            futures = [pool.submit(burst.submit, round_ * BURST + n) for n in range(BURST)]
             # When the API is SIGKILLed in the middle of each burst, and started again
-            while len(burst.accepted) < before + 10:
+            while len(burst.accepted) < before + 5:
                 time.sleep(0.02)
             kill_api(faults_stack)
             for future in futures:
@@ -145,8 +146,8 @@ def test_the_api_sigkilled_three_times_during_bursts_loses_no_accepted_job(
     faults_stack.wait_ready(timeout=60)
     # Then every key is one job: asked again, the API answers the same job
     with faults_stack.client(key) as client:
-        assert len(set(burst.accepted.values())) == len(burst.accepted) == 120
-        for idempotency, job_id in list(burst.accepted.items())[::10]:
+        assert len(set(burst.accepted.values())) == len(burst.accepted) == 3 * BURST
+        for idempotency, job_id in list(burst.accepted.items())[::5]:
             again = client.post("/v1/jobs", json={"intent": "debug.echo"},
                                 headers={"Idempotency-Key": idempotency})
             assert again.json()["job_id"] == job_id

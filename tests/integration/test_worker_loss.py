@@ -6,6 +6,7 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 import redis
 from celery import Celery
 from sqlalchemy import select
@@ -62,6 +63,7 @@ def runs(stack: Stack, job_id: str, index: int) -> int:
     return int(client.get(RUNS_KEY.format(job_id=job_id, index=index)) or 0)
 
 
+@pytest.mark.faults
 def test_a_hundred_jobs_survive_a_killed_worker_and_no_finished_step_runs_again(
         stack: Stack, client: httpx.Client) -> None:
     # Given 100 short two-step jobs in flight whose steps count their own runs
@@ -154,6 +156,7 @@ def wait_logged(log: Path, text: str, timeout: float = 30) -> None:
         time.sleep(0.05)
 
 
+@pytest.mark.faults
 def test_a_duplicate_in_another_live_process_never_runs_the_step(
         stack: Stack, client: httpx.Client) -> None:
     # Given a step running on the tools worker that counts its runs
@@ -171,6 +174,7 @@ def test_a_duplicate_in_another_live_process_never_runs_the_step(
     assert runs(stack, job_id, 0) == 1 and runner_of(stack, job_id, 0).endswith(f":{tools}")
 
 
+@pytest.mark.faults
 def test_a_duplicate_in_another_process_of_a_dead_runners_step_runs_it_once(
         stack: Stack, client: httpx.Client) -> None:
     # Given no sweeper (its resend would clear the runner: only the liveness check is tested),
