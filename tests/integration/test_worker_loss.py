@@ -73,13 +73,14 @@ def test_a_hundred_jobs_survive_a_killed_worker_and_no_finished_step_runs_again(
     time.sleep(0.5)
     # When the tools worker is SIGKILLed mid-run and a new one starts
     replace_killed_tools_worker(stack)
-    # Then all 100 end, and every step ran exactly as often as the ledger let it start: a
-    # finished step that ran again would have run more often than it was started
+    # Then all 100 end, and no step ran more often than the ledger let it start: a finished
+    # step that ran again would have run more often than it was started (one started and
+    # killed before its handler counted itself ran less often)
     jobs = [wait_job(client, job_id, timeout=VISIBILITY_TIMEOUT + 60) for job_id in ids]
     assert {j["status"] for j in jobs} == {"succeeded"}
     for job in jobs:
         for step in job["steps"]:
-            assert runs(stack, job["job_id"], step["index"]) == step["attempts"], job
+            assert 1 <= runs(stack, job["job_id"], step["index"]) <= step["attempts"], job
     stack.wait_ready()
 
 
