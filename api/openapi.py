@@ -15,7 +15,8 @@ from api.schemas import ErrorBody
 Responses = dict[int | str, dict[str, Any]]
 
 WHY = {
-    400: "The body could not be parsed (not UTF-8, or nested too deep to read).",
+    400: "The body could not be parsed (not UTF-8, or nested too deep to read), or the URL "
+         "holds NUL (`%00`).",
     401: "No API key, or an unknown or revoked one (`Authorization: Bearer <key>`).",
     403: "The API key is valid but may not do this.",
     404: "No such resource for this tenant.",
@@ -114,6 +115,17 @@ def _state_the_json_rule(document: dict[str, Any]) -> None:
             visit(content.get("application/json", {}).get("schema"))
 
 
+def _state_the_url_rule(document: dict[str, Any]) -> None:
+    """Say in each path and query parameter's schema that it holds no NUL (`NoNulInUrl`)."""
+    for item in document["paths"].values():
+        for operation in item.values():
+            for parameter in operation.get("parameters", []):
+                schema = parameter["schema"]
+                if parameter["in"] in ("path", "query") and schema.get("type") == "string" \
+                        and not {"enum", "const", "format", "pattern"} & set(schema):
+                    schema["pattern"] = TEXT
+
+
 def install(app: FastAPI) -> None:
     """Serve the document built once, with only the error answers each route declares."""
     def openapi() -> dict[str, Any]:
@@ -124,6 +136,7 @@ def install(app: FastAPI) -> None:
             _drop_default_422(document)
             _absent_not_null(document)
             _state_the_json_rule(document)
+            _state_the_url_rule(document)
             app.openapi_schema = document
         return app.openapi_schema
 

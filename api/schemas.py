@@ -483,6 +483,17 @@ class MessagePublic(BaseModel):
     created_at: datetime
 
 
+class SessionPublic(BaseModel):
+    """A chat session: its id, who and what memory it is about, when it was last used."""
+
+    id: str
+    twin_id: str | None = None
+    user_id: str | None = None
+    namespace: str | None = None
+    created_at: datetime
+    updated_at: datetime
+
+
 class SessionMessages(BaseModel):
     """A session and its messages, oldest first."""
 

@@ -182,7 +182,8 @@ class JobStep(SQLModel, table=True):
     output: Any = _json()
     error: str | None = None
     runner: str | None = Field(default=None, max_length=200,
-                               description="The worker process running it (host:pid).")
+                               description="The worker process running it (host:pid/start; "
+                               "`start` is new at each process start).")
     reason: str | None = Field(default=None, description="Why it is held or waiting.")
     token_hash: str | None = Field(default=None, max_length=64, index=True,
                                    description="SHA-256 of its approval or resume token.")

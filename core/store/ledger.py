@@ -158,7 +158,7 @@ def _output_of(session: Session, job_id: str, before: int) -> Callable[[int], An
 def begin_step(*, session: Session, job_id: str, index: int, runner: str, max_deliveries: int,
                retries: int = 0, is_live: Callable[[str], bool] = lambda _: False,
                literal: Callable[[str, str], bool] = lambda _i, _t: False) -> StepStart:
-    """Record that `runner` (host:pid) took a step; say whether to run it, and with what.
+    """Record that `runner` (host:pid/start) took a step; say whether to run it, and with what.
 
     A step running on a live runner is a duplicate delivery (skipped); one whose runner died is
     taken over. `retries` is the Celery retry number of this message: each retry is a new

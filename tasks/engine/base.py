@@ -30,7 +30,7 @@ from core import refs
 from core.errors import IntentNotFound, InvalidRequest, NotFound, UpstreamUnavailable
 from core.events import publish
 from core.models import EventType
-from core.storable import NotStorable, storable
+from core.storable import REPLACEMENT, NotStorable, storable
 from core.store.events import append_events
 from core.store.ledger import StepStart, StepVerdict, begin_step, fail_step, finish_step, retry_step
 from core.store.tables import Handoff, NewStep, new_token
@@ -161,14 +161,17 @@ class StepTask(Task):  # type: ignore[misc]
                                                              index=index, error=error))
 
     def _storable(self, rt: Resources, job_id: str, index: int, output: Any) -> Any:
-        """The output as the store can hold it; non-finite numbers become null, said in an event."""
+        """The output as the store can hold it; what was replaced is said in an event."""
         output, replaced = storable(output)
-        if replaced:
-            log.warning("step %s/%d: non-finite numbers in its output became null at %s",
-                        job_id, index, ", ".join(replaced))
-            self._emit(rt, job_id, EventType.step_output_replaced, {
-                "index": index, "paths": replaced, "value": None,
-                "reason": "NaN and Infinity are not JSON"})
+        for paths, value, reason in (
+                (replaced.numbers, None, "NaN and Infinity are not JSON"),
+                (replaced.text, REPLACEMENT, "NUL and lone surrogates cannot be stored as text")):
+            if paths:
+                # The paths go to the tenant's event only: keys are the tenant's payload.
+                log.warning("step %s/%d: %d value(s) of its output replaced (%s)",
+                            job_id, index, len(paths), reason)
+                self._emit(rt, job_id, EventType.step_output_replaced, {
+                    "index": index, "paths": paths, "value": value, "reason": reason})
         return output
 
     def _hold(self, rt: Resources, job_id: str, index: int, inputs: dict[str, Any],

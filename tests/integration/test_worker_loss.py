@@ -19,6 +19,7 @@ from tasks.debug import RUNS_KEY
 from tasks.engine.chain import send_step
 from tasks.engine.heartbeat import runner_alive
 from tasks.intents import REGISTRY
+from tests import services
 from tests.integration.conftest import LOST_AFTER, VISIBILITY_TIMEOUT, Stack, wait_job
 
 
@@ -144,6 +145,11 @@ def runner_of(stack: Stack, job_id: str, index: int) -> str:
     return str(runner or "")
 
 
+def pid_of(runner: str) -> int:
+    """The process of a runner id (host:pid/start)."""
+    return int(runner.split(":")[1].split("/")[0])
+
+
 def send_to_other_process(stack: Stack, job_id: str, index: int) -> None:
     """Deliver the step's message again through the flow queue: the `others` worker, an OS
     process apart from the tools worker, takes it (the ledger, not the queue, says what runs)."""
@@ -165,14 +171,14 @@ def test_a_duplicate_in_another_live_process_never_runs_the_step(
         "steps": 1, "delay": 2.0, "count": True}}).json()["job_id"]
     wait_running(client, job_id)
     tools = stack.workers["tools"].pid
-    assert runner_of(stack, job_id, 0).endswith(f":{tools}")
+    assert pid_of(runner_of(stack, job_id, 0)) == tools
     # When its message is delivered again to another live process while it runs
     send_to_other_process(stack, job_id, 0)
     wait_logged(stack.logs / "others.log", f"[{step_task_id(job_id, 0)}] received")
     job = wait_job(client, job_id)
     # Then only the tools worker ran it: the other process judged its runner alive and skipped
     assert job["status"] == "succeeded" and job["steps"][0]["attempts"] == 1
-    assert runs(stack, job_id, 0) == 1 and runner_of(stack, job_id, 0).endswith(f":{tools}")
+    assert runs(stack, job_id, 0) == 1 and pid_of(runner_of(stack, job_id, 0)) == tools
 
 
 @pytest.mark.faults
@@ -201,7 +207,7 @@ def test_a_duplicate_in_another_process_of_a_dead_runners_step_runs_it_once(
         stack.start_sweeper()
     # Then that process took it over and ran it, once: 2 runs in all, one before the kill
     assert job["status"] == "succeeded" and job["steps"][0]["attempts"] == 2
-    assert runner_of(stack, job_id, 0).endswith(f":{stack.workers['others'].pid}")
+    assert pid_of(runner_of(stack, job_id, 0)) == stack.workers["others"].pid
     assert runs(stack, job_id, 0) == 2
     stack.wait_ready()
 
@@ -304,3 +310,52 @@ def test_steps_a_killed_worker_received_but_never_started_come_back_within_a_min
         assert len(requeued) == 1 and "before starting it" in requeued[0]["reason"], requeued
     print(f"held steps back {elapsed:.1f}s after the kill")
     stack.wait_ready()
+
+
+def start_container_worker(stack: Stack, name: str) -> services.Process:
+    """A tools worker as a container runs it: pid 1 in a PID namespace of its own, so a
+    restarted one has the same host and pid as the one before it."""
+    args = ["unshare", "--pid", "--fork", "--kill-child", str(services.BIN / "orchestrator"),
+            "worker", "--concurrency", "4", "--pool", "tools"]
+    return services.Process(args, stack.env, stack.logs / f"{name}.log")
+
+
+def wait_log(process: services.Process, text: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while text not in process.log.read_text(errors="replace"):
+        assert time.monotonic() < deadline, f"{process.log.name} never said {text!r}"
+        time.sleep(0.2)
+
+
+@pytest.mark.timeout(240)
+def test_a_step_of_a_killed_worker_comes_back_when_its_restart_has_the_same_host_and_pid(
+        stack: Stack, client: httpx.Client) -> None:
+    # Given the tools pool served only by a worker that is pid 1 in its own PID namespace,
+    # running a step
+    stack.workers.pop("tools").stop()
+    first = start_container_worker(stack, "container-1")
+    second: services.Process | None = None
+    try:
+        wait_log(first, " ready.")
+        job_id = client.post("/v1/jobs", json={"intent": "debug.sleep",
+                                               "inputs": {"seconds": 25}}).json()["job_id"]
+        wait_running(client, job_id, timeout=30)
+        # And its restart already beating, pid 1 again on the same host (a container
+        # restarted within WORKER_LOST_AFTER looks just like this)
+        second = start_container_worker(stack, "container-2")
+        wait_log(second, " ready.")
+        assert client.get(f"/v1/jobs/{job_id}").json()["status"] == "running", "too slow"
+        # When the first is SIGKILLed
+        first.kill(signal.SIGKILL)
+        killed_at = time.monotonic()
+        # Then the new process is not taken for the dead one: the step comes back long
+        # before the broker's visibility timeout, and runs to its end on the new worker
+        job = wait_job(client, job_id, timeout=VISIBILITY_TIMEOUT + 30)
+        assert job["status"] == "succeeded" and job["steps"][0]["attempts"] == 2
+        assert time.monotonic() - killed_at < LOST_AFTER + 20 + 25
+    finally:
+        for process in (first, second):
+            if process is not None:
+                process.stop()
+        stack.start_worker("tools", ["tools"])
+        stack.wait_ready()
