@@ -3,7 +3,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test lint bench clean
+.PHONY: install run test faults lint bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +24,10 @@ test: install
 	$(BIN)/lint-imports
 	$(BIN)/python -m tests.n8n
 	$(BIN)/pytest
+
+# The faults suite alone (it is part of `make test` too): processes killed, services down.
+faults: install
+	$(BIN)/pytest -m faults --durations=0
 
 lint: install
 	$(BIN)/ruff check .

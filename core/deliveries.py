@@ -16,7 +16,6 @@ from core.models import Delivery, DeliveryAttempt, DeliveryStatus, EventType, Te
 from core.vault import Vault
 
 DELIVERIES = Delivery.__table__  # type: ignore[attr-defined]
-ROTATION_OVERLAP = timedelta(hours=24)
 SECRET_PREFIX = "whsec_"
 SECRET_BYTES = 32
 
@@ -187,11 +186,12 @@ def signing_secrets(*, session: Session, tenant_id: str, vault: Vault) -> list[s
     return [vault.open(secret) for secret in secrets]
 
 
-def rotate_secret(*, session: Session, tenant_id: str, vault: Vault) -> Tenant:
-    """Make a new secret current (sealed); the old one still signs for ROTATION_OVERLAP."""
+def rotate_secret(*, session: Session, tenant_id: str, vault: Vault,
+                  overlap: timedelta) -> Tenant:
+    """Make a new secret current (sealed); the old one still signs for `overlap`."""
     tenant = session.get_one(Tenant, tenant_id, with_for_update=True)
     tenant.previous_webhook_secret = tenant.webhook_secret or None
-    tenant.previous_secret_expires_at = utcnow() + ROTATION_OVERLAP
+    tenant.previous_secret_expires_at = utcnow() + overlap
     tenant.webhook_secret = vault.seal(new_secret())
     session.add(tenant)
     return tenant

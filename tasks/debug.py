@@ -17,6 +17,7 @@ from tasks.engine.context import Cancelled, Extend, Hold, StepContext, TimeLimit
 TICK = 0.1
 RUNS_KEY = "orch:debug:runs:{job_id}:{index}"
 RUNS_TTL = 3600
+SLEPT_KEY = "orch:debug:slept:{job_id}:{index}"
 
 
 class EchoInputs(BaseModel):
@@ -29,6 +30,8 @@ class SleepInputs(BaseModel):
     """How long `debug.sleep` sleeps."""
 
     seconds: float = Field(1.0, ge=0, le=3600, description="Seconds to sleep.")
+    mark: bool = Field(False, description=f"Set {SLEPT_KEY} in Redis when the sleep reaches "
+                       "its end, to check that a cancelled one stopped before it.")
 
 
 class ChainInputs(BaseModel):
@@ -124,7 +127,11 @@ def _pause(step: StepContext, seconds: float) -> float:
 def sleep(step: StepContext) -> dict[str, Any]:
     """Sleep `seconds`; a cancel stops it."""
     assert isinstance(step.inputs, SleepInputs)
-    return {"slept": _pause(step, step.inputs.seconds)}
+    slept = _pause(step, step.inputs.seconds)
+    if step.inputs.mark:
+        key = SLEPT_KEY.format(job_id=step.job_id, index=step.index)
+        step.resources.redis.set(key, slept, ex=RUNS_TTL)
+    return {"slept": slept}
 
 
 def chain_link(step: StepContext) -> dict[str, Any]:

@@ -1,6 +1,6 @@
 """`/v1/webhook-secret`: the secret a tenant verifies its callbacks with, and its rotation."""
 
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from fastapi import APIRouter
 from pydantic import BaseModel, Field
@@ -42,8 +42,10 @@ def get_secret(state: StateDep, tenant: TenantDep) -> SecretPublic:
 @router.post("/rotate", operation_id="rotateWebhookSecret", response_model=SecretPublic,
              summary="Rotate the webhook secret", responses=errors(*KEYED, *POST))
 def rotate_secret(state: StateDep, tenant: TenantDep) -> SecretPublic:
-    """Make a new secret; for 24 h callbacks carry signatures by both the new and the old."""
+    """Make a new secret; for CALLBACK_SECRET_OVERLAP (24 h) callbacks carry signatures by both
+    the new and the old."""
+    overlap = timedelta(seconds=state.settings.callback.secret_overlap)
     with state.db.write() as session:
         return _public(deliveries.rotate_secret(session=session, tenant_id=tenant,
-                                                vault=state.vault),
+                                                vault=state.vault, overlap=overlap),
                        state.vault)

@@ -36,9 +36,9 @@ class _Quiet(ThreadingHTTPServer):
 
 
 @contextmanager
-def serve(answer: Answer, tls: ssl.SSLContext | None = None) -> Iterator[Server]:
-    """Serve on 127.0.0.1 (a free port) and let `answer` write every response."""
-    server = _Quiet(("127.0.0.1", 0), _handler(answer))
+def serve(answer: Answer, tls: ssl.SSLContext | None = None, port: int = 0) -> Iterator[Server]:
+    """Serve on 127.0.0.1 (`port`, or a free one) and let `answer` write every response."""
+    server = _Quiet(("127.0.0.1", port), _handler(answer))
     port = server.server_address[1]
     state = Server(url=f"{'https' if tls else 'http'}://127.0.0.1:{port}", port=port)
     server.state = state  # type: ignore[attr-defined]

@@ -9,6 +9,7 @@ import httpx
 import redis
 
 from core.events import CHANNEL
+from tasks.debug import SLEPT_KEY
 from tests.integration.conftest import Stack, wait_job
 
 
@@ -200,15 +201,21 @@ def test_cancel_stops_the_running_step_and_the_rest(client: httpx.Client) -> Non
     assert again.status_code == 409 and "already cancelled" in again.json()["error"]
 
 
-def test_a_cancelled_sleep_really_stops(client: httpx.Client) -> None:
-    # Given a running sleep of 1.5 s
-    job_id = client.post("/v1/jobs", json={"intent": "debug.sleep",
-                                           "inputs": {"seconds": 1.5}}).json()["job_id"]
+def test_a_cancelled_sleep_really_stops(stack: Stack, client: httpx.Client) -> None:
+    # Given two running sleeps of 1.5 s that mark their natural end in Redis
+    sleep = {"intent": "debug.sleep", "inputs": {"seconds": 1.5, "mark": True}}
+    job_id = client.post("/v1/jobs", json=sleep).json()["job_id"]
     read_until(client, job_id, "step_started")
-    # When it is cancelled, and its natural end has passed
+    control = client.post("/v1/jobs", json=sleep,
+                          headers={"Idempotency-Key": unique()}).json()["job_id"]
+    # When the first is cancelled, and the second (started after it) has reached its end
     client.post(f"/v1/jobs/{job_id}/cancel")
-    time.sleep(2.5)
-    # Then it never succeeded: the step stopped, and nothing was recorded after the cancel
+    assert wait_job(client, control)["status"] == "succeeded"
+    # Then the cancelled one never reached its end: its handler stopped early
+    broker = redis.Redis.from_url(stack.env["REDIS_URL"])
+    assert broker.get(SLEPT_KEY.format(job_id=control, index=0)) is not None
+    assert broker.get(SLEPT_KEY.format(job_id=job_id, index=0)) is None
+    # And nothing was recorded after the cancel
     job = client.get(f"/v1/jobs/{job_id}").json()
     events = [e["type"] for e in client.get(f"/v1/jobs/{job_id}/events").json()]
     assert job["status"] == "cancelled" and job["steps"][0]["status"] == "cancelled"

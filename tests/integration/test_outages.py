@@ -4,26 +4,30 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
+import pytest
 
 from tests import services
 from tests.integration import receiver
 from tests.integration.conftest import Stack, wait_job
 
-OUTAGE_SECONDS = 15
+OUTAGE_SECONDS = 6  # two of the worker's reconnect tries (kombu waits 2, then 4 s)
+STEP_SECONDS = OUTAGE_SECONDS + 8  # all 50 running before the outage, ending after it
 
 
+@pytest.mark.faults
 def test_a_broker_restart_during_fifty_running_steps_fails_none(
         stack: Stack, client: httpx.Client, broker: services.BrokerServer) -> None:
-    # Given 50 debug.sleep steps running (they check the cancel flag in Redis as they sleep)
+    # Given 50 debug.sleep steps running (they check the cancel flag in Redis as they sleep),
+    # long enough to end only after the outage
     with ThreadPoolExecutor(max_workers=8) as pool:
         ids = list(pool.map(lambda i: client.post("/v1/jobs", json={
-            "intent": "debug.sleep", "inputs": {"seconds": 18 + i / 1000}}).json()["job_id"],
-            range(50)))
+            "intent": "debug.sleep", "inputs": {"seconds": STEP_SECONDS + i / 1000}}
+        ).json()["job_id"], range(50)))
     deadline = time.monotonic() + 20
     while sum(client.get(f"/v1/jobs/{i}").json()["status"] == "running" for i in ids) < 50:
         assert time.monotonic() < deadline, "the steps did not all start"
         time.sleep(0.2)
-    # When the broker is down for 15 s and comes back empty (no persistence)
+    # When the broker is down for 6 s and comes back empty (no persistence)
     broker.stop()
     time.sleep(OUTAGE_SECONDS)
     broker.start()

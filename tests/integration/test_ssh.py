@@ -79,10 +79,12 @@ def test_a_peek_command_runs_and_returns_its_output_and_exit_status(
     ("ls > /tmp/out", "shell metacharacters"),
     ("rm -rf /tmp/x", "'rm' is not a read-only command"),
     ("cat /etc/shadow", "not an allowed path"),
+    ("cat /etc/hostname2", "not an allowed path"),
+    ("tail /var/logs/secret", "not an allowed path"),
     ("tail -f /var/log/syslog", "'-f' is not an allowed option"),
     ("journalctl -f", "journalctl needs --no-pager and -n N"),
-], ids=["chained", "pipe", "substitution", "redirect", "not-listed", "path", "follow",
-        "journal-follow"])
+], ids=["chained", "pipe", "substitution", "redirect", "not-listed", "path", "sibling-file",
+        "sibling-folder", "follow", "journal-follow"])
 def test_a_command_off_the_allowlist_is_refused_before_connecting(
         granted: httpx.Client, command: str, why: str) -> None:
     # When a peek asks for something that is not read-only

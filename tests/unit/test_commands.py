@@ -62,3 +62,23 @@ def test_anything_else_is_refused_with_the_reason(command: str, why: str) -> Non
 ], ids=lambda value: str(value))
 def test_dangerous_patterns(command: str, held: bool) -> None:
     assert bool(dangerous(command, DANGEROUS_PATTERNS)) is held
+
+
+@pytest.mark.parametrize("command", [
+    "cat /etc/hostname2", "cat /etc/hostname.bak", "tail /var/logs/secret",
+    "head -n 5 /var/log2/syslog", "cat /proc/loadavg_x",
+], ids=["hostname2", "hostname-bak", "logs", "log2", "loadavg-x"])
+def test_a_sibling_of_an_allowed_path_is_refused(command: str) -> None:
+    # Given the allowlist names the file /etc/hostname and the folder /var/log/
+    # Then a path that only starts with the same letters is not inside either
+    with pytest.raises(Refused, match="not an allowed path"):
+        peek_command(command, PEEK_PATHS)
+
+
+@pytest.mark.parametrize("paths", [["/etc/hostname", "/var/log"], ["/etc/hostname", "/var/log/"]],
+                         ids=["folder-without-slash", "folder-with-slash"])
+def test_a_sibling_is_refused_however_the_folder_is_written(paths: list[str]) -> None:
+    for command in ("cat /etc/hostname2", "tail /var/logs/secret", "cat /var/log-old/x"):
+        with pytest.raises(Refused, match="not an allowed path"):
+            peek_command(command, paths)
+    assert peek_command("cat /etc/hostname", paths) == "cat /etc/hostname"

@@ -1,6 +1,7 @@
 """The callback outbox: written with the terminal status, claimed once, retried on schedule."""
 
 import json
+import time
 from datetime import timedelta
 from types import SimpleNamespace
 
@@ -178,7 +179,8 @@ def test_a_lost_attempts_lease_expires_and_it_is_due_again(db: Database, tenant:
 def test_rotation_signs_with_both_secrets(db: Database, tenant: str) -> None:
     with db.write() as session:
         first = deliveries.signing_secrets(session=session, tenant_id=tenant, vault=VAULT)
-        deliveries.rotate_secret(session=session, tenant_id=tenant, vault=VAULT)
+        deliveries.rotate_secret(session=session, tenant_id=tenant, vault=VAULT,
+                                 overlap=timedelta(hours=24))
         both = deliveries.signing_secrets(session=session, tenant_id=tenant, vault=VAULT)
     assert len(first) == 1 and first[0].startswith("whsec_")
     assert len(both) == 2 and both[1] == first[0] and both[0].startswith("whsec_")
@@ -187,6 +189,23 @@ def test_rotation_signs_with_both_secrets(db: Database, tenant: str) -> None:
     with db.read() as session:
         row = session.get_one(Tenant, tenant)
     assert "whsec_" not in f"{row.webhook_secret} {row.previous_webhook_secret}"
+
+
+def test_the_previous_secret_stops_signing_when_the_overlap_ends(db: Database,
+                                                                tenant: str) -> None:
+    # Given a rotation whose overlap (CALLBACK_SECRET_OVERLAP) is 0.3 s
+    with db.write() as session:
+        [old] = deliveries.signing_secrets(session=session, tenant_id=tenant, vault=VAULT)
+        deliveries.rotate_secret(session=session, tenant_id=tenant, vault=VAULT,
+                                 overlap=timedelta(seconds=0.3))
+        [new, previous] = deliveries.signing_secrets(session=session, tenant_id=tenant,
+                                                     vault=VAULT)
+    assert previous == old
+    time.sleep(0.4)
+    # Then once it has passed, only the new secret signs
+    with db.read() as session:
+        assert deliveries.signing_secrets(session=session, tenant_id=tenant,
+                                          vault=VAULT) == [new]
 
 
 def test_a_step_ending_after_cancel_adds_no_second_callback(db: Database, tenant: str) -> None:

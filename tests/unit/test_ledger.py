@@ -65,6 +65,20 @@ def test_a_plan_that_grows_past_the_limit_fails_its_step(db: Database, tenant: s
     assert len(steps) == 1
 
 
+@pytest.mark.parametrize(("added", "ends"), [(4, "step_succeeded"), (5, "step_failed")],
+                         ids=["exactly-the-limit", "one-more"])
+def test_a_plan_may_grow_to_exactly_the_limit_and_no_further(
+        db: Database, tenant: str, added: int, ends: str) -> None:
+    # Given a planner, step 0 of 5 allowed (ORCHESTRATOR_MAX_STEPS)
+    job_id, _ = submit(db, tenant, plan=[NewStep("debug.plan", "llm", {})])
+    begin(db, job_id, 0)
+    # When it adds 4 steps (5 in all) or 5 (6 in all)
+    events = finish(db, job_id, 0, {}, extend=[echo(i=i) for i in range(added)], max_steps=5)
+    # Then the plan of exactly 5 goes on, and the one of 6 fails
+    assert events[0] == ends
+    assert len(load(db, tenant, job_id)[1]) == (5 if added == 4 else 1)
+
+
 def test_a_job_with_no_steps_ends_at_once(db: Database, tenant: str) -> None:
     job_id, created = submit(db, tenant, plan=[])
     job, steps = load(db, tenant, job_id)
@@ -262,6 +276,40 @@ def test_a_resume_that_comes_before_the_step_waits_is_kept(db: Database, tenant:
     job_id, _ = waiting_job(db, tenant, early=True)
     _, steps = load(db, tenant, job_id)
     assert steps[0].status == StepStatus.succeeded and steps[0].output == {"early": True}
+
+
+def test_a_resume_after_the_deadline_but_before_the_sweep_is_refused(
+        db: Database, tenant: str) -> None:
+    # Given a waiting step whose deadline passed, not yet expired by the sweeper
+    job_id, token = waiting_job(db, tenant, ttl=0.01)
+    time.sleep(0.05)
+    # When its resume URL is called
+    handoff, refused = resume(db, token, {"late": True})
+    # Then it is refused (the route answers 409), and the step fails as the sweeper would
+    assert refused is not None and "stopped waiting" in refused
+    assert [e["type"] for e in handoff.events] == ["step_expired", "step_failed", "job_failed"]
+    job, steps = load(db, tenant, job_id)
+    assert job.status == JobStatus.failed and steps[0].output is None
+
+
+def test_a_second_early_resume_is_refused_and_the_first_output_kept(
+        db: Database, tenant: str) -> None:
+    # Given a running step that issued its resume token, resumed once before it waits
+    job_id, _ = submit(db, tenant, plan=[NewStep("debug.wait", "flow", {})])
+    begin(db, job_id, 0)
+    token = new_token("rsm")
+    with db.write() as session:
+        issue_resume_token(session=session, job_id=job_id, index=0, token=token)
+    assert resume(db, token, {"first": 1})[1] is None
+    # When the same token comes again, still early
+    with pytest.raises(NotFound, match="used already"):
+        resume(db, token, {"second": 2})
+    # Then the step ends with the first output once it waits
+    with db.write() as session:
+        wait_step(session=session, job_id=job_id, index=0, ttl=60, reason="flow",
+                  resume_url=f"http://x/v1/resume/{token}", vault=VAULT)
+    _, steps = load(db, tenant, job_id)
+    assert steps[0].status == StepStatus.succeeded and steps[0].output == {"first": 1}
 
 
 def test_a_wait_past_its_deadline_is_expired_by_the_sweeper(db: Database, tenant: str) -> None:

@@ -75,6 +75,9 @@ def test_chain_plans_one_step_per_link() -> None:
 def test_a_static_plan_longer_than_the_limit_is_refused() -> None:
     with pytest.raises(InvalidRequest, match="more than the limit of 3"):
         service.plan(request("debug.chain", {"steps": 4}), exposed=["*"], max_steps=3)
+    # And a plan of exactly the limit is allowed
+    planned = service.plan(request("debug.chain", {"steps": 3}), exposed=["*"], max_steps=3)
+    assert len(planned.steps) == 3
 
 
 def test_a_dangerous_intent_says_why_it_is_held() -> None:

@@ -20,6 +20,13 @@ def test_the_app_is_json_only_with_late_acks() -> None:
     assert conf.task_ignore_result
 
 
+def test_a_worker_reconnects_to_the_broker_without_a_limit() -> None:
+    # Celery's default (100 tries, kombu waiting up to 30 s between) ends a worker after ~46
+    # minutes of broker outage; the faults suite's outages are short, so the limit is read here
+    assert celery_app.conf.broker_connection_max_retries is None
+    assert celery_app.conf.broker_connection_retry_on_startup is True
+
+
 def test_tasks_route_to_their_modules_pool() -> None:
     route = celery_app.amqp.router.route({}, "tasks.tools.step")
     assert route["queue"].name == "tools"
