@@ -657,6 +657,8 @@ def test_an_agent_is_registered_from_the_form_its_health_shown_and_deleted(
         row = page.locator("li[data-agent='helper']")
         expect(row.locator(".health")).to_have_text("healthy")
         expect(page.locator("tr[data-intent='agent.helper']")).to_be_visible()
+        with sqlite_stack.client() as stranger:  # another tenant has no such agent
+            assert stranger.get("/v1/agents/helper/health").status_code == 404
     # Its server gone, the page shows it unhealthy
     page.reload()
     expect(row.locator(".health")).to_contain_text("unhealthy")
