@@ -468,10 +468,12 @@ def test_the_approve_flow_by_keyboard_on_the_inbox_and_job_page(
         expect(page.locator(f"article.pending[data-job='{first}']")).to_have_count(0)
         assert wait_job(client, first, timeout=60)["status"] == "succeeded"
         assert not first_dir.exists()
-        # Open the second's job page with Enter on its link, approve it there with Space
+        # The focus stays on the list (not the page's top): the next Tab is the second's link
         expect(page.locator("article.pending")).to_have_count(1)
-        page.locator("body").focus()
-        tab_to(page, f"article.pending a[href='/console/jobs/{second}']")
+        expect(page.locator("div.cards")).to_be_focused()
+        page.keyboard.press("Tab")
+        expect(page.locator(f"article.pending a[href='/console/jobs/{second}']")).to_be_focused()
+        # Open the second's job page with Enter on its link, approve it there with Space
         page.keyboard.press("Enter")
         expect(page.get_by_role("heading", name=f"Job {second}")).to_be_visible()
         expect(page.locator(f"article.pending[data-job='{second}']")).to_be_visible()
