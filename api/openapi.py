@@ -18,6 +18,7 @@ WHY = {
     400: "The body could not be parsed (not UTF-8, or nested too deep to read), or the URL "
          "holds NUL (`%00`).",
     401: "No API key, or an unknown or revoked one (`Authorization: Bearer <key>`).",
+    402: "The tenant's model budget for the day or month is spent (prompts and chat only).",
     403: "The API key is valid but may not do this.",
     404: "No such resource for this tenant.",
     409: "The resource's current state does not allow this.",

@@ -78,11 +78,13 @@ class EventType(StrEnum):
     job_failed = "job_failed"
     job_cancelled = "job_cancelled"
     job_requeued = "job_requeued"
+    job_retried = "job_retried"
     step_started = "step_started"
     step_succeeded = "step_succeeded"
     step_failed = "step_failed"
     step_retrying = "step_retrying"
     step_requeued = "step_requeued"
+    step_throttled = "step_throttled"
     step_output = "step_output"
     step_output_replaced = "step_output_replaced"
     step_held = "step_held"
@@ -179,6 +181,9 @@ class JobStep(SQLModel, table=True):
     status: StepStatus = Field(default=StepStatus.pending, max_length=16)
     inputs: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
     attempts: int = 0
+    attempts_base: int = Field(default=0, sa_column_kwargs={"server_default": "0"},
+                               description="Its attempts when its job was last retried: the "
+                               "poison limit counts the deliveries since.")
     output: Any = _json()
     error: str | None = None
     runner: str | None = Field(default=None, max_length=200,
@@ -316,3 +321,26 @@ class HttpTool(SQLModel, table=True):
                                          sa_column=Column(JSON, nullable=False))
     timeout: float | None = None
     created_at: datetime = Field(default_factory=utcnow)
+
+
+class ConcurrencyLimit(SQLModel, table=True):
+    """A tenant's rule: at most `max_running` steps whose intent matches `pattern` at once."""
+
+    __tablename__ = "concurrency_limits"
+    tenant_id: str = Field(foreign_key="tenants.id", primary_key=True, max_length=64)
+    pattern: str = Field(primary_key=True, max_length=200,
+                         description="An intent (`ssh.exec`) or a glob (`agent.*`).")
+    max_running: int
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class TenantQuota(SQLModel, table=True):
+    """A tenant's model budget per UTC day and month, in USD and tokens (0: unlimited)."""
+
+    __tablename__ = "tenant_quotas"
+    tenant_id: str = Field(foreign_key="tenants.id", primary_key=True, max_length=64)
+    day_usd: float = 0.0
+    month_usd: float = 0.0
+    day_tokens: int = 0
+    month_tokens: int = 0
+    updated_at: datetime = Field(default_factory=utcnow)

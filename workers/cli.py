@@ -15,6 +15,8 @@ from rich.console import Console
 
 from core.errors import ConfigError
 from core.settings import DATA_DIR, OrchestratorSettings, get_settings
+from workers import operators
+from workers.limits_cli import limits
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -30,6 +32,10 @@ app.add_typer(memory, name="memory")
 vault_commands = typer.Typer(help="Secrets at rest (ORCHESTRATOR_SECRET_KEY).",
                              no_args_is_help=True)
 app.add_typer(vault_commands, name="secrets")
+app.add_typer(limits, name="limits")
+app.add_typer(operators.jobs, name="jobs")
+app.command()(operators.queues)
+app.command()(operators.workers)
 console = Console()
 errors = Console(stderr=True)
 PROCFILE = Path("Procfile")
@@ -68,10 +74,13 @@ def api() -> None:
     import uvicorn
     from uvicorn.config import LOGGING_CONFIG
 
+    from core.logformat import uvicorn_config
+
     settings = get_settings()
     # uvicorn's own lines from warnings up; the API's (its start line, errors) from INFO.
-    log_config = {**LOGGING_CONFIG, "loggers": {**LOGGING_CONFIG["loggers"], "api": {
-        "handlers": ["default"], "level": "INFO", "propagate": False}}}
+    log_config = uvicorn_config({**LOGGING_CONFIG, "loggers": {**LOGGING_CONFIG["loggers"],
+                                 "api": {"handlers": ["default"], "level": "INFO",
+                                         "propagate": False}}}, settings.log.format)
     # A WebSocket message gets the body limit too: over it, a close frame 1009 (too big).
     uvicorn.run("api.main:create_app", factory=True, host=settings.api.host,
                 port=settings.api.port, workers=settings.api.workers, log_level="warning",
@@ -96,16 +105,34 @@ def worker(
     if unknown:
         raise typer.BadParameter(f"unknown pool {unknown}; pools are {sorted(POOLS)}")
     settings = get_settings()
+    if settings.log.format == "json":
+        _json_worker_logs()
     prefetch = prefetch or min(POOLS[p].prefetch for p in pool)
     # A worker serving a network-bound pool runs threads, even beside a CPU-bound one.
     execution = "prefork" if all(POOLS[p].execution == "prefork" for p in pool) else "threads"
+    # In JSON, Celery's banner (printed, not logged) is left out.
+    quiet = ["--quiet"] if settings.log.format == "json" else []
     celery_app.worker_main([
-        "worker", "--queues", ",".join(POOLS[p].queue for p in pool),
+        *quiet, "worker", "--queues", ",".join(POOLS[p].queue for p in pool),
         "--hostname", f"{'+'.join(pool)}@%h-{os.getpid()}", "--pool", execution,
         "--concurrency", str(concurrency or max(settings.pool.concurrency(p) for p in pool)),
         "--prefetch-multiplier", str(prefetch), "--loglevel", "INFO", "--without-gossip",
         "--without-mingle",
     ])
+
+
+def _json_worker_logs() -> None:
+    """JSON from the start (Celery warns before it sets logging up); Celery leaves logging to
+    us once a `setup_logging` receiver is connected."""
+    from celery.signals import setup_logging
+
+    from core.logformat import configure
+
+    def setup(**_: Any) -> None:
+        configure("json")
+
+    configure("json")
+    setup_logging.connect(setup, weak=False)
 
 
 @app.command()
@@ -286,6 +313,9 @@ def dev(
     env = {**os.environ, "FLOWER_BASIC_AUTH": flower_auth,
            "ORCHESTRATOR_SECRET_KEY": ",".join(secret_keys),
            "ORCHESTRATOR_EXPOSED_INTENTS": _dev_exposed(settings.orchestrator),
+           # Flower's task views need the workers' task events (off by default).
+           "WORKER_SEND_EVENTS": os.environ.get("WORKER_SEND_EVENTS",
+                                                str("flower" in processes).lower()),
            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
     supervisor = Supervisor(processes, env, log_dir=logs, note=None if logs is None else
                             _note_to(DATA_DIR / "log" / "supervisor.log"))

@@ -23,7 +23,7 @@ UNAUTHORIZED = 4401
 
 
 @router.post("/chat", operation_id="chat", response_model=ChatAnswer,
-             summary="Chat (reference 000)", responses=errors(*KEYED, *BODY),
+             summary="Chat (reference 000)", responses=errors(*KEYED, *BODY, 402),
              description=CHAT_DESCRIPTION)
 async def chat(body: ChatRequest, state: StateDep, tenant: TenantDep,
                idempotency_key: IdempotencyKey = None) -> ChatAnswer:
@@ -36,7 +36,7 @@ async def chat(body: ChatRequest, state: StateDep, tenant: TenantDep,
 
 
 @router.post("/v1/chat", operation_id="chatV1", response_model=ChatAnswer,
-             summary="Chat (reference 002)", responses=errors(*KEYED, *BODY),
+             summary="Chat (reference 002)", responses=errors(*KEYED, *BODY, 402),
              description=CHAT_DESCRIPTION)
 async def chat_v1(body: V1ChatRequest, state: StateDep, tenant: TenantDep,
                   idempotency_key: IdempotencyKey = None) -> ChatAnswer:

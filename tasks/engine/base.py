@@ -29,12 +29,14 @@ from tenacity import (
 from core import refs
 from core.errors import IntentNotFound, InvalidRequest, NotFound, UpstreamUnavailable
 from core.events import publish
+from core.logformat import bind, set_context
 from core.models import EventType
 from core.storable import REPLACEMENT, NotStorable, storable
 from core.store.events import append_events
 from core.store.ledger import StepStart, StepVerdict, begin_step, fail_step, finish_step, retry_step
 from core.store.tables import Handoff, NewStep, new_token
 from core.store.waits import hold_step, issue_resume_token, wait_step
+from tasks.engine.admission import Admission
 from tasks.engine.cancellation import is_cancelled
 from tasks.engine.chain import hand_off
 from tasks.engine.context import Cancelled, Extend, Hold, StepContext, Wait
@@ -64,9 +66,20 @@ class StepTask(Task):  # type: ignore[misc]
     typing = False
     throws = (StepRefused,)
 
+    def before_start(self, task_id: str, args: Any, kwargs: dict[str, Any]) -> None:
+        """Every log line of this step names it (Celery's own `succeeded` line too)."""
+        set_context(job_id=kwargs.get("job_id"), step=kwargs.get("index"),
+                    worker=resources().runner)
+
     def __call__(self, job_id: str, index: int, **_: Any) -> None:
         rt, index = resources(), int(index)
-        start = self._begin(rt, job_id, index)
+        admission = Admission(rt)
+        try:
+            start = self._begin(rt, job_id, index, admission)
+        except BaseException:
+            admission.release(self.app, job_id, index)
+            raise
+        bind(tenant=start.tenant_id or None)
         self._hand_off(rt, Handoff(start.events, start.next))
         if start.verdict != StepVerdict.run:
             raise Ignore(start.reason or "already done")
@@ -74,12 +87,17 @@ class StepTask(Task):  # type: ignore[misc]
             rt.executing.add((job_id, index))
         try:
             outcome = self._execute(rt, job_id, index, start)
+        except BaseException:
+            # A retry, a cancel or a failure: recorded already; the slot is free.
+            admission.release(self.app, job_id, index)
+            raise
         finally:
             with rt.lock:
                 rt.executing.discard((job_id, index))
         self._hand_off(rt, outcome)
+        admission.release(self.app, job_id, index)
 
-    def _begin(self, rt: Resources, job_id: str, index: int) -> StepStart:
+    def _begin(self, rt: Resources, job_id: str, index: int, admission: Admission) -> StepStart:
         """The ledger's verdict; a step never runs unrecorded, so retry until the store answers."""
         try:
             with rt.db.write() as session:
@@ -88,7 +106,7 @@ class StepTask(Task):  # type: ignore[misc]
                     max_deliveries=rt.settings.orchestrator.max_step_deliveries,
                     retries=self.request.retries or 0,
                     is_live=lambda runner: rt.is_live(runner, (job_id, index)),
-                    literal=_literal)
+                    literal=_literal, admit=admission)
         except STORE_ERRORS as exc:
             log.warning("step %s/%d: could not record its start (%s); retrying", job_id, index,
                         type(exc).__name__)
