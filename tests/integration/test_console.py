@@ -576,12 +576,12 @@ def test_a_job_page_follows_a_5_step_chain_live(page: Page, sqlite_stack: Stack)
     assert page.locator(".step[data-status='succeeded']").count() == 5
     expect(page.locator("ol.events")).to_contain_text("job_succeeded")
     expect(page.get_by_role("button", name="Cancel job")).to_have_count(0)
-    # Each step's worker, when the API names it (`worker` is added to steps by another branch)
+    # Each step's worker (host:pid/start), as the API names it
     with sqlite_stack.client(key) as client:
-        workers = [step.get("worker") for step in client.get(f"/v1/jobs/{job_id}").json()["steps"]]
+        workers = [step["worker"] for step in client.get(f"/v1/jobs/{job_id}").json()["steps"]]
+    assert all(workers), workers
     for index, worker in enumerate(workers):
-        if worker:
-            expect(page.locator(f".step[data-index='{index}'] .worker")).to_have_text(worker)
+        expect(page.locator(f".step[data-index='{index}'] .worker")).to_have_text(worker)
 
 
 def test_cancel_from_the_job_page_stops_a_running_sleep(page: Page, sqlite_stack: Stack) -> None:
