@@ -61,6 +61,8 @@ class AgentClient(Upstream):
         url = f"{endpoint.rstrip('/')}/health"
         try:
             address, options = self._request("GET", url, timeout)
+            # A fresh connection each time: a kept-alive one can outlive the agent's server.
+            options["headers"]["connection"] = "close"
             response = self.http.get(address, timeout=timeout, **options)
         except RefusedTarget as exc:
             raise InvalidRequest(f"endpoint: {exc}", field="endpoint") from exc

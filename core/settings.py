@@ -324,7 +324,7 @@ class AgentSettings(BaseSettings):
     model_config = _config("AGENT_")
     timeout_ms: int = Field(300000, gt=0, description="Longest an agent run may stream (ms).")
     health_timeout: float = Field(
-        5.0, gt=0, description="Seconds an agent has to answer GET /health on registration.")
+        5.0, gt=0, description="Seconds an agent has to answer GET /health (registration, health).")
 
 
 class McpSettings(BaseSettings):

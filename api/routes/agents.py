@@ -12,6 +12,7 @@ from api import service, streaming
 from api.deps import StateDep, TenantDep
 from api.openapi import BODY, KEYED, errors
 from api.schemas import EventPublic, HttpUrlText
+from core.errors import InvalidRequest
 from core.models import Agent, EventType
 from core.store import agents
 from tasks.agents import PREFIX, InputMessage
@@ -67,6 +68,29 @@ def list_agents(state: StateDep, tenant: TenantDep) -> list[AgentPublic]:
     """The caller's registered agents."""
     with state.db.read() as session:
         return [_public(a) for a in agents.list_agents(session=session, tenant_id=tenant)]
+
+
+class AgentHealth(BaseModel):
+    """Whether an agent answered `GET {endpoint}/health` just now."""
+
+    agent_id: str
+    healthy: bool = Field(description="It answered a 2xx in time.")
+    detail: str | None = Field(None, description="Why not, when it did not.")
+
+
+@router.get("/v1/agents/{agent_id}/health", operation_id="checkAgentHealth",
+            response_model=AgentHealth, summary="Check an agent's health",
+            responses=errors(*KEYED, 404))
+def check_agent_health(agent_id: AgentId, state: StateDep, tenant: TenantDep) -> AgentHealth:
+    """Ask the caller's agent `GET {endpoint}/health` now (through the same address guard as
+    its registration); an agent that does not answer is reported, not an error."""
+    with state.db.read() as session:
+        endpoint = agents.get_agent(session=session, tenant_id=tenant, agent_id=agent_id).endpoint
+    try:
+        state.agents.health(endpoint, state.settings.agent.health_timeout)
+    except InvalidRequest as exc:
+        return AgentHealth(agent_id=agent_id, healthy=False, detail=str(exc))
+    return AgentHealth(agent_id=agent_id, healthy=True)
 
 
 @router.delete("/v1/agents/{agent_id}", operation_id="deleteAgent", status_code=204,

@@ -21,6 +21,14 @@ def list_agents(*, session: Session, tenant_id: str) -> list[Agent]:
                              .order_by(col(Agent.agent_id))))
 
 
+def get_agent(*, session: Session, tenant_id: str, agent_id: str) -> Agent:
+    """A tenant's agent; another tenant's does not exist."""
+    agent = session.get(Agent, (tenant_id, agent_id))
+    if agent is None:
+        raise NotFound(f"agent {agent_id} not found")
+    return agent
+
+
 def delete_agent(*, session: Session, tenant_id: str, agent_id: str) -> None:
     """Forget a tenant's agent; another tenant's does not exist."""
     agent = session.get(Agent, (tenant_id, agent_id))

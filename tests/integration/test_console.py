@@ -9,15 +9,17 @@ import tempfile
 import time
 import uuid
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import httpx
 import pytest
+import redis
 from playwright.sync_api import (
     Browser,
     BrowserContext,
+    Locator,
     Page,
     Request,
     Route,
@@ -27,9 +29,13 @@ from playwright.sync_api import (
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
+from adapters.breakers import Breakers
+from core.errors import UpstreamError
 from core.models import Job, JobStatus, utcnow
+from core.settings import BreakerSettings
 from core.store.tenants import create_tenant_key
 from core.vault import Vault
+from tests.integration import agent_server
 from tests.integration.conftest import (
     KEPT_LOGS,
     SECRET_KEY,
@@ -364,6 +370,123 @@ def test_the_inbox_route_shows_only_the_callers_held_steps(sqlite_stack: Stack,
         a.post(f"/v1/jobs/{job_id}/reject", json={"reason": "cleanup"})
 
 
+def same_time(element: Locator, iso: str) -> bool:
+    """Whether a <time> element's `datetime` is the moment `iso` (whatever its format)."""
+    shown = element.get_attribute("datetime")
+    return shown is not None and datetime.fromisoformat(shown) == datetime.fromisoformat(iso)
+
+
+def test_a_waiting_step_shows_what_it_waits_for_and_leaves_the_inbox_when_resumed(
+        approvals: tuple[Stack, Page]) -> None:
+    stack, page = approvals
+    why = "the payment provider's webhook"
+    _, key = tenant_key(stack)
+    with stack.client(key) as client:
+        job_id = client.post("/v1/jobs", json={"intent": "debug.wait", "inputs": {
+            "reason": why, "timeout": 900}}).json()["job_id"]
+        deadline = time.monotonic() + 30
+        while not (items := client.get("/v1/inbox").json()) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        [item] = items
+        sign_in(page, key, "/console/inbox")
+        # The inbox shows what it waits for and until when; there is nothing to approve
+        card = page.locator(f"article.pending[data-job='{job_id}']")
+        expect(card.locator(".reason")).to_have_text(why)
+        assert same_time(card.locator("time"), item["deadline"])
+        expect(card.get_by_role("button", name="Approve")).to_have_count(0)
+        expect(page.locator("#inbox-count")).to_have_text("1")
+        # So does the job page, its step waiting
+        card.get_by_role("link", name=job_id).click()
+        expect(page.locator(".step[data-index='0']")).to_have_attribute("data-status", "waiting")
+        expect(page.locator(f"article.pending[data-job='{job_id}'] .reason")).to_have_text(why)
+        assert same_time(page.locator(f"article.pending[data-job='{job_id}'] time"),
+                         item["deadline"])
+        # When the outside system posts to the resume URL (no key), the step is done
+        resume_url = client.get(f"/v1/jobs/{job_id}").json()["pending"]["resume_url"]
+        assert httpx.post(resume_url, json={"paid": True}).status_code == 200
+        expect(page.locator("#job-status")).to_have_text("succeeded")
+        expect(page.locator("article.pending")).to_have_count(0)
+        # And it has left the inbox
+        page.get_by_role("link", name="Inbox").click()
+        expect(page.get_by_text("Nothing is held or waiting.")).to_be_visible()
+        expect(page.locator("#inbox-count")).to_have_text("0")
+
+
+def tab_to(page: Page, selector: str, presses: int = 60) -> None:
+    """Press Tab until the element `selector` has the focus."""
+    for _ in range(presses):
+        page.keyboard.press("Tab")
+        if page.evaluate("(s) => document.activeElement.matches(s)", selector):
+            return
+    raise AssertionError(f"Tab never reached {selector}")
+
+
+CONTROLS = "main a, main button, main input, main select, main textarea, main summary"
+
+
+def tab_walk(page: Page) -> None:
+    """Every control in main is reached by Tab (from the top of the page)."""
+    count = page.evaluate(f"""() => {{
+      const all = [...document.querySelectorAll({json.dumps(CONTROLS)})];
+      all.forEach((el, n) => {{ el.dataset.ctl = n; }});
+      window.__reached = new Set();
+      document.addEventListener('focusin', (e) => {{
+        const n = e.target.dataset && e.target.dataset.ctl;
+        if (n !== undefined) window.__reached.add(n);
+      }});
+      return all.length;
+    }}""")
+    page.evaluate("document.activeElement.blur()")
+    for _ in range(count + 30):
+        page.keyboard.press("Tab")
+    reached = page.evaluate("window.__reached.size")
+    missed = page.evaluate("""() => [...document.querySelectorAll('[data-ctl]')]
+      .filter((el) => !window.__reached.has(el.dataset.ctl))
+      .map((el) => el.outerHTML.slice(0, 80))""")
+    assert reached == count, f"not reached by Tab: {missed}"
+
+
+def test_the_approve_flow_by_keyboard_on_the_inbox_and_job_page(
+        page: Page, sqlite_stack: Stack, tmp_path: Path) -> None:
+    first_dir, second_dir = tmp_path / "one", tmp_path / "two"
+    first_dir.mkdir()
+    second_dir.mkdir()
+    _, key = tenant_key(sqlite_stack)
+    with sqlite_stack.client(key) as client:
+        first, second = held_rm(client, first_dir), held_rm(client, second_dir)
+        # Sign in by keyboard (the key field has the focus), then Tab to the Inbox link
+        page.goto("/console/inbox")
+        expect(page.get_by_label("API key")).to_be_focused()
+        page.keyboard.type(key)
+        page.keyboard.press("Enter")
+        expect(page.locator("article.pending")).to_have_count(2)
+        tab_walk(page)
+        # Approve the first with Enter
+        page.locator("body").focus()
+        tab_to(page, f"article.pending[data-job='{first}'] button.approve")
+        page.keyboard.press("Enter")
+        expect(page.locator(f"article.pending[data-job='{first}']")).to_have_count(0)
+        assert wait_job(client, first, timeout=60)["status"] == "succeeded"
+        assert not first_dir.exists()
+        # The focus stays on the list (not the page's top): the next Tab is the second's link
+        expect(page.locator("article.pending")).to_have_count(1)
+        expect(page.locator("div.cards")).to_be_focused()
+        page.keyboard.press("Tab")
+        expect(page.locator(f"article.pending a[href='/console/jobs/{second}']")).to_be_focused()
+        # Open the second's job page with Enter on its link, approve it there with Space
+        page.keyboard.press("Enter")
+        expect(page.get_by_role("heading", name=f"Job {second}")).to_be_visible()
+        expect(page.locator(f"article.pending[data-job='{second}']")).to_be_visible()
+        expect(page.locator("ol.events")).to_contain_text("step_held")
+        tab_walk(page)
+        page.locator("body").focus()
+        tab_to(page, f"article.pending[data-job='{second}'] button.approve")
+        page.keyboard.press("Space")
+        expect(page.locator("#job-status")).to_have_text("succeeded")
+        assert wait_job(client, second)["status"] == "succeeded"
+    assert not second_dir.exists()
+
+
 # --- jobs --------------------------------------------------------------------------------------
 
 
@@ -383,6 +506,14 @@ def test_the_job_list_filters_and_pages_over_250_jobs(page: Page, sqlite_stack: 
             expect(page.locator("table.jobs tbody tr").first).not_to_have_attribute(
                 "data-job", ids[0])
     assert len(set(seen)) == 250
+    # A reload keeps the last page; Previous page walks back through the same pages to the first
+    page.reload()
+    expect(page.locator("table.jobs tbody tr").first).to_have_attribute("data-job", seen[200])
+    for start in (150, 100, 50, 0):
+        page.get_by_role("link", name="Previous page").click()
+        expect(page.locator("table.jobs tbody tr").first).to_have_attribute("data-job", seen[start])
+        assert job_ids(page) == seen[start:start + 50]
+    expect(page.get_by_role("link", name="Previous page")).to_have_count(0)
     # Filter by status, then by intent too: only those, and the URL can be shared
     page.goto("/console/jobs")
     page.get_by_label("Status").select_option("failed")
@@ -445,6 +576,12 @@ def test_a_job_page_follows_a_5_step_chain_live(page: Page, sqlite_stack: Stack)
     assert page.locator(".step[data-status='succeeded']").count() == 5
     expect(page.locator("ol.events")).to_contain_text("job_succeeded")
     expect(page.get_by_role("button", name="Cancel job")).to_have_count(0)
+    # Each step's worker (host:pid/start), as the API names it
+    with sqlite_stack.client(key) as client:
+        workers = [step["worker"] for step in client.get(f"/v1/jobs/{job_id}").json()["steps"]]
+    assert all(workers), workers
+    for index, worker in enumerate(workers):
+        expect(page.locator(f".step[data-index='{index}'] .worker")).to_have_text(worker)
 
 
 def test_cancel_from_the_job_page_stops_a_running_sleep(page: Page, sqlite_stack: Stack) -> None:
@@ -502,6 +639,78 @@ def test_an_http_tool_is_registered_from_the_form_listed_as_an_intent_and_delete
     # Deleted, it leaves the intents
     page.get_by_role("button", name="Delete weather").click()
     expect(page.locator("tr[data-intent='tool.weather']")).to_have_count(0)
+
+
+def test_an_agent_is_registered_from_the_form_its_health_shown_and_deleted(
+        page: Page, sqlite_stack: Stack) -> None:
+    _, key = tenant_key(sqlite_stack)
+    sign_in(page, key, "/console/registry")
+    form = page.get_by_role("form", name="Register an agent")
+    with agent_server.serve() as agent:
+        # An endpoint that does not answer its health check is refused with the API's reason
+        form.get_by_label("Agent id").fill("helper")
+        form.get_by_label("Agent name").fill("Helper")
+        form.get_by_label("Endpoint").fill(f"{agent.url}/nowhere")
+        form.get_by_role("button", name="Register agent").click()
+        expect(form.get_by_role("alert")).to_contain_text("GET /health answered 404")
+        # A live one is registered, becomes an intent and shows healthy
+        form.get_by_label("Endpoint").fill(agent.url)
+        form.get_by_role("button", name="Register agent").click()
+        row = page.locator("li[data-agent='helper']")
+        expect(row.locator(".health")).to_have_text("healthy")
+        expect(page.locator("tr[data-intent='agent.helper']")).to_be_visible()
+        with sqlite_stack.client() as stranger:  # another tenant has no such agent
+            assert stranger.get("/v1/agents/helper/health").status_code == 404
+    # Its server gone, the page shows it unhealthy
+    page.reload()
+    expect(row.locator(".health")).to_contain_text("unhealthy")
+    # Deleted, it leaves the page and the API
+    page.get_by_role("button", name="Delete helper").click()
+    expect(row).to_have_count(0)
+    expect(page.locator("tr[data-intent='agent.helper']")).to_have_count(0)
+    with sqlite_stack.client(key) as client:
+        assert client.get("/v1/agents").json() == []
+
+
+def open_breaker(stack: Stack, name: str) -> None:
+    """Open the breaker `name` in the stack's Redis, as failing calls would."""
+    breakers = Breakers(redis.Redis.from_url(stack.env["REDIS_URL"]),
+                        BreakerSettings(fail_max=1, reset_timeout=600))
+
+    def fail() -> None:
+        raise UpstreamError(name, "down for the test", status=503)
+
+    with pytest.raises(UpstreamError):
+        breakers.call(name, fail)
+    assert [b["state"] for b in breakers.states() if b["name"] == name] == ["open"]
+
+
+def test_breakers_are_reset_from_the_page_where_allowed(page: Page, sqlite_stack: Stack) -> None:
+    tenant_id, key = tenant_key(sqlite_stack)
+    own = f"http:{tenant_id}:127.0.0.1:9"
+    shared = f"console-shared-{uuid.uuid4().hex[:6]}"
+    open_breaker(sqlite_stack, own)
+    open_breaker(sqlite_stack, shared)
+    sign_in(page, key, "/console/registry")
+    # A tenant resets its own host's breaker; a shared one has no Reset for it, nor metrics
+    mine, theirs = page.locator(f"tr[data-breaker='{own}']"), page.locator(
+        f"tr[data-breaker='{shared}']")
+    expect(theirs.locator(".badge")).to_have_text("open")
+    expect(theirs.get_by_role("button")).to_have_count(0)
+    expect(page.locator(".operator")).not_to_contain_text("/metrics")
+    mine.get_by_role("button", name=f"Reset {own}").click()
+    expect(mine.locator(".badge")).to_have_text("closed")
+    # An operator sees the metrics and resets the shared one
+    page.get_by_role("button", name="Sign out").click()
+    page.get_by_label("API key").fill(sqlite_stack.new_key(operator=True))
+    page.get_by_role("button", name="Sign in").click()
+    page.get_by_role("link", name="Registry").click()
+    expect(page.locator(".operator")).to_contain_text("/metrics")
+    theirs.get_by_role("button", name=f"Reset {shared}").click()
+    expect(theirs.locator(".badge")).to_have_text("closed")
+    with sqlite_stack.client(key) as client:
+        states = {b["name"]: b["state"] for b in client.get("/v1/breakers").json()}
+    assert states[own] == states[shared] == "closed"
 
 
 def test_memory_search_shows_each_signals_rank(page: Page, sqlite_stack: Stack) -> None:

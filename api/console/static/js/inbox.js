@@ -5,7 +5,7 @@ import { fill, h } from './dom.js';
 import { pendingCard } from './approvals.js';
 
 export async function inboxPage(root, signal) {
-  const list = h('div', { class: 'cards' });
+  const list = h('div', { class: 'cards', tabindex: -1, 'aria-label': 'Held and waiting steps' });
   fill(root, h('h1', {}, 'Inbox'),
     h('p', {}, 'Steps held for your approval, and steps waiting for another system.'), list);
   let shown = null;
@@ -14,8 +14,10 @@ export async function inboxPage(root, signal) {
     const seen = items.map((i) => `${i.job_id}/${i.index}/${i.status}`).join(' ');
     if (seen === shown) return; // a redraw would clear a reason being typed
     shown = seen;
+    const focused = list.contains(document.activeElement); // e.g. the Approve just pressed
     fill(list, items.length ? items.map((item) => pendingCard(item, draw))
       : h('p', { class: 'empty' }, 'Nothing is held or waiting.'));
+    if (focused) list.focus(); // the keyboard goes on from the list, not from the page's top
   };
   await draw();
   const timer = setInterval(() => draw().catch(() => {}), 3000);

@@ -49,7 +49,29 @@ function table(items) {
     h('tbody', {}, items.map(row)));
 }
 
-/** The list: `?status=&intent=&cursor=` in the URL, so a filtered page can be shared. */
+const TRAIL = '.'; // joins the cursors of the pages before this one (base64url has no '.')
+
+function pageHref(params, cursor, trail) {
+  const query = new URLSearchParams(params);
+  query.delete('cursor');
+  query.delete('back');
+  if (cursor) query.set('cursor', cursor);
+  if (trail.length) query.set('back', trail.join(TRAIL));
+  return `/console/jobs${query.size ? `?${query}` : ''}`;
+}
+
+/** Previous / Next: the cursors of the earlier pages ride in the URL (`back`), so a reload or a
+ *  shared link keeps its place and Previous knows where it was. */
+function pagerLinks(params, nextCursor) {
+  const cursor = params.get('cursor');
+  const trail = (params.get('back') || '').split(TRAIL).filter(Boolean);
+  const previous = cursor ? pageHref(params, trail.at(-1), trail.slice(0, -1)) : null;
+  const next = nextCursor ? pageHref(params, nextCursor, cursor ? [...trail, cursor] : []) : null;
+  return [previous ? link(previous, 'Previous page') : null,
+    next ? link(next, 'Next page') : null];
+}
+
+/** The list: `?status=&intent=&cursor=&back=` in the URL, so a filtered page can be shared. */
 export async function jobsPage(root, signal) {
   const params = new URLSearchParams(location.search);
   const query = new URLSearchParams({ limit: '50' });
@@ -60,12 +82,7 @@ export async function jobsPage(root, signal) {
   const draw = async () => {
     const page = await api(`/v1/jobs?${query}`, { signal });
     fill(body, page.items.length ? table(page.items) : h('p', { class: 'empty' }, 'No jobs match.'));
-    const next = new URLSearchParams(params);
-    if (page.next_cursor) next.set('cursor', page.next_cursor);
-    const first = new URLSearchParams(params);
-    first.delete('cursor');
-    fill(pager, params.get('cursor') ? link(`/console/jobs${first.size ? `?${first}` : ''}`, 'First page') : null,
-      page.next_cursor ? link(`/console/jobs?${next}`, 'Next page') : null);
+    fill(pager, pagerLinks(params, page.next_cursor));
     return page;
   };
   await draw();
@@ -86,7 +103,7 @@ function stepItem(step) {
       h('span', { class: 'step-index' }, `#${step.index}`), h('strong', {}, step.intent),
       badge(step.status),
       h('span', { class: 'muted' }, `pool ${step.pool} · attempts ${step.attempts}`,
-        worker ? ` · worker ${worker}` : '', ` · ${duration(took)}`)),
+        worker ? [' · worker ', h('code', { class: 'worker' }, worker)] : '', ` · ${duration(took)}`)),
     step.reason ? h('p', { class: 'reason' }, step.reason, step.deadline ? ` (until ${time(step.deadline)})` : '') : null,
     step.error ? h('p', { class: 'error-text' }, step.error) : null,
     step.output !== null && step.output !== undefined
@@ -154,10 +171,16 @@ export async function jobPage(root, signal, id) {
       await reload();
     } catch (error) { fill(problem, alertBox(error.message)); }
   };
+  let shown = {};
   const draw = () => {
-    fill(head, header(job, cancel));
+    // Redraw the header and the pending card only when they change: a redraw would take the
+    // focus from a keyboard user's button and clear a reason being typed.
     const held = heldItem(job);
-    fill(pending, held ? pendingCard(held, reload) : null);
+    const now = { head: JSON.stringify([job.status, job.duration_ms, job.usage]),
+      pending: held ? `${held.index}/${held.status}` : '' };
+    if (now.head !== shown.head) fill(head, header(job, cancel));
+    if (now.pending !== shown.pending) fill(pending, held ? pendingCard(held, reload) : null);
+    shown = now;
     fill(steps, job.steps.map(stepItem));
     fill(data, h('h2', {}, 'Inputs'), h('pre', { class: 'inputs' }, pretty(job.inputs)),
       job.result !== null && job.result !== undefined ? [h('h2', {}, 'Result'), h('pre', { class: 'result' }, pretty(job.result))] : null,

@@ -96,25 +96,53 @@ function memorySearch(namespaces) {
   h('button', { type: 'submit' }, 'Search'), status);
 }
 
-function breakerRow(b, redraw, status) {
-  return h('tr', {}, h('td', {}, b.name), h('td', {}, h('span', { class: `badge b-${b.state}` }, b.state)),
-    h('td', {}, String(b.failures)), h('td', {}, b.state === 'closed' ? '' : h('button', { type: 'button',
+const OWN_BREAKERS = ['callback:', 'http:', 'agent:']; // a tenant's own hosts' breakers
+
+/** Reset where the API allows it: a tenant its own hosts' breakers, an operator every one. */
+function resettable(b, operator) {
+  return b.state !== 'closed' && (operator || OWN_BREAKERS.some((p) => b.name.startsWith(p)));
+}
+
+function breakerRow(b, operator, redraw, status) {
+  return h('tr', { 'data-breaker': b.name }, h('td', {}, b.name),
+    h('td', {}, h('span', { class: `badge b-${b.state}` }, b.state)),
+    h('td', {}, String(b.failures)), h('td', {}, resettable(b, operator) ? h('button', { type: 'button',
       'aria-label': `Reset ${b.name}`, onclick: async () => {
         try { await api(`/v1/breakers/${encodeURIComponent(b.name)}/reset`, { method: 'POST' }); redraw(); } catch (error) { fill(status, alertBox(error.message)); }
-      } }, 'Reset')));
+      } }, 'Reset') : ''));
+}
+
+function agentItem(a, redraw, status) {
+  const health = h('span', { class: 'health badge', 'aria-live': 'polite' }, 'checking…');
+  api(`/v1/agents/${encodeURIComponent(a.agent_id)}/health`).then((answer) => {
+    health.className = `health badge ${answer.healthy ? 's-succeeded' : 's-failed'}`;
+    fill(health, answer.healthy ? 'healthy' : `unhealthy: ${answer.detail}`);
+  }).catch((error) => fill(health, `unknown: ${error.message}`));
+  return h('li', { 'data-agent': a.agent_id }, h('strong', {}, a.intent), ` ${a.name} `,
+    h('code', {}, a.endpoint), ' ', health, ' ',
+    deleteButton(`Delete ${a.agent_id}`, `/v1/agents/${encodeURIComponent(a.agent_id)}`, redraw, status));
+}
+
+async function isOperator(signal) {
+  try {
+    const metrics = await fetch('/metrics', { headers: { Authorization: `Bearer ${auth.key()}` }, signal });
+    return metrics.ok;
+  } catch { return false; }
 }
 
 export async function registryPage(root, signal) {
   const parts = {};
   for (const id of ['intents', 'tools', 'agents', 'flows', 'mcp', 'memory', 'breakers']) parts[id] = h('div', {});
   const status = h('div', { 'aria-live': 'assertive' });
-  const operator = h('p', {});
-  fill(root, h('h1', {}, 'Registry'), operator, status,
+  const note = h('p', { class: 'operator' });
+  fill(root, h('h1', {}, 'Registry'), note, status,
     section('reg-tools', 'HTTP tools', toolForm(() => draw()), parts.tools),
     section('reg-intents', 'Intents', parts.intents),
     section('reg-agents', 'Agents', agentForm(() => draw()), parts.agents),
     section('reg-flows', 'Flows', parts.flows), section('reg-mcp', 'MCP tools', parts.mcp),
     section('reg-memory', 'Memory', parts.memory), section('reg-breakers', 'Breakers', parts.breakers));
+  const operator = await isOperator(signal);
+  if (operator) fill(note, 'Operator key: every breaker is listed, and Prometheus metrics are readable with it at ', h('code', {}, '/metrics'), '.');
   const draw = async () => {
     const [intents, tools, agents, memory, breakers] = await Promise.all([
       api('/v1/intents', { signal }), api('/v1/tools', { signal }), api('/v1/agents', { signal }),
@@ -125,8 +153,7 @@ export async function registryPage(root, signal) {
       h('strong', {}, t.intent), ` ${t.method} `, h('code', {}, t.url), ' ',
       deleteButton(`Delete ${t.name}`, `/v1/tools/${encodeURIComponent(t.name)}`, draw, status))))
       : h('p', { class: 'empty' }, 'No HTTP tools registered.'));
-    fill(parts.agents, agents.length ? h('ul', {}, agents.map((a) => h('li', {}, h('strong', {}, a.intent), ` ${a.name} `,
-      h('code', {}, a.endpoint), ' ', deleteButton(`Delete ${a.agent_id}`, `/v1/agents/${encodeURIComponent(a.agent_id)}`, draw, status))))
+    fill(parts.agents, agents.length ? h('ul', {}, agents.map((a) => agentItem(a, draw, status)))
       : h('p', { class: 'empty' }, 'No agents registered.'));
     const flows = intents.filter((i) => i.mode === 'flow');
     fill(parts.flows, flows.length ? intentRows(flows) : h('p', { class: 'empty' }, 'No flows configured.'));
@@ -136,12 +163,8 @@ export async function registryPage(root, signal) {
       h('ul', {}, memory.namespaces.map((n) => h('li', {}, `${n.namespace}: ${n.items} items (${n.model})`))),
       memorySearch(memory.namespaces.length ? memory.namespaces : [{ namespace: 'default', items: 0 }]));
     fill(parts.breakers, breakers.length ? h('table', {}, h('thead', {}, h('tr', {}, ['Upstream', 'State', 'Failures', ''].map((c) => h('th', { scope: 'col' }, c)))),
-      h('tbody', {}, breakers.map((b) => breakerRow(b, draw, status)))) : h('p', { class: 'empty' }, 'No breakers yet.'));
+      h('tbody', {}, breakers.map((b) => breakerRow(b, operator, draw, status)))) : h('p', { class: 'empty' }, 'No breakers yet.'));
     signals.dispatchEvent(new Event('changed'));
   };
   await draw();
-  try {
-    const metrics = await fetch('/metrics', { headers: { Authorization: `Bearer ${auth.key()}` }, signal });
-    if (metrics.ok) fill(operator, 'Operator key: every breaker is listed, and Prometheus metrics are readable with it at ', h('code', {}, '/metrics'), '.');
-  } catch { /* not an operator */ }
 }
