@@ -165,7 +165,8 @@ class Orchestrator:
                       for n in range(args.tools_workers)]
         self.api = services.start_api(env, logs / "api.log")
         self.processes = [*self.tools, services.start_worker(
-            env, ["llm", "memory", "flow", "callbacks"], logs / "others.log", 4), self.api]
+            env, ["llm", "memory", "flow"], logs / "others.log", 4), services.start_worker(
+            env, ["callbacks"], logs / "callbacks.log", 64), self.api]
         services.wait_http(f"{self.url}/ready", timeout=60)
         self.http = httpx.Client(base_url=self.url, timeout=30,
                                  headers={"Authorization": f"Bearer {self.key}"})
@@ -235,8 +236,21 @@ class Orchestrator:
             raise RuntimeError(f"{failed} debug.http jobs failed")
         return time.perf_counter() - started, submitted
 
+    def callbacks(self, jobs: int, hook: str, clients: int) -> float:
+        """Signed callbacks a second: `jobs` jobs each with a callback to the loopback
+        receiver (fresh: this is its only use), from the first callback received to the last."""
+        before = httpx.get(f"{hook}/stats").json()["count"]
+        self.submit_many(jobs, clients, lambda i: ("debug.echo", {"i": i}), callback=hook)
+        deadline = time.perf_counter() + CONCURRENCY_PATIENCE
+        while (stats := httpx.get(f"{hook}/stats").json())["count"] < before + jobs:
+            if time.perf_counter() > deadline:
+                raise RuntimeError(f"{stats['count'] - before} of {jobs} callbacks arrived")
+            time.sleep(0.05)
+        return jobs / max(stats["last"] - stats["first"], 1e-3)
+
     def submit_many(self, jobs: int, clients: int,
-                    job: Callable[[int], tuple[str, dict[str, Any]]]) -> list[str]:
+                    job: Callable[[int], tuple[str, dict[str, Any]]],
+                    callback: str | None = None) -> list[str]:
         """Submit `jobs` jobs from `clients` concurrent HTTP clients; their ids."""
 
         async def submitter(offset: int, client: httpx.AsyncClient) -> list[str]:
@@ -245,7 +259,8 @@ class Orchestrator:
             step = self.batch or 1
             for start in range(0, len(mine), step):
                 sent = [{"intent": intent, "inputs": inputs,
-                         "idempotency_key": uuid.uuid4().hex}
+                         "idempotency_key": uuid.uuid4().hex,
+                         **({"callback_url": callback} if callback else {})}
                         for intent, inputs in map(job, mine[start:start + step])]
                 if self.batch:
                     response = await client.post("/v1/jobs:batch", json={"jobs": sent})
@@ -311,6 +326,7 @@ def measures(stack: Orchestrator, args: argparse.Namespace, slow_url: str) -> di
         **dict(zip(("jobs_per_s", "commands"), stack.throughput(args.jobs, clients),
                    strict=True)),
         "concurrent": stack.concurrency(args.concurrent, url, senders),
+        "callbacks_per_s": stack.callbacks(args.callbacks, f"{slow_url}hook", clients),
     }
 
 
@@ -362,6 +378,8 @@ def report(bare: dict[str, Any], orch: dict[str, Any], args: argparse.Namespace)
                  " (target >= 0.7x)")
     lines.append(commands)
     lines.append(concurrency)
+    lines.append(f"signed callbacks/s to a loopback receiver ({args.callbacks} jobs): "
+                 f"{orch['callbacks_per_s']:.0f} (target >= 500)")
     return "\n".join(lines)
 
 
@@ -387,6 +405,8 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=0,
                         help="Submit the throughput and concurrency jobs through "
                         "POST /v1/jobs:batch, this many per request (default: one per POST).")
+    parser.add_argument("--callbacks", type=int, default=2000,
+                        help="Jobs with a callback in the callbacks measure.")
     parser.add_argument("--profile", default="",
                         help="Write py-spy flame graphs of the API and a tools worker here.")
     args = parser.parse_args()
