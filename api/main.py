@@ -19,8 +19,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
-from api import mcp_server, openapi
-from api.deps import json_body_rule
+from api import mcp_server, openapi, scopes
+from api.deps import get_caller, json_body_rule
 from api.hub import EventHub
 from api.limits import BodyLimit
 from api.routes import (
@@ -32,6 +32,7 @@ from api.routes import (
     health,
     intents,
     jobs,
+    keys,
     llm,
     memory,
     resume,
@@ -40,7 +41,7 @@ from api.routes import (
     tools,
 )
 from api.state import AppState
-from core.errors import IntentNotFound, InvalidRequest, OrchestratorError
+from core.errors import IntentNotFound, InvalidRequest, OrchestratorError, RateLimited
 from core.settings import Settings, get_settings
 from tasks.engine.app import celery_app
 from tasks.engine.resources import build_resources
@@ -87,6 +88,8 @@ async def _orchestrator_error(_: Request, exc: Exception) -> JSONResponse:
         return _error(404, str(exc), available=exc.available)
     if isinstance(exc, InvalidRequest):
         return _error(422, str(exc), field=exc.field)
+    if isinstance(exc, RateLimited):
+        return JSONResponse({"error": str(exc)}, status_code=429, headers=exc.headers)
     return _error(exc.status_code, str(exc))
 
 
@@ -166,8 +169,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for router in (jobs.router, resume.router, intents.router, agents.router,
                    deliveries.router, secrets.router, tools.router, breakers.router,
                    health.router, compat.router, chat.router, sessions.router, llm.router,
-                   memory.router):
+                   memory.router, keys.router):
         app.include_router(router)
+    scopes.check_routes(app, get_caller)
     # POST only: the server is stateless and sends no notifications of its own, so it offers
     # no GET stream (which would hang open with nothing on it) and no session to DELETE; the
     # transport lets such a server answer both with 405.

@@ -59,6 +59,17 @@ class Forbidden(OrchestratorError):
     expected = True
 
 
+class RateLimited(OrchestratorError):
+    """Raised when a key or its tenant is over its request rate; `headers` say when to retry."""
+
+    status_code = 429
+    expected = True
+
+    def __init__(self, message: str, headers: dict[str, str]) -> None:
+        super().__init__(message)
+        self.headers = headers
+
+
 class Unavailable(OrchestratorError):
     """Raised when a dependency (broker, database) cannot be reached."""
 

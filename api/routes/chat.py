@@ -10,8 +10,10 @@ from api import conversation, service, streaming
 from api.deps import StateDep, TenantDep
 from api.openapi import BODY, KEYED, errors
 from api.schemas import ChatAnswer, ChatRequest, IdempotencyKey, V1ChatRequest, loads_checked
+from api.scopes import lacks
 from api.state import AppState
 from core.errors import OrchestratorError
+from core.models import Scope
 
 router = APIRouter(tags=["chat"])
 CHAT_DESCRIPTION = (
@@ -19,6 +21,7 @@ CHAT_DESCRIPTION = (
     "they run, and `llm.respond` answers. Waits up to ORCHESTRATOR_SYNC_TIMEOUT; a slower "
     "job answers `status: accepted` with its `job_id` (follow `/v1/jobs/{job_id}`).")
 UNAUTHORIZED = 4401
+FORBIDDEN = 4403
 
 
 @router.post("/chat", operation_id="chat", response_model=ChatAnswer,
@@ -62,16 +65,21 @@ async def chat_socket(socket: WebSocket) -> None:
     the answer as it is written), then `{"type": "answer", …}`. Several messages per connection.
     A message that is not such JSON (or nested too deep) gets `{"type": "error", "error"}` and
     the socket goes on; one over API_MAX_BODY_BYTES closes it with 1009. A bad key: the socket
-    is accepted, then closed with 4401. The socket keeps one session (its first message's
-    `session_id`, or a new one) unless a message names another.
+    is accepted, then closed with 4401; a key without `jobs:write`, with 4403. The socket keeps
+    one session (its first message's `session_id`, or a new one) unless a message names
+    another.
     """
     state: AppState = socket.app.state.orch
-    tenant = await run_in_threadpool(state.tenant_for_key, _key(socket))
+    found = await run_in_threadpool(state.authorize, _key(socket))
     # Accept first: a close before the handshake is an HTTP 403 no client can tell from others.
     await socket.accept()
-    if tenant is None:
+    if found is None:
         await socket.close(code=UNAUTHORIZED, reason="missing or unknown API key")
         return
+    if Scope.jobs_write not in found.key.scopes:
+        await socket.close(code=FORBIDDEN, reason=lacks(Scope.jobs_write))
+        return
+    tenant = found.key.tenant_id
     session_id = conversation.new_session_id()
     try:
         while True:

@@ -178,6 +178,10 @@ def _env(broker_url: str, database_url: str, port: int, db_index: int) -> dict[s
             "BROKER_RESTORE_LOCK_SECONDS": "5",
             "ORCHESTRATOR_UPSTREAM_RETRIES": "2",
             "ORCHESTRATOR_SYNC_TIMEOUT": "8", "API_METRICS_TOKEN": METRICS_TOKEN,
+            # Every request takes its tokens (the limiter runs) but the suite's pace passes;
+            # test_keys.py runs a stack with the limits it checks.
+            "RATE_LIMIT_KEY_RATE": "500", "RATE_LIMIT_KEY_BURST": "1000",
+            "RATE_LIMIT_TENANT_RATE": "1000", "RATE_LIMIT_TENANT_BURST": "2000",
             # The suite submits debug intents, hidden by default outside development.
             "ORCHESTRATOR_EXPOSED_INTENTS": '["*"]',
             "ORCHESTRATOR_SECRET_KEY": SECRET_KEY,
