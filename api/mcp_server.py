@@ -23,6 +23,7 @@ import json
 import re
 import time
 from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -45,6 +46,8 @@ from core.store.queries import list_jobs
 from tasks.intents import REGISTRY
 
 TENANT = "orch.tenant"
+# The id of the API key of the request being answered (the SDK's tasks inherit it).
+CALLING_KEY: ContextVar[str | None] = ContextVar("orch_calling_key", default=None)
 POLL_MS = 500
 TTL_KEY = "mcp_task_ttl_ms"
 NAME_MAX = 64
@@ -145,7 +148,8 @@ class LocalBackend:
     async def submit(self, tenant: str, intent: str, inputs: dict[str, Any],
                      wait: float, context: dict[str, Any]) -> Job:
         request = service.Request(tenant_id=tenant, intent=intent, inputs=inputs, mode="auto",
-                                  context=context, callback_url=None, idempotency_key=None)
+                                  context=context, callback_url=None, idempotency_key=None,
+                                  key_id=CALLING_KEY.get())
         job, steps, created = await service.submit(self.state, request, wait)
         return job_public(job, steps).model_copy(update=deduplication(job, created)).model_dump(
             mode="json")
@@ -463,6 +467,7 @@ class Endpoint:
                                  [(b"www-authenticate", b"Bearer")])
             return
         tenant = scope[TENANT] = found.key.tenant_id
+        CALLING_KEY.set(found.key.key_id)  # the job records it (four-eyes approvals)
         body = await _body(receive)
         try:
             message = parse_message(body)

@@ -192,6 +192,23 @@ def test_with_other_key_the_submitter_may_not_approve_and_another_key_does(
     assert approver["key"] not in logs and submitter["key"] not in logs
 
 
+def test_with_other_key_a_job_submitted_over_mcp_is_not_approved_by_its_key(
+        keyed: Keyed) -> None:
+    # Given a held job submitted over MCP (a tools/call the SDK answers) by one key
+    submitter = keyed.new_key(["jobs:write", "jobs:read", "approve"])
+    with keyed.client(submitter["key"]) as http:
+        created = http.post("/mcp", headers={"Accept": "application/json, text/event-stream"},
+                            json={"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {
+                                "name": "debug_hold", "arguments": {"payload": {"n": 2}}}})
+        assert created.status_code == 200, created.text
+        job_id = created.json()["result"]["structuredContent"]["job_id"]
+        token = wait_status(http, job_id, "awaiting_approval")["pending"]["token"]
+        # When that key approves it
+        own = http.post(f"/v1/jobs/{job_id}/approve", json={"token": token})
+    # Then it is refused as over REST
+    assert own.status_code == 403 and "may not approve its own" in own.json()["error"]
+
+
 def test_a_key_past_its_expiry_is_refused(keyed: Keyed) -> None:
     # Given a key that expires in a second
     with keyed.client(keyed.admin) as http:
