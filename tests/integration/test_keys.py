@@ -3,19 +3,22 @@
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
 import pytest
+from typer.testing import CliRunner
 
+from core.settings import get_settings
 from core.store.tenants import create_tenant_key
 from core.vault import Vault
 from tests import services
 from tests.integration.conftest import SECRET_KEY, Stack, running_stack, wait_job
 from tests.integration.test_engine import events_of, wait_status
+from workers.cli import app
 
 RATE, BURST = 20, 20  # per key, as the issue's check has it
 TENANT_RATE = 1000  # the tenant's bucket stays out of the way of the per-key check
@@ -226,3 +229,51 @@ def test_a_key_past_its_expiry_is_refused(keyed: Keyed) -> None:
             assert time.monotonic() < deadline, "an expired key still works"
             time.sleep(0.2)
         assert http.get("/v1/me").status_code == 401
+
+
+@pytest.fixture
+def cli(keyed: Keyed, monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., list[str]]]:
+    """`orchestrator …` against the stack's store (in this process); its output lines."""
+    for name in ("DATABASE_URL", "ORCHESTRATOR_SECRET_KEY", "RATE_LIMIT_TENANT_RATE",
+                 "RATE_LIMIT_TENANT_BURST"):
+        monkeypatch.setenv(name, keyed.stack.env[name])
+    get_settings.cache_clear()
+
+    def run(*args: str) -> list[str]:
+        done = CliRunner().invoke(app, list(args))
+        assert done.exit_code == 0, done.output
+        return done.output.splitlines()
+
+    yield run
+    get_settings.cache_clear()
+
+
+def test_the_command_line_makes_lists_rotates_keys_and_sets_a_tenants_limits(
+        keyed: Keyed, cli: Callable[..., list[str]]) -> None:
+    # Given a key made by `keys create` with one scope
+    tenant = f"cli-{uuid.uuid4().hex[:8]}"
+    made = cli("keys", "create", "--tenant", tenant, "--scope", "jobs:read",
+               "--name", "reader")
+    tenant_id, key = made[0].split()[1], made[-1]
+    with keyed.client(key) as http:
+        assert http.get("/v1/me").json()["tenant_id"] == tenant_id
+    # When it is rotated, and the tenant's rate set to one request a second, burst 1
+    key_id = next(line for line in cli("keys", "list", "--tenant", tenant)
+                  if "name=reader" in line).split()[0]
+    rotated = cli("keys", "rotate", key_id)[-1]
+    shown = cli("limits", "set", "--tenant", tenant, "--key-rate", "1",
+                "--key-burst", "1")
+    # Then the old key is refused, the new one works with the same scope, under the new rate
+    assert shown[1:] == ["per key: 1/s, burst 1", f"per tenant: {TENANT_RATE}/s, burst 2000"]
+    listed = cli("keys", "list", "--tenant", tenant)
+    assert any(key_id in line and "revoked=-" not in line for line in listed)
+    with keyed.client(key) as old, keyed.client(rotated) as new:
+        deadline = time.monotonic() + 5
+        while old.get("/v1/me").status_code != 401:
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+        me = new.get("/v1/me").json()
+        assert me["scopes"] == ["jobs:read"]
+        assert me["limits"]["rate_per_key"] == {"per_second": 1, "burst": 1}
+        answers = [new.get("/v1/jobs") for _ in range(3)]
+    assert 429 in [a.status_code for a in answers]
