@@ -11,6 +11,8 @@ from typing import Any
 import httpx
 import pytest
 from typer.testing import CliRunner
+from websockets.exceptions import ConnectionClosed
+from websockets.sync.client import connect
 
 from core.settings import get_settings
 from core.store.tenants import create_tenant_key
@@ -150,6 +152,13 @@ def test_each_route_needs_its_scope(keyed: Keyed) -> None:
             "Accept": "application/json, text/event-stream"})
         assert called.status_code == 403
         assert called.json()["error"]["message"] == "this key lacks the scope 'jobs:write'"
+        # And the chat socket, which submits, closes with 4403 naming the scope
+        url = keyed.stack.url.replace("http", "ws") + "/v1/chat/ws"
+        with pytest.raises(ConnectionClosed) as closed, connect(url, additional_headers={
+                "Authorization": f"Bearer {reader['key']}"}) as socket:
+            socket.recv(timeout=10)
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 4403
+        assert closed.value.rcvd.reason == "this key lacks the scope 'jobs:write'"
         # And /v1/me says who it is
         me = http.get("/v1/me").json()
     assert me["key_id"] == reader["id"] and me["scopes"] == ["jobs:read"]
