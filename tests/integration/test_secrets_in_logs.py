@@ -11,14 +11,9 @@ from typing import Any
 import httpx
 import pytest
 
-from core.models import Tenant
-from core.store.tenants import create_tenant_key
-from core.vault import Vault
 from tests import services
 from tests.integration.conftest import (
     METRICS_TOKEN,
-    SECRET_KEY,
-    SSH_TENANT,
     SshServers,
     Stack,
     running_stack,
@@ -26,6 +21,7 @@ from tests.integration.conftest import (
 )
 from tests.integration.llm_server import Reply, Script, plan, scripted_llm
 from tests.integration.test_engine import held, waiting
+from tests.integration.test_ssh import granted_key
 
 LLM_KEY = f"sk-test-{uuid.uuid4().hex}"
 # How each is handed to its tenant, on purpose: the held step's token, the resume URL.
@@ -58,17 +54,6 @@ def run(http: httpx.Client, body: dict[str, Any]) -> str:
     return str(job["job_id"])
 
 
-def admin_key(stack: Stack) -> str:
-    """A key of the tenant the SSH hosts are granted to."""
-    with stack.db.write() as session:
-        if session.get(Tenant, SSH_TENANT) is None:
-            session.add(Tenant(id=SSH_TENANT, name="ssh-granted"))
-    with stack.db.write() as session:
-        _, key = create_tenant_key(session=session, vault=Vault([SECRET_KEY]),
-                                   tenant_name="ssh-granted")
-    return key
-
-
 def rotate(stack: Stack, key_id: str) -> str:
     """`orchestrator keys rotate`: the new key is its last line."""
     done = subprocess.run([str(services.BIN / "orchestrator"), "keys", "rotate", key_id],
@@ -89,7 +74,7 @@ def test_no_log_event_output_or_metric_holds_a_secret(
     stack, script = secret_stack, llm[1]
     secrets: dict[str, str] = {"LLM key": LLM_KEY}
     # Given keys made by the store, the API and `keys rotate`
-    secrets["first key"] = admin_key(stack)
+    secrets["first key"] = granted_key(stack)
     with stack.client(secrets["first key"]) as http:
         made = http.post("/v1/keys", json={"name": "ci", "scopes": [
             "jobs:write", "jobs:read", "approve", "admin"]}).json()
