@@ -320,8 +320,8 @@ def managed_tenant(state: AppState, own: str, operator: bool, asked: str | None)
 def create_key(state: AppState, tenant_id: str, scopes: set[Scope], held: frozenset[Scope],
                name: str, expires_at: datetime | None) -> tuple[ApiKey, str]:
     """A new key of the tenant; it may hold only scopes the creating key holds."""
-    for scope in sorted(scopes - held):
-        raise Forbidden(f"{lacks(scope)}, so it cannot give it to a new key")
+    if missing := sorted(scopes - held):
+        raise Forbidden(f"{lacks(missing[0])}, so it cannot give it to a new key")
     if expires_at is not None and expires_at <= utcnow():
         raise InvalidRequest("expires_at is in the past; give a later time", "expires_at")
     with state.db.write() as session:

@@ -164,6 +164,8 @@ def approve_step(job_id: JobIdPath, body: ApprovalRequest, state: StateDep,
 
     The token approves only the step it was issued for, with that exact intent and inputs
     (403 otherwise), once (409 after), before it expires (409 after: the step fails).
+    ORCHESTRATOR_APPROVAL_POLICY decides which keys may: `scope` (an `approve` key),
+    `other-key` (one other than the job's submitter: 403 for it), `any` (`jobs:write` too).
     """
     service.approve(state, caller.tenant_id, job_id, body.token, caller.key_id)
     return get_job(job_id, state, caller.tenant_id)
