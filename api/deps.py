@@ -17,7 +17,7 @@ from api.scopes import lacks, needed
 from api.state import AppState
 from core.errors import Forbidden, RateLimited, Unauthorized
 from core.models import Scope
-from core.store.limits import Rates
+from core.store.rates import Rates
 
 bearer = HTTPBearer(auto_error=False, description="An API key from `orchestrator keys create`.")
 

@@ -1,4 +1,5 @@
-"""A request-body limit enforced while reading, so a large body is refused, not buffered."""
+"""Rules every request meets before a route: a body limit enforced while reading (a large body
+is refused, not buffered), and no NUL in the URL (Postgres text cannot hold one)."""
 
 import json
 
@@ -61,3 +62,28 @@ class BodyLimit:
         await send({"type": "http.response.start", "status": 413,
                     "headers": [(b"content-type", b"application/json")]})
         await send({"type": "http.response.body", "body": body.encode()})
+
+
+class NoNulInUrl:
+    """Answer 400 to a path or query holding NUL (`%00`) before any route looks it up.
+
+    Every path and query parameter ends up in a store lookup, and Postgres refuses NUL in
+    text; one rule here instead of a pattern on each parameter."""
+
+    MESSAGE = b'{"error": "the URL holds a NUL character (%00); remove it"}'
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and _holds_nul(scope):
+            await send({"type": "http.response.start", "status": 400,
+                        "headers": [(b"content-type", b"application/json")]})
+            await send({"type": "http.response.body", "body": self.MESSAGE})
+            return
+        await self.app(scope, receive, send)
+
+
+def _holds_nul(scope: Scope) -> bool:
+    query: bytes = scope.get("query_string", b"")
+    return "\x00" in scope["path"] or b"%00" in query or b"\x00" in query

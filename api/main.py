@@ -19,10 +19,10 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
-from api import mcp_server, openapi, scopes
+from api import console, mcp_server, openapi, scopes
 from api.deps import get_caller, json_body_rule
 from api.hub import EventHub
-from api.limits import BodyLimit
+from api.limits import BodyLimit, NoNulInUrl
 from api.routes import (
     agents,
     breakers,
@@ -30,6 +30,7 @@ from api.routes import (
     compat,
     deliveries,
     health,
+    inbox,
     intents,
     jobs,
     keys,
@@ -39,6 +40,7 @@ from api.routes import (
     secrets,
     sessions,
     tools,
+    usage,
 )
 from api.state import AppState
 from core.errors import IntentNotFound, InvalidRequest, OrchestratorError, RateLimited
@@ -160,6 +162,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.add_middleware(BodyLimit, max_bytes=app.state.settings.api.max_body_bytes,
                        rpc_paths=("/mcp",))
+    app.add_middleware(NoNulInUrl)
     app.add_exception_handler(OrchestratorError, _orchestrator_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
@@ -169,12 +172,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for router in (jobs.router, resume.router, intents.router, agents.router,
                    deliveries.router, secrets.router, tools.router, breakers.router,
                    health.router, compat.router, chat.router, sessions.router, llm.router,
-                   memory.router, keys.router):
+                   memory.router, inbox.router, usage.router, keys.router):
         app.include_router(router)
     scopes.check_routes(app, get_caller)
     # POST only: the server is stateless and sends no notifications of its own, so it offers
     # no GET stream (which would hang open with nothing on it) and no session to DELETE; the
     # transport lets such a server answer both with 405.
     app.router.routes.append(Route("/mcp", endpoint=_Mcp(), methods=["POST"]))
+    console.install(app)
     openapi.install(app)
     return app

@@ -16,7 +16,7 @@ from adapters.callbacks import CALLBACK_PREFIX
 from adapters.http import HTTP_PREFIX
 from api.state import AppState
 from core.models import Job
-from tasks.engine import heartbeat
+from tasks.engine import heartbeat, slots
 from tasks.engine.pools import POOLS
 
 REGISTRY = CollectorRegistry()
@@ -87,6 +87,38 @@ def bounded(samples: list[Sample]) -> list[Sample]:
     return [(name, dict(labels), value) for (name, labels), value in totals.items()]
 
 
+class Slots(Collector):
+    """Concurrency slots in use and steps waiting for one, per limit pattern, summed over the
+    tenants (a tenant id is never a label; the patterns are the operator's)."""
+
+    def __init__(self, usage: dict[str, tuple[int, int]]) -> None:
+        self.usage = usage
+
+    def collect(self) -> Iterator[Metric]:
+        in_use = GaugeMetricFamily("orchestrator_concurrency_slots_in_use",
+                                   "Steps holding a slot of a concurrency limit.",
+                                   labels=["limit"])
+        waiting = GaugeMetricFamily("orchestrator_concurrency_throttled",
+                                    "Steps waiting for a slot of a concurrency limit.",
+                                    labels=["limit"])
+        for pattern, (held, queued) in sorted(self.usage.items()):
+            in_use.add_metric([pattern], held)
+            waiting.add_metric([pattern], queued)
+        yield in_use
+        yield waiting
+
+
+def slot_usage(state: AppState) -> dict[str, tuple[int, int]]:
+    """Per limit pattern: slots held and steps waiting, over every tenant."""
+    totals: dict[str, tuple[int, int]] = {}
+    for key in slots.limits(state.redis):
+        pattern = key.split(":", 1)[-1]
+        held, queued = slots.in_use(state.redis, key)
+        before = totals.get(pattern, (0, 0))
+        totals[pattern] = (before[0] + held, before[1] + queued)
+    return totals
+
+
 def render(state: AppState) -> bytes:
     """Refresh the scrape-time gauges and render every metric."""
     with state.db.read() as session:
@@ -98,4 +130,5 @@ def render(state: AppState) -> bytes:
         WORKERS.labels(pool=pool.name).set(len(heartbeat.live_workers(state.redis, pool.name, ttl)))
     upstreams = CollectorRegistry()
     upstreams.register(Upstreams(bounded(render_gauges(state.redis))))
+    upstreams.register(Slots(slot_usage(state)))
     return generate_latest(REGISTRY) + generate_latest(upstreams)

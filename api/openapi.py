@@ -16,8 +16,10 @@ from api.scopes import ROUTE_SCOPES
 Responses = dict[int | str, dict[str, Any]]
 
 WHY = {
-    400: "The body could not be parsed (not UTF-8, or nested too deep to read).",
+    400: "The body could not be parsed (not UTF-8, or nested too deep to read), or the URL "
+         "holds NUL (`%00`).",
     401: "No API key, or an unknown or revoked one (`Authorization: Bearer <key>`).",
+    402: "The tenant's model budget for the day or month is spent (prompts and chat only).",
     403: "The API key is valid but may not do this (it lacks the scope the route needs).",
     404: "No such resource for this tenant.",
     409: "The resource's current state does not allow this.",
@@ -146,6 +148,17 @@ def _state_the_json_rule(document: dict[str, Any]) -> None:
             visit(content.get("application/json", {}).get("schema"))
 
 
+def _state_the_url_rule(document: dict[str, Any]) -> None:
+    """Say in each path and query parameter's schema that it holds no NUL (`NoNulInUrl`)."""
+    for item in document["paths"].values():
+        for operation in item.values():
+            for parameter in operation.get("parameters", []):
+                schema = parameter["schema"]
+                if parameter["in"] in ("path", "query") and schema.get("type") == "string" \
+                        and not {"enum", "const", "format", "pattern"} & set(schema):
+                    schema["pattern"] = TEXT
+
+
 def install(app: FastAPI) -> None:
     """Serve the document built once, with only the error answers each route declares."""
     def openapi() -> dict[str, Any]:
@@ -156,6 +169,7 @@ def install(app: FastAPI) -> None:
             _drop_default_422(document)
             _absent_not_null(document)
             _state_the_json_rule(document)
+            _state_the_url_rule(document)
             _state_scopes(document)
             app.openapi_schema = document
         return app.openapi_schema

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import redis
 from redis.exceptions import RedisError
 
-from core.store.limits import Rate, Rates
+from core.store.rates import Rate, Rates
 
 log = logging.getLogger(__name__)
 

@@ -198,6 +198,40 @@ class JobCreate(BaseModel):
         return str(self.intent), self.inputs
 
 
+MAX_BATCH = 1000
+
+
+class IntentCall(BaseModel):
+    """An intent with its inputs and mode: what a submission names."""
+
+    model_config = ConfigDict(extra="forbid")
+    intent: str = Field(min_length=1, max_length=200, examples=["debug.echo"],
+                        description="A registered intent name (`GET /v1/intents`).")
+    inputs: StoredJson = Field(default_factory=dict,
+                               description="The intent's inputs, per its JSON input schema.")
+    mode: Mode = Field("auto", description="Execution mode; `auto` takes the intent's own.")
+
+
+class BatchJobCreate(IntentCall):
+    """One job of a batch: an intent with its inputs (a prompt or `wait` is for `/v1/jobs`)."""
+
+    callback_url: CallbackUrl | None = Field(None, description="Where the outcome is delivered.")
+    context: StoredJson = Field(default_factory=dict, description="Tracing metadata.")
+    idempotency_key: str | None = Field(
+        None, min_length=1, max_length=128, description="This job's `Idempotency-Key`: a repeat "
+        "(in this batch or a later request, within ORCHESTRATOR_IDEMPOTENCY_WINDOW) answers "
+        "the job it created; without it, the same tenant, intent and inputs of a write count "
+        "as a repeat.")
+
+
+class JobBatchCreate(BaseModel):
+    """Up to 1,000 jobs, stored in one transaction and sent in one broker connection."""
+
+    model_config = ConfigDict(extra="forbid")
+    jobs: list[BatchJobCreate] = Field(min_length=1, max_length=MAX_BATCH,
+                                       description="The jobs, each answered in this order.")
+
+
 class Links(BaseModel):
     """Where to follow a job."""
 
@@ -351,15 +385,9 @@ class ErrorBody(BaseModel):
         None, description="For an unknown intent (404): the registered intents.")
 
 
-class OrchestrateRequest(BaseModel):
+class OrchestrateRequest(IntentCall):
     """The `/orchestrate` contract's request."""
 
-    model_config = ConfigDict(extra="forbid")
-    intent: str = Field(min_length=1, max_length=200, examples=["debug.echo"],
-                        description="A registered intent name (`GET /v1/intents`).")
-    inputs: StoredJson = Field(default_factory=dict,
-                               description="The intent's inputs, per its JSON input schema.")
-    mode: Mode = Field("auto", description="Execution mode; `auto` takes the intent's own.")
     callback_url: CallbackUrl | None = Field(
         None, description="Where the outcome is delivered, signed (Standard Webhooks); with it "
         "the answer is always `accepted`.")
@@ -398,6 +426,12 @@ class CompatJob(BaseModel):
     result: Any = None
     error: str | None = None
     duration_ms: int | None = None
+
+
+class JobBatchAccepted(BaseModel):
+    """The jobs of a batch, in the order they were sent: each accepted or deduplicated."""
+
+    jobs: list[JobAccepted]
 
 
 def links_for(job_id: str) -> Links:
@@ -483,6 +517,17 @@ class MessagePublic(BaseModel):
     created_at: datetime
 
 
+class SessionPublic(BaseModel):
+    """A chat session: its id, who and what memory it is about, when it was last used."""
+
+    id: str
+    twin_id: str | None = None
+    user_id: str | None = None
+    namespace: str | None = None
+    created_at: datetime
+    updated_at: datetime
+
+
 class SessionMessages(BaseModel):
     """A session and its messages, oldest first."""
 
@@ -510,3 +555,19 @@ class LlmConnection(BaseModel):
     latency_ms: int
     planner: dict[str, Any]
     error: str | None = None
+
+
+class UsageReport(BaseModel):
+    """A tenant's model use and jobs since the start of the UTC day or month, and its budget."""
+
+    tenant_id: str
+    period: Literal["day", "month"]
+    since: datetime = Field(description="The start of the period (UTC).")
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+    cost: float = Field(description="USD, from LLM_PRICES, as each step recorded it.")
+    calls: int = Field(description="Model calls.")
+    jobs: dict[str, int] = Field(description="Jobs submitted in the period, by intent.")
+    budget: dict[str, float] = Field(
+        description="The tenant's budget for the period: `usd` and `tokens` (0: unlimited).")

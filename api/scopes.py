@@ -16,7 +16,7 @@ from core.models import Scope
 # None: any live key of the tenant (it only reads the key itself).
 ROUTE_SCOPES: dict[str, Scope | None] = {
     # jobs
-    "createJob": Scope.jobs_write, "cancelJob": Scope.jobs_write,
+    "createJob": Scope.jobs_write, "createJobs": Scope.jobs_write, "cancelJob": Scope.jobs_write,
     "orchestrate": Scope.jobs_write, "chat": Scope.jobs_write, "chatV1": Scope.jobs_write,
     "invokeAgent": Scope.jobs_write, "redeliver": Scope.jobs_write,
     "resetBreaker": Scope.jobs_write,
@@ -27,7 +27,8 @@ ROUTE_SCOPES: dict[str, Scope | None] = {
     "listAgents": Scope.jobs_read, "listDeliveries": Scope.jobs_read,
     "getDelivery": Scope.jobs_read, "listBreakers": Scope.jobs_read,
     "listLlmModels": Scope.jobs_read, "testLlmConnection": Scope.jobs_read,
-    "getMemoryStats": Scope.jobs_read,
+    "getMemoryStats": Scope.jobs_read, "listPendingSteps": Scope.jobs_read,
+    "getUsage": Scope.jobs_read,
     # held steps (ORCHESTRATOR_APPROVAL_POLICY decides further: api/service.py)
     "approveStep": Scope.approve, "rejectStep": Scope.approve,
     # the registry

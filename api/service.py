@@ -16,10 +16,18 @@ from sqlalchemy.exc import IntegrityError
 
 from adapters import netguard
 from api.metrics import JOBS_SUBMITTED
+from api.schemas import UsageReport
 from api.scopes import lacks
 from api.state import AppState
 from core import deliveries
-from core.errors import Conflict, Forbidden, InvalidRequest, Unavailable
+from core.errors import (
+    BudgetExhausted,
+    Conflict,
+    Forbidden,
+    InvalidRequest,
+    NotFound,
+    Unavailable,
+)
 from core.models import (
     KEY_ID,
     TERMINAL_EVENTS,
@@ -28,18 +36,29 @@ from core.models import (
     Effect,
     Job,
     JobStep,
+    PoolName,
     Scope,
+    Tenant,
     utcnow,
 )
 from core.store import queries
 from core.store.keys import add_key, find_tenant
 from core.store.keys import revoke_key as store_revoke_key
+from core.store.limits import (
+    Period,
+    budget_refusal,
+    default_budget,
+    intent_counts,
+    model_usage,
+    tenant_budget,
+)
 from core.store.queries import WAITING_STEPS, cancel_job, get_job, job_steps
 from core.store.submission import discard_submission, submit_job
 from core.store.tables import Handoff, NewStep, new_job_id, step_task_id
 from core.store.waits import approve_step, reject_step, resume_step, submitting_key
+from tasks.engine import slots
 from tasks.engine.cancellation import flag
-from tasks.engine.chain import hand_off, send_step
+from tasks.engine.chain import SendStopped, hand_off, send_step, send_steps
 from tasks.engine.registry import Intent
 from tasks.intents import REGISTRY
 
@@ -120,6 +139,8 @@ def _store_and_enqueue(state: AppState, job_id: str, request: Request) -> tuple[
         netguard.check_url_at_submit(request.callback_url, state.resources.allowed_networks)
     settings = state.settings.orchestrator
     planned = plan(request, exposed=settings.exposed_intents, max_steps=settings.max_steps)
+    if planned.intent.pool == PoolName.llm:
+        check_budget(state, request.tenant_id)
     key = idempotency_key(request, planned)
     try:
         job, created, handoff = _store(state, job_id, request, planned, key)
@@ -129,6 +150,34 @@ def _store_and_enqueue(state: AppState, job_id: str, request: Request) -> tuple[
     if created:
         _enqueue_or_discard(state, job, handoff)
     return job, created
+
+
+def check_budget(state: AppState, tenant_id: str) -> None:
+    """Refuse a prompt (a job of the `llm` pool) when the tenant's model budget is spent."""
+    with state.db.read() as session:
+        refusal = budget_refusal(session=session, tenant_id=tenant_id,
+                                 default=default_budget(state.settings.limits))
+    if refusal is not None:
+        raise BudgetExhausted(refusal)
+
+
+def usage_report(state: AppState, caller: str, operator: bool, tenant_id: str,
+                 period: Period) -> UsageReport:
+    """A tenant's usage in the period: the caller's own, or any tenant's for an operator."""
+    if tenant_id != caller and not operator:
+        raise Forbidden("only an operator key may read another tenant's usage")
+    with state.db.read() as session:
+        if session.get(Tenant, tenant_id) is None:
+            raise NotFound(f"tenant {tenant_id} not found")
+        used = model_usage(session=session, tenant_id=tenant_id, period=period)
+        jobs = intent_counts(session=session, tenant_id=tenant_id, period=period)
+        budget = tenant_budget(session=session, tenant_id=tenant_id,
+                               default=default_budget(state.settings.limits))
+    usd, tokens = budget.limits(period)
+    return UsageReport(tenant_id=tenant_id, period=period, since=used.since,
+                       prompt_tokens=used.prompt_tokens, completion_tokens=used.completion_tokens,
+                       total_tokens=used.tokens, cost=round(used.cost, 8), calls=used.calls,
+                       jobs=jobs, budget={"usd": usd, "tokens": tokens})
 
 
 def _store(state: AppState, job_id: str, request: Request, planned: Planned,
@@ -163,6 +212,88 @@ def after_commit(state: AppState, handoff: Handoff) -> None:
     except BROKER_ERRORS as exc:
         log.warning("hand-off after commit failed (%s); the sweeper will send it",
                     type(exc).__name__)
+
+
+@dataclass
+class BatchItem:
+    """A job of a batch, planned, with its idempotency key."""
+
+    request: Request
+    planned: Planned
+    key: str | None
+
+
+def submit_batch(state: AppState, requests: list[Request]) -> list[tuple[Job, bool]]:
+    """Store jobs in one transaction, each with its own idempotency and result entry, then
+    send their first steps through one broker connection; (job, created) in request order.
+
+    An item that cannot be planned refuses the whole batch, naming it (`jobs.N`)."""
+    items = [_plan_item(state, n, request) for n, request in enumerate(requests)]
+    try:
+        stored = _store_batch(state, items)
+    except IntegrityError:
+        # A concurrent twin claimed a key first (Postgres): now it names that job.
+        stored = _store_batch(state, items)
+    _enqueue_batch(state, [(job, handoff) for job, created, handoff in stored if created])
+    return [(job, created) for job, created, _ in stored]
+
+
+def _plan_item(state: AppState, n: int, request: Request) -> BatchItem:
+    settings = state.settings.orchestrator
+    try:
+        if request.callback_url:
+            netguard.check_url_at_submit(request.callback_url, state.resources.allowed_networks)
+        planned = plan(request, exposed=settings.exposed_intents, max_steps=settings.max_steps)
+    except (InvalidRequest, NotFound) as exc:
+        field = getattr(exc, "field", None) or ("intent" if isinstance(exc, NotFound) else None)
+        message = str(exc)
+        prefix = f"jobs.{n}." if field and message.startswith(field) else f"jobs.{n}: "
+        raise InvalidRequest(prefix + message, field=f"jobs.{n}.{field}" if field
+                             else f"jobs.{n}") from exc
+    except Forbidden as exc:
+        raise Forbidden(f"jobs.{n}: {exc}") from exc
+    return BatchItem(request, planned, idempotency_key(request, planned))
+
+
+def _store_batch(state: AppState, items: list[BatchItem]) -> list[tuple[Job, bool, Handoff]]:
+    with state.db.write() as session:
+        return [submit_job(
+            session=session, job_id=new_job_id(), tenant_id=item.request.tenant_id,
+            intent=item.planned.intent.name, mode=item.planned.intent.mode,
+            inputs=item.planned.inputs, context=item.request.stored_context(),
+            callback_url=item.request.callback_url, steps=item.planned.steps,
+            idempotency_key=item.key, window=state.settings.orchestrator.idempotency_window)
+            for item in items]
+
+
+def _enqueue_batch(state: AppState, created: list[tuple[Job, Handoff]]) -> None:
+    """Send the new jobs' first steps; those the broker did not take are removed as if never
+    submitted, and the caller is told how many of the batch started."""
+    sends = [(job, handoff.send) for job, handoff in created if handoff.send is not None]
+    try:
+        send_steps(state.celery, [step for _, step in sends])
+    except SendStopped as stopped:
+        if not isinstance(stopped.__cause__, BROKER_ERRORS):
+            raise
+        unsent = [job.id for job, _ in sends[stopped.sent:]]
+        log.error("could not enqueue %d jobs of a batch: %s", len(unsent),
+                  type(stopped.__cause__).__name__)
+        with state.db.write() as session:
+            for job_id in unsent:
+                discard_submission(session=session, job_id=job_id)
+        left = set(unsent)
+        _publish_created(state, [(job, h) for job, h in created if job.id not in left])
+        raise Unavailable(
+            f"the broker could not be reached: {len(unsent)} new jobs of the batch were not "
+            f"started, {len(created) - len(unsent)} were; retry the request (each job's "
+            "idempotency key answers the ones that started)") from stopped.__cause__
+    _publish_created(state, created)
+
+
+def _publish_created(state: AppState, created: list[tuple[Job, Handoff]]) -> None:
+    for job, _ in created:
+        JOBS_SUBMITTED.labels(intent=metric_intent(job.intent)).inc()
+    after_commit(state, Handoff([event for _, handoff in created for event in handoff.events]))
 
 
 def approve(state: AppState, tenant_id: str, job_id: str, token: str, key_id: str) -> None:
@@ -213,6 +344,7 @@ def cancel(state: AppState, tenant_id: str, job_id: str) -> tuple[Job, list[JobS
         steps = job_steps(session=session, job_id=job_id)
     try:
         flag(state.redis, job_id)
+        slots.forget(state.redis, job_id)
         hand_off(state.celery, state.redis, Handoff(events))
         state.celery.control.revoke([step_task_id(job_id, s.index) for s in steps])
     except BROKER_ERRORS as exc:

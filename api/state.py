@@ -15,7 +15,7 @@ from api.ratelimit import RateLimiter
 from core.db import Database
 from core.settings import Settings
 from core.store.keys import KeyInfo, key_info, touch_key
-from core.store.limits import Rate, Rates, rates_for, tenant_limits
+from core.store.rates import Rate, Rates, rates_for, tenant_limits
 from core.vault import Vault
 from tasks.engine.resources import Resources
 

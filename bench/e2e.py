@@ -8,16 +8,19 @@ import argparse
 import asyncio
 import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
 import httpx
 import redis
+from celery import chain as celery_chain
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -82,18 +85,42 @@ def bare_celery(broker_url: str, logs: Path, args: argparse.Namespace,
         client = redis.Redis.from_url(broker_url)
         if args.concurrency_only:
             return {"concurrent_s": bare_concurrency(client, slow_url, args)}
+        if args.throughput_only:
+            rate, commands = bare_drain(client, drain)
+            return {"drain_per_s": rate, "commands": commands}
         rtt = timed(n, lambda i: bare.noop.delay(i).get(timeout=10))
-        client.delete(bare.COUNTER)
-        started = time.perf_counter()
-        for i in range(drain):
-            bare.count.delay(i)
-        while int(client.get(bare.COUNTER) or 0) < drain:
-            time.sleep(0.005)
-        elapsed = time.perf_counter() - started
-        return {"rtt": percentiles(rtt), "drain_per_s": drain / elapsed,
+        chain5 = timed(max(n // 4, 10), lambda i: celery_chain(
+            bare.noop.s(i), *(bare.noop.s() for _ in range(4))).apply_async().get(timeout=10),
+            warmup=5)
+        rate, commands = bare_drain(client, drain)
+        return {"rtt": percentiles(rtt), "chain5": percentiles(chain5),
+                "drain_per_s": rate, "commands": commands,
                 "concurrent_s": bare_concurrency(client, slow_url, args)}
     finally:
         worker.stop()
+
+
+def redis_commands(client: redis.Redis) -> int:
+    """Commands the broker ran since its statistics were last reset (`INFO commandstats`)."""
+    stats = client.info("commandstats")
+    return sum(int(entry["calls"]) for name, entry in stats.items()
+               if name not in ("cmdstat_info", "cmdstat_config|resetstat"))
+
+
+def bare_drain(client: redis.Redis, tasks: int) -> tuple[float, float]:
+    """Tasks/s from the first send until `tasks` no-op tasks have run, and broker commands per
+    task."""
+    from bench import bare
+
+    client.delete(bare.COUNTER)
+    client.config_resetstat()
+    started = time.perf_counter()
+    for i in range(tasks):
+        bare.count.delay(i)
+    while int(client.get(bare.COUNTER) or 0) < tasks:
+        time.sleep(0.005)
+    rate = tasks / (time.perf_counter() - started)
+    return rate, redis_commands(client) / tasks
 
 
 def bare_concurrency(client: redis.Redis, slow_url: str, args: argparse.Namespace) -> float:
@@ -117,7 +144,10 @@ def bare_concurrency(client: redis.Redis, slow_url: str, args: argparse.Namespac
 class Orchestrator:
     """The stack under test: API and a tools worker on their own broker db and job store."""
 
-    def __init__(self, broker_url: str, database_url: str, logs: Path, threads: int) -> None:
+    def __init__(self, broker_url: str, database_url: str, logs: Path,
+                 args: argparse.Namespace) -> None:
+        self.batch = args.batch
+        self.broker = redis.Redis.from_url(broker_url)
         upgrade(database_url)
         self.db = Database(database_url)
         with self.db.write() as session:
@@ -129,11 +159,13 @@ class Orchestrator:
                "API_PORT": str(port), "WORKER_HEARTBEAT_SECONDS": "1",
                "CALLBACK_ALLOWED_NETWORKS": '["127.0.0.1/32"]',
                "ORCHESTRATOR_SECRET_KEY": SECRET_KEY,
-               "ORCHESTRATOR_EXPOSED_INTENTS": '["*"]'}  # the debug intents it submits
-        self.processes = [services.start_worker(env, ["tools"], logs / "tools.log", threads),
-                          services.start_worker(env, ["llm", "memory", "flow", "callbacks"],
-                                                logs / "others.log", 4),
-                          services.start_api(env, logs / "api.log")]
+               "ORCHESTRATOR_EXPOSED_INTENTS": '["*"]',  # the debug intents it submits
+               "API_WORKERS": str(args.api_workers)}
+        self.tools = [services.start_worker(env, ["tools"], logs / f"tools{n}.log", args.threads)
+                      for n in range(args.tools_workers)]
+        self.api = services.start_api(env, logs / "api.log")
+        self.processes = [*self.tools, services.start_worker(
+            env, ["llm", "memory", "flow", "callbacks"], logs / "others.log", 4), self.api]
         services.wait_http(f"{self.url}/ready", timeout=60)
         self.http = httpx.Client(base_url=self.url, timeout=30,
                                  headers={"Authorization": f"Bearer {self.key}"})
@@ -175,14 +207,17 @@ class Orchestrator:
                     return
         raise RuntimeError(f"job {job_id} did not succeed")
 
-    def throughput(self, jobs: int, clients: int) -> float:
-        """Jobs/s from the first submission to the last job's end, `clients` submitting."""
+    def throughput(self, jobs: int, clients: int) -> tuple[float, float]:
+        """Jobs/s from the first submission to the last job's end, `clients` submitting, and
+        broker commands per job."""
         tag = uuid.uuid4().hex
+        self.broker.config_resetstat()
         started = time.perf_counter()
         ids = self.submit_many(jobs, clients, lambda i: ("debug.echo", {"i": i, "tag": tag}))
         while not self._all_done(ids):
             time.sleep(0.01)
-        return jobs / (time.perf_counter() - started)
+        rate = jobs / (time.perf_counter() - started)
+        return rate, redis_commands(self.broker) / jobs
 
     def concurrency(self, jobs: int, url: str, clients: int = 64) -> tuple[float, float]:
         """Seconds from the first submit until N `debug.http` jobs that each wait on the slow
@@ -206,11 +241,19 @@ class Orchestrator:
 
         async def submitter(offset: int, client: httpx.AsyncClient) -> list[str]:
             ids = []
-            for i in range(offset, jobs, clients):
-                intent, inputs = job(i)
-                response = await client.post("/v1/jobs", json={
-                    "intent": intent, "inputs": inputs},
-                    headers={"Idempotency-Key": uuid.uuid4().hex})
+            mine = list(range(offset, jobs, clients))
+            step = self.batch or 1
+            for start in range(0, len(mine), step):
+                sent = [{"intent": intent, "inputs": inputs,
+                         "idempotency_key": uuid.uuid4().hex}
+                        for intent, inputs in map(job, mine[start:start + step])]
+                if self.batch:
+                    response = await client.post("/v1/jobs:batch", json={"jobs": sent})
+                    ids += [accepted["job_id"] for accepted in response.json()["jobs"]]
+                    continue
+                key = sent[0].pop("idempotency_key")
+                response = await client.post("/v1/jobs", json=sent[0],
+                                             headers={"Idempotency-Key": key})
                 ids.append(response.json()["job_id"])
             return ids
 
@@ -234,41 +277,78 @@ class Orchestrator:
         return int(count) == len(ids)
 
 
+@contextmanager
+def profiled(stack: Orchestrator, out: Path) -> Iterator[None]:
+    """py-spy flame graphs of the API and the first tools worker while the measures run."""
+    out.mkdir(parents=True, exist_ok=True)
+    spies = [subprocess.Popen([str(services.BIN / "py-spy"), "record", "--pid", str(process.pid),
+                               "--subprocesses", "--rate", "50", "--nonblocking",
+                               "--output", str(out / f"{name}.svg")],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+             for name, process in (("api", stack.api), ("tools", stack.tools[0]))]
+    try:
+        yield
+    finally:
+        for spy in spies:
+            spy.send_signal(2)  # SIGINT: py-spy writes the graph and exits
+            spy.wait(timeout=60)
+
+
+def measures(stack: Orchestrator, args: argparse.Namespace, slow_url: str) -> dict[str, Any]:
+    n, url, per = args.n, f"{slow_url}?wait={args.wait}", max(args.batch, 1)
+    senders = max(1, min(64, args.concurrent // per))
+    if args.concurrency_only:
+        return {"concurrent": stack.concurrency(args.concurrent, url, senders)}
+    clients = max(1, min(16, args.jobs // per))
+    if args.throughput_only:
+        rate, commands = stack.throughput(args.jobs, clients)
+        return {"jobs_per_s": rate, "commands": commands}
+    return {
+        "wait": percentiles(timed(n, stack.echo_wait)),
+        "sse": percentiles(timed(n, stack.echo_sse)),
+        "poll": percentiles(timed(n, stack.echo_poll)),
+        "chain5": percentiles(timed(max(n // 4, 10), stack.chain_sse, warmup=5)),
+        **dict(zip(("jobs_per_s", "commands"), stack.throughput(args.jobs, clients),
+                   strict=True)),
+        "concurrent": stack.concurrency(args.concurrent, url, senders),
+    }
+
+
 def orchestrator(broker_url: str, database_url: str, logs: Path, args: argparse.Namespace,
                  slow_url: str) -> dict[str, Any]:
-    n, jobs = args.n, args.jobs
-    stack = Orchestrator(broker_url, database_url, logs, args.threads)
+    stack = Orchestrator(broker_url, database_url, logs, args)
     try:
-        if args.concurrency_only:
-            return {"concurrent": stack.concurrency(args.concurrent,
-                                                    f"{slow_url}?wait={args.wait}")}
-        return {
-            "wait": percentiles(timed(n, stack.echo_wait)),
-            "sse": percentiles(timed(n, stack.echo_sse)),
-            "poll": percentiles(timed(n, stack.echo_poll)),
-            "chain5": percentiles(timed(max(n // 4, 10), stack.chain_sse, warmup=5)),
-            "jobs_per_s": stack.throughput(jobs, clients=16),
-            "concurrent": stack.concurrency(args.concurrent, f"{slow_url}?wait={args.wait}"),
-        }
+        with profiled(stack, Path(args.profile)) if args.profile else nullcontext():
+            return measures(stack, args, slow_url)
     finally:
         stack.close()
 
 
 def report(bare: dict[str, Any], orch: dict[str, Any], args: argparse.Namespace) -> str:
+    commands = (f"Redis commands per job: orchestrator {orch['commands']:.1f}, bare Celery "
+                f"{bare['commands']:.1f} per task ({orch['commands'] / bare['commands']:.2f}x; "
+                "target <= 1.5x)")
+    if args.throughput_only:
+        return (f"{args.api_workers} API process(es), {args.tools_workers} tools worker(s): "
+                f"{orch['jobs_per_s']:.0f} jobs/s, bare drain {bare['drain_per_s']:.0f}/s "
+                f"({orch['jobs_per_s'] / bare['drain_per_s']:.2f}x)\n{commands}")
     total, submitted = orch["concurrent"]
+    how = f", in batches of {args.batch}" if args.batch else ""
     concurrency = (f"{args.concurrent} jobs x {args.wait:g} s wait on a loopback server, "
                    f"{args.threads} threads: bare Celery {bare['concurrent_s']:.2f} s, "
-                   f"orchestrator {total:.2f} s from the first submit (submitting took "
+                   f"orchestrator {total:.2f} s from the first submit{how} (submitting took "
                    f"{submitted:.2f} s; target <= 3 s)")
     if args.concurrency_only:
         return concurrency
     rows = [("bare Celery apply_async().get()", *bare["rtt"], None),
+            ("bare Celery chain of 5 no-ops, .get()", *bare["chain5"], None),
             ("orchestrator debug.echo, POST wait=true", *orch["wait"], None),
             ("orchestrator debug.echo, POST + SSE", *orch["sse"], None),
             ("orchestrator debug.echo, POST + polling", *orch["poll"], None),
             ("orchestrator debug.chain 5 steps, SSE", *orch["chain5"], None),
             ("bare Celery no-op drain", None, None, bare["drain_per_s"]),
-            ("orchestrator debug.echo jobs, 16 clients", None, None, orch["jobs_per_s"])]
+            (f"orchestrator debug.echo jobs, 16 clients{', batches' if args.batch else ''}",
+             None, None, orch["jobs_per_s"])]
     lines = ["| measure | p50 ms | p99 ms | per s |", "|---|---|---|---|"]
     for name, p50, p99, rate in rows:
         cells = [f"{v:.2f}" if v is not None else "" for v in (p50, p99)]
@@ -276,8 +356,11 @@ def report(bare: dict[str, Any], orch: dict[str, Any], args: argparse.Namespace)
     lines.append("")
     lines.append(f"single-step p50 / bare round trip p50: {orch['wait'][0] / bare['rtt'][0]:.2f}x"
                  " (target <= 1.5x)")
+    lines.append(f"5-step chain p50 / bare Celery chain of 5 p50: "
+                 f"{orch['chain5'][0] / bare['chain5'][0]:.2f}x (target <= 1.2x)")
     lines.append(f"jobs/s / bare drain rate: {orch['jobs_per_s'] / bare['drain_per_s']:.2f}x"
                  " (target >= 0.7x)")
+    lines.append(commands)
     lines.append(concurrency)
     return "\n".join(lines)
 
@@ -295,19 +378,33 @@ def main() -> None:
                         help="Threads of the tools worker and of the bare Celery worker.")
     parser.add_argument("--concurrency-only", action="store_true",
                         help="Run only the concurrency measure.")
+    parser.add_argument("--throughput-only", action="store_true",
+                        help="Run only the throughput measure (and the bare drain).")
+    parser.add_argument("--postgres", action="store_true",
+                        help="Job store: a throwaway Postgres from the pgserver wheel.")
+    parser.add_argument("--api-workers", type=int, default=1, help="API processes.")
+    parser.add_argument("--tools-workers", type=int, default=1, help="Tools worker processes.")
+    parser.add_argument("--batch", type=int, default=0,
+                        help="Submit the throughput and concurrency jobs through "
+                        "POST /v1/jobs:batch, this many per request (default: one per POST).")
+    parser.add_argument("--profile", default="",
+                        help="Write py-spy flame graphs of the API and a tools worker here.")
     args = parser.parse_args()
     logs = Path(tempfile.mkdtemp(prefix="orch-bench-"))
-    database_url = args.database_url or f"sqlite:///{logs}/bench.db"
     slow, slow_url = slow_server(logs)
     try:
-        with services.redis_server() as broker:
+        with services.redis_server() as broker, (
+                services.postgres_server() if args.postgres else nullcontext(
+                    args.database_url or f"sqlite:///{logs}/bench.db")) as database_url:
             root = broker.url.rsplit("/", 1)[0]
             bare = bare_celery(f"{root}/3", logs, args, slow_url)
             orch = orchestrator(f"{root}/4", database_url, logs, args, slow_url)
     finally:
         slow.stop()
     print(report(bare, orch, args))
-    print(f"\n(logs in {logs}; {os.cpu_count()} cores)")
+    store = "Postgres" if args.postgres or args.database_url.startswith("postgres") else "SQLite"
+    print(f"\n(logs in {logs}; {os.cpu_count()} cores; {store}; load average "
+          f"{' '.join(f'{v:.2f}' for v in os.getloadavg())})")
 
 
 if __name__ == "__main__":

@@ -69,6 +69,13 @@ class RateLimited(OrchestratorError):
         super().__init__(message)
         self.headers = headers
 
+class BudgetExhausted(OrchestratorError):
+    """Raised when a tenant's model budget for the day or month is spent (402: paying, or
+    waiting for the next period, cures it; retrying soon does not, so not 429)."""
+
+    status_code = 402
+    expected = True
+
 
 class Unavailable(OrchestratorError):
     """Raised when a dependency (broker, database) cannot be reached."""

@@ -83,6 +83,7 @@ class EventType(StrEnum):
     step_failed = "step_failed"
     step_retrying = "step_retrying"
     step_requeued = "step_requeued"
+    step_throttled = "step_throttled"
     step_output = "step_output"
     step_output_replaced = "step_output_replaced"
     step_held = "step_held"
@@ -215,7 +216,8 @@ class JobStep(SQLModel, table=True):
     output: Any = _json()
     error: str | None = None
     runner: str | None = Field(default=None, max_length=200,
-                               description="The worker process running it (host:pid).")
+                               description="The worker process running it (host:pid/start; "
+                               "`start` is new at each process start).")
     reason: str | None = Field(default=None, description="Why it is held or waiting.")
     token_hash: str | None = Field(default=None, max_length=64, index=True,
                                    description="SHA-256 of its approval or resume token.")
@@ -348,3 +350,26 @@ class HttpTool(SQLModel, table=True):
                                          sa_column=Column(JSON, nullable=False))
     timeout: float | None = None
     created_at: datetime = Field(default_factory=utcnow)
+
+
+class ConcurrencyLimit(SQLModel, table=True):
+    """A tenant's rule: at most `max_running` steps whose intent matches `pattern` at once."""
+
+    __tablename__ = "concurrency_limits"
+    tenant_id: str = Field(foreign_key="tenants.id", primary_key=True, max_length=64)
+    pattern: str = Field(primary_key=True, max_length=200,
+                         description="An intent (`ssh.exec`) or a glob (`agent.*`).")
+    max_running: int
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class TenantQuota(SQLModel, table=True):
+    """A tenant's model budget per UTC day and month, in USD and tokens (0: unlimited)."""
+
+    __tablename__ = "tenant_quotas"
+    tenant_id: str = Field(foreign_key="tenants.id", primary_key=True, max_length=64)
+    day_usd: float = 0.0
+    month_usd: float = 0.0
+    day_tokens: int = 0
+    month_tokens: int = 0
+    updated_at: datetime = Field(default_factory=utcnow)

@@ -13,8 +13,15 @@ from pydantic import BaseModel, Field
 
 from adapters.llm import Usage, estimate
 from core import refs
-from core.errors import IntentNotFound, InvalidRequest, UpstreamError, UpstreamUnavailable
+from core.errors import (
+    BudgetExhausted,
+    IntentNotFound,
+    InvalidRequest,
+    UpstreamError,
+    UpstreamUnavailable,
+)
 from core.models import EventType, PoolName
+from core.store import limits
 from core.store import sessions as chats
 from core.store.tables import NewStep
 from tasks import answers, budget, fallback, planning
@@ -123,7 +130,7 @@ def plan(step: StepContext) -> Extend:
                                  rt.settings.llm.max_plan_steps)
             steps = _model_plan(rt, step, req, usage, prompt)
             return _grow(step, "llm", steps, usage, prompt=prompt)
-        except (budget.PromptTooLong, PlanRejected) as exc:
+        except (budget.PromptTooLong, PlanRejected, BudgetExhausted) as exc:
             reason = str(exc)
         except (UpstreamError, UpstreamUnavailable) as exc:
             reason = unavailable(exc, rt.settings.llm.timeout)
@@ -174,8 +181,8 @@ def _model_plan(rt: Resources, step: StepContext, req: budget.Request, usage: Us
     names = [i.name for i in fitted.offered]
     messages, answer, error = list(fitted.messages), "", ""
     for _ in range(PLAN_ROUNDS):
-        answer = _complete(rt, usage, messages, planning.schema(names, req.most),
-                           prompt["measured"])
+        answer = _complete(rt, step.tenant_id, usage, messages,
+                           planning.schema(names, req.most), prompt["measured"])
         try:
             plan = planning.parse(answer, set(names), req.most)
             planning.check_refs(plan, req.first)
@@ -195,9 +202,13 @@ def _model_plan(rt: Resources, step: StepContext, req: budget.Request, usage: Us
     raise PlanRejected(f"the model did not give a usable plan in {PLAN_ROUNDS} tries ({brief})")
 
 
-def _complete(rt: Resources, usage: Usage, messages: list[dict[str, Any]],
+def _complete(rt: Resources, tenant_id: str, usage: Usage, messages: list[dict[str, Any]],
               schema: dict[str, Any], measured: list[int]) -> str:
-    """One plan call; a call that failed still counts, with the seconds it took."""
+    """One plan call, within the tenant's budget; a call that failed still counts, with the
+    seconds it took."""
+    refusal = budget_refusal(rt, tenant_id, usage)
+    if refusal is not None:
+        raise BudgetExhausted(refusal)
     started = time.perf_counter()
     try:
         completion = rt.llm.complete_json(messages, schema)
@@ -208,6 +219,16 @@ def _complete(rt: Resources, usage: Usage, messages: list[dict[str, Any]],
     usage.add(completion.usage)
     measured.append(completion.usage.prompt_tokens)
     return completion.text
+
+
+def budget_refusal(rt: Resources, tenant_id: str, usage: Usage) -> str | None:
+    """Why the tenant may not call the model now (its budget is spent, counting this step's
+    calls so far), or None."""
+    with rt.db.read() as session:
+        return limits.budget_refusal(
+            session=session, tenant_id=tenant_id, default=limits.default_budget(
+                rt.settings.limits),
+            pending=(usage.prompt_tokens + usage.completion_tokens, usage.cost))
 
 
 def _reviewed(step: StepContext, steps: list[planning.PlannedStep]) -> bool:
@@ -312,6 +333,9 @@ def respond(step: StepContext) -> dict[str, Any]:
 def _model_answer(rt: Resources, step: StepContext, inputs: RespondInputs,
                   findings: list[tuple[str, str]], usage: Usage) -> tuple[str | None, str | None]:
     """The model's answer streamed as deltas, ending with what it used; or None and why not."""
+    refusal = budget_refusal(rt, step.tenant_id, usage)
+    if refusal is not None:
+        return None, refusal
     deltas, started = Deltas(step), time.perf_counter()
     try:
         messages = _answer_messages(rt, step, inputs, findings)

@@ -164,7 +164,8 @@ def start_worker(env: dict[str, str], pools: list[str], log: Path, concurrency: 
 
 
 def start_api(env: dict[str, str], log: Path) -> Process:
-    return Process([str(BIN / "orchestrator"), "api"], env, log)
+    """One API process unless `env` says otherwise (a test that kills it kills the API)."""
+    return Process([str(BIN / "orchestrator"), "api"], {"API_WORKERS": "1", **env}, log)
 
 
 def wait_http(url: str, timeout: float = 30.0, expect: int = 200) -> None:

@@ -18,6 +18,7 @@ from rich.console import Console
 
 from core.errors import ConfigError
 from core.settings import DATA_DIR, OrchestratorSettings, get_settings
+from workers.limits_cli import limits
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -33,14 +34,15 @@ app = typer.Typer(help="Orchestrator: intents in, jobs on Celery, signed callbac
                   no_args_is_help=True, pretty_exceptions_enable=False)
 keys = typer.Typer(help="API keys.", no_args_is_help=True)
 app.add_typer(keys, name="keys")
-limits = typer.Typer(help="Per-tenant rate limits (over the RATE_LIMIT_* settings).",
-                     no_args_is_help=True)
-app.add_typer(limits, name="limits")
 memory = typer.Typer(help="The memory store.", no_args_is_help=True)
 app.add_typer(memory, name="memory")
 vault_commands = typer.Typer(help="Secrets at rest (ORCHESTRATOR_SECRET_KEY).",
                              no_args_is_help=True)
 app.add_typer(vault_commands, name="secrets")
+rate = typer.Typer(help="Requests per second per key and per tenant (over RATE_LIMIT_*).",
+                   no_args_is_help=True)
+limits.add_typer(rate, name="rate")
+app.add_typer(limits, name="limits")
 console = Console()
 errors = Console(stderr=True)
 PROCFILE = Path("Procfile")
@@ -359,7 +361,7 @@ def keys_rotate(key_id: Annotated[str, typer.Argument(help="The key's id (key_â€
     _run_store(rotate)
 
 
-@limits.command("set")
+@rate.command("set")
 def limits_set(
     tenant: Annotated[str, typer.Option(help="Tenant name or id.")],
     key_rate: Annotated[float | None, typer.Option(
@@ -374,7 +376,7 @@ def limits_set(
     """Set a tenant's own rate limits (the others keep their value); API processes apply them
     within API_KEY_CACHE_SECONDS."""
     from core.store.keys import find_tenant
-    from core.store.limits import clear_limits, set_limits
+    from core.store.rates import clear_limits, set_limits
 
     def change(session: "Session") -> None:
         found = find_tenant(session=session, tenant=tenant)
@@ -388,11 +390,11 @@ def limits_set(
     limits_show(tenant)
 
 
-@limits.command("show")
+@rate.command("show")
 def limits_show(tenant: Annotated[str, typer.Option(help="Tenant name or id.")]) -> None:
     """The rate limits that apply to a tenant (its overrides, else the settings)."""
     from core.store.keys import find_tenant
-    from core.store.limits import Rate, Rates, rates_for, tenant_limits
+    from core.store.rates import Rate, Rates, rates_for, tenant_limits
 
     settings = get_settings().rate_limit
     defaults = Rates(Rate(settings.key_rate, settings.key_burst),
@@ -464,6 +466,9 @@ def dev(
     env = {**os.environ, "FLOWER_BASIC_AUTH": flower_auth,
            "ORCHESTRATOR_SECRET_KEY": ",".join(secret_keys),
            "ORCHESTRATOR_EXPOSED_INTENTS": _dev_exposed(settings.orchestrator),
+           # Flower's task views need the workers' task events (off by default).
+           "WORKER_SEND_EVENTS": os.environ.get("WORKER_SEND_EVENTS",
+                                                str("flower" in processes).lower()),
            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
     supervisor = Supervisor(processes, env, log_dir=logs, note=None if logs is None else
                             _note_to(DATA_DIR / "log" / "supervisor.log"))

@@ -7,7 +7,9 @@
   unfinished step is sent again;
 - steps whose worker process stopped beating: sent again, and taken over by the new delivery;
   those it had received but not started (pending, so no runner in the ledger) too;
-- held and waiting steps past their deadline: failed.
+- held and waiting steps past their deadline: failed;
+- concurrency slots held by dead runners: freed; steps waiting for a slot of a limit with room
+  (a re-offer that failed): offered again.
 
 Any number may run; a Redis lock lets one sweep at a time.
 """
@@ -36,7 +38,8 @@ from core.store.recovery import (
 )
 from core.store.tables import Handoff
 from core.store.waits import expire_step
-from tasks.engine import heartbeat
+from tasks.engine import heartbeat, slots
+from tasks.engine.admission import free_slot
 from tasks.engine.chain import hand_off
 from tasks.engine.resources import Resources, open_resources
 from workers import inflight
@@ -77,6 +80,7 @@ class LostJobs:
         live = heartbeat.live_runners(rt.redis, rt.settings.worker.lost_after)
         held = heartbeat.held_by(rt.redis, live)
         missing = set(candidates) - inflight.jobs_in_broker(rt.redis, candidates, held)
+        missing -= slots.throttled_jobs(rt.redis)  # waiting for a slot: no message by design
         confirmed, self.suspects = missing & self.suspects, missing - self.suspects
         for job_id in confirmed:
             with rt.db.write() as session:
@@ -141,6 +145,34 @@ def _requeue_held(rt: Resources, app: Celery, runner: str, task_id: str) -> bool
     return taken.send is not None
 
 
+@dataclass
+class Slots:
+    """Frees the concurrency slots of dead runners (after `WORKER_LOST_AFTER` without a
+    heartbeat) and offers waiting steps to limits with room, every third of
+    `ORCHESTRATOR_LOST_AFTER`: a safety net, since a step's end offers the next itself."""
+
+    next_check: float = 0.0
+
+    def check(self, rt: Resources, app: Celery) -> int:
+        """Free and offer; returns how many slots were reclaimed."""
+        now = time.monotonic()
+        if now < self.next_check:
+            return 0
+        self.next_check = now + rt.settings.orchestrator.lost_after / 3
+        live = set(heartbeat.live_runners(rt.redis, rt.settings.worker.lost_after))
+        reclaimed = 0
+        for key in slots.limits(rt.redis):
+            for member, runner in slots.holders(rt.redis, key).items():
+                if runner not in live:
+                    job_id, index = member.rsplit("-", 1)
+                    log.warning("step %s of job %s: its worker %s stopped; its slot of a "
+                                "concurrency limit is free", index, job_id, runner)
+                    free_slot(app, rt.redis, key, job_id, int(index))
+                    reclaimed += 1
+            free_slot(app, rt.redis, key)
+        return reclaimed
+
+
 def expired(rt: Resources, app: Celery) -> int:
     """Fail the held and waiting steps past their deadline; returns how many."""
     with rt.db.read() as session:
@@ -159,6 +191,7 @@ class Sweeper:
     rt: Resources
     app: Celery
     lost: LostJobs = field(default_factory=LostJobs)
+    slots: Slots = field(default_factory=Slots)
     broker_ok_since: float = field(default_factory=time.monotonic)
 
     def round(self) -> None:
@@ -175,6 +208,7 @@ class Sweeper:
                 self.lost.check(self.rt, self.app)
                 orphans(self.rt, self.app)
                 abandoned(self.rt, self.app)
+                self.slots.check(self.rt, self.app)
         except (redis.RedisError, OperationalError) as exc:
             self.broker_ok_since = time.monotonic()
             log.warning("sweep skipped: broker unavailable (%s)", exc)

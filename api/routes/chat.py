@@ -1,5 +1,6 @@
 """Chat: `POST /chat` (reference 000), `POST /v1/chat` (reference 002) and a WebSocket."""
 
+import asyncio
 from typing import Any
 
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
@@ -11,7 +12,7 @@ from api.deps import StateDep, TenantDep
 from api.openapi import BODY, KEYED, errors
 from api.schemas import ChatAnswer, ChatRequest, IdempotencyKey, V1ChatRequest, loads_checked
 from api.scopes import lacks
-from api.state import AppState
+from api.state import AppState, Authorized
 from core.errors import OrchestratorError
 from core.models import Scope
 
@@ -25,7 +26,7 @@ FORBIDDEN = 4403
 
 
 @router.post("/chat", operation_id="chat", response_model=ChatAnswer,
-             summary="Chat (reference 000)", responses=errors(*KEYED, *BODY),
+             summary="Chat (reference 000)", responses=errors(*KEYED, *BODY, 402),
              description=CHAT_DESCRIPTION)
 async def chat(body: ChatRequest, state: StateDep, tenant: TenantDep,
                idempotency_key: IdempotencyKey = None) -> ChatAnswer:
@@ -38,7 +39,7 @@ async def chat(body: ChatRequest, state: StateDep, tenant: TenantDep,
 
 
 @router.post("/v1/chat", operation_id="chatV1", response_model=ChatAnswer,
-             summary="Chat (reference 002)", responses=errors(*KEYED, *BODY),
+             summary="Chat (reference 002)", responses=errors(*KEYED, *BODY, 402),
              description=CHAT_DESCRIPTION)
 async def chat_v1(body: V1ChatRequest, state: StateDep, tenant: TenantDep,
                   idempotency_key: IdempotencyKey = None) -> ChatAnswer:
@@ -50,16 +51,35 @@ async def chat_v1(body: V1ChatRequest, state: StateDep, tenant: TenantDep,
     return await conversation.ask(state, req, state.settings.orchestrator.sync_timeout)
 
 
+AUTH_WAIT = 3.0  # seconds a socket without a key in its handshake has to send one
+
+
 def _key(socket: WebSocket) -> str:
     header = socket.headers.get("authorization", "")
     return header.removeprefix("Bearer ").strip() or socket.query_params.get("api_key", "")
+
+
+async def _first_message_key(socket: WebSocket) -> str:
+    """The key of an opening `{"type": "auth", "api_key": …}` message (a browser cannot set a
+    WebSocket's headers, and a key in the URL would be logged); "" for anything else."""
+    try:
+        text = await asyncio.wait_for(_receive(socket), timeout=AUTH_WAIT)
+        body = loads_checked(text)
+    except (TimeoutError, ValueError):
+        return ""
+    if isinstance(body, dict) and body.get("type") == "auth":
+        key = body.get("api_key")
+        return key if isinstance(key, str) else ""
+    return ""
 
 
 @router.websocket("/v1/chat/ws")
 async def chat_socket(socket: WebSocket) -> None:
     """Chat over a WebSocket: each message sent gets its job's events, then the answer.
 
-    Authenticate with `Authorization: Bearer <key>` or `?api_key=<key>`. Send
+    Authenticate with `Authorization: Bearer <key>`, `?api_key=<key>`, or (what a browser can
+    do without putting the key in a URL) a first message `{"type": "auth", "api_key": <key>}`
+    within 3 seconds, answered `{"type": "authenticated"}`. Send
     `{"message", "session_id"?, "namespace"?, "twin_id"?}`; receive `{"type": "accepted"}`,
     every event of the job (as `GET /v1/jobs/{id}/events` shows them, `llm_delta` carrying
     the answer as it is written), then `{"type": "answer", …}`. Several messages per connection.
@@ -70,9 +90,12 @@ async def chat_socket(socket: WebSocket) -> None:
     another.
     """
     state: AppState = socket.app.state.orch
-    found = await run_in_threadpool(state.authorize, _key(socket))
     # Accept first: a close before the handshake is an HTTP 403 no client can tell from others.
     await socket.accept()
+    try:
+        found = await _authorized(state, socket)
+    except WebSocketDisconnect:
+        return
     if found is None:
         await socket.close(code=UNAUTHORIZED, reason="missing or unknown API key")
         return
@@ -87,6 +110,17 @@ async def chat_socket(socket: WebSocket) -> None:
                                             session_id)
     except WebSocketDisconnect:
         return
+
+
+async def _authorized(state: AppState, socket: WebSocket) -> Authorized | None:
+    """The handshake's key, else the opening auth message's."""
+    if key := _key(socket):
+        return await run_in_threadpool(state.authorize, key)
+    key = await _first_message_key(socket)
+    found = await run_in_threadpool(state.authorize, key) if key else None
+    if found is not None:
+        await socket.send_json({"type": "authenticated"})
+    return found
 
 
 async def _receive(socket: WebSocket) -> str | bytes:

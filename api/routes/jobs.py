@@ -18,6 +18,8 @@ from api.schemas import (
     EventPublic,
     IdempotencyKey,
     JobAccepted,
+    JobBatchAccepted,
+    JobBatchCreate,
     JobCreate,
     JobIdPath,
     JobPage,
@@ -39,7 +41,7 @@ router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
 @router.post("", operation_id="createJob", status_code=202, summary="Submit a job",
              response_model=JobAccepted | JobPublic, responses={
-                 **errors(*KEYED, *BODY, 404),
+                 **errors(*KEYED, *BODY, 402, 404),
                  202: {"model": JobAccepted, "description": "The job is on its way.",
                        "links": job_links()},
                  200: {"model": JobPublic, "description": "The job ended within `wait`."}})
@@ -71,6 +73,26 @@ async def create_job(
         return job_public(job, steps).model_copy(update=replay)
     return JobAccepted(job_id=job.id, status=job.status, intent=job.intent, mode=job.mode,
                        links=links_for(job.id), **replay)
+
+
+@router.post(":batch", operation_id="createJobs", status_code=202,
+             summary="Submit up to 1,000 jobs at once", response_model=JobBatchAccepted,
+             responses=errors(*KEYED, *BODY, 403))
+async def create_jobs(body: JobBatchCreate, state: StateDep,
+                      caller: CallerDep) -> JobBatchAccepted:
+    """Submit up to 1,000 intents in one request: stored in one transaction and sent in one
+    broker connection, each job with its own idempotency key (`idempotency_key`, else the
+    default key of a write) and result. Answers 202 with each job as `POST /v1/jobs` would, in
+    the order sent; an item that is not valid refuses the batch (422 naming `jobs.N`), and
+    nothing of it is stored."""
+    requests = [service.Request(
+        tenant_id=caller.tenant_id, intent=item.intent, inputs=item.inputs, mode=item.mode,
+        context=item.context, callback_url=str(item.callback_url) if item.callback_url else None,
+        idempotency_key=item.idempotency_key, key_id=caller.key_id) for item in body.jobs]
+    submitted = await run_in_threadpool(service.submit_batch, state, requests)
+    return JobBatchAccepted(jobs=[JobAccepted(
+        job_id=job.id, status=job.status, intent=job.intent, mode=job.mode,
+        links=links_for(job.id), **deduplication(job, created)) for job, created in submitted])
 
 
 def _cursor(text: str | None) -> tuple[datetime, str] | None:

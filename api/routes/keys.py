@@ -12,7 +12,7 @@ from api.deps import CallerDep, StateDep
 from api.openapi import BODY, KEYED, POST, errors
 from core.models import DEFAULT_SCOPES, ApiKey, Scope
 from core.store.keys import find_tenant, list_keys, scopes_of
-from core.store.limits import Rate, rates_for, tenant_limits
+from core.store.rates import Rate, rates_for, tenant_limits
 
 router = APIRouter(tags=["keys"])
 KeyId = Annotated[str, Path(description="The key's `id` (`key_…`).")]

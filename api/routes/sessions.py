@@ -6,7 +6,7 @@ from fastapi import APIRouter, Path, Query
 
 from api.deps import StateDep, TenantDep
 from api.openapi import KEYED, errors
-from api.schemas import MessagePublic, SessionMessages
+from api.schemas import MessagePublic, SessionMessages, SessionPublic
 from core.store import sessions as chats
 
 router = APIRouter(prefix="/v1/sessions", tags=["sessions"])
@@ -33,3 +33,15 @@ def get_session_messages(
             session_id=row.id, twin_id=row.twin_id, user_id=row.user_id,
             namespace=row.namespace,
             messages=[MessagePublic.model_validate(m, from_attributes=True) for m in messages])
+
+
+@router.get("", operation_id="listSessions", response_model=list[SessionPublic],
+            summary="List sessions", responses=errors(*KEYED, 422))
+def list_sessions(
+    state: StateDep, tenant: TenantDep,
+    limit: Annotated[int, Query(ge=1, le=200, description="At most this many.")] = 50,
+) -> list[SessionPublic]:
+    """The caller's chat sessions, the most recently used first."""
+    with state.db.read() as session:
+        rows = chats.list_sessions(session=session, tenant_id=tenant, limit=limit)
+        return [SessionPublic.model_validate(row, from_attributes=True) for row in rows]

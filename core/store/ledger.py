@@ -61,6 +61,10 @@ class Ledger:
     row: Any
 
 
+Admit = Callable[[Session, Ledger], dict[str, Any] | None]
+"""Asked before a step starts: None lets it start; a dict (the limit) throttles it."""
+
+
 JOB_LOCK = (
     select(JOBS.c.status, JOBS.c.event_seq, JOBS.c.tenant_id,  # type: ignore[call-overload]
            JOBS.c.intent.label("job_intent"), JOBS.c.mode, JOBS.c.callback_url,
@@ -157,14 +161,16 @@ def _output_of(session: Session, job_id: str, before: int) -> Callable[[int], An
 
 def begin_step(*, session: Session, job_id: str, index: int, runner: str, max_deliveries: int,
                retries: int = 0, is_live: Callable[[str], bool] = lambda _: False,
-               literal: Callable[[str, str], bool] = lambda _i, _t: False) -> StepStart:
-    """Record that `runner` (host:pid) took a step; say whether to run it, and with what.
+               literal: Callable[[str, str], bool] = lambda _i, _t: False,
+               admit: Admit | None = None) -> StepStart:
+    """Record that `runner` (host:pid/start) took a step; say whether to run it, and with what.
 
     A step running on a live runner is a duplicate delivery (skipped); one whose runner died is
     taken over. `retries` is the Celery retry number of this message: each retry is a new
     message, so the poison limit counts the deliveries of each, not deliberate retries.
     References in the inputs are resolved unless `literal(intent, tenant)` says the intent
-    takes them as they are (a planner whose inputs are steps for later).
+    takes them as they are (a planner whose inputs are steps for later). Last, `admit` may
+    throttle it (a concurrency limit is full): it stays pending, unstarted and uncounted.
     """
     at = ledger(session, job_id, index)
     if at.status.terminal:
@@ -187,6 +193,12 @@ def begin_step(*, session: Session, job_id: str, index: int, runner: str, max_de
     except refs.RefError as exc:
         handoff = fail(session, at, str(exc), step={"attempts": attempts})
         return StepStart(StepVerdict.skip, reason=str(exc), events=handoff.events)
+    throttled = admit(session, at) if admit is not None else None
+    if throttled is not None:
+        events = record(session, at, {}, {"status": StepStatus.pending, "runner": None},
+                        [(EventType.step_throttled, {"index": index, **throttled})])
+        return StepStart(StepVerdict.skip, reason="throttled by its concurrency limit",
+                         events=events)
     return _start(session, at, attempts, runner, inputs)
 
 

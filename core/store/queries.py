@@ -55,6 +55,14 @@ def pending_action(*, session: Session, steps: list[JobStep],
     return {"status": str(step.status), **data}
 
 
+def pending_steps(*, session: Session, tenant_id: str, limit: int) -> list[JobStep]:
+    """A tenant's held and waiting steps across its jobs, the nearest deadline first."""
+    query = (select(JobStep).join(Job, col(Job.id) == col(JobStep.job_id))
+             .where(Job.tenant_id == tenant_id, col(JobStep.status).in_(list(WAITING_STEPS)))
+             .order_by(col(JobStep.deadline), col(JobStep.job_id)).limit(limit))
+    return list(session.exec(query))
+
+
 def list_jobs(
     *,
     session: Session,

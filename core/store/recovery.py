@@ -51,7 +51,7 @@ def resume(*, session: Session, job_id: str, quiet_for: float) -> Handoff:
 
 @dataclass(frozen=True)
 class Orphan:
-    """A running step and the runner (host:pid) that took it."""
+    """A running step and the runner (host:pid/start) that took it."""
 
     job_id: str
     index: int

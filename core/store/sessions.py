@@ -90,3 +90,10 @@ def list_messages(*, session: Session, tenant_id: str, session_id: str, after: i
                                   ChatMessage.session_id == session_id,
                                   col(ChatMessage.id) > after)
         .order_by(col(ChatMessage.id)).limit(limit)))
+
+
+def list_sessions(*, session: Session, tenant_id: str, limit: int) -> list[ChatSession]:
+    """A tenant's sessions, the most recently used first."""
+    return list(session.exec(
+        select(ChatSession).where(ChatSession.tenant_id == tenant_id)
+        .order_by(col(ChatSession.updated_at).desc(), col(ChatSession.id)).limit(limit)))

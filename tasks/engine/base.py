@@ -30,11 +30,12 @@ from core import refs
 from core.errors import IntentNotFound, InvalidRequest, NotFound, UpstreamUnavailable
 from core.events import publish
 from core.models import EventType
-from core.storable import NotStorable, storable
+from core.storable import REPLACEMENT, NotStorable, storable
 from core.store.events import append_events
 from core.store.ledger import StepStart, StepVerdict, begin_step, fail_step, finish_step, retry_step
 from core.store.tables import Handoff, NewStep, new_token
 from core.store.waits import hold_step, issue_resume_token, wait_step
+from tasks.engine.admission import Admission
 from tasks.engine.cancellation import is_cancelled
 from tasks.engine.chain import hand_off
 from tasks.engine.context import Cancelled, Extend, Hold, StepContext, Wait
@@ -66,7 +67,12 @@ class StepTask(Task):  # type: ignore[misc]
 
     def __call__(self, job_id: str, index: int, **_: Any) -> None:
         rt, index = resources(), int(index)
-        start = self._begin(rt, job_id, index)
+        admission = Admission(rt)
+        try:
+            start = self._begin(rt, job_id, index, admission)
+        except BaseException:
+            admission.release(self.app, job_id, index)
+            raise
         self._hand_off(rt, Handoff(start.events, start.next))
         if start.verdict != StepVerdict.run:
             raise Ignore(start.reason or "already done")
@@ -74,12 +80,17 @@ class StepTask(Task):  # type: ignore[misc]
             rt.executing.add((job_id, index))
         try:
             outcome = self._execute(rt, job_id, index, start)
+        except BaseException:
+            # A retry, a cancel or a failure: recorded already; the slot is free.
+            admission.release(self.app, job_id, index)
+            raise
         finally:
             with rt.lock:
                 rt.executing.discard((job_id, index))
         self._hand_off(rt, outcome)
+        admission.release(self.app, job_id, index)
 
-    def _begin(self, rt: Resources, job_id: str, index: int) -> StepStart:
+    def _begin(self, rt: Resources, job_id: str, index: int, admission: Admission) -> StepStart:
         """The ledger's verdict; a step never runs unrecorded, so retry until the store answers."""
         try:
             with rt.db.write() as session:
@@ -88,7 +99,7 @@ class StepTask(Task):  # type: ignore[misc]
                     max_deliveries=rt.settings.orchestrator.max_step_deliveries,
                     retries=self.request.retries or 0,
                     is_live=lambda runner: rt.is_live(runner, (job_id, index)),
-                    literal=_literal)
+                    literal=_literal, admit=admission)
         except STORE_ERRORS as exc:
             log.warning("step %s/%d: could not record its start (%s); retrying", job_id, index,
                         type(exc).__name__)
@@ -161,14 +172,17 @@ class StepTask(Task):  # type: ignore[misc]
                                                              index=index, error=error))
 
     def _storable(self, rt: Resources, job_id: str, index: int, output: Any) -> Any:
-        """The output as the store can hold it; non-finite numbers become null, said in an event."""
+        """The output as the store can hold it; what was replaced is said in an event."""
         output, replaced = storable(output)
-        if replaced:
-            log.warning("step %s/%d: non-finite numbers in its output became null at %s",
-                        job_id, index, ", ".join(replaced))
-            self._emit(rt, job_id, EventType.step_output_replaced, {
-                "index": index, "paths": replaced, "value": None,
-                "reason": "NaN and Infinity are not JSON"})
+        for paths, value, reason in (
+                (replaced.numbers, None, "NaN and Infinity are not JSON"),
+                (replaced.text, REPLACEMENT, "NUL and lone surrogates cannot be stored as text")):
+            if paths:
+                # The paths go to the tenant's event only: keys are the tenant's payload.
+                log.warning("step %s/%d: %d value(s) of its output replaced (%s)",
+                            job_id, index, len(paths), reason)
+                self._emit(rt, job_id, EventType.step_output_replaced, {
+                    "index": index, "paths": paths, "value": value, "reason": reason})
         return output
 
     def _hold(self, rt: Resources, job_id: str, index: int, inputs: dict[str, Any],

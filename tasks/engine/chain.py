@@ -39,6 +39,28 @@ def send_step(app: Celery, step: NextStep) -> None:
     step_signature(app, step).apply_async()
 
 
+def send_steps(app: Celery, steps: Sequence[NextStep]) -> int:
+    """Send many steps through one broker connection, in order; how many were sent before
+    the broker failed (re-raised with it as `SendStopped`)."""
+    sent = 0
+    try:
+        with app.producer_or_acquire() as producer:
+            for step in steps:
+                step_signature(app, step).apply_async(producer=producer)
+                sent += 1
+    except Exception as exc:
+        raise SendStopped(sent) from exc
+    return sent
+
+
+class SendStopped(Exception):
+    """Raised when the broker failed partway through `send_steps`: `sent` steps went out."""
+
+    def __init__(self, sent: int) -> None:
+        super().__init__(f"the broker failed after {sent} steps were sent")
+        self.sent = sent
+
+
 def send_deliveries(app: Celery, events: Sequence[LiveEvent], due: Sequence[str]) -> None:
     """Hand the callbacks that these committed events scheduled, and those `due`, to the
     callbacks pool (the one place the delivery task is sent)."""

@@ -2,6 +2,7 @@
 
 import contextlib
 import os
+import secrets
 import socket
 import threading
 import time
@@ -52,8 +53,12 @@ RUNNERS = "orch:runners"
 
 
 def runner_id() -> str:
-    """This process as the ledger records it: host and pid."""
-    return f"{socket.gethostname()}:{os.getpid()}"
+    """This process as the ledger records it: host, pid and a token of this start.
+
+    Host and pid alone do not name a process: a container's worker is pid 1 on the same host
+    name after every restart, and would be taken for the dead one it replaces (whose running
+    steps would then never be sent again)."""
+    return f"{socket.gethostname()}:{os.getpid()}/{secrets.token_hex(3)}"
 
 
 def stamp_runner(client: redis.Redis, runner: str, keep: float) -> None:

@@ -270,7 +270,7 @@ def test_the_command_line_makes_lists_rotates_keys_and_sets_a_tenants_limits(
     key_id = next(line for line in cli("keys", "list", "--tenant", tenant)
                   if "name=reader" in line).split()[0]
     rotated = cli("keys", "rotate", key_id)[-1]
-    shown = cli("limits", "set", "--tenant", tenant, "--key-rate", "1",
+    shown = cli("limits", "rate", "set", "--tenant", tenant, "--key-rate", "1",
                 "--key-burst", "1")
     # Then the old key is refused, the new one works with the same scope, under the new rate
     assert shown[1:] == ["per key: 1/s, burst 1", f"per tenant: {TENANT_RATE}/s, burst 2000"]

@@ -331,3 +331,26 @@ def test_a_chat_socket_message_over_the_body_limit_is_closed_with_1009(stack: St
             socket.recv(timeout=10)
     assert closed.value.rcvd is not None and closed.value.rcvd.code == 1009
     assert closed.value.rcvd.reason, "the close frame says why"
+
+
+NUL_PATHS = ["/v1/jobs/a%00b", "/v1/jobs/a%00b/events", "/v1/sessions/s%00/messages",
+             "/v1/deliveries/d%00", "/jobs/a%00b",
+             "/v1/jobs?intent=a%00b", "/v1/jobs?status=queued&cursor=%00"]
+
+
+@pytest.mark.parametrize("path", NUL_PATHS)
+def test_a_nul_in_a_path_or_query_is_a_400_that_says_so(client: httpx.Client,
+                                                         path: str) -> None:
+    # Postgres text cannot hold NUL: a lookup with one must not reach the store as a 500
+    response = client.get(path)
+    assert response.status_code == 400, response.text
+    assert response.json() == {"error": "the URL holds a NUL character (%00); remove it"}
+
+
+@pytest.mark.parametrize(("method", "path"), [
+    ("POST", "/v1/jobs/a%00b/cancel"), ("DELETE", "/v1/tools/t%00"),
+    ("POST", "/v1/resume/r%00"), ("POST", "/v1/deliveries/d%00/redeliver")])
+def test_a_nul_in_the_path_of_a_change_is_a_400(client: httpx.Client, method: str,
+                                               path: str) -> None:
+    response = client.request(method, path, json={})
+    assert response.status_code == 400, response.text

@@ -191,3 +191,24 @@ def test_an_answer_holding_nan_ends_the_step_with_null_in_its_place_once(
     replaced = [e["data"] for e in events if e["type"] == "step_output_replaced"]
     assert replaced == [{"index": 0, "paths": ["$.body.x", "$.body.y[1]", "$.body.z.w"],
                          "value": None, "reason": "NaN and Infinity are not JSON"}]
+
+
+def test_an_answer_holding_nul_and_a_lone_surrogate_is_stored_with_them_replaced(
+        client: httpx.Client) -> None:
+    # Given an upstream whose JSON holds text Postgres cannot store (NUL) and no UTF-8 can
+    body = b'{"out": "a\\u0000b", "k\\u0000": "v", "s": "\\ud800", "ok": "fine"}'
+    with serve(reply(200, {"content-type": "application/json"}, body)) as server:
+        # When a job posts to it
+        job = run(client, "http.request", {"url": f"{server.url}/nul", "method": "POST",
+                                           "body": {"a": 1}})
+    # Then the job succeeded, each such character now U+FFFD, the rest as it came
+    assert job["status"] == "succeeded", job["error"]
+    assert job["result"]["body"] == {"out": "a\ufffdb", "k\ufffd": "v", "s": "\ufffd",
+                                      "ok": "fine"}
+    assert job["steps"][0]["attempts"] == 1
+    # And an event names the paths replaced
+    events = client.get(f"/v1/jobs/{job['job_id']}/events").json()
+    replaced = [e["data"] for e in events if e["type"] == "step_output_replaced"]
+    assert replaced == [{"index": 0, "paths": ["$.body.out", "$.body.k\ufffd", "$.body.s"],
+                         "value": "\ufffd",
+                         "reason": "NUL and lone surrogates cannot be stored as text"}]

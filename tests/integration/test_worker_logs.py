@@ -9,6 +9,7 @@ from pathlib import Path
 import httpx
 import pytest
 import redis
+from celery import Celery
 
 from tests import services
 from tests.integration.conftest import Stack, wait_job
@@ -48,8 +49,14 @@ def start_flower(env: dict[str, str], log: Path) -> Iterator[str]:
 
 @pytest.fixture
 def flower(stack: Stack, tmp_path: Path) -> Iterator[str]:
-    """Flower with basic auth on the stack's broker."""
+    """Flower with basic auth on the stack's broker, the workers sending task events (off
+    by default: Flower asks for them every few seconds; asked at once here, as it would)."""
     with start_flower(stack.env, tmp_path / "flower.log") as url:
+        control = Celery(broker=stack.env["REDIS_URL"])
+        try:
+            assert control.control.enable_events(reply=True, timeout=5)
+        finally:
+            control.close()
         yield url
 
 

@@ -5,6 +5,7 @@ import subprocess
 import time
 
 import httpx
+import pytest
 import redis
 from celery import Celery
 
@@ -15,6 +16,7 @@ from core.store.tenants import tenant_for_key
 from tasks.debug import RUNS_KEY
 from tasks.engine.chain import send_step
 from tasks.intents import REGISTRY
+from tests import services
 from tests.integration.conftest import LOST_AFTER, VISIBILITY_TIMEOUT, Stack, wait_job
 
 
@@ -224,3 +226,52 @@ def test_steps_a_killed_worker_received_but_never_started_come_back_within_a_min
         assert len(requeued) == 1 and "before starting it" in requeued[0]["reason"], requeued
     print(f"held steps back {elapsed:.1f}s after the kill")
     stack.wait_ready()
+
+
+def start_container_worker(stack: Stack, name: str) -> services.Process:
+    """A tools worker as a container runs it: pid 1 in a PID namespace of its own, so a
+    restarted one has the same host and pid as the one before it."""
+    args = ["unshare", "--pid", "--fork", "--kill-child", str(services.BIN / "orchestrator"),
+            "worker", "--concurrency", "4", "--pool", "tools"]
+    return services.Process(args, stack.env, stack.logs / f"{name}.log")
+
+
+def wait_log(process: services.Process, text: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while text not in process.log.read_text(errors="replace"):
+        assert time.monotonic() < deadline, f"{process.log.name} never said {text!r}"
+        time.sleep(0.2)
+
+
+@pytest.mark.timeout(240)
+def test_a_step_of_a_killed_worker_comes_back_when_its_restart_has_the_same_host_and_pid(
+        stack: Stack, client: httpx.Client) -> None:
+    # Given the tools pool served only by a worker that is pid 1 in its own PID namespace,
+    # running a step
+    stack.workers.pop("tools").stop()
+    first = start_container_worker(stack, "container-1")
+    second: services.Process | None = None
+    try:
+        wait_log(first, " ready.")
+        job_id = client.post("/v1/jobs", json={"intent": "debug.sleep",
+                                               "inputs": {"seconds": 25}}).json()["job_id"]
+        wait_running(client, job_id, timeout=30)
+        # And its restart already beating, pid 1 again on the same host (a container
+        # restarted within WORKER_LOST_AFTER looks just like this)
+        second = start_container_worker(stack, "container-2")
+        wait_log(second, " ready.")
+        assert client.get(f"/v1/jobs/{job_id}").json()["status"] == "running", "too slow"
+        # When the first is SIGKILLed
+        first.kill(signal.SIGKILL)
+        killed_at = time.monotonic()
+        # Then the new process is not taken for the dead one: the step comes back long
+        # before the broker's visibility timeout, and runs to its end on the new worker
+        job = wait_job(client, job_id, timeout=VISIBILITY_TIMEOUT + 30)
+        assert job["status"] == "succeeded" and job["steps"][0]["attempts"] == 2
+        assert time.monotonic() - killed_at < LOST_AFTER + 20 + 25
+    finally:
+        for process in (first, second):
+            if process is not None:
+                process.stop()
+        stack.start_worker("tools", ["tools"])
+        stack.wait_ready()

@@ -17,7 +17,7 @@ from core.db import Database
 from core.errors import ConfigError
 from core.migrate import alembic_config, upgrade
 from core.store.keys import list_keys, scopes_of
-from core.store.limits import Rate, Rates
+from core.store.rates import Rate, Rates
 from core.vault import new_key
 from tests.services import free_port
 
@@ -26,10 +26,10 @@ EVERY_TENANT_SCOPE = {"jobs:write", "jobs:read", "approve", "registry:write", "m
 
 
 def test_keys_made_before_scopes_keep_what_they_could_do(tmp_path: Path) -> None:
-    # Given a job store of revision 0011 with a plain tenant's key and an operator's
+    # Given a job store of revision 0012 with a plain tenant's key and an operator's
     url = f"sqlite:///{tmp_path}/old.db"
     Database(url).dispose()
-    command.upgrade(alembic_config(url), "0011")
+    command.upgrade(alembic_config(url), "0012")
     db = Database(url)
     with db.write() as session:
         for tenant, operator in (("ten_plain", False), ("ten_ops", True)):

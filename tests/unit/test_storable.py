@@ -1,4 +1,5 @@
-"""A step's output made storable: non-finite numbers become null, the rest is refused."""
+"""A step's output made storable: non-finite numbers become null, NUL and lone surrogates
+U+FFFD, the rest is refused."""
 
 import datetime
 import json
@@ -22,8 +23,22 @@ from core.storable import NotStorable, storable
 def test_non_finite_numbers_become_null_and_their_paths_are_named(
         value: Any, expected: Any, replaced: list[str]) -> None:
     cleaned, paths = storable(value)
-    assert cleaned == expected and paths == replaced
+    assert cleaned == expected and paths.numbers == replaced and not paths.text
     json.dumps(cleaned, allow_nan=False)  # strict JSON now
+
+
+@pytest.mark.parametrize(("value", "expected", "replaced"), [
+    ({"out": "a\x00b"}, {"out": "a\ufffdb"}, ["$.out"]),
+    (["ok", "\ud800x\udfff"], ["ok", "\ufffdx\ufffd"], ["$[1]"]),
+    ({"k\x00": {"v": "\x00"}}, {"k\ufffd": {"v": "\ufffd"}}, ["$.k\ufffd", "$.k\ufffd.v"]),
+], ids=["nul", "lone-surrogates", "nul-key"])
+def test_text_postgres_cannot_hold_is_replaced_and_its_paths_are_named(
+        value: Any, expected: Any, replaced: list[str]) -> None:
+    cleaned, paths = storable(value)
+    assert cleaned == expected and paths.text == replaced and not paths.numbers
+    # Postgres text and UTF-8 can hold it now, and so can the event naming the paths
+    assert "\\u0000" not in json.dumps(cleaned) + json.dumps(paths.text)
+    json.dumps([cleaned, paths.text], ensure_ascii=False).encode("utf-8")
 
 
 def test_the_value_given_is_left_unchanged() -> None:

@@ -3,8 +3,8 @@
 Existing keys keep the rights they had: every scope but `operator`, and `operator` too for
 the keys of operator tenants. `tenant_limits` holds per-tenant rate overrides.
 
-Revision ID: 0012
-Revises: 0011
+Revision ID: 0013
+Revises: 0012
 Create Date: 2026-11-30 15:00:00
 """
 from alembic import op
@@ -12,8 +12,8 @@ import sqlalchemy as sa
 import sqlmodel
 
 
-revision = '0012'
-down_revision = '0011'
+revision = '0013'
+down_revision = '0012'
 branch_labels = None
 depends_on = None
 
