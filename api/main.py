@@ -11,6 +11,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi_offline import FastAPIOffline
 from kombu.exceptions import OperationalError as KombuOperationalError
+from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 from redis.exceptions import ConnectionError as RedisConnectionError
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError as DBOperationalError
@@ -45,11 +46,14 @@ from api.routes import (
 from api.state import AppState
 from core.errors import IntentNotFound, InvalidRequest, OrchestratorError, RateLimited
 from core.settings import Settings, get_settings
+from core.telemetry import start_tracing, stop_tracing
 from tasks.engine.app import celery_app
 from tasks.engine.resources import build_resources
 from tasks.intents import REGISTRY
 
 log = logging.getLogger(__name__)
+# Probes and scrapes are noise in a trace; a resume URL's path is its token (a credential).
+UNTRACED = "/health,/ready,/metrics,/v1/resume/"
 
 
 def startup_line(settings: Settings) -> str:
@@ -78,6 +82,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await state.hub.stop()
         await client.aclose()
         state.close()
+        stop_tracing(app.state.tracing)
 
 
 def _error(status: int, message: str, **extra: object) -> JSONResponse:
@@ -181,4 +186,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.router.routes.append(Route("/mcp", endpoint=_Mcp(), methods=["POST"]))
     console.install(app)
     openapi.install(app)
+    app.state.tracing = start_tracing(settings.telemetry, "api")
+    if app.state.tracing is not None:
+        FastAPIInstrumentor.instrument_app(app, tracer_provider=app.state.tracing,
+                                           excluded_urls=UNTRACED)
     return app

@@ -1,10 +1,17 @@
 """Prometheus metrics of the API, and gauges read from the store and broker at scrape time."""
 
+import time
 from collections import defaultdict
 from collections.abc import Iterator
+from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client import CollectorRegistry, Gauge, generate_latest
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.registry import Collector
 from sqlalchemy import func
 from sqlmodel import select
@@ -15,16 +22,18 @@ from adapters.breakers import Gauge as Sample
 from adapters.callbacks import CALLBACK_PREFIX
 from adapters.http import HTTP_PREFIX
 from api.state import AppState
+from core import observations
 from core.models import Job
 from tasks.engine import heartbeat, slots
 from tasks.engine.pools import POOLS
 
 REGISTRY = CollectorRegistry()
-JOBS_SUBMITTED = Counter("orchestrator_jobs_submitted_total", "Jobs accepted by the API.",
-                         ["intent"], registry=REGISTRY)
 JOBS = Gauge("orchestrator_jobs", "Jobs in the store by status.", ["status"], registry=REGISTRY)
 QUEUE_DEPTH = Gauge("orchestrator_queue_depth", "Messages waiting in a pool's queue.", ["pool"],
                     registry=REGISTRY)
+OLDEST = Gauge("orchestrator_queue_oldest_age_seconds",
+               "How long the oldest message in a pool's queue has waited (0 when empty).",
+               ["pool"], registry=REGISTRY)
 WORKERS = Gauge("orchestrator_live_workers", "Workers that stamped a pool recently.", ["pool"],
                 registry=REGISTRY)
 # Upstreams tenants name (their callback hosts, the hosts of their HTTP tools and requests):
@@ -119,16 +128,49 @@ def slot_usage(state: AppState) -> dict[str, tuple[int, int]]:
     return totals
 
 
+class WorkerFigures(Collector):
+    """Step durations, job latencies, jobs queued and callback outcomes, as every process
+    counted them into Redis (`core.observations`)."""
+
+    def __init__(self, client: Any) -> None:
+        self.client = client
+
+    def collect(self) -> Iterator[Metric]:
+        for key, name, text in (
+                (observations.STEPS, "orchestrator_step_duration_seconds",
+                 "Steps' run time from start to success or failure, per intent."),
+                (observations.JOBS, "orchestrator_job_latency_seconds",
+                 "Jobs' time from submission to their end, per intent.")):
+            family = HistogramMetricFamily(name, text, labels=["intent"])
+            for intent, found in sorted(observations.histograms(self.client, key).items()):
+                family.add_metric([intent], found.cumulative(), found.sum)
+            yield family
+        queued = CounterMetricFamily("orchestrator_jobs_submitted", "Jobs accepted and queued.",
+                                     labels=["intent"])
+        for intent, count in sorted(observations.submitted(self.client).items()):
+            queued.add_metric([intent], count)
+        yield queued
+        outcomes = CounterMetricFamily("orchestrator_callback_deliveries",
+                                       "Callback delivery attempts by outcome.",
+                                       labels=["outcome"])
+        for outcome, count in observations.deliveries(self.client).items():
+            outcomes.add_metric([outcome], count)
+        yield outcomes
+
+
 def render(state: AppState) -> bytes:
     """Refresh the scrape-time gauges and render every metric."""
     with state.db.read() as session:
         for status, count in session.exec(select(Job.status, func.count()).group_by(Job.status)):
             JOBS.labels(status=str(status)).set(count)
     ttl = state.settings.worker.heartbeat_seconds * 3
+    now = time.time()
     for pool in POOLS.values():
         QUEUE_DEPTH.labels(pool=pool.name).set(state.redis.llen(pool.queue))
+        OLDEST.labels(pool=pool.name).set(observations.oldest_age(state.redis, pool.queue, now))
         WORKERS.labels(pool=pool.name).set(len(heartbeat.live_workers(state.redis, pool.name, ttl)))
     upstreams = CollectorRegistry()
     upstreams.register(Upstreams(bounded(render_gauges(state.redis))))
     upstreams.register(Slots(slot_usage(state)))
+    upstreams.register(WorkerFigures(state.redis))
     return generate_latest(REGISTRY) + generate_latest(upstreams)

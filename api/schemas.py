@@ -11,6 +11,7 @@ from typing import Annotated, Any, Literal
 from fastapi import Header, Path
 from pydantic import (
     AfterValidator,
+    AliasChoices,
     AnyHttpUrl,
     BaseModel,
     ConfigDict,
@@ -248,6 +249,8 @@ class StepPublic(BaseModel):
     pool: str
     status: StepStatus
     attempts: int
+    worker: str | None = Field(None, validation_alias=AliasChoices("worker", "runner"),
+                               description="The worker process (host:pid) that ran it last.")
     output: Any = None
     error: str | None = None
     reason: str | None = Field(None, description="Why it is held or waiting.")

@@ -17,12 +17,14 @@ from core.models import Scope
 ROUTE_SCOPES: dict[str, Scope | None] = {
     # jobs
     "createJob": Scope.jobs_write, "createJobs": Scope.jobs_write, "cancelJob": Scope.jobs_write,
+    "retryJob": Scope.jobs_write,
     "orchestrate": Scope.jobs_write, "chat": Scope.jobs_write, "chatV1": Scope.jobs_write,
     "invokeAgent": Scope.jobs_write, "redeliver": Scope.jobs_write,
     "resetBreaker": Scope.jobs_write,
     "listJobs": Scope.jobs_read, "getJob": Scope.jobs_read, "getJobEvents": Scope.jobs_read,
     "getCompatJob": Scope.jobs_read, "getRunEvents": Scope.jobs_read,
-    "getSessionMessages": Scope.jobs_read, "listIntents": Scope.jobs_read,
+    "getSessionMessages": Scope.jobs_read, "listSessions": Scope.jobs_read,
+    "listIntents": Scope.jobs_read,
     "listTools": Scope.jobs_read, "listToolsContract": Scope.jobs_read,
     "listAgents": Scope.jobs_read, "listDeliveries": Scope.jobs_read,
     "getDelivery": Scope.jobs_read, "listBreakers": Scope.jobs_read,

@@ -15,7 +15,6 @@ from redis.exceptions import RedisError
 from sqlalchemy.exc import IntegrityError
 
 from adapters import netguard
-from api.metrics import JOBS_SUBMITTED
 from api.schemas import UsageReport
 from api.scopes import lacks
 from api.state import AppState
@@ -35,6 +34,7 @@ from core.models import (
     Delivery,
     Effect,
     Job,
+    JobStatus,
     JobStep,
     PoolName,
     Scope,
@@ -53,16 +53,19 @@ from core.store.limits import (
     tenant_budget,
 )
 from core.store.queries import WAITING_STEPS, cancel_job, get_job, job_steps
+from core.store.retries import retry_job
 from core.store.submission import discard_submission, submit_job
 from core.store.tables import Handoff, NewStep, new_job_id, step_task_id
 from core.store.waits import approve_step, reject_step, resume_step, submitting_key
-from tasks.engine import slots
-from tasks.engine.cancellation import flag
+from tasks.engine import heartbeat, slots
+from tasks.engine.cancellation import UNREVOKE, clear, flag
 from tasks.engine.chain import SendStopped, hand_off, send_step, send_steps
+from tasks.engine.pools import POOLS
 from tasks.engine.registry import Intent
 from tasks.intents import REGISTRY
 
 BROKER_ERRORS = (OperationalError, RedisError, OSError)
+UNREVOKE_SECONDS = 1.0
 
 log = logging.getLogger(__name__)
 audit_log = logging.getLogger("orchestrator.audit")
@@ -291,8 +294,6 @@ def _enqueue_batch(state: AppState, created: list[tuple[Job, Handoff]]) -> None:
 
 
 def _publish_created(state: AppState, created: list[tuple[Job, Handoff]]) -> None:
-    for job, _ in created:
-        JOBS_SUBMITTED.labels(intent=metric_intent(job.intent)).inc()
     after_commit(state, Handoff([event for _, handoff in created for event in handoff.events]))
 
 
@@ -355,6 +356,33 @@ def cancel(state: AppState, tenant_id: str, job_id: str) -> tuple[Job, list[JobS
     return job, steps
 
 
+def retry(state: AppState, tenant_id: str, job_id: str) -> None:
+    """Run a failed or cancelled job again from its first step that did not succeed."""
+    with state.db.write() as session:
+        was = get_job(session=session, tenant_id=tenant_id, job_id=job_id).status
+        handoff = retry_job(session=session, tenant_id=tenant_id, job_id=job_id)
+        indexes = [s.index for s in job_steps(session=session, job_id=job_id)]
+    try:
+        clear(state.redis, job_id)
+        if was == JobStatus.cancelled:
+            _unrevoke(state, [step_task_id(job_id, index) for index in indexes])
+    except BROKER_ERRORS as exc:
+        log.warning("job %s retried, but the broker missed the unrevoke: %s", job_id,
+                    type(exc).__name__)
+    after_commit(state, handoff)
+
+
+def _unrevoke(state: AppState, task_ids: list[str]) -> None:
+    """Have the live workers forget the cancel's revokes of these steps, waiting briefly for
+    their answers; a worker that drops a step anyway leaves the job quiet, and the sweeper sends
+    it again."""
+    ttl = state.settings.worker.heartbeat_seconds * 3
+    live = {name for pool in POOLS for name in heartbeat.live_workers(state.redis, pool, ttl)}
+    if live:
+        state.celery.control.broadcast(UNREVOKE, arguments={"task_ids": task_ids}, reply=True,
+                                       timeout=UNREVOKE_SECONDS, limit=len(live))
+
+
 def redeliver(state: AppState, tenant_id: str, delivery_id: str) -> Delivery:
     """Mark a finished delivery due again (same `webhook-id`), then send it."""
     with state.db.write() as session:
@@ -406,8 +434,6 @@ async def submit(
     job_id = new_job_id()
     with state.hub.subscribe(job_id) as queue:
         job, created = await run_in_threadpool(_store_and_enqueue, state, job_id, request)
-        if created:
-            JOBS_SUBMITTED.labels(intent=metric_intent(job.intent)).inc()
         if wait <= 0:
             return job, [], created
         if created:
@@ -419,16 +445,6 @@ async def submit(
                 await _await_terminal(state, job, queue, wait)
     job, steps = await run_in_threadpool(load_job, state, request.tenant_id, job.id)
     return job, steps, created
-
-
-TENANT_DEFINED = ("agent.", "tool.")
-
-
-def metric_intent(name: str) -> str:
-    """An intent as a metric label: tenants name their own agents and tools, so those count
-    under their family (`agent.*`), keeping labels bounded and free of tenant data."""
-    family = next((prefix for prefix in TENANT_DEFINED if name.startswith(prefix)), None)
-    return f"{family}*" if family else name
 
 
 def clamp_wait(wait: float | bool, limit: float) -> float:

@@ -8,6 +8,7 @@ from typing import Any
 import redis
 
 from core.models import JobEvent
+from core.observations import observe
 
 CHANNEL = "orch:events"
 LiveEvent = dict[str, Any]
@@ -28,10 +29,15 @@ def event_dict(event: JobEvent, data: dict[str, Any] | None = None) -> LiveEvent
 
 
 def publish(client: redis.Redis, events: list[LiveEvent]) -> None:
-    """Announce committed events; a lost message only delays readers who fall back to the store."""
+    """Announce committed events and count their figures (`core.observations`); a lost
+    message only delays readers who fall back to the store."""
     if not events:
         return
     try:
-        client.publish(CHANNEL, json.dumps(events, default=str))
+        # One round trip: the announcement and the figures it carries.
+        pipe = client.pipeline(transaction=False)
+        pipe.publish(CHANNEL, json.dumps(events, default=str))
+        observe(pipe, events)
+        pipe.execute()
     except redis.RedisError as exc:
         log.warning("could not publish %d live events: %s", len(events), exc)

@@ -78,6 +78,7 @@ class EventType(StrEnum):
     job_failed = "job_failed"
     job_cancelled = "job_cancelled"
     job_requeued = "job_requeued"
+    job_retried = "job_retried"
     step_started = "step_started"
     step_succeeded = "step_succeeded"
     step_failed = "step_failed"
@@ -213,6 +214,9 @@ class JobStep(SQLModel, table=True):
     status: StepStatus = Field(default=StepStatus.pending, max_length=16)
     inputs: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
     attempts: int = 0
+    attempts_base: int = Field(default=0, sa_column_kwargs={"server_default": "0"},
+                               description="Its attempts when its job was last retried: the "
+                               "poison limit counts the deliveries since.")
     output: Any = _json()
     error: str | None = None
     runner: str | None = Field(default=None, max_length=200,

@@ -207,6 +207,26 @@ class WorkerSettings(BaseSettings):
         "publishes.")
 
 
+class LogSettings(BaseSettings):
+    """Log lines of the API and the workers."""
+
+    model_config = _config("LOG_")
+    format: Literal["text", "json"] = Field(
+        "text", description="`json`: one JSON object a line, with `job_id`, `step`, `tenant` "
+        "and `worker` where a step is being run; `text`: plain lines.")
+
+
+class TelemetrySettings(BaseSettings):
+    """OpenTelemetry traces (API → step → upstream call), off unless an endpoint is set."""
+
+    model_config = _config("OTEL_")
+    exporter_otlp_endpoint: str | None = Field(
+        None, description="Base URL of an OTLP/HTTP collector (spans go to `<it>/v1/traces`); "
+        "unset: no tracing.")
+    service_name: str = Field("orchestrator", description="The service name spans carry "
+                              "(each process adds its role: `-api`, `-worker`).")
+
+
 class PoolSettings(BaseSettings):
     """Per pool: how many steps run at once and how long one may run.
 
@@ -540,6 +560,8 @@ class Settings(BaseSettings):
     ssh: SshSettings = Field(default_factory=lambda: SshSettings())
     http: HttpSettings = Field(default_factory=lambda: HttpSettings())
     limits: LimitSettings = Field(default_factory=lambda: LimitSettings())
+    log: LogSettings = Field(default_factory=lambda: LogSettings())
+    telemetry: TelemetrySettings = Field(default_factory=lambda: TelemetrySettings())
 
     @model_validator(mode="after")
     def _limits_below_visibility(self) -> "Settings":
@@ -556,7 +578,7 @@ SECTIONS: list[type[BaseSettings]] = [
     ApiSettings, BrokerSettings, RateLimitSettings, DatabaseSettings, OrchestratorSettings,
     WorkerSettings, PoolSettings, FlowerSettings, RetrySettings, BreakerSettings,
     CallbackSettings, FlowSettings, AgentSettings, McpSettings, LlmSettings, EmbeddingsSettings,
-    MemorySettings, SshSettings, HttpSettings, LimitSettings]
+    MemorySettings, SshSettings, HttpSettings, LimitSettings, LogSettings, TelemetrySettings]
 
 
 def env_name(section: type[BaseSettings], field: str) -> str:

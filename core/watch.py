@@ -15,11 +15,11 @@ def render(job: dict[str, Any], events: list[dict[str, Any]]) -> Group:
     """The job's steps as a table and its latest events below."""
     steps = Table(title=f"{job['job_id']}  {job['intent']}  [bold]{job['status']}[/]  "
                         f"{job['progress']:.0%}")
-    for column in ("#", "intent", "pool", "status", "attempts", "error"):
+    for column in ("#", "intent", "pool", "status", "attempts", "worker", "error"):
         steps.add_column(column)
     for step in job["steps"]:
         steps.add_row(str(step["index"]), step["intent"], step["pool"], step["status"],
-                      str(step["attempts"]), step.get("error") or "")
+                      str(step["attempts"]), step.get("worker") or "", step.get("error") or "")
     log = Table(title="events", show_header=False)
     for event in events[-10:]:
         log.add_row(str(event["id"]), event["type"], json.dumps(event["data"])[:80])

@@ -38,6 +38,8 @@ class ChainInputs(BaseModel):
     delay: float = Field(0.0, ge=0, le=60, description="Seconds each step waits.")
     count: bool = Field(False, description=f"Count each step's runs in Redis ({RUNS_KEY}), "
                         "to check that no finished step runs again.")
+    fail_step: int = Field(0, ge=0, le=100, description="The link (from 1) that fails its "
+                           "first run, to rehearse a retry from the failed step; 0: none.")
 
 
 class LinkInputs(BaseModel):
@@ -47,6 +49,7 @@ class LinkInputs(BaseModel):
     of: int = Field(ge=1, description="The chain's length.")
     delay: float = Field(0.0, ge=0, le=60, description="Seconds to wait.")
     count: bool = Field(False, description=f"Count each run in Redis ({RUNS_KEY}).")
+    fail_runs: int = Field(0, ge=0, le=100, description="Fail this many first runs (counted).")
 
 
 class FailInputs(BaseModel):
@@ -127,12 +130,15 @@ def sleep(step: StepContext) -> dict[str, Any]:
 def chain_link(step: StepContext) -> dict[str, Any]:
     """One link of `debug.chain`: wait `delay`, then report its place."""
     assert isinstance(step.inputs, LinkInputs)
-    if step.inputs.count:
+    if step.inputs.count or step.inputs.fail_runs:
         key = RUNS_KEY.format(job_id=step.job_id, index=step.index)
         pipe = step.resources.redis.pipeline()
         pipe.incr(key)
         pipe.expire(key, RUNS_TTL)
-        pipe.execute()
+        runs = int(pipe.execute()[0])
+        if runs <= step.inputs.fail_runs:
+            raise DebugFailure(f"link {step.inputs.step} fails its first "
+                               f"{step.inputs.fail_runs} run(s); this was run {runs}")
     if step.inputs.delay:
         _pause(step, step.inputs.delay)
     return {"step": step.inputs.step, "of": step.inputs.of}
@@ -146,7 +152,7 @@ def planned_only(step: StepContext) -> None:
 def plan_chain(inputs: ChainInputs) -> list[NewStep]:
     return [NewStep("debug.chain.link", PoolName.tools,
                     {"step": i + 1, "of": inputs.steps, "delay": inputs.delay,
-                     "count": inputs.count})
+                     "count": inputs.count, "fail_runs": int(inputs.fail_step == i + 1)})
             for i in range(inputs.steps)]
 
 

@@ -18,6 +18,7 @@ from rich.console import Console
 
 from core.errors import ConfigError
 from core.settings import DATA_DIR, OrchestratorSettings, get_settings
+from workers import operators
 from workers.limits_cli import limits
 
 if TYPE_CHECKING:
@@ -43,6 +44,9 @@ rate = typer.Typer(help="Requests per second per key and per tenant (over RATE_L
                    no_args_is_help=True)
 limits.add_typer(rate, name="rate")
 app.add_typer(limits, name="limits")
+app.add_typer(operators.jobs, name="jobs")
+app.command()(operators.queues)
+app.command()(operators.workers)
 console = Console()
 errors = Console(stderr=True)
 PROCFILE = Path("Procfile")
@@ -81,12 +85,15 @@ def api() -> None:
     import uvicorn
     from uvicorn.config import LOGGING_CONFIG
 
+    from core.logformat import uvicorn_config
+
     settings = get_settings()
     # uvicorn's own lines from warnings up; the API's (its start line, errors) from INFO.
     # The audit lines (approvals, keys made and revoked) from INFO too.
     ours = {"handlers": ["default"], "level": "INFO", "propagate": False}
-    log_config = {**LOGGING_CONFIG, "loggers": {**LOGGING_CONFIG["loggers"], "api": ours,
-                                                "orchestrator.audit": ours}}
+    log_config = uvicorn_config({**LOGGING_CONFIG, "loggers": {
+        **LOGGING_CONFIG["loggers"], "api": ours, "orchestrator.audit": dict(ours)}},
+        settings.log.format)
     # A WebSocket message gets the body limit too: over it, a close frame 1009 (too big).
     uvicorn.run("api.main:create_app", factory=True, host=settings.api.host,
                 port=settings.api.port, workers=settings.api.workers, log_level="warning",
@@ -111,16 +118,34 @@ def worker(
     if unknown:
         raise typer.BadParameter(f"unknown pool {unknown}; pools are {sorted(POOLS)}")
     settings = get_settings()
+    if settings.log.format == "json":
+        _json_worker_logs()
     prefetch = prefetch or min(POOLS[p].prefetch for p in pool)
     # A worker serving a network-bound pool runs threads, even beside a CPU-bound one.
     execution = "prefork" if all(POOLS[p].execution == "prefork" for p in pool) else "threads"
+    # In JSON, Celery's banner (printed, not logged) is left out.
+    quiet = ["--quiet"] if settings.log.format == "json" else []
     celery_app.worker_main([
-        "worker", "--queues", ",".join(POOLS[p].queue for p in pool),
+        *quiet, "worker", "--queues", ",".join(POOLS[p].queue for p in pool),
         "--hostname", f"{'+'.join(pool)}@%h-{os.getpid()}", "--pool", execution,
         "--concurrency", str(concurrency or max(settings.pool.concurrency(p) for p in pool)),
         "--prefetch-multiplier", str(prefetch), "--loglevel", "INFO", "--without-gossip",
         "--without-mingle",
     ])
+
+
+def _json_worker_logs() -> None:
+    """JSON from the start (Celery warns before it sets logging up); Celery leaves logging to
+    us once a `setup_logging` receiver is connected."""
+    from celery.signals import setup_logging
+
+    from core.logformat import configure
+
+    def setup(**_: Any) -> None:
+        configure("json")
+
+    configure("json")
+    setup_logging.connect(setup, weak=False)
 
 
 @app.command()

@@ -9,20 +9,33 @@ from typing import Any
 
 from celery.signals import (
     task_received,
+    worker_init,
     worker_process_init,
     worker_process_shutdown,
     worker_ready,
     worker_shutdown,
 )
 from celery.worker import state
+from celery.worker.control import control_command
 
 from core.models import PoolName
+from core.settings import get_settings
+from core.telemetry import start_tracing, stop_tracing
 from tasks import mcp
 from tasks.engine import heartbeat
+from tasks.engine.cancellation import UNREVOKE
 from tasks.engine.pools import POOLS
 from tasks.engine.resources import close_resources, open_resources, resources
 
 _background: list[threading.Event] = []
+_tracing: list[Any] = []
+
+
+@worker_init.connect
+def _trace(**_: Any) -> None:
+    """Trace steps when OTEL_EXPORTER_OTLP_ENDPOINT is set (before the pool forks: a prefork
+    child's span exporter restarts itself after the fork)."""
+    _tracing.append(start_tracing(get_settings().telemetry, "worker"))
 
 
 @worker_process_init.connect
@@ -56,6 +69,8 @@ def _start_background(sender: Any, **_: Any) -> None:
 def _stop_background(**_: Any) -> None:
     for stop in _background:
         stop.set()
+    for provider in _tracing:
+        stop_tracing(provider)
     holdings = resources().holdings
     if holdings is not None:
         holdings.clear()
@@ -83,3 +98,12 @@ def _held_steps() -> set[str] | None:
     except RuntimeError:  # a WeakSet changed size under us; the next beat reads it again
         return None
     return {str(r.id) for r in requests if _is_step(r)}
+
+
+@control_command(name=UNREVOKE, args=[("task_ids", list)], signature="<task_id> ...")
+def _unrevoke(_panel: Any, task_ids: list[str]) -> dict[str, str]:
+    """Forget the revokes of these step messages: a cancelled job that is retried sends its
+    steps again under the same ids (Celery has no command for it)."""
+    for task_id in task_ids:
+        state.revoked.discard(task_id)
+    return {"ok": f"{len(task_ids)} forgotten"}

@@ -218,9 +218,15 @@ class Sweeper:
 
 def run() -> None:
     """Sweep every `CALLBACK_SWEEP_SECONDS` until SIGTERM or SIGINT."""
+    from core.logformat import configure
+    from core.settings import get_settings
     from tasks.engine.app import celery_app
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s sweeper %(message)s")
+    if get_settings().log.format == "json":
+        configure("json")
+    else:
+        logging.basicConfig(level=logging.INFO,
+                            format="%(asctime)s %(levelname)s sweeper %(message)s")
     rt = open_resources(runner=False)
     stop = threading.Event()
 

@@ -178,6 +178,16 @@ def cancel_job(job_id: JobIdPath, state: StateDep, tenant: TenantDep) -> JobPubl
     return job_public(job, steps)
 
 
+@router.post("/{job_id}/retry", operation_id="retryJob", response_model=JobPublic,
+             summary="Retry a job from its failed step", responses=errors(*KEYED, *POST, 404, 409))
+def retry_job(job_id: JobIdPath, state: StateDep, tenant: TenantDep) -> JobPublic:
+    """Run a failed or cancelled job again from its first step that did not succeed: the
+    steps that succeeded keep their outputs, attempts and events continue (a `job_retried`
+    event), and its callback is sent again when it ends. Any other job is a 409."""
+    service.retry(state, tenant, job_id)
+    return get_job(job_id, state, tenant)
+
+
 @router.post("/{job_id}/approve", operation_id="approveStep", response_model=JobPublic,
              summary="Approve a held step", responses=errors(*KEYED, *BODY, 403, 404, 409))
 def approve_step(job_id: JobIdPath, body: ApprovalRequest, state: StateDep,

@@ -17,7 +17,7 @@ from sqlmodel import Session, select
 from core import deliveries, refs
 from core.errors import NotFound
 from core.events import LiveEvent
-from core.models import EventType, JobStatus, StepStatus, utcnow
+from core.models import TERMINAL_EVENTS, EventType, JobStatus, StepStatus, utcnow
 from core.store.events import insert_events
 from core.store.submission import step_rows
 from core.store.tables import JOBS, STEPS, Handoff, Items, NewStep, NextStep
@@ -74,6 +74,7 @@ JOB_LOCK = (
 STEP = (
     select(STEPS.c.status.label("step"), STEPS.c.attempts,  # type: ignore[call-overload]
            STEPS.c.intent, STEPS.c.pool, STEPS.c.inputs, STEPS.c.output, STEPS.c.runner,
+           STEPS.c.attempts_base, STEPS.c.started_at.label("step_started_at"),
            STEPS.c.approved_at, STEPS.c.token_hash, STEPS.c.deadline, STEPS.c.early_output)
     .where(STEPS.c.job_id == bindparam("job_id"), STEPS.c.index == bindparam("index"))
 )
@@ -121,7 +122,10 @@ def record_job(session: Session, job_id: str, locked: Any, job: dict[str, Any],
     When these values end the job (and only then: a job that already ended scheduled its
     callback then), its callback is scheduled in the same transaction (the outbox).
     """
-    if "status" in job and JobStatus(job["status"]).terminal and locked.callback_url:
+    ends = "status" in job and JobStatus(job["status"]).terminal
+    if ends:
+        items = [_ended(kind, data, locked) for kind, data in items]
+    if ends and locked.callback_url:
         outcome = deliveries.Outcome(
             job_id=job_id, tenant_id=locked.tenant_id, callback_url=locked.callback_url,
             status=str(job["status"]), intent=locked.job_intent, mode=locked.mode,
@@ -131,6 +135,20 @@ def record_job(session: Session, job_id: str, locked: Any, job: dict[str, Any],
     session.execute(update(JOBS).where(JOBS.c.id == job_id)
                     .values(event_seq=locked.event_seq + len(items), **job))
     return insert_events(session, job_id, locked.event_seq, items)
+
+
+def _ms(since: datetime | None) -> int | None:
+    """Milliseconds from `since` to now (None if it never started)."""
+    return None if since is None else int((utcnow() - since).total_seconds() * 1000)
+
+
+def _ended(kind: EventType, data: dict[str, Any],
+           locked: Any) -> tuple[EventType, dict[str, Any]]:
+    """A job's terminal event names its intent and its latency from submission (the metrics
+    count them, `core.observations`)."""
+    if kind not in TERMINAL_EVENTS:
+        return kind, data
+    return kind, {**data, "intent": locked.job_intent, "latency_ms": _ms(locked.created_at)}
 
 
 def _callback_item(session: Session,
@@ -182,7 +200,7 @@ def begin_step(*, session: Session, job_id: str, index: int, runner: str, max_de
     if at.step_status == StepStatus.running and at.row.runner and is_live(at.row.runner):
         return StepStart(StepVerdict.skip, reason=f"a duplicate: running on {at.row.runner}")
     attempts = at.row.attempts + 1
-    if attempts > max_deliveries + retries:
+    if attempts - at.row.attempts_base > max_deliveries + retries:
         error = (f"step {index} ({at.row.intent}) was delivered {attempts} times without "
                  "finishing; failed as poison")
         handoff = fail(session, at, error, step={"attempts": attempts}, job_error=error)
@@ -219,7 +237,8 @@ def _start(session: Session, at: Ledger, attempts: int, runner: str,
         job = {"status": JobStatus.running, "started_at": now}
         items.append((EventType.job_started, {}))
     items.append((EventType.step_started, {"index": at.index, "intent": at.row.intent,
-                                   "pool": at.row.pool, "attempt": attempts}))
+                                           "pool": at.row.pool, "attempt": attempts,
+                                           "worker": runner}))
     events = record(session, at, job, {"status": StepStatus.running, "attempts": attempts,
                                        "runner": runner, "started_at": now}, items)
     return StepStart(StepVerdict.run, events=events, inputs=inputs, intent=at.row.intent,
@@ -244,7 +263,9 @@ def succeed(session: Session, at: Ledger, output: Any, extend: list[NewStep], ma
             items: Items) -> Handoff:
     """Mark the step succeeded, grow the plan by `extend`, end the job or name the next step."""
     rest = [(r.idx, r.intent, r.pool) for r in _rest(session, at.job_id, at.index)]
-    items = [*items, (EventType.step_succeeded, {"index": at.index, "intent": at.row.intent})]
+    items = [*items, (EventType.step_succeeded, {"index": at.index, "intent": at.row.intent,
+                                                 "worker": at.row.runner,
+                                                 "duration_ms": _ms(at.row.step_started_at)})]
     if extend:
         total = at.index + 1 + len(rest) + len(extend)
         if max_steps and total > max_steps:
@@ -275,8 +296,9 @@ def fail(session: Session, at: Ledger, error: str, items: Items | None = None,
          step: dict[str, Any] | None = None, job_error: str | None = None) -> Handoff:
     """Mark the step failed with `error`; its job fails with it (unless it already ended)."""
     now = utcnow()
-    items = [*(items or []), (EventType.step_failed, {"index": at.index, "intent": at.row.intent,
-                                              "error": error})]
+    items = [*(items or []), (EventType.step_failed, {
+        "index": at.index, "intent": at.row.intent, "error": error,
+        "duration_ms": _ms(at.row.step_started_at)})]
     job: dict[str, Any] = {}
     if not at.status.terminal:
         reason = job_error or f"step {at.index} ({at.row.intent}) failed: {error}"

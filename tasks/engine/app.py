@@ -1,9 +1,14 @@
 """The one Celery app: JSON only, late acks, a queue per pool, routing by task module."""
 
+import time
+from typing import Any
+
 from celery import Celery
+from celery.signals import before_task_publish
 from kombu.entity import Exchange, Queue
 
 from core.models import PoolName
+from core.observations import SENT_HEADER
 from core.settings import get_settings
 
 # Outlive a broker outage; Flower events of ignored steps; quiet logs.
@@ -56,6 +61,13 @@ def create_celery() -> Celery:
         enable_utc=True,
     )
     return app
+
+
+@before_task_publish.connect
+def _stamp_sent(headers: dict[str, Any] | None = None, **_: Any) -> None:
+    """Every message carries the time it was sent: `/metrics` tells the oldest one's age."""
+    if headers is not None:
+        headers.setdefault(SENT_HEADER, time.time())
 
 
 celery_app = create_celery()

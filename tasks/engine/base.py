@@ -29,6 +29,7 @@ from tenacity import (
 from core import refs
 from core.errors import IntentNotFound, InvalidRequest, NotFound, UpstreamUnavailable
 from core.events import publish
+from core.logformat import bind, set_context
 from core.models import EventType
 from core.storable import REPLACEMENT, NotStorable, storable
 from core.store.events import append_events
@@ -65,6 +66,11 @@ class StepTask(Task):  # type: ignore[misc]
     typing = False
     throws = (StepRefused,)
 
+    def before_start(self, task_id: str, args: Any, kwargs: dict[str, Any]) -> None:
+        """Every log line of this step names it (Celery's own `succeeded` line too)."""
+        set_context(job_id=kwargs.get("job_id"), step=kwargs.get("index"),
+                    worker=resources().runner)
+
     def __call__(self, job_id: str, index: int, **_: Any) -> None:
         rt, index = resources(), int(index)
         admission = Admission(rt)
@@ -73,6 +79,7 @@ class StepTask(Task):  # type: ignore[misc]
         except BaseException:
             admission.release(self.app, job_id, index)
             raise
+        bind(tenant=start.tenant_id or None)
         self._hand_off(rt, Handoff(start.events, start.next))
         if start.verdict != StepVerdict.run:
             raise Ignore(start.reason or "already done")

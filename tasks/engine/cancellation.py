@@ -12,3 +12,12 @@ def flag(client: redis.Redis, job_id: str) -> None:
 
 def is_cancelled(client: redis.Redis, job_id: str) -> bool:
     return bool(client.exists(KEY.format(job_id=job_id)))
+
+
+def clear(client: redis.Redis, job_id: str) -> None:
+    """Lower the flag: a retried job runs again."""
+    client.delete(KEY.format(job_id=job_id))
+
+
+UNREVOKE = "orch_unrevoke"
+"""The workers' remote-control command that forgets the revokes of a retried job's steps."""

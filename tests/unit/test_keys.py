@@ -26,10 +26,10 @@ EVERY_TENANT_SCOPE = {"jobs:write", "jobs:read", "approve", "registry:write", "m
 
 
 def test_keys_made_before_scopes_keep_what_they_could_do(tmp_path: Path) -> None:
-    # Given a job store of revision 0012 with a plain tenant's key and an operator's
+    # Given a job store of revision 0013 with a plain tenant's key and an operator's
     url = f"sqlite:///{tmp_path}/old.db"
     Database(url).dispose()
-    command.upgrade(alembic_config(url), "0012")
+    command.upgrade(alembic_config(url), "0013")
     db = Database(url)
     with db.write() as session:
         for tenant, operator in (("ten_plain", False), ("ten_ops", True)):

@@ -6,6 +6,7 @@ import pytest
 from pydantic import BaseModel
 
 from api import service
+from core import observations
 from core.errors import IntentNotFound, InvalidRequest
 from core.models import Effect
 from core.settings import OrchestratorSettings, get_settings
@@ -66,7 +67,7 @@ def test_providers_add_intents_per_tenant() -> None:
 def test_chain_plans_one_step_per_link() -> None:
     planned = service.plan(request("debug.chain", {"steps": 4, "delay": 0.5}), exposed=["*"])
     inputs, steps = planned.inputs, planned.steps
-    assert inputs == {"steps": 4, "delay": 0.5, "count": False}
+    assert inputs == {"steps": 4, "delay": 0.5, "count": False, "fail_step": 0}
     assert [s.inputs["step"] for s in steps] == [1, 2, 3, 4]
     assert {(s.intent, s.pool) for s in steps} == {("debug.chain.link", "tools")}
 
@@ -142,7 +143,7 @@ def test_json_schema_errors_name_the_field(inputs: dict, field: str, message: st
     ("debug.echo", "debug.echo"), ("agent.my-secret-bot", "agent.*"),
     ("tool.acme_crm", "tool.*"), ("mcp.time.get_current_time", "mcp.time.get_current_time")])
 def test_tenant_defined_intents_count_under_their_family(intent: str, label: str) -> None:
-    assert service.metric_intent(intent) == label
+    assert observations.metric_intent(intent) == label
 
 
 @pytest.mark.parametrize(("name", "patterns", "shown"), [

@@ -13,6 +13,7 @@ from core.store import recovery
 from core.store.ledger import StepStart, StepVerdict, begin_step, fail_step, finish_step, retry_step
 from core.store.queries import cancel_job, get_job, job_steps, list_events
 from core.store.recovery import quiet_jobs
+from core.store.retries import retry_job
 from core.store.submission import discard_submission, submit_job
 from core.store.tables import Handoff, NewStep, new_job_id
 from core.store.tenants import create_tenant_key, tenant_for_key
@@ -180,7 +181,11 @@ def test_recorded_events_are_public_json(db: Database, tenant: str) -> None:
     assert [(e["id"], e["type"], e["job_id"]) for e in events] == [
         (2, "job_started", job_id), (3, "step_started", job_id),
         (4, "step_succeeded", job_id), (5, "job_succeeded", job_id)]
-    assert events[-1]["data"] == {"result": {"r": 1}}
+    assert events[-1]["data"]["result"] == {"r": 1}
+    # A terminal event names the job's intent and its latency (the metrics count them)
+    assert events[-1]["data"]["intent"] == "debug.chain"
+    assert events[-1]["data"]["latency_ms"] >= 0
+    assert events[2]["data"]["worker"] == events[1]["data"]["worker"]
 
 
 def test_a_redelivered_step_whose_chain_went_on_is_skipped(db: Database, tenant: str) -> None:
@@ -243,3 +248,41 @@ def test_a_job_that_moved_on_or_ended_is_not_resumed(db: Database, tenant: str) 
     finish(db, job_id, 0, "done")
     time.sleep(0.2)
     assert resume(db, job_id, quiet_for=0.1).send is None
+
+
+def test_a_retried_job_goes_on_from_its_failed_step(db: Database, tenant: str) -> None:
+    # Given a job whose first step succeeded and whose second failed after two deliveries
+    job_id, _ = submit(db, tenant, steps=3, key="retry")
+    begin(db, job_id, 0)
+    finish(db, job_id, 0, {"first": True})
+    begin(db, job_id, 1, max_deliveries=2)
+    begin(db, job_id, 1, max_deliveries=2)
+    with db.write() as session:
+        fail_step(session=session, job_id=job_id, index=1, error="boom")
+    # When it is retried
+    with db.write() as session:
+        handoff = retry_job(session=session, tenant_id=tenant, job_id=job_id)
+    # Then the failed step is sent again, the first keeps its output, the job is queued
+    assert handoff.send is not None and handoff.send.index == 1
+    assert [e["type"] for e in handoff.events] == ["job_retried"]
+    with db.read() as session:
+        steps = job_steps(session=session, job_id=job_id)
+        job = get_job(session=session, tenant_id=tenant, job_id=job_id)
+    assert [(s.status, s.output) for s in steps] == [
+        (StepStatus.succeeded, {"first": True}), (StepStatus.pending, None),
+        (StepStatus.pending, None)]
+    assert job.status == JobStatus.queued and job.error is None and job.finished_at is None
+    # And its attempts go on, but the poison limit counts from the retry
+    start = begin(db, job_id, 1, max_deliveries=2)
+    assert start.verdict == StepVerdict.run
+    with db.read() as session:
+        assert job_steps(session=session, job_id=job_id)[1].attempts == 3
+
+
+def test_only_a_failed_or_cancelled_job_of_the_tenant_is_retried(db: Database,
+                                                                 tenant: str) -> None:
+    job_id, _ = submit(db, tenant, steps=1, key="not-failed")
+    with db.write() as session, pytest.raises(Conflict, match="only a failed or cancelled"):
+        retry_job(session=session, tenant_id=tenant, job_id=job_id)
+    with db.write() as session, pytest.raises(NotFound):
+        retry_job(session=session, tenant_id="ten_other", job_id=job_id)

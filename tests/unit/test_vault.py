@@ -4,6 +4,7 @@ plaintext rows of before sealed by the migration."""
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 from alembic import command
 
 from core import deliveries
@@ -70,13 +71,34 @@ def test_rotation_reseals_every_stored_secret_with_the_new_key(db: Database,
                                           vault=after) == [WHSEC]
 
 
+def copy_rows(source: str, target: str, names: set[str]) -> None:
+    """Copy the rows of `source`'s tables `names` into the same tables of `target` (an older
+    revision), the columns both have: the rows of today's models as an older store held them."""
+    old, new = sa.create_engine(target), sa.create_engine(source)
+    tables, current = sa.MetaData(), sa.MetaData()
+    tables.reflect(old)
+    current.reflect(new)
+    with new.connect() as reading, old.begin() as writing:
+        for table in tables.sorted_tables:
+            if table.name not in names:
+                continue
+            columns = [c.name for c in table.columns if c.name in current.tables[table.name].c]
+            rows = reading.execute(sa.select(*(current.tables[table.name].c[c] for c in columns)))
+            values = [dict(row._mapping) for row in rows]
+            if values:
+                writing.execute(table.insert(), values)
+    old.dispose()
+    new.dispose()
+
+
 def test_the_migration_seals_what_was_stored_in_the_clear(tmp_path: Path) -> None:
     # Given a job store of revision 0009 with a token, a tool header and a webhook secret
-    # stored in the clear
-    url = f"sqlite:///{tmp_path}/old.db"
+    # stored in the clear (written with today's models, then copied into the old tables)
+    url, scratch = f"sqlite:///{tmp_path}/old.db", f"sqlite:///{tmp_path}/scratch.db"
     Database(url).dispose()
     command.upgrade(alembic_config(url), "0009")
-    db = Database(url)
+    upgrade(scratch)
+    db = Database(scratch)
     with db.write() as session:
         # (a tenant without keys: the key table has columns of later revisions)
         created = Tenant(id="ten_old", name="old", webhook_secret=WHSEC)
@@ -89,6 +111,10 @@ def test_the_migration_seals_what_was_stored_in_the_clear(tmp_path: Path) -> Non
     with db.write() as session:
         append_events(session=session, job_id=job_id,
                             items=[("step_held", {"index": 0, "token": TOKEN})])
+    db.dispose()
+    copy_rows(scratch, url, {"tenants", "api_keys", "http_tools", "jobs", "job_steps",
+                             "job_events"})
+    db = Database(url)
     # When it is upgraded with a key
     key = new_key()
     upgrade(url, [key])

@@ -3,8 +3,8 @@
 Existing keys keep the rights they had: every scope but `operator`, and `operator` too for
 the keys of operator tenants. `tenant_limits` holds per-tenant rate overrides.
 
-Revision ID: 0013
-Revises: 0012
+Revision ID: 0014
+Revises: 0013
 Create Date: 2026-11-30 15:00:00
 """
 from alembic import op
@@ -12,8 +12,8 @@ import sqlalchemy as sa
 import sqlmodel
 
 
-revision = '0013'
-down_revision = '0012'
+revision = '0014'
+down_revision = '0013'
 branch_labels = None
 depends_on = None
 
