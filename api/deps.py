@@ -5,15 +5,19 @@ import json
 from dataclasses import dataclass
 from typing import Annotated, Any
 
-from fastapi import Depends, Request
+from fastapi import Depends, Request, Response
 from fastapi.exceptions import RequestValidationError
+from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.requests import HTTPConnection
 
 from api.schemas import JsonFault, json_fault
+from api.scopes import lacks, needed
 from api.state import AppState
-from core.errors import Forbidden, Unauthorized
+from core.errors import Forbidden, RateLimited, Unauthorized
+from core.models import Scope
+from core.store.rates import Rates
 
 bearer = HTTPBearer(auto_error=False, description="An API key from `orchestrator keys create`.")
 
@@ -57,23 +61,61 @@ StateDep = Annotated[AppState, Depends(get_state)]
 
 @dataclass(frozen=True)
 class Caller:
-    """Who calls: the tenant and the id of the API key it used (for the audit)."""
+    """Who calls: the tenant, the id of the API key it used (for the audit), its scopes."""
 
     tenant_id: str
     key_id: str
+    scopes: frozenset[Scope] = frozenset()
+
+    @property
+    def operator(self) -> bool:
+        return Scope.operator in self.scopes
+
+    def require(self, scope: Scope) -> None:
+        """403 unless the key holds `scope`."""
+        if scope not in self.scopes:
+            raise Forbidden(lacks(scope))
+
+
+def authenticate(state: AppState, raw_key: str | None) -> tuple[Caller, Rates]:
+    """The caller a bearer key is (401 when it is missing, unknown, revoked or expired)."""
+    if not raw_key:
+        raise Unauthorized("missing API key: send 'Authorization: Bearer <key>'")
+    found = state.authorize(raw_key)
+    if found is None:
+        raise Unauthorized("unknown or revoked API key")
+    key = found.key
+    return Caller(key.tenant_id, key.key_id, key.scopes), found.rates
+
+
+def admit(state: AppState, caller: Caller, rates: Rates) -> dict[str, str]:
+    """Take the request's tokens (429 when the key or its tenant is over its rate); the
+    RateLimit headers to send."""
+    verdict = state.limiter.take(caller.key_id, caller.tenant_id, rates)
+    if verdict is None:
+        return {}
+    if not verdict.allowed:
+        raise RateLimited(f"too many requests: retry after {verdict.retry_after} s "
+                          "(see the RateLimit headers)", verdict.headers())
+    return verdict.headers()
 
 
 def get_caller(
+    request: Request,
+    response: Response,
     state: StateDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
 ) -> Caller:
-    """The tenant and key in `Authorization: Bearer …`."""
-    if credentials is None:
-        raise Unauthorized("missing API key: send 'Authorization: Bearer <key>'")
-    owner = state.key_owner(credentials.credentials)
-    if owner is None:
-        raise Unauthorized("unknown or revoked API key")
-    return Caller(*owner)
+    """The tenant and key in `Authorization: Bearer …`, holding the scope the route needs
+    (api/scopes.py), within its rate limits."""
+    caller, rates = authenticate(state, credentials.credentials if credentials else None)
+    route = request.scope.get("route")
+    scope = needed(route.operation_id, state.settings.orchestrator.approval_policy) \
+        if isinstance(route, APIRoute) and route.operation_id else None
+    if scope is not None:
+        caller.require(scope)
+    response.headers.update(admit(state, caller, rates))
+    return caller
 
 
 CallerDep = Annotated[Caller, Depends(get_caller)]
@@ -95,8 +137,8 @@ def is_operator_caller(
     if credentials is None:
         return False
     try:
-        owner = state.key_owner(credentials.credentials)
-        return owner is not None and state.is_operator(owner[0])
+        found = state.authorize(credentials.credentials)
+        return found is not None and Scope.operator in found.key.scopes
     except SQLAlchemyError:
         return False  # the store may be what /ready reports down; the key is not checked then
 
@@ -113,6 +155,7 @@ def metrics_reader(
     if token and credentials and hmac.compare_digest(credentials.credentials.encode(),
                                                       token.encode()):
         return
-    if not state.is_operator(get_caller(state, credentials).tenant_id):
+    caller, _ = authenticate(state, credentials.credentials if credentials else None)
+    if not caller.operator:
         raise Forbidden("/metrics needs the metrics token (API_METRICS_TOKEN) or an operator "
                         "key (orchestrator keys create --operator)")

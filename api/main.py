@@ -20,8 +20,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
-from api import console, mcp_server, openapi
-from api.deps import json_body_rule
+from api import console, mcp_server, openapi, scopes
+from api.deps import get_caller, json_body_rule
 from api.hub import EventHub
 from api.limits import BodyLimit, NoNulInUrl
 from api.routes import (
@@ -34,6 +34,7 @@ from api.routes import (
     inbox,
     intents,
     jobs,
+    keys,
     llm,
     memory,
     resume,
@@ -43,7 +44,7 @@ from api.routes import (
     usage,
 )
 from api.state import AppState
-from core.errors import IntentNotFound, InvalidRequest, OrchestratorError
+from core.errors import IntentNotFound, InvalidRequest, OrchestratorError, RateLimited
 from core.settings import Settings, get_settings
 from core.telemetry import start_tracing, stop_tracing
 from tasks.engine.app import celery_app
@@ -94,6 +95,8 @@ async def _orchestrator_error(_: Request, exc: Exception) -> JSONResponse:
         return _error(404, str(exc), available=exc.available)
     if isinstance(exc, InvalidRequest):
         return _error(422, str(exc), field=exc.field)
+    if isinstance(exc, RateLimited):
+        return JSONResponse({"error": str(exc)}, status_code=429, headers=exc.headers)
     return _error(exc.status_code, str(exc))
 
 
@@ -174,8 +177,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for router in (jobs.router, resume.router, intents.router, agents.router,
                    deliveries.router, secrets.router, tools.router, breakers.router,
                    health.router, compat.router, chat.router, sessions.router, llm.router,
-                   memory.router, inbox.router, usage.router):
+                   memory.router, inbox.router, usage.router, keys.router):
         app.include_router(router)
+    scopes.check_routes(app, get_caller)
     # POST only: the server is stateless and sends no notifications of its own, so it offers
     # no GET stream (which would hang open with nothing on it) and no session to DELETE; the
     # transport lets such a server answer both with 405.

@@ -23,6 +23,7 @@ import json
 import re
 import time
 from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -37,13 +38,16 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api import service
 from api.schemas import deduplication, job_public, json_fault
-from api.state import AppState
-from core.errors import NotFound, OrchestratorError
+from api.scopes import MCP_SCOPES, lacks
+from api.state import AppState, Authorized
+from core.errors import Forbidden, NotFound, OrchestratorError, RateLimited
 from core.models import Effect, utcnow
 from core.store.queries import list_jobs
 from tasks.intents import REGISTRY
 
 TENANT = "orch.tenant"
+# The id of the API key of the request being answered (the SDK's tasks inherit it).
+CALLING_KEY: ContextVar[str | None] = ContextVar("orch_calling_key", default=None)
 POLL_MS = 500
 TTL_KEY = "mcp_task_ttl_ms"
 NAME_MAX = 64
@@ -144,7 +148,8 @@ class LocalBackend:
     async def submit(self, tenant: str, intent: str, inputs: dict[str, Any],
                      wait: float, context: dict[str, Any]) -> Job:
         request = service.Request(tenant_id=tenant, intent=intent, inputs=inputs, mode="auto",
-                                  context=context, callback_url=None, idempotency_key=None)
+                                  context=context, callback_url=None, idempotency_key=None,
+                                  key_id=CALLING_KEY.get())
         job, steps, created = await service.submit(self.state, request, wait)
         return job_public(job, steps).model_copy(update=deduplication(job, created)).model_dump(
             mode="json")
@@ -455,31 +460,49 @@ class Endpoint:
         self.state, self.tasks, self.sdk = state, tasks, sdk
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        tenant = await self._tenant(scope)
-        if tenant is None:
+        found = await self._authorized(scope)
+        if found is None:
             await _json_response(send, 401, {"error": "missing or unknown API key: send "
                                              "'Authorization: Bearer <key>'"},
                                  [(b"www-authenticate", b"Bearer")])
             return
-        scope[TENANT] = tenant
+        tenant = scope[TENANT] = found.key.tenant_id
+        CALLING_KEY.set(found.key.key_id)  # the job records it (four-eyes approvals)
         body = await _body(receive)
         try:
             message = parse_message(body)
+            await run_in_threadpool(self._admit, found, message)
         except RpcError as exc:
             status = 200 if exc.code == types.INVALID_PARAMS and exc.request_id is not None else 400
             await _json_response(send, status, exc.reply())
+            return
+        except (Forbidden, RateLimited) as exc:
+            headers = exc.headers if isinstance(exc, RateLimited) else {}
+            await _json_response(send, exc.status_code, RpcError(
+                types.INVALID_REQUEST, str(exc), message.get("id")).reply(),
+                [(k.lower().encode(), v.encode()) for k, v in headers.items()])
             return
         if self.tasks.handles(message):
             await _json_response(send, 200, await self._answer(tenant, message))
             return
         await self.sdk(scope, _replay(body), send)
 
-    async def _tenant(self, scope: Scope) -> str | None:
+    async def _authorized(self, scope: Scope) -> Authorized | None:
         headers = dict(scope.get("headers") or [])
         scheme, _, key = headers.get(b"authorization", b"").decode("latin-1").partition(" ")
         if scheme.lower() != "bearer" or not key:
             return None
-        return await run_in_threadpool(self.state.tenant_for_key, key.strip())
+        return await run_in_threadpool(self.state.authorize, key.strip())
+
+    def _admit(self, found: Authorized, message: dict[str, Any]) -> None:
+        """The scope the method needs (api/scopes.py MCP_SCOPES), then the rate limits."""
+        needed = MCP_SCOPES.get(str(message.get("method")))
+        if needed is not None and needed not in found.key.scopes:
+            raise Forbidden(lacks(needed))
+        verdict = self.state.limiter.take(found.key.key_id, found.key.tenant_id, found.rates)
+        if verdict is not None and not verdict.allowed:
+            raise RateLimited(f"too many requests: retry after {verdict.retry_after} s",
+                              verdict.headers())
 
     async def _answer(self, tenant: str, message: dict[str, Any]) -> dict[str, Any]:
         reply: dict[str, Any] = {"jsonrpc": "2.0", "id": message.get("id")}

@@ -11,6 +11,7 @@ from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
 from api.schemas import ErrorBody
+from api.scopes import ROUTE_SCOPES
 
 Responses = dict[int | str, dict[str, Any]]
 
@@ -19,15 +20,17 @@ WHY = {
          "holds NUL (`%00`).",
     401: "No API key, or an unknown or revoked one (`Authorization: Bearer <key>`).",
     402: "The tenant's model budget for the day or month is spent (prompts and chat only).",
-    403: "The API key is valid but may not do this.",
+    403: "The API key is valid but may not do this (it lacks the scope the route needs).",
     404: "No such resource for this tenant.",
     409: "The resource's current state does not allow this.",
     413: "The body is over API_MAX_BODY_BYTES.",
+    429: "The API key or its tenant is over its request rate; retry after `Retry-After` "
+         "seconds (`RateLimit-Policy` and `RateLimit` say the limits and what is left).",
     422: "The request is well-formed but invalid; `detail` lists each problem with its field.",
     502: "An upstream this route calls (the model server) answered with an error.",
     503: "The broker or the job store is unavailable; retry shortly.",
 }
-KEYED = (401, 503)
+KEYED = (401, 403, 429, 503)
 BODY = (400, 413, 422)
 POST = (413,)
 
@@ -39,9 +42,38 @@ def job_links() -> dict[str, Any]:
             for name, operation in follow.items()}
 
 
+RATE_HEADERS = {
+    "Retry-After": {"description": "Seconds until a request may succeed again.",
+                    "schema": {"type": "integer"}},
+    "RateLimit-Policy": {"description": "The limits (IETF draft: `\"key\";q=…;w=…`).",
+                         "schema": {"type": "string"}},
+    "RateLimit": {"description": "What is left of each limit (IETF draft: `\"key\";r=…;t=…`).",
+                  "schema": {"type": "string"}},
+}
+
+
 def errors(*codes: int) -> Responses:
     """The `responses=` of a route: each error code it can answer, each with ErrorBody."""
-    return {code: {"model": ErrorBody, "description": WHY[code]} for code in sorted(set(codes))}
+    found: Responses = {code: {"model": ErrorBody, "description": WHY[code]}
+                        for code in sorted(set(codes))}
+    if 429 in found:
+        found[429]["headers"] = RATE_HEADERS
+    return found
+
+
+def _state_scopes(document: dict[str, Any]) -> None:
+    """Each keyed operation names the scope its key needs: as the role of its bearer security
+    requirement (OpenAPI 3.1) and in its description."""
+    for item in document["paths"].values():
+        for operation in item.values():
+            if operation.get("operationId") not in ROUTE_SCOPES or "security" not in operation:
+                continue
+            scope = ROUTE_SCOPES[operation["operationId"]]
+            operation["security"] = [{name: [scope.value] if scope else []}
+                                     for entry in operation["security"] for name in entry]
+            needs = f"Needs an API key with the scope `{scope.value}`." if scope else \
+                "Needs any live API key of the tenant."
+            operation["description"] = f"{operation.get('description', '')}\n\n{needs}".strip()
 
 
 def _drop_default_422(document: dict[str, Any]) -> None:
@@ -138,6 +170,7 @@ def install(app: FastAPI) -> None:
             _absent_not_null(document)
             _state_the_json_rule(document)
             _state_the_url_rule(document)
+            _state_scopes(document)
             app.openapi_schema = document
         return app.openapi_schema
 

@@ -6,6 +6,7 @@ import json
 import logging
 import time
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from fastapi.concurrency import run_in_threadpool
@@ -15,6 +16,7 @@ from sqlalchemy.exc import IntegrityError
 
 from adapters import netguard
 from api.schemas import UsageReport
+from api.scopes import lacks
 from api.state import AppState
 from core import deliveries
 from core.errors import (
@@ -28,15 +30,20 @@ from core.errors import (
 from core.models import (
     KEY_ID,
     TERMINAL_EVENTS,
+    ApiKey,
     Delivery,
     Effect,
     Job,
     JobStatus,
     JobStep,
     PoolName,
+    Scope,
     Tenant,
+    utcnow,
 )
 from core.store import queries
+from core.store.keys import add_key, find_tenant
+from core.store.keys import revoke_key as store_revoke_key
 from core.store.limits import (
     Period,
     budget_refusal,
@@ -49,7 +56,7 @@ from core.store.queries import WAITING_STEPS, cancel_job, get_job, job_steps
 from core.store.retries import retry_job
 from core.store.submission import discard_submission, submit_job
 from core.store.tables import Handoff, NewStep, new_job_id, step_task_id
-from core.store.waits import approve_step, reject_step, resume_step
+from core.store.waits import approve_step, reject_step, resume_step, submitting_key
 from tasks.engine import heartbeat, slots
 from tasks.engine.cancellation import UNREVOKE, clear, flag
 from tasks.engine.chain import SendStopped, hand_off, send_step, send_steps
@@ -61,6 +68,7 @@ BROKER_ERRORS = (OperationalError, RedisError, OSError)
 UNREVOKE_SECONDS = 1.0
 
 log = logging.getLogger(__name__)
+audit_log = logging.getLogger("orchestrator.audit")
 
 
 @dataclass
@@ -156,9 +164,10 @@ def check_budget(state: AppState, tenant_id: str) -> None:
         raise BudgetExhausted(refusal)
 
 
-def usage_report(state: AppState, caller: str, tenant_id: str, period: Period) -> UsageReport:
+def usage_report(state: AppState, caller: str, operator: bool, tenant_id: str,
+                 period: Period) -> UsageReport:
     """A tenant's usage in the period: the caller's own, or any tenant's for an operator."""
-    if tenant_id != caller and not state.is_operator(caller):
+    if tenant_id != caller and not operator:
         raise Forbidden("only an operator key may read another tenant's usage")
     with state.db.read() as session:
         if session.get(Tenant, tenant_id) is None:
@@ -288,22 +297,35 @@ def _publish_created(state: AppState, created: list[tuple[Job, Handoff]]) -> Non
     after_commit(state, Handoff([event for _, handoff in created for event in handoff.events]))
 
 
-def approve(state: AppState, tenant_id: str, job_id: str, token: str) -> None:
-    """Approve a job's held step with its token; it is sent to run."""
+def approve(state: AppState, tenant_id: str, job_id: str, token: str, key_id: str) -> None:
+    """Approve a job's held step with its token, as the API key `key_id`; it is sent to run.
+
+    Every approval (API, MCP, console) comes here: ORCHESTRATOR_APPROVAL_POLICY `other-key`
+    refuses the key that submitted the job; the event and the audit line name the key's id."""
     with state.db.write() as session:
+        if state.settings.orchestrator.approval_policy == "other-key" and \
+                submitting_key(session=session, job_id=job_id) == key_id:
+            raise Forbidden(f"the key that submitted job {job_id} may not approve its own held "
+                            "step (ORCHESTRATOR_APPROVAL_POLICY=other-key): approve it with "
+                            "another key of the tenant")
         handoff, refused = approve_step(session=session, tenant_id=tenant_id,
-                                              job_id=job_id, token=token)
+                                        job_id=job_id, token=token, approver=key_id)
     after_commit(state, handoff)
     if refused:
         raise Conflict(refused)
+    audit_log.info("held step of job %s approved by key %s (tenant %s)", job_id, key_id,
+                   tenant_id)
 
 
-def reject(state: AppState, tenant_id: str, job_id: str, reason: str) -> None:
-    """Reject a job's held step: it fails with the reason, and the job with it."""
+def reject(state: AppState, tenant_id: str, job_id: str, reason: str, key_id: str) -> None:
+    """Reject a job's held step as the API key `key_id`: it fails with the reason, and the
+    job with it."""
     with state.db.write() as session:
         handoff = reject_step(session=session, tenant_id=tenant_id, job_id=job_id,
-                                    reason=reason)
+                              reason=reason, rejecter=key_id)
     after_commit(state, handoff)
+    audit_log.info("held step of job %s rejected by key %s (tenant %s)", job_id, key_id,
+                   tenant_id)
 
 
 def resume(state: AppState, token: str, output: dict[str, Any]) -> tuple[str, int]:
@@ -430,3 +452,36 @@ def clamp_wait(wait: float | bool, limit: float) -> float:
     if wait is True:
         return limit
     return max(0.0, min(float(wait), limit))
+
+
+def managed_tenant(state: AppState, own: str, operator: bool, asked: str | None) -> str:
+    """The tenant whose keys a call manages: the caller's, or (an operator's) the one asked."""
+    if asked is None or asked == own:
+        return own
+    if not operator:
+        raise Forbidden(f"{lacks(Scope.operator)}: only operator keys manage other tenants' "
+                        "keys")
+    with state.db.read() as session:
+        return find_tenant(session=session, tenant=asked).id
+
+
+def create_key(state: AppState, tenant_id: str, scopes: set[Scope], held: frozenset[Scope],
+               name: str, expires_at: datetime | None) -> tuple[ApiKey, str]:
+    """A new key of the tenant; it may hold only scopes the creating key holds."""
+    if missing := sorted(scopes - held):
+        raise Forbidden(f"{lacks(missing[0])}, so it cannot give it to a new key")
+    if expires_at is not None and expires_at <= utcnow():
+        raise InvalidRequest("expires_at is in the past; give a later time", "expires_at")
+    with state.db.write() as session:
+        key, raw = add_key(session=session, tenant_id=tenant_id, scopes=scopes, name=name,
+                           expires_at=expires_at)
+    audit_log.info("API key %s created for tenant %s with scopes %s", key.id, tenant_id,
+                   key.scopes)
+    return key, raw
+
+
+def revoke_key(state: AppState, key_id: str, tenant_id: str | None) -> None:
+    """Revoke a key (of `tenant_id`, unless None: an operator's call)."""
+    with state.db.write() as session:
+        key = store_revoke_key(session=session, key_id=key_id, tenant_id=tenant_id)
+    audit_log.info("API key %s of tenant %s revoked", key.id, key.tenant_id)

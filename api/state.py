@@ -1,21 +1,33 @@
 """What the API process holds while it runs, built in the lifespan."""
 
-import time
+import threading
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import redis
+from cachetools import TTLCache
 from celery import Celery
 
 from adapters.agents import AgentClient
 from adapters.llm import LLM
 from api.hub import EventHub
+from api.ratelimit import RateLimiter
 from core.db import Database
 from core.settings import Settings
-from core.store.tenants import is_operator, key_owner
+from core.store.keys import KeyInfo, key_info, touch_key
+from core.store.rates import Rate, Rates, rates_for, tenant_limits
 from core.vault import Vault
 from tasks.engine.resources import Resources
 
-KEY_CACHE_SECONDS = 30.0
+KEY_CACHE_SIZE = 10_000  # keys remembered per process; the least recently used leave first
+
+
+@dataclass(frozen=True)
+class Authorized:
+    """A live key and the rates its requests are limited to (both cached briefly)."""
+
+    key: KeyInfo
+    rates: Rates
 
 
 @dataclass
@@ -26,7 +38,7 @@ class AppState:
     resources: Resources
     celery: Celery
     hub: EventHub
-    _keys: dict[str, tuple[tuple[str, str], float]] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
 
     @property
     def settings(self) -> Settings:
@@ -57,24 +69,44 @@ class AppState:
     def close(self) -> None:
         self.resources.close()
 
+    @cached_property
+    def _keys(self) -> "TTLCache[str, Authorized]":
+        return TTLCache(KEY_CACHE_SIZE, self.settings.api.key_cache_seconds)
+
+    @cached_property
+    def limiter(self) -> RateLimiter:
+        """The shared token buckets (its script is registered once per process)."""
+        return RateLimiter(self.redis)
+
     def tenant_for_key(self, raw_key: str) -> str | None:
-        """The tenant of an API key (see `key_owner`)."""
-        owner = self.key_owner(raw_key)
-        return owner[0] if owner else None
+        """The tenant of a live API key, or None."""
+        found = self.authorize(raw_key)
+        return found.key.tenant_id if found else None
 
-    def key_owner(self, raw_key: str) -> tuple[str, str] | None:
-        """The tenant and key id of an API key, cached briefly so each request is not a query."""
-        cached = self._keys.get(raw_key)
-        now = time.monotonic()
-        if cached is not None and cached[1] > now:
-            return cached[0]
+    def authorize(self, raw_key: str) -> Authorized | None:
+        """The live key `raw_key` is and its rates, or None. Cached for API_KEY_CACHE_SECONDS
+        (≤ 5 s), so a revoked key is refused everywhere within that; each lookup from the store
+        also records the key's last use (at most once a minute)."""
+        with self._lock:
+            cached = self._keys.get(raw_key)
+        if cached is not None:
+            return cached
         with self.db.read() as session:
-            owner = key_owner(session=session, raw_key=raw_key)
-        if owner is not None:
-            self._keys[raw_key] = (owner, now + KEY_CACHE_SECONDS)
-        return owner
+            info = key_info(session=session, raw_key=raw_key)
+            if info is None:
+                return None
+            found = Authorized(info, rates_for(tenant_limits(
+                session=session, tenant_id=info.tenant_id), self.default_rates))
+        if info.stale:
+            with self.db.write() as session:
+                touch_key(session=session, key_id=info.key_id)
+        with self._lock:
+            self._keys[raw_key] = found
+        return found
 
-    def is_operator(self, tenant_id: str) -> bool:
-        """Whether the tenant is an operator (read from the store: rare, never cached)."""
-        with self.db.read() as session:
-            return is_operator(session=session, tenant_id=tenant_id)
+    @property
+    def default_rates(self) -> Rates:
+        """The RATE_LIMIT_* settings."""
+        limits = self.settings.rate_limit
+        return Rates(Rate(limits.key_rate, limits.key_burst),
+                     Rate(limits.tenant_rate, limits.tenant_burst))

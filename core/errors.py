@@ -59,6 +59,16 @@ class Forbidden(OrchestratorError):
     expected = True
 
 
+class RateLimited(OrchestratorError):
+    """Raised when a key or its tenant is over its request rate; `headers` say when to retry."""
+
+    status_code = 429
+    expected = True
+
+    def __init__(self, message: str, headers: dict[str, str]) -> None:
+        super().__init__(message)
+        self.headers = headers
+
 class BudgetExhausted(OrchestratorError):
     """Raised when a tenant's model budget for the day or month is spent (402: paying, or
     waiting for the next period, cures it; retrying soon does not, so not 429)."""

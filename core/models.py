@@ -130,6 +130,23 @@ class Tenant(SQLModel, table=True):
     operator: bool = Field(default=False, sa_column_kwargs={"server_default": false()})
 
 
+class Scope(StrEnum):
+    """What an API key may do (README: "API keys, scopes and limits")."""
+
+    jobs_write = "jobs:write"
+    jobs_read = "jobs:read"
+    approve = "approve"
+    registry_write = "registry:write"
+    memory_write = "memory:write"
+    admin = "admin"
+    operator = "operator"
+
+
+ALL_SCOPES = frozenset(Scope)
+# A new key's scopes unless others are asked for: submit and follow jobs, nothing more.
+DEFAULT_SCOPES = frozenset({Scope.jobs_write, Scope.jobs_read})
+
+
 class ApiKey(SQLModel, table=True):
     """A bearer key of a tenant, stored only as its SHA-256."""
 
@@ -137,8 +154,24 @@ class ApiKey(SQLModel, table=True):
     id: str = Field(primary_key=True, max_length=32)
     tenant_id: str = Field(foreign_key="tenants.id", index=True, max_length=64)
     key_hash: str = Field(unique=True, max_length=64)
+    name: str = Field(default="", max_length=200)
+    # Space-separated `Scope` values (one column both stores read the same way).
+    scopes: str = Field(default="", max_length=200)
     created_at: datetime = Field(default_factory=utcnow)
+    last_used_at: datetime | None = None
+    expires_at: datetime | None = None
     revoked_at: datetime | None = None
+
+
+class TenantLimits(SQLModel, table=True):
+    """A tenant's own request rates, overriding the RATE_LIMIT_* settings where set."""
+
+    __tablename__ = "tenant_limits"
+    tenant_id: str = Field(foreign_key="tenants.id", primary_key=True, max_length=64)
+    key_rate: float | None = None
+    key_burst: int | None = None
+    tenant_rate: float | None = None
+    tenant_burst: int | None = None
 
 
 KEY_ID = "api_key_id"  # in a job's `context`: the id of the API key that submitted it (audit)

@@ -68,6 +68,9 @@ class ApiSettings(BaseSettings):
     metrics_token: str = Field(
         "", description="Bearer token Prometheus sends to scrape /metrics "
         "(`Authorization: Bearer …`); operator API keys may scrape too. Empty: operators only.")
+    key_cache_seconds: float = Field(
+        2.0, ge=0, le=5, description="Seconds an API process trusts its cached lookup of an "
+        "API key (at most 5): a revoked or expired key is refused by every process within it.")
     mcp_task_ttl: float = Field(
         86400.0, gt=0, description="Longest an MCP task (a job started by a task-augmented "
         "`tools/call` on `/mcp`) is kept (s): a requested `ttl` is capped by it, no `ttl` gets "
@@ -77,6 +80,21 @@ class ApiSettings(BaseSettings):
     def base_url(self) -> str:
         """Where callers reach the API, without a trailing slash."""
         return (self.public_url or f"http://{self.host}:{self.port}").rstrip("/")
+
+
+class RateLimitSettings(BaseSettings):
+    """Requests per second per API key and per tenant (token buckets shared in Redis);
+    `orchestrator limits rate set` overrides them for one tenant. A rate of 0 is no limit."""
+
+    model_config = _config("RATE_LIMIT_")
+    key_rate: float = Field(50.0, ge=0, description="Requests per second one API key may "
+                            "make, sustained (0: no limit per key).")
+    key_burst: int = Field(100, ge=1, description="Requests one API key may make at once "
+                           "before RATE_LIMIT_KEY_RATE paces it (the bucket's size).")
+    tenant_rate: float = Field(100.0, ge=0, description="Requests per second all the keys "
+                               "of one tenant may make together, sustained (0: no limit).")
+    tenant_burst: int = Field(200, ge=1, description="Requests all the keys of one tenant "
+                              "may make at once (the tenant bucket's size).")
 
 
 class BrokerSettings(BaseSettings):
@@ -138,6 +156,10 @@ class OrchestratorSettings(BaseSettings):
     max_steps: int = Field(
         100, ge=1, description="Most steps one job's plan may have; a plan that would grow "
         "past it fails the step that grew it.")
+    approval_policy: Literal["any", "other-key", "scope"] = Field(
+        "scope", description="Which key may approve or reject a held step: `scope` a key "
+        "with the `approve` scope; `other-key` such a key other than the one that submitted "
+        "the job (four eyes); `any` any key of the tenant that may write jobs or approve.")
     approval_ttl: float = Field(
         3600.0, gt=0, description="Seconds a held step waits for approval before it fails.")
     wait_timeout: float = Field(
@@ -523,6 +545,7 @@ class Settings(BaseSettings):
     model_config = _config("")
     api: ApiSettings = Field(default_factory=lambda: ApiSettings())
     broker: BrokerSettings = Field(default_factory=lambda: BrokerSettings())
+    rate_limit: RateLimitSettings = Field(default_factory=lambda: RateLimitSettings())
     database: DatabaseSettings = Field(default_factory=lambda: DatabaseSettings())
     orchestrator: OrchestratorSettings = Field(default_factory=lambda: OrchestratorSettings())
     worker: WorkerSettings = Field(default_factory=lambda: WorkerSettings())
@@ -555,10 +578,10 @@ class Settings(BaseSettings):
 
 
 SECTIONS: list[type[BaseSettings]] = [
-    ApiSettings, BrokerSettings, DatabaseSettings, OrchestratorSettings, WorkerSettings,
-    PoolSettings, FlowerSettings, RetrySettings, BreakerSettings, CallbackSettings, FlowSettings,
-    AgentSettings, McpSettings, LlmSettings, EmbeddingsSettings, MemorySettings, SshSettings,
-    HttpSettings, LimitSettings, LogSettings, TelemetrySettings]
+    ApiSettings, BrokerSettings, RateLimitSettings, DatabaseSettings, OrchestratorSettings,
+    WorkerSettings, PoolSettings, FlowerSettings, RetrySettings, BreakerSettings,
+    CallbackSettings, FlowSettings, AgentSettings, McpSettings, LlmSettings, EmbeddingsSettings,
+    MemorySettings, SshSettings, HttpSettings, LimitSettings, LogSettings, TelemetrySettings]
 
 
 def env_name(section: type[BaseSettings], field: str) -> str:

@@ -6,6 +6,9 @@ import secrets
 import signal
 import sys
 import threading
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 from urllib.parse import urlparse
@@ -19,8 +22,13 @@ from workers import operators
 from workers.limits_cli import limits
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Iterator
+    from datetime import datetime
 
+    from sqlmodel import Session
+
+    from core.db import Database
+    from core.models import Scope
     from core.vault import Vault
 
 app = typer.Typer(help="Orchestrator: intents in, jobs on Celery, signed callbacks out.",
@@ -32,6 +40,9 @@ app.add_typer(memory, name="memory")
 vault_commands = typer.Typer(help="Secrets at rest (ORCHESTRATOR_SECRET_KEY).",
                              no_args_is_help=True)
 app.add_typer(vault_commands, name="secrets")
+rate = typer.Typer(help="Requests per second per key and per tenant (over RATE_LIMIT_*).",
+                   no_args_is_help=True)
+limits.add_typer(rate, name="rate")
 app.add_typer(limits, name="limits")
 app.add_typer(operators.jobs, name="jobs")
 app.command()(operators.queues)
@@ -78,9 +89,11 @@ def api() -> None:
 
     settings = get_settings()
     # uvicorn's own lines from warnings up; the API's (its start line, errors) from INFO.
-    log_config = uvicorn_config({**LOGGING_CONFIG, "loggers": {**LOGGING_CONFIG["loggers"],
-                                 "api": {"handlers": ["default"], "level": "INFO",
-                                         "propagate": False}}}, settings.log.format)
+    # The audit lines (approvals, keys made and revoked) from INFO too.
+    ours = {"handlers": ["default"], "level": "INFO", "propagate": False}
+    log_config = uvicorn_config({**LOGGING_CONFIG, "loggers": {
+        **LOGGING_CONFIG["loggers"], "api": ours, "orchestrator.audit": dict(ours)}},
+        settings.log.format)
     # A WebSocket message gets the body limit too: over it, a close frame 1009 (too big).
     uvicorn.run("api.main:create_app", factory=True, host=settings.api.host,
                 port=settings.api.port, workers=settings.api.workers, log_level="warning",
@@ -230,33 +243,198 @@ def memory_reembed(
     console.print(f"{moved} items re-embedded with {memory.embedder.name}")
 
 
+ScopeOption = Annotated[list[str] | None, typer.Option(
+    "--scope", help="A scope the key gets (repeat for several): jobs:write, jobs:read, approve, "
+    "registry:write, memory:write, admin, operator. Default: all but operator.")]
+
+
 @keys.command("create")
 def keys_create(
     tenant: Annotated[str, typer.Option(help="Tenant name.")] = "default",
     operator: Annotated[bool, typer.Option(
-        help="Make the tenant an operator: it may also reset shared circuit breakers.")] = False,
+        help="Make the tenant an operator and give the key the `operator` scope: it may also "
+        "reset shared circuit breakers and manage every tenant's keys.")] = False,
+    scope: ScopeOption = None,
+    name: Annotated[str, typer.Option(help="A name for people (what uses the key).")] = "",
+    expires_in_days: Annotated[float | None, typer.Option(
+        help="Days until the key stops working (default: never).")] = None,
 ) -> None:
-    """Create an API key for a tenant and print its callback signing secret, then the key."""
+    """Create an API key for a tenant; print the tenant id, the key's id and scopes, the
+    callback signing secret, then the key (the last line)."""
     from core.vault import Vault
 
-    raw, secret = _create_key(tenant, Vault(get_settings().orchestrator.secret_key), operator)
-    print(f"webhook secret: {secret}")
-    print(raw)
+    made = _create_key(tenant, Vault(get_settings().orchestrator.secret_key), operator,
+                       _scopes(scope), name, expires_in_days)
+    print(f"tenant: {made.tenant_id} ({tenant})")
+    print(f"key id: {made.key_id}; scopes: {made.scopes}")
+    print(f"webhook secret: {made.secret}")
+    print(made.raw)
 
 
-def _create_key(tenant: str, vault: "Vault", operator: bool = False) -> tuple[str, str]:
+@dataclass(frozen=True)
+class _Made:
+    tenant_id: str
+    key_id: str
+    scopes: str
+    secret: str
+    raw: str
+
+
+def _scopes(given: list[str] | None) -> "set[Scope] | None":
+    from core.models import Scope
+
+    if not given:
+        return None
+    try:
+        return {Scope(value) for value in given}
+    except ValueError:
+        _fail(f"unknown scope in {given}; choose from {', '.join(s.value for s in Scope)}", 2)
+        raise
+
+
+def _create_key(tenant: str, vault: "Vault", operator: bool = False,
+                scopes: "set[Scope] | None" = None, name: str = "",
+                expires_in_days: float | None = None) -> _Made:
     from core import deliveries
-    from core.db import Database
+    from core.models import utcnow
+    from core.store.keys import find_key, hash_key
     from core.store.tenants import create_tenant_key
 
-    db = Database(get_settings().database.url)
-    with db.write() as session:
+    expires = None if expires_in_days is None else utcnow() + timedelta(days=expires_in_days)
+    with _store() as db, db.write() as session:
         created, raw = create_tenant_key(session=session, tenant_name=tenant, vault=vault,
-                                         operator=operator)
+                                         operator=operator, scopes=scopes, name=name,
+                                         expires_at=expires)
         secrets = deliveries.signing_secrets(session=session, tenant_id=created.id,
                                              vault=vault)
-    db.dispose()
-    return raw, secrets[0]
+        key = find_key(session=session, key_id=_key_id(session, hash_key(raw)))
+        return _Made(created.id, key.id, key.scopes, secrets[0], raw)
+
+
+def _key_id(session: "Session", key_hash: str) -> str:
+    from sqlmodel import select
+
+    from core.models import ApiKey
+
+    return session.exec(select(ApiKey.id).where(ApiKey.key_hash == key_hash)).one()
+
+
+@contextmanager
+def _store() -> "Iterator[Database]":
+    """The job store of DATABASE_URL, for one command."""
+    from core.db import Database
+
+    db = Database(get_settings().database.url)
+    try:
+        yield db
+    finally:
+        db.dispose()
+
+
+def _run_store(action: "Callable[[Session], None]", write: bool = True) -> None:
+    """Run `action` in one transaction; a missing key or tenant is one line and exit 1."""
+    from core.errors import OrchestratorError
+
+    try:
+        with _store() as db, (db.write() if write else db.read()) as session:
+            action(session)
+    except OrchestratorError as exc:
+        _fail(str(exc), 1)
+
+
+@keys.command("list")
+def keys_list(tenant: Annotated[str, typer.Option(help="Tenant name or id.")] = "default",
+              ) -> None:
+    """The tenant's keys (never the keys themselves): id, name, scopes, created, last used,
+    expires, revoked."""
+    from core.store.keys import find_tenant, list_keys
+
+    def show(session: "Session") -> None:
+        found = find_tenant(session=session, tenant=tenant)
+        print(f"tenant: {found.id} ({found.name})")
+        for key in list_keys(session=session, tenant_id=found.id):
+            print(f"{key.id}  name={key.name or '-'}  scopes={key.scopes or '-'}  "
+                  f"created={_when(key.created_at)}  last_used={_when(key.last_used_at)}  "
+                  f"expires={_when(key.expires_at)}  revoked={_when(key.revoked_at)}")
+
+    _run_store(show, write=False)
+
+
+def _when(moment: "datetime | None") -> str:
+    return moment.isoformat(timespec="seconds") if moment else "-"
+
+
+@keys.command("revoke")
+def keys_revoke(key_id: Annotated[str, typer.Argument(help="The key's id (key_…).")]) -> None:
+    """Revoke a key: every API process refuses it within API_KEY_CACHE_SECONDS."""
+    from core.store.keys import revoke_key
+
+    _run_store(lambda session: print(f"revoked {revoke_key(session=session, key_id=key_id).id}"))
+
+
+@keys.command("rotate")
+def keys_rotate(key_id: Annotated[str, typer.Argument(help="The key's id (key_…).")]) -> None:
+    """Revoke a key and make its successor (same tenant, name, scopes, expiry); print the new
+    key's id, then the new key (the last line)."""
+    from core.store.keys import rotate_key
+
+    def rotate(session: "Session") -> None:
+        new, raw = rotate_key(session=session, key_id=key_id)
+        print(f"revoked {key_id}; new key id: {new.id}; scopes: {new.scopes}")
+        print(raw)
+
+    _run_store(rotate)
+
+
+@rate.command("set")
+def limits_set(
+    tenant: Annotated[str, typer.Option(help="Tenant name or id.")],
+    key_rate: Annotated[float | None, typer.Option(
+        min=0, help="Requests/s per key (0: no limit).")] = None,
+    key_burst: Annotated[int | None, typer.Option(min=1, help="Burst per key.")] = None,
+    tenant_rate: Annotated[float | None, typer.Option(
+        min=0, help="Requests/s for all the tenant's keys (0: no limit).")] = None,
+    tenant_burst: Annotated[int | None, typer.Option(min=1, help="Burst per tenant.")] = None,
+    clear: Annotated[bool, typer.Option(
+        help="Drop the tenant's overrides: the RATE_LIMIT_* settings apply again.")] = False,
+) -> None:
+    """Set a tenant's own rate limits (the others keep their value); API processes apply them
+    within API_KEY_CACHE_SECONDS."""
+    from core.store.keys import find_tenant
+    from core.store.rates import clear_limits, set_limits
+
+    def change(session: "Session") -> None:
+        found = find_tenant(session=session, tenant=tenant)
+        if clear:
+            clear_limits(session=session, tenant_id=found.id)
+        else:
+            set_limits(session=session, tenant_id=found.id, key_rate=key_rate,
+                       key_burst=key_burst, tenant_rate=tenant_rate, tenant_burst=tenant_burst)
+
+    _run_store(change)
+    limits_show(tenant)
+
+
+@rate.command("show")
+def limits_show(tenant: Annotated[str, typer.Option(help="Tenant name or id.")]) -> None:
+    """The rate limits that apply to a tenant (its overrides, else the settings)."""
+    from core.store.keys import find_tenant
+    from core.store.rates import Rate, Rates, rates_for, tenant_limits
+
+    settings = get_settings().rate_limit
+    defaults = Rates(Rate(settings.key_rate, settings.key_burst),
+                     Rate(settings.tenant_rate, settings.tenant_burst))
+
+    def show(session: "Session") -> None:
+        found = find_tenant(session=session, tenant=tenant)
+        own = tenant_limits(session=session, tenant_id=found.id)
+        rates = rates_for(own, defaults)
+        print(f"tenant: {found.id} ({found.name}); "
+              f"{'own overrides' if own else 'the RATE_LIMIT_* settings'}")
+        print(f"per key: {rates.key.rate:g}/s, burst {rates.key.burst}")
+        print(f"per tenant: {rates.tenant.rate:g}/s, burst {rates.tenant.burst}")
+
+    _run_store(show, write=False)
 
 
 def _dev_secret(path: Path, make: Any) -> str:
@@ -304,7 +482,7 @@ def dev(
         _dev_secret(DATA_DIR / "secret-key", new_key)]
     upgrade(settings.database.url, secret_keys)
     api_key = _dev_secret(DATA_DIR / "dev-api-key",
-                          lambda: _create_key("dev", Vault(secret_keys), operator=True)[0])
+                          lambda: _create_key("dev", Vault(secret_keys), operator=True).raw)
     flower_auth = settings.flower.basic_auth or _dev_secret(
         DATA_DIR / "flower-auth", lambda: f"admin:{secrets.token_urlsafe(12)}")
     base = f"http://{settings.api.host}:{settings.api.port}"

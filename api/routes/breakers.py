@@ -7,7 +7,7 @@ from pydantic import BaseModel, Field
 
 from adapters import netguard
 from adapters.breakers import Breakers, BreakerState
-from api.deps import StateDep, TenantDep
+from api.deps import CallerDep, StateDep
 from api.metrics import TENANT_CHOSEN
 from api.openapi import KEYED, POST, errors
 from core.errors import Forbidden, NotFound
@@ -54,23 +54,22 @@ def _visible(tenant: str, name: str) -> bool:
 
 @router.get("", operation_id="listBreakers", response_model=list[BreakerPublic],
             summary="List circuit breakers", responses=errors(*KEYED))
-def list_breakers(state: StateDep, tenant: TenantDep) -> list[BreakerPublic]:
+def list_breakers(state: StateDep, caller: CallerDep) -> list[BreakerPublic]:
     """Every circuit breaker the caller's calls go through (every one, for an operator)."""
-    everything = state.is_operator(tenant)
     return [_public(item) for item in _breakers(state).states()
-            if everything or _visible(tenant, item["name"])]
+            if caller.operator or _visible(caller.tenant_id, item["name"])]
 
 
 @router.post("/{name}/reset", operation_id="resetBreaker", response_model=BreakerPublic,
              summary="Reset a circuit breaker", responses=errors(*KEYED, *POST, 403, 404))
 def reset_breaker(name: Annotated[str, Path(description="The breaker's `name`.")],
-                  state: StateDep, tenant: TenantDep) -> BreakerPublic:
+                  state: StateDep, caller: CallerDep) -> BreakerPublic:
     """Close a circuit breaker for every process, so calls to its upstream go through again.
 
     A tenant may reset the breaker of a host its callbacks go to; the breakers of shared
     upstreams need an operator key (`orchestrator keys create --operator`).
     """
-    if not state.is_operator(tenant) and not _own_host(tenant, name):
+    if not caller.operator and not _own_host(caller.tenant_id, name):
         if _tenant_chosen(name):
             raise NotFound(f"no circuit breaker named '{name}'")
         raise Forbidden(f"'{name}' guards an upstream all tenants share: resetting it needs "

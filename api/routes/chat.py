@@ -11,8 +11,10 @@ from api import conversation, service, streaming
 from api.deps import StateDep, TenantDep
 from api.openapi import BODY, KEYED, errors
 from api.schemas import ChatAnswer, ChatRequest, IdempotencyKey, V1ChatRequest, loads_checked
-from api.state import AppState
+from api.scopes import lacks
+from api.state import AppState, Authorized
 from core.errors import OrchestratorError
+from core.models import Scope
 
 router = APIRouter(tags=["chat"])
 CHAT_DESCRIPTION = (
@@ -20,6 +22,7 @@ CHAT_DESCRIPTION = (
     "they run, and `llm.respond` answers. Waits up to ORCHESTRATOR_SYNC_TIMEOUT; a slower "
     "job answers `status: accepted` with its `job_id` (follow `/v1/jobs/{job_id}`).")
 UNAUTHORIZED = 4401
+FORBIDDEN = 4403
 
 
 @router.post("/chat", operation_id="chat", response_model=ChatAnswer,
@@ -82,19 +85,24 @@ async def chat_socket(socket: WebSocket) -> None:
     the answer as it is written), then `{"type": "answer", …}`. Several messages per connection.
     A message that is not such JSON (or nested too deep) gets `{"type": "error", "error"}` and
     the socket goes on; one over API_MAX_BODY_BYTES closes it with 1009. A bad key: the socket
-    is accepted, then closed with 4401. The socket keeps one session (its first message's
-    `session_id`, or a new one) unless a message names another.
+    is accepted, then closed with 4401; a key without `jobs:write`, with 4403. The socket keeps
+    one session (its first message's `session_id`, or a new one) unless a message names
+    another.
     """
     state: AppState = socket.app.state.orch
     # Accept first: a close before the handshake is an HTTP 403 no client can tell from others.
     await socket.accept()
     try:
-        tenant = await _tenant(state, socket)
+        found = await _authorized(state, socket)
     except WebSocketDisconnect:
         return
-    if tenant is None:
+    if found is None:
         await socket.close(code=UNAUTHORIZED, reason="missing or unknown API key")
         return
+    if Scope.jobs_write not in found.key.scopes:
+        await socket.close(code=FORBIDDEN, reason=lacks(Scope.jobs_write))
+        return
+    tenant = found.key.tenant_id
     session_id = conversation.new_session_id()
     try:
         while True:
@@ -104,15 +112,15 @@ async def chat_socket(socket: WebSocket) -> None:
         return
 
 
-async def _tenant(state: AppState, socket: WebSocket) -> str | None:
-    """The tenant of the handshake's key, else of the opening auth message's."""
+async def _authorized(state: AppState, socket: WebSocket) -> Authorized | None:
+    """The handshake's key, else the opening auth message's."""
     if key := _key(socket):
-        return await run_in_threadpool(state.tenant_for_key, key)
+        return await run_in_threadpool(state.authorize, key)
     key = await _first_message_key(socket)
-    tenant = await run_in_threadpool(state.tenant_for_key, key) if key else None
-    if tenant is not None:
+    found = await run_in_threadpool(state.authorize, key) if key else None
+    if found is not None:
         await socket.send_json({"type": "authenticated"})
-    return tenant
+    return found
 
 
 async def _receive(socket: WebSocket) -> str | bytes:

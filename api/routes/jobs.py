@@ -191,21 +191,23 @@ def retry_job(job_id: JobIdPath, state: StateDep, tenant: TenantDep) -> JobPubli
 @router.post("/{job_id}/approve", operation_id="approveStep", response_model=JobPublic,
              summary="Approve a held step", responses=errors(*KEYED, *BODY, 403, 404, 409))
 def approve_step(job_id: JobIdPath, body: ApprovalRequest, state: StateDep,
-                 tenant: TenantDep) -> JobPublic:
+                 caller: CallerDep) -> JobPublic:
     """Approve the job's held step with the token issued for it: the step runs.
 
     The token approves only the step it was issued for, with that exact intent and inputs
     (403 otherwise), once (409 after), before it expires (409 after: the step fails).
+    ORCHESTRATOR_APPROVAL_POLICY decides which keys may: `scope` (an `approve` key),
+    `other-key` (one other than the job's submitter: 403 for it), `any` (`jobs:write` too).
     """
-    service.approve(state, tenant, job_id, body.token)
-    return get_job(job_id, state, tenant)
+    service.approve(state, caller.tenant_id, job_id, body.token, caller.key_id)
+    return get_job(job_id, state, caller.tenant_id)
 
 
 @router.post("/{job_id}/reject", operation_id="rejectStep", response_model=JobPublic,
              summary="Reject a held step", responses=errors(*KEYED, *BODY, 404, 409))
 def reject_step(job_id: JobIdPath, body: RejectionRequest, state: StateDep,
-                tenant: TenantDep) -> JobPublic:
+                caller: CallerDep) -> JobPublic:
     """Reject the job's held step: it fails with the reason, and the job with it (409 when no
     step is held)."""
-    service.reject(state, tenant, job_id, body.reason)
-    return get_job(job_id, state, tenant)
+    service.reject(state, caller.tenant_id, job_id, body.reason, caller.key_id)
+    return get_job(job_id, state, caller.tenant_id)

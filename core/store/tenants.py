@@ -1,27 +1,30 @@
 """Tenants and their API keys."""
 
-import secrets
 import uuid
+from collections.abc import Iterable
+from datetime import datetime
 
-from sqlmodel import Session, col, select
+from sqlmodel import Session, select
 
 from core.deliveries import new_secret
-from core.models import ApiKey, Tenant
-from core.store.tables import sha256
+from core.models import ALL_SCOPES, Scope, Tenant
+from core.store.keys import add_key, key_info
 from core.vault import Vault
 
-
-def hash_key(raw_key: str) -> str:
-    return sha256(raw_key)
+# What `orchestrator keys create` gives without `--scope`: all a tenant may do (an operator
+# tenant's keys may also do what only operators may).
+TENANT_SCOPES = ALL_SCOPES - {Scope.operator}
 
 
 def create_tenant_key(*, session: Session, tenant_name: str, vault: Vault,
-                      operator: bool = False) -> tuple[Tenant, str]:
+                      operator: bool = False, scopes: Iterable[Scope] | None = None,
+                      name: str = "", expires_at: datetime | None = None) -> tuple[Tenant, str]:
     """Create (or reuse) a tenant and give it a new API key; returns the raw key once.
 
     A new tenant gets its webhook signing secret now (sealed), so reading it changes nothing.
-    `operator` makes the tenant an operator (it never unmakes one): its keys may also act on
-    what all tenants share, such as the circuit breakers of shared upstreams.
+    `operator` makes the tenant an operator (it never unmakes one) and gives the key the
+    `operator` scope: it may also act on what all tenants share, such as the circuit breakers
+    of shared upstreams. Without `scopes` the key may do all a tenant may (TENANT_SCOPES).
     """
     tenant = session.exec(select(Tenant).where(Tenant.name == tenant_name)).first()
     if tenant is None:
@@ -31,26 +34,18 @@ def create_tenant_key(*, session: Session, tenant_name: str, vault: Vault,
     tenant.operator = tenant.operator or operator
     session.add(tenant)
     session.flush()
-    raw_key = f"ork_{secrets.token_urlsafe(32)}"
-    session.add(ApiKey(id=f"key_{uuid.uuid4().hex[:16]}", tenant_id=tenant.id,
-                       key_hash=hash_key(raw_key)))
+    chosen = set(TENANT_SCOPES if scopes is None else scopes)
+    if operator:
+        chosen.add(Scope.operator)
+    _, raw_key = add_key(session=session, tenant_id=tenant.id, scopes=chosen, name=name,
+                         expires_at=expires_at)
     return tenant, raw_key
-
-
-def key_owner(*, session: Session, raw_key: str) -> tuple[str, str] | None:
-    """The tenant id and key id of a live API key, or None."""
-    row = session.exec(
-        select(ApiKey.tenant_id, ApiKey.id).where(
-            ApiKey.key_hash == hash_key(raw_key), col(ApiKey.revoked_at).is_(None)
-        )
-    ).first()
-    return (row[0], row[1]) if row is not None else None
 
 
 def tenant_for_key(*, session: Session, raw_key: str) -> str | None:
     """The tenant id a live API key belongs to, or None."""
-    owner = key_owner(session=session, raw_key=raw_key)
-    return owner[0] if owner is not None else None
+    info = key_info(session=session, raw_key=raw_key)
+    return info.tenant_id if info is not None else None
 
 
 def is_operator(*, session: Session, tenant_id: str) -> bool:

@@ -16,7 +16,7 @@ from sqlalchemy import update
 from sqlmodel import Session, select
 
 from core.errors import Conflict, Forbidden, NotFound
-from core.models import EventType, JobStatus, StepStatus, utcnow
+from core.models import KEY_ID, EventType, JobStatus, StepStatus, utcnow
 from core.store.ledger import Ledger, deadline_passed, fail, ledger, record, succeed
 from core.store.tables import JOBS, STEPS, Handoff, NextStep, approval_hash, sha256
 from core.vault import Vault
@@ -91,9 +91,18 @@ def _held(session: Session, tenant_id: str, job_id: str) -> Ledger:
     return at
 
 
-def approve_step(*, session: Session, tenant_id: str, job_id: str,
-                 token: str) -> tuple[Handoff, str | None]:
-    """Approve the held step with its token: it is sent to run. Returns why not, if expired."""
+def submitting_key(*, session: Session, job_id: str) -> str | None:
+    """The id of the API key that submitted the job (its context's KEY_ID), if known."""
+    context = session.execute(select(JOBS.c.context).where(JOBS.c.id == job_id)).scalar()
+    found = context.get(KEY_ID) if isinstance(context, dict) else None
+    return found if isinstance(found, str) else None
+
+
+def approve_step(*, session: Session, tenant_id: str, job_id: str, token: str,
+                 approver: str = "") -> tuple[Handoff, str | None]:
+    """Approve the held step with its token: it is sent to run. Returns why not, if expired.
+
+    `approver` (the approving API key's id, never the key) goes into `step_approved`."""
     at = _held(session, tenant_id, job_id)
     if deadline_passed(at, utcnow()):
         return expire(session, at), f"the approval of step {at.index} expired at " \
@@ -105,15 +114,18 @@ def approve_step(*, session: Session, tenant_id: str, job_id: str,
     events = record(session, at, {"status": JobStatus.running}, {
         "status": StepStatus.pending, "approved_at": utcnow(), "token_hash": None,
         "deadline": None},
-        [(EventType.step_approved, {"index": at.index, "intent": at.row.intent})])
+        [(EventType.step_approved, {"index": at.index, "intent": at.row.intent,
+                                     "approved_by": approver})])
     return Handoff(events, NextStep(job_id, at.index, at.row.intent, at.row.pool)), None
 
 
-def reject_step(*, session: Session, tenant_id: str, job_id: str, reason: str) -> Handoff:
-    """Reject the held step: it fails with `reason`, and its job with it."""
+def reject_step(*, session: Session, tenant_id: str, job_id: str, reason: str,
+                rejecter: str = "") -> Handoff:
+    """Reject the held step: it fails with `reason`, and its job with it; `rejecter` (the
+    API key's id) goes into `step_rejected`."""
     at = _held(session, tenant_id, job_id)
-    return fail(session, at, f"rejected: {reason}",
-                items=[(EventType.step_rejected, {"index": at.index, "reason": reason})])
+    return fail(session, at, f"rejected: {reason}", items=[(EventType.step_rejected, {
+        "index": at.index, "reason": reason, "rejected_by": rejecter})])
 
 
 USED = "unknown resume token, or it was used already"

@@ -19,6 +19,7 @@ import pytest
 
 from core.db import Database
 from core.migrate import upgrade
+from core.models import Scope
 from core.store.tenants import create_tenant_key
 from core.vault import Vault, new_key
 from tests import n8n as n8n_service
@@ -48,11 +49,14 @@ class Stack:
     api: services.Process | None = None
     sweeper: services.Process | None = None
 
-    def new_key(self, operator: bool = False) -> str:
+    def new_key(self, operator: bool = False, tenant: str | None = None,
+                scopes: set[Scope] | None = None) -> str:
+        """A key of a new tenant (or of `tenant`, by name), with every tenant scope unless
+        `scopes` names some."""
         with self.db.write() as session:
             _, raw = create_tenant_key(session=session, vault=Vault([SECRET_KEY]),
-                                       tenant_name=f"t-{uuid.uuid4().hex[:8]}",
-                                       operator=operator)
+                                       tenant_name=tenant or f"t-{uuid.uuid4().hex[:8]}",
+                                       operator=operator, scopes=scopes)
         return raw
 
     def client(self, key: str | None = None) -> httpx.Client:
@@ -178,6 +182,10 @@ def _env(broker_url: str, database_url: str, port: int, db_index: int) -> dict[s
             "BROKER_RESTORE_LOCK_SECONDS": "5",
             "ORCHESTRATOR_UPSTREAM_RETRIES": "2",
             "ORCHESTRATOR_SYNC_TIMEOUT": "8", "API_METRICS_TOKEN": METRICS_TOKEN,
+            # Every request takes its tokens (the limiter runs) but the suite's pace passes;
+            # test_keys.py runs a stack with the limits it checks.
+            "RATE_LIMIT_KEY_RATE": "500", "RATE_LIMIT_KEY_BURST": "1000",
+            "RATE_LIMIT_TENANT_RATE": "1000", "RATE_LIMIT_TENANT_BURST": "2000",
             # The suite submits debug intents, hidden by default outside development.
             "ORCHESTRATOR_EXPOSED_INTENTS": '["*"]',
             "ORCHESTRATOR_SECRET_KEY": SECRET_KEY,

@@ -63,7 +63,9 @@ def test_keys_create_prints_a_working_key_last(stack: Stack,
     finally:
         get_settings.cache_clear()
     assert plain.exit_code == 0 and ops.exit_code == 0, plain.output + ops.output
-    assert plain.output.splitlines()[0].startswith("webhook secret: whsec_")
+    lines = plain.output.splitlines()
+    assert lines[0].startswith("tenant: ten_") and lines[0].endswith(" (cli-plain)")
+    assert lines[2].startswith("webhook secret: whsec_")
     operators = {}
     for result in (plain, ops):
         key = result.output.splitlines()[-1]

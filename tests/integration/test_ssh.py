@@ -26,16 +26,21 @@ from tests.integration.test_engine import events_of, wait_status
 MIB = 1024 * 1024
 
 
-@pytest.fixture
-def granted(stack: Stack) -> Iterator[httpx.Client]:
-    """A client of the tenant the test hosts are granted to, with a fresh key."""
+def granted_key(stack: Stack) -> str:
+    """A fresh key of the tenant the test hosts are granted to."""
     with stack.db.write() as session:
         if session.get(Tenant, SSH_TENANT) is None:
             session.add(Tenant(id=SSH_TENANT, name="ssh-granted"))
     with stack.db.write() as session:
         _, key = create_tenant_key(session=session, vault=Vault([SECRET_KEY]),
                                    tenant_name="ssh-granted")
-    with stack.client(key) as http:
+    return key
+
+
+@pytest.fixture
+def granted(stack: Stack) -> Iterator[httpx.Client]:
+    """A client of the tenant the test hosts are granted to, with a fresh key."""
+    with stack.client(granted_key(stack)) as http:
         yield http
 
 
