@@ -1,5 +1,5 @@
 """Rules every request meets before a route: a body limit enforced while reading (a large body
-is refused, not buffered), and no NUL in the URL (Postgres text cannot hold one)."""
+is refused, not buffered), and no NUL in the URL (Postgres text cannot hold one): a 422."""
 
 import json
 
@@ -65,19 +65,20 @@ class BodyLimit:
 
 
 class NoNulInUrl:
-    """Answer 400 to a path or query holding NUL (`%00`) before any route looks it up.
+    """Answer 422 to a path or query holding NUL (`%00`) before any route looks it up.
 
     Every path and query parameter ends up in a store lookup, and Postgres refuses NUL in
-    text; one rule here instead of a pattern on each parameter."""
+    text; one rule here instead of a check on each parameter (the OpenAPI document states it
+    as each parameter's pattern, so it is the 422 of a parameter that fails validation)."""
 
-    MESSAGE = b'{"error": "the URL holds a NUL character (%00); remove it"}'
+    MESSAGE = b'{"error": "the URL holds a NUL character (%00); remove it", "field": "url"}'
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and _holds_nul(scope):
-            await send({"type": "http.response.start", "status": 400,
+            await send({"type": "http.response.start", "status": 422,
                         "headers": [(b"content-type", b"application/json")]})
             await send({"type": "http.response.body", "body": self.MESSAGE})
             return

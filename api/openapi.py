@@ -16,8 +16,7 @@ from api.scopes import ROUTE_SCOPES
 Responses = dict[int | str, dict[str, Any]]
 
 WHY = {
-    400: "The body could not be parsed (not UTF-8, or nested too deep to read), or the URL "
-         "holds NUL (`%00`).",
+    400: "The body could not be parsed (not UTF-8, or nested too deep to read).",
     401: "No API key, or an unknown or revoked one (`Authorization: Bearer <key>`).",
     402: "The tenant's model budget for the day or month is spent (prompts and chat only).",
     403: "The API key is valid but may not do this (it lacks the scope the route needs).",

@@ -339,18 +339,19 @@ NUL_PATHS = ["/v1/jobs/a%00b", "/v1/jobs/a%00b/events", "/v1/sessions/s%00/messa
 
 
 @pytest.mark.parametrize("path", NUL_PATHS)
-def test_a_nul_in_a_path_or_query_is_a_400_that_says_so(client: httpx.Client,
+def test_a_nul_in_a_path_or_query_is_a_422_that_says_so(client: httpx.Client,
                                                          path: str) -> None:
     # Postgres text cannot hold NUL: a lookup with one must not reach the store as a 500
     response = client.get(path)
-    assert response.status_code == 400, response.text
-    assert response.json() == {"error": "the URL holds a NUL character (%00); remove it"}
+    assert response.status_code == 422, response.text
+    assert response.json() == {"error": "the URL holds a NUL character (%00); remove it",
+                               "field": "url"}
 
 
 @pytest.mark.parametrize(("method", "path"), [
     ("POST", "/v1/jobs/a%00b/cancel"), ("DELETE", "/v1/tools/t%00"),
     ("POST", "/v1/resume/r%00"), ("POST", "/v1/deliveries/d%00/redeliver")])
-def test_a_nul_in_the_path_of_a_change_is_a_400(client: httpx.Client, method: str,
+def test_a_nul_in_the_path_of_a_change_is_a_422(client: httpx.Client, method: str,
                                                path: str) -> None:
     response = client.request(method, path, json={})
-    assert response.status_code == 400, response.text
+    assert response.status_code == 422, response.text
