@@ -8,7 +8,7 @@ from typing import Any
 
 from fastapi import FastAPI
 from fastapi.dependencies.models import Dependant
-from fastapi.routing import APIRoute
+from fastapi.routing import APIRoute, iter_route_contexts
 
 from core.errors import ConfigError
 from core.models import Scope
@@ -26,7 +26,8 @@ ROUTE_SCOPES: dict[str, Scope | None] = {
     "getSessionMessages": Scope.jobs_read, "listSessions": Scope.jobs_read,
     "listIntents": Scope.jobs_read,
     "listTools": Scope.jobs_read, "listToolsContract": Scope.jobs_read,
-    "listAgents": Scope.jobs_read, "listDeliveries": Scope.jobs_read,
+    "listAgents": Scope.jobs_read, "checkAgentHealth": Scope.jobs_read,
+    "listDeliveries": Scope.jobs_read,
     "getDelivery": Scope.jobs_read, "listBreakers": Scope.jobs_read,
     "listLlmModels": Scope.jobs_read, "testLlmConnection": Scope.jobs_read,
     "getMemoryStats": Scope.jobs_read, "listPendingSteps": Scope.jobs_read,
@@ -66,8 +67,12 @@ def lacks(scope: Scope) -> str:
 
 
 def check_routes(app: FastAPI, keyed: object) -> None:
-    """Every route that depends on `keyed` (the caller) has its row in ROUTE_SCOPES."""
-    for route in app.routes:
+    """Every route that depends on `keyed` (the caller) has its row in ROUTE_SCOPES.
+
+    FastAPI keeps an included router as one entry of `app.routes`; its routes are walked
+    through `iter_route_contexts`, as the OpenAPI document is built."""
+    for context in iter_route_contexts(app.routes):
+        route = context.original_route
         if not isinstance(route, APIRoute):
             continue
         if keyed in _calls(route.dependant) and route.operation_id not in ROUTE_SCOPES:

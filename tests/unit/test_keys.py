@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import redis
 from alembic import command
-from fastapi import FastAPI
+from fastapi import APIRouter, FastAPI
 from sqlalchemy import text
 
 from api.deps import CallerDep, get_caller
@@ -60,6 +60,20 @@ def test_a_keyed_route_missing_from_the_scope_table_stops_the_app() -> None:
         return caller.key_id
 
     with pytest.raises(ConfigError, match="brandNew.*ROUTE_SCOPES"):
+        check_routes(app, get_caller)
+
+
+def test_a_keyed_route_of_an_included_router_missing_from_the_table_stops_the_app() -> None:
+    # FastAPI keeps an included router as one entry of app.routes, as the app's routers are
+    router = APIRouter()
+
+    @router.get("/v1/agents/{agent_id}/new", operation_id="brandNewIncluded")
+    def brand_new(agent_id: str, caller: CallerDep) -> str:
+        return caller.key_id
+
+    app = FastAPI()
+    app.include_router(router)
+    with pytest.raises(ConfigError, match="brandNewIncluded.*ROUTE_SCOPES"):
         check_routes(app, get_caller)
 
 
