@@ -9,6 +9,7 @@ from api.openapi import KEYED, errors
 from api.schemas import MessagePublic, SessionMessages, SessionPublic
 from core.store import sessions as chats
 
+MAX_MESSAGE_ID = 2**31 - 1  # chat_messages.id is an INTEGER column on Postgres
 router = APIRouter(prefix="/v1/sessions", tags=["sessions"])
 
 
@@ -20,7 +21,7 @@ router = APIRouter(prefix="/v1/sessions", tags=["sessions"])
 def get_session_messages(
     session_id: Annotated[str, Path(max_length=128, description="The session's id.")],
     state: StateDep, tenant: TenantDep,
-    after: Annotated[int, Query(ge=0, le=2**63 - 1,
+    after: Annotated[int, Query(ge=0, le=MAX_MESSAGE_ID,
                                 description="Only messages with a higher id.")] = 0,
     limit: Annotated[int, Query(ge=1, le=500, description="At most this many.")] = 100,
 ) -> SessionMessages:

@@ -355,3 +355,12 @@ def test_a_nul_in_the_path_of_a_change_is_a_422(client: httpx.Client, method: st
                                                path: str) -> None:
     response = client.request(method, path, json={})
     assert response.status_code == 422, response.text
+
+
+@pytest.mark.parametrize("after", [2**31, 2**63, -1])
+def test_session_message_positions_out_of_range_are_a_422(client: httpx.Client,
+                                                          after: int) -> None:
+    # chat_messages.id is an INTEGER on Postgres: a position past it is the caller's mistake
+    response = client.get("/v1/sessions/ses_none/messages", params={"after": after})
+    assert response.status_code == 422, response.text
+    assert "after" in response.json()["error"]
