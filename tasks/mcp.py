@@ -49,6 +49,43 @@ def discover(client: redis.Redis, settings: McpSettings) -> int:
     return answered
 
 
+RETRY_FAILED_AFTER = 60.0  # seconds before a server whose listing failed is asked again
+
+
+def start_discovery(client: redis.Redis, settings: McpSettings, every: float) -> threading.Event:
+    """Discover now, then again whenever a configured server's tools are missing from Redis
+    (a broker restarted without its data forgets them, and no worker would publish them again
+    until it restarts), checking every `every` seconds; a server whose listing failed is asked
+    again after RETRY_FAILED_AFTER. Runs in a daemon thread until the event is set."""
+    stop = threading.Event()
+
+    def loop() -> None:
+        while not stop.is_set():
+            try:
+                if _missing(client, settings):
+                    discover(client, settings)
+            except redis.RedisError as exc:  # an outage: the next check tries again
+                log.debug("MCP discovery check skipped: %s", exc)
+            stop.wait(every)
+
+    threading.Thread(target=loop, name="orch-mcp-discovery", daemon=True).start()
+    return stop
+
+
+def _missing(client: redis.Redis, settings: McpSettings) -> bool:
+    """Whether a configured server's tools are unpublished and it is due to be asked."""
+    published = {_text(name) for name in client.hkeys(TOOLS_KEY)}
+    tried = discovery(client, settings)
+    now = time.time()
+    return any(name not in published and (
+        tried[name]["status"] == "pending" or now - tried[name].get("at", 0) > RETRY_FAILED_AFTER)
+        for name in tried)
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
 def _record(client: redis.Redis, name: str, outcome: dict[str, Any]) -> None:
     client.hset(DISCOVERY_KEY, name, json.dumps({**outcome, "at": time.time()}))
 

@@ -61,8 +61,8 @@ def _start_background(sender: Any, **_: Any) -> None:
     if POOLS[PoolName.tools].queue in pools:
         # MCP tools are discovered where they run; off the main thread, so a slow server
         # does not hold the worker back.
-        threading.Thread(target=mcp.discover, args=(rt.redis, rt.settings.mcp),
-                         name="orch-mcp-discovery", daemon=True).start()
+        _background.append(mcp.start_discovery(rt.redis, rt.settings.mcp,
+                                               worker.heartbeat_seconds))
 
 
 @worker_shutdown.connect

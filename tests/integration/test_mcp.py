@@ -5,7 +5,9 @@ import uuid
 from typing import Any
 
 import httpx
+import redis
 
+from tasks import mcp
 from tests.integration.conftest import Stack, wait_job
 
 
@@ -87,3 +89,18 @@ def test_a_read_only_tool_runs_again_and_a_tool_that_may_write_is_deduplicated(
     assert added[0]["job_id"] == added[1]["job_id"]
     assert added[1]["deduplicated"] is True and added[1]["original_job_id"] == \
         added[0]["job_id"]
+
+
+def test_the_tools_come_back_when_the_broker_forgets_them(stack: Stack,
+                                                          client: httpx.Client) -> None:
+    # Given the tools discovered
+    assert "mcp.time.get_current_time" in mcp_intents(client)
+    # When the broker loses them (a restart without its data), the workers still running
+    broker = redis.Redis.from_url(stack.env["REDIS_URL"])
+    broker.delete(mcp.TOOLS_KEY, mcp.DISCOVERY_KEY)
+    time.sleep(mcp.CACHE_SECONDS + 0.5)  # past what the API kept of them
+    # Then the tools workers publish them again, without a restart
+    deadline = time.monotonic() + 30
+    while "mcp.time.get_current_time" not in mcp_intents(client, timeout=0):
+        assert time.monotonic() < deadline, "the MCP tools never came back"
+        time.sleep(0.5)
