@@ -17,9 +17,10 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from adapters.breakers import EVENTS_KEY, Breakers, render_gauges
-from api.deps import get_state, get_tenant
+from api.deps import Caller, get_caller, get_state
 from api.routes import breakers as breaker_routes
 from core.errors import NotFound, UpstreamError, UpstreamUnavailable
+from core.models import Scope
 from core.settings import BreakerSettings, RetrySettings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -283,10 +284,10 @@ def test_routes_list_and_reset(broker_url: str, client: redis.Redis,
     run_process(broker_url, upstream, calls=3)
     app = FastAPI()
     app.include_router(breaker_routes.router)
-    state = type("State", (), {"redis": client, "settings": type("S", (), {"breaker": SETTINGS}),
-                               "is_operator": lambda self, tenant: tenant == "ops"})()
+    state = type("State", (), {"redis": client, "settings": type("S", (), {"breaker": SETTINGS})})()
     app.dependency_overrides[get_state] = lambda: state
-    app.dependency_overrides[get_tenant] = lambda: "ops"
+    app.dependency_overrides[get_caller] = lambda: Caller("ops", "key_ops",
+                                                          frozenset({Scope.operator}))
     with TestClient(app) as http:
         listed = http.get("/v1/breakers").json()
         reset = http.post(f"/v1/breakers/{NAME}/reset").json()
