@@ -160,6 +160,9 @@ class Orchestrator:
                "CALLBACK_ALLOWED_NETWORKS": '["127.0.0.1/32"]',
                "ORCHESTRATOR_SECRET_KEY": SECRET_KEY,
                "ORCHESTRATOR_EXPOSED_INTENTS": '["*"]',  # the debug intents it submits
+               # The rate limiter runs (its cost is measured) with limits no measure reaches.
+               "RATE_LIMIT_KEY_RATE": "1000000", "RATE_LIMIT_KEY_BURST": "1000000",
+               "RATE_LIMIT_TENANT_RATE": "1000000", "RATE_LIMIT_TENANT_BURST": "1000000",
                "API_WORKERS": str(args.api_workers)}
         self.tools = [services.start_worker(env, ["tools"], logs / f"tools{n}.log", args.threads)
                       for n in range(args.tools_workers)]

@@ -43,10 +43,11 @@ def _bucket(value: float) -> str:
 
 
 def _observe(pipe: Any, key: str, intent: str, seconds: float) -> None:
+    """Count `seconds` in the one bucket it falls in (two commands; the cumulative counts
+    Prometheus wants are summed at scrape)."""
     label = metric_intent(intent)
-    for le in BUCKETS:
-        if seconds <= le:
-            pipe.hincrby(key, f"{label}{SEP}{_bucket(le)}", 1)
+    le = next((le for le in BUCKETS if seconds <= le), math.inf)
+    pipe.hincrby(key, f"{label}{SEP}{_bucket(le)}", 1)
     pipe.hincrbyfloat(key, f"{label}{SEP}sum", seconds)
 
 
@@ -73,7 +74,12 @@ class Histogram:
     sum: float = 0.0
 
     def cumulative(self) -> list[tuple[str, float]]:
-        return [(_bucket(le), self.buckets.get(_bucket(le), 0.0)) for le in BUCKETS]
+        """Each bucket's count with every smaller bucket's added (`le` is "at most")."""
+        total, counts = 0.0, []
+        for le in BUCKETS:
+            total += self.buckets.get(_bucket(le), 0.0)
+            counts.append((_bucket(le), total))
+        return counts
 
 
 def histograms(client: redis.Redis, key: str) -> dict[str, Histogram]:
