@@ -145,13 +145,14 @@ def test_a_deleted_worker_machine_loses_no_job_and_its_steps_come_back_on_the_ot
     after = steps_by_host(db, ids)
     assert orphans and all(after[key] == (StepStatus.succeeded, "w1") for key in orphans), after
     assert max(requeued.values()) <= LOST_AFTER + SWEEP + SLACK, requeued
-    # and no step ran again once it had succeeded: each ran as often as the ledger started it
-    # (twice only for the dead machine's running steps), and those w2 finished ran once
+    # and no step ran again once it had succeeded: none ran more often than the ledger started
+    # it (a step started on w2 may die before its handler counts itself, so fewer is fine),
+    # and those w2 finished ran once
     for job in jobs:
         for step in job["steps"]:
             key = (job["job_id"], step["index"])
             runs = int(counts.get(RUNS_KEY.format(job_id=key[0], index=key[1])) or 0)
-            assert runs == step["attempts"], (key, runs, step["attempts"])
+            assert 1 <= runs <= step["attempts"], (key, runs, step["attempts"])
             if before[key] == (StepStatus.succeeded, "w2"):
                 assert runs == 1, key
     db.dispose()
