@@ -222,20 +222,20 @@ class Breakers:
         breaker = self.breaker(upstream)
         guarded = fn if policy is None else (
             lambda: call_with_retry(fn, policy, upstream=upstream, redis=self.client))
-        trial = self._admit(upstream, breaker)
+        state = breaker.state  # one read of the shared state (the state object follows it)
+        trial = self._admit(upstream, state.name)
         try:
             # `breaker.call` would hold the breaker's lock for the whole call, serialising every
             # thread of this process that calls this upstream; the counters are atomic in Redis.
-            return breaker.state.call(guarded)
+            return state.call(guarded)
         except pybreaker.CircuitBreakerError as exc:
             raise UpstreamUnavailable(upstream, self._retry_after(upstream)) from exc
         finally:
             if trial:
                 self.client.delete(self._trial_key(upstream))
 
-    def _admit(self, upstream: str, breaker: pybreaker.CircuitBreaker) -> bool:
+    def _admit(self, upstream: str, state: str) -> bool:
         """Fail fast while open; once the timeout elapsed, admit one trial call of all processes."""
-        state = breaker.current_state
         if state == pybreaker.STATE_CLOSED:
             return False
         retry_after = self._retry_after(upstream)

@@ -102,13 +102,15 @@ def _attempt(answer: netguard.Answer) -> Attempt:
 
 def deliver(url: str, body: bytes, headers: dict[str, str], *, timeout: float,
             max_response_bytes: int, allowed: list[Network],
-            ssl_context: ssl.SSLContext | None = None) -> Attempt:
+            ssl_context: ssl.SSLContext | None = None,
+            clients: netguard.Clients | None = None) -> Attempt:
     """POST `body` to `url` once; connects only to checked addresses, follows no redirect."""
     started = time.monotonic()
     try:
         attempt = _attempt(netguard.request(
             "POST", url, body=body, headers=headers, timeout=timeout,
-            max_response_bytes=max_response_bytes, allowed=allowed, ssl_context=ssl_context))
+            max_response_bytes=max_response_bytes, allowed=allowed, ssl_context=ssl_context,
+            clients=clients))
     except RefusedTarget as exc:
         # The guard refuses the address the host resolves to now; retrying only asks again.
         attempt = Attempt(status_code=None, latency_ms=0, error=str(exc), retry_after=None,
@@ -120,8 +122,10 @@ def deliver(url: str, body: bytes, headers: dict[str, str], *, timeout: float,
                           error=netguard.describe(exc, timeout, "callback URL"),
                           retry_after=None, response_body="", ok=False, gone=False)
     latency_ms = int((time.monotonic() - started) * 1000)
-    log.info("callback attempt to %s: status %s in %d ms", urlsplit(url).hostname,
-             attempt.status_code, latency_ms)
+    # A failed attempt is worth a line; at hundreds a second, a delivered one is not.
+    log.log(logging.DEBUG if attempt.ok else logging.INFO,
+            "callback attempt to %s: status %s in %d ms", urlsplit(url).hostname,
+            attempt.status_code, latency_ms)
     return replace(attempt, latency_ms=latency_ms)
 
 
@@ -142,10 +146,11 @@ class Sender(Upstream):
     port; retries are the delivery schedule's, kept in the store, not this upstream's."""
 
     def __init__(self, settings: CallbackSettings, allowed: list[Network],
-                 breakers: Breakers) -> None:
+                 breakers: Breakers, clients: netguard.Clients | None = None) -> None:
         super().__init__(breakers, None)
         self.settings = settings
         self.allowed = allowed
+        self.clients = clients
 
     def send(self, tenant_id: str, url: str, body: bytes, headers: dict[str, str]) -> Attempt:
         """One attempt; an open breaker raises UpstreamUnavailable. A refused target is no
@@ -154,7 +159,7 @@ class Sender(Upstream):
         def attempt() -> Attempt:
             sent = deliver(url, body, headers, timeout=self.settings.timeout,
                            max_response_bytes=self.settings.max_response_bytes,
-                           allowed=self.allowed)
+                           allowed=self.allowed, clients=self.clients)
             if not sent.gone and (sent.status_code is None or sent.status_code >= 500):
                 raise _Failed(sent)
             return sent

@@ -30,10 +30,12 @@ class HttpClient(Upstream):
     """Guarded calls to tenant-supplied URLs; one per worker process."""
 
     def __init__(self, settings: HttpSettings, allowed_networks: list[netguard.Network],
-                 retry: RetrySettings, breakers: Breakers) -> None:
+                 retry: RetrySettings, breakers: Breakers,
+                 clients: netguard.Clients | None = None) -> None:
         super().__init__(breakers, retry)
         self.settings = settings
         self.allowed = allowed_networks
+        self.clients = clients
 
     def call(self, method: str, url: str, *, tenant_id: str, body: bytes | None,
              headers: dict[str, str], timeout: float) -> HttpAnswer:
@@ -47,7 +49,7 @@ class HttpClient(Upstream):
             started = time.monotonic()
             answer = netguard.request(method, url, body=body, headers=headers, timeout=timeout,
                                       max_response_bytes=self.settings.max_response_bytes,
-                                      allowed=self.allowed)
+                                      allowed=self.allowed, clients=self.clients)
             if answer.status >= 500 or answer.status == 429:
                 retry_after = answer.headers.get("retry-after")
                 raise UpstreamError(upstream, f"answered {answer.status}", status=answer.status,

@@ -13,7 +13,9 @@ import ipaddress
 import re
 import socket
 import ssl
+import threading
 import time
+from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from urllib.parse import urlsplit
@@ -204,10 +206,19 @@ def read_capped(response: httpx.Response, cap: int, deadline: float) -> tuple[by
     return bytes(body), False
 
 
+_ssl_lock = threading.Lock()
+
+
 @functools.cache
-def default_ssl_context() -> ssl.SSLContext:
-    """One TLS context per process: building one loads the CA bundle (milliseconds of CPU)."""
+def _built_ssl_context() -> ssl.SSLContext:
     return httpx.create_ssl_context()
+
+
+def default_ssl_context() -> ssl.SSLContext:
+    """One TLS context per process: building one loads the CA bundle (milliseconds of CPU), so
+    threads asking at once wait for the first instead of each building its own."""
+    with _ssl_lock:
+        return _built_ssl_context()
 
 
 def describe(exc: Exception, timeout: float, what: str = "URL") -> str:
@@ -248,26 +259,79 @@ def _exchange(client: httpx.Client, method: str, url: httpx.URL, checked: Target
         return Answer(response.status_code, response.headers, content, truncated)
 
 
+class Clients:
+    """Kept-alive guarded clients, one per host name: a pooled connection carries only requests
+    for the name it was opened (and TLS-verified) for, and only to an address this request's
+    check passed (a client's pool is keyed by the checked address it connects to).
+
+    The check stays per request: `request` resolves and checks every time, so a connection to
+    an address the host no longer resolves to (or that is now refused) is never used. A host's
+    client is split in `shards` by thread, so many threads calling one host do not all queue on
+    one connection pool's lock.
+    """
+
+    def __init__(self, max_clients: int = 512, max_connections: int = 32,
+                 shards: int = 8) -> None:
+        self._clients: OrderedDict[tuple[object, ...], httpx.Client] = OrderedDict()
+        self._lock = threading.Lock()
+        self._max, self._shards = max_clients, shards
+        self._limits = httpx.Limits(max_connections=max_connections,
+                                    max_keepalive_connections=max_connections)
+
+    def client(self, url: httpx.URL, checked: Target, verify: ssl.SSLContext) -> httpx.Client:
+        """The client of `checked`'s host name (scheme, Host, SNI and TLS context), this
+        thread's shard of it."""
+        key = (url.scheme, checked.host_header, checked.sni_hostname, id(verify),
+               threading.get_native_id() % self._shards)
+        with self._lock:
+            client = self._clients.pop(key, None)
+            if client is None:
+                client = httpx.Client(follow_redirects=False, trust_env=False, verify=verify,
+                                      limits=self._limits)
+            self._clients[key] = client
+            evicted = (self._clients.popitem(last=False)[1]
+                       if len(self._clients) > self._max else None)
+        if evicted is not None:
+            # The least recently used host's; a request still on it fails as one attempt.
+            evicted.close()
+        return client
+
+    def close(self) -> None:
+        with self._lock:
+            clients, self._clients = list(self._clients.values()), OrderedDict()
+        for client in clients:
+            client.close()
+
+
 def request(method: str, url: str, *, body: bytes | None, headers: dict[str, str],
             timeout: float, max_response_bytes: int, allowed: list[Network],
-            ssl_context: ssl.SSLContext | None = None) -> Answer:
+            ssl_context: ssl.SSLContext | None = None,
+            clients: Clients | None = None) -> Answer:
     """One request to `url` through the guard; raises RefusedTarget, GuardTimeout or httpx's.
 
-    A client per request: its connections are to checked addresses under one host's name, and
-    a pooled one must never carry another host's request (TLS was verified for its SNI).
+    Through `clients`' kept-alive client of the host, or a client of its own: either way its
+    connections are to checked addresses under one host's name, never another host's (TLS was
+    verified for its SNI).
     """
     deadline = time.monotonic() + timeout
     checked = target(url, timeout, allowed)
     verify = ssl_context if ssl_context is not None else default_ssl_context()
+    if clients is not None:
+        return _send(clients.client(checked.urls[0], checked, verify), method, checked, body,
+                     headers, max_response_bytes, deadline)
     with httpx.Client(follow_redirects=False, trust_env=False, verify=verify) as client:
-        for address in checked.urls[:-1]:
-            try:
-                return _exchange(client, method, address, checked, body, headers,
-                                 max_response_bytes, deadline)
-            except httpx.ConnectError:
-                continue
-        return _exchange(client, method, checked.urls[-1], checked, body, headers,
-                         max_response_bytes, deadline)
+        return _send(client, method, checked, body, headers, max_response_bytes, deadline)
+
+
+def _send(client: httpx.Client, method: str, checked: Target, body: bytes | None,
+          headers: dict[str, str], cap: int, deadline: float) -> Answer:
+    """Try each checked address in turn until one connects."""
+    for address in checked.urls[:-1]:
+        try:
+            return _exchange(client, method, address, checked, body, headers, cap, deadline)
+        except httpx.ConnectError:
+            continue
+    return _exchange(client, method, checked.urls[-1], checked, body, headers, cap, deadline)
 
 
 def host_of(url: str) -> str:

@@ -1,5 +1,6 @@
 """A loopback HTTP server whose every answer takes `?wait=` seconds (the upstream both sides call),
-and that counts the callbacks posted to `/hook` (`GET /hook/stats`: how many, first and last).
+and that counts the callbacks posted to `/hook` (`GET /hook/stats?since=N`: how many, and
+when the first and last after the N-th arrived).
 
 Run by the benchmark as `uvicorn bench.slow:app`; asyncio holds thousands of waits at once.
 """
@@ -27,7 +28,10 @@ async def app(scope: Scope, receive: Receive, send: Send) -> None:
     if scope["path"] == "/hook":
         HOOKS.append(time.time())
     if scope["path"] == "/hook/stats":
-        stats = {"count": len(HOOKS), "first": min(HOOKS, default=0), "last": max(HOOKS, default=0)}
+        since = int(parse_qs(scope.get("query_string", b"").decode()).get("since", ["0"])[0])
+        window = HOOKS[since:]
+        stats = {"count": len(HOOKS), "first": min(window, default=0),
+                 "last": max(window, default=0)}
         await _answer(send, json.dumps(stats).encode())
         return
     query = parse_qs(scope.get("query_string", b"").decode())

@@ -8,7 +8,7 @@ from datetime import datetime, timedelta
 from secrets import token_bytes
 from typing import Any
 
-from sqlalchemy import and_, insert, or_, update
+from sqlalchemy import and_, insert, update
 from sqlmodel import Session, col, select
 
 from core.errors import Conflict, NotFound
@@ -77,18 +77,41 @@ def schedule(*, session: Session, outcome: Outcome) -> str:
     return delivery_id
 
 
-def claim(*, session: Session, delivery_id: str, lease_seconds: float) -> Delivery | None:
-    """Take a due delivery for one attempt; None if it is not due or someone else has it."""
+@dataclass(frozen=True)
+class Claimed:
+    """A delivery taken for one attempt: what sending it needs."""
+
+    id: str
+    job_id: str
+    tenant_id: str
+    url: str
+    body: str
+    attempts: int
+
+
+def claim_due(*, session: Session, limit: int, lease_seconds: float) -> list[Claimed]:
+    """Take up to `limit` due deliveries, the longest due first, for one attempt each, leased
+    for `lease_seconds` (a lost attempt's lease expires and it is due again, see `due`).
+
+    One statement: concurrent claimers skip each other's rows (Postgres `SKIP LOCKED`; SQLite
+    has one writer), so a delivery is never taken twice.
+    """
     now = utcnow()
-    claimed = session.execute(
+    due_ids = (select(DELIVERIES.c.id)
+               .where(DELIVERIES.c.status == DeliveryStatus.pending,
+                      DELIVERIES.c.next_attempt_at.is_not(None),
+                      DELIVERIES.c.next_attempt_at <= now)
+               .order_by(DELIVERIES.c.next_attempt_at).limit(limit)
+               .with_for_update(skip_locked=True))
+    rows = session.execute(
         update(DELIVERIES)
-        .where(DELIVERIES.c.id == delivery_id, DELIVERIES.c.status == DeliveryStatus.pending,
-               or_(DELIVERIES.c.next_attempt_at.is_(None), DELIVERIES.c.next_attempt_at <= now))
+        .where(DELIVERIES.c.id.in_(due_ids.scalar_subquery()),
+               DELIVERIES.c.status == DeliveryStatus.pending)
         .values(status=DeliveryStatus.sending, lease_until=now + timedelta(seconds=lease_seconds),
-                attempts=DELIVERIES.c.attempts + 1))
-    if claimed.rowcount != 1:  # type: ignore[attr-defined]
-        return None
-    return session.get(Delivery, delivery_id)
+                attempts=DELIVERIES.c.attempts + 1)
+        .returning(DELIVERIES.c.id, DELIVERIES.c.job_id, DELIVERIES.c.tenant_id,
+                   DELIVERIES.c.url, DELIVERIES.c.body, DELIVERIES.c.attempts))
+    return [Claimed(*row) for row in rows]
 
 
 def record(*, session: Session, delivery_id: str, result: AttemptResult,

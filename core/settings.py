@@ -306,6 +306,9 @@ class CallbackSettings(BaseSettings):
         "reach although private (comma-separated or a JSON list), e.g. 127.0.0.0/8,10.0.0.0/8.")
     sweep_seconds: float = Field(
         5.0, gt=0, description="How often the sweeper sends deliveries that are due.")
+    concurrency: int = Field(
+        64, ge=1, le=1024, description="Callback attempts in flight at once, per callbacks "
+        "worker process (one drainer at a time claims due deliveries in batches this size).")
     secret_overlap: float = Field(
         86400.0, gt=0, description="Seconds the previous webhook secret still signs callbacks "
         "after a rotation (alongside the new one).")

@@ -12,11 +12,10 @@ from celery import Celery
 from celery.canvas import Signature
 
 from core.events import LiveEvent, publish
-from core.models import EventType, PoolName
+from core.models import EventType
 from core.store.tables import Handoff, NextStep, step_task_id
+from tasks.engine import outbox
 from tasks.engine.pools import POOLS
-
-DELIVER_TASK = "tasks.callbacks.deliver"
 
 
 def step_task_name(pool: str) -> str:
@@ -61,14 +60,12 @@ class SendStopped(Exception):
         self.sent = sent
 
 
-def send_deliveries(app: Celery, events: Sequence[LiveEvent], due: Sequence[str]) -> None:
-    """Hand the callbacks that these committed events scheduled, and those `due`, to the
-    callbacks pool (the one place the delivery task is sent)."""
-    scheduled = [event["data"]["delivery_id"] for event in events
-                 if event["type"] == EventType.callback_scheduled]
-    for delivery_id in [*scheduled, *due]:
-        app.send_task(DELIVER_TASK, kwargs={"delivery_id": delivery_id},
-                      queue=POOLS[PoolName.callbacks].queue)
+def send_deliveries(app: Celery, client: redis.Redis, events: Sequence[LiveEvent],
+                    due: Sequence[str]) -> None:
+    """Wake the callbacks pool for the callbacks these committed events scheduled, or those
+    `due` (the one place it is woken; the store says which are due, see `outbox`)."""
+    if due or any(event["type"] == EventType.callback_scheduled for event in events):
+        outbox.wake(app, client)
 
 
 def hand_off(app: Celery, client: redis.Redis, handoff: Handoff) -> None:
@@ -78,6 +75,6 @@ def hand_off(app: Celery, client: redis.Redis, handoff: Handoff) -> None:
     A send that fails leaves the job quiet with no message; the sweeper sends it again.
     """
     publish(client, handoff.events)
-    send_deliveries(app, handoff.events, handoff.deliver)
+    send_deliveries(app, client, handoff.events, handoff.deliver)
     if handoff.send is not None:
         send_step(app, handoff.send)

@@ -57,6 +57,12 @@ class Resources:
         return netguard.parse_networks(self.settings.callback.allowed_networks)
 
     @cached_property
+    def guarded_clients(self) -> netguard.Clients:
+        """This process's kept-alive clients of tenant-supplied hosts (callbacks, HTTP calls),
+        one per host name; every request is still checked by the guard."""
+        return netguard.Clients()
+
+    @cached_property
     def flows(self) -> FlowClient:
         """This process's client of the workflow engines."""
         return FlowClient(self.settings.flow, self.settings.retry, self.breakers)
@@ -69,7 +75,8 @@ class Resources:
     @cached_property
     def callbacks(self) -> Sender:
         """This process's sender of signed callbacks (tenants' URLs, through the guard)."""
-        return Sender(self.settings.callback, self.allowed_networks, self.breakers)
+        return Sender(self.settings.callback, self.allowed_networks, self.breakers,
+                      self.guarded_clients)
 
     @cached_property
     def mcp(self) -> McpClient:
@@ -99,7 +106,7 @@ class Resources:
     def http(self) -> HttpClient:
         """This process's client of tenant-supplied URLs (`http.request`, HTTP tools)."""
         return HttpClient(self.settings.http, self.allowed_networks,
-                          self.settings.retry, self.breakers)
+                          self.settings.retry, self.breakers, self.guarded_clients)
 
     def start_heartbeat(self) -> None:
         """Stamp this process as a live runner until it closes."""
@@ -123,6 +130,8 @@ class Resources:
             upstream.close()
         if "memory" in self.__dict__:
             self.memory.embedder.close()
+        if "guarded_clients" in self.__dict__:
+            self.guarded_clients.close()
         self.db.dispose()
         self.redis.close()
 

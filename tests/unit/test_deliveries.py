@@ -89,24 +89,43 @@ def test_no_callback_url_no_delivery(db: Database, tenant: str) -> None:
     assert "callback_scheduled" not in [e["type"] for e in run_to_end(db, job_id)]
 
 
+def claim(db: Database, limit: int = 100, lease: float = 30) -> list[str]:
+    with db.write() as session:
+        return [c.id for c in deliveries.claim_due(session=session, limit=limit,
+                                                   lease_seconds=lease)]
+
+
 def test_a_delivery_is_claimed_once(db: Database, tenant: str) -> None:
     job_id = job_with_callback(db, tenant)
     run_to_end(db, job_id)
     delivery_id = the_delivery(db, job_id).id
-    with db.write() as session:
-        assert deliveries.claim(session=session, delivery_id=delivery_id, lease_seconds=30)
-    with db.write() as session:
-        assert deliveries.claim(session=session, delivery_id=delivery_id,
-                                lease_seconds=30) is None
+    assert claim(db) == [delivery_id]
+    assert claim(db) == []
+
+
+def test_claims_take_the_longest_due_first_up_to_the_limit(db: Database, tenant: str) -> None:
+    ids = []
+    for _ in range(5):
+        job_id = job_with_callback(db, tenant)
+        run_to_end(db, job_id)
+        ids.append(the_delivery(db, job_id).id)
+    with db.write() as session:  # the third is not due yet (a retry's wait)
+        later = session.get_one(Delivery, ids[2])
+        later.next_attempt_at = later.next_attempt_at + timedelta(hours=1)
+        session.add(later)
+    assert claim(db, limit=2) == ids[:2]
+    assert claim(db, limit=10) == [ids[3], ids[4]]
+    assert claim(db) == []
+    with db.read() as session:
+        assert {session.get_one(Delivery, i).attempts for i in ids} == {0, 1}
 
 
 def attempt(db: Database, delivery_id: str, result: AttemptResult) -> str:
     with db.write() as session:
         delivery = session.get_one(Delivery, delivery_id)
-        delivery.next_attempt_at = None
+        delivery.next_attempt_at = delivery.created_at
         session.add(delivery)
-    with db.write() as session:
-        assert deliveries.claim(session=session, delivery_id=delivery_id, lease_seconds=30)
+    assert claim(db) == [delivery_id]
     with db.write() as session:
         _, kind = deliveries.record(session=session, delivery_id=delivery_id, result=result,
                                     schedule_seconds=SCHEDULE)
@@ -130,8 +149,7 @@ def test_retry_after_longer_than_the_schedule_is_honoured(db: Database, tenant: 
     job_id = job_with_callback(db, tenant)
     run_to_end(db, job_id)
     delivery_id = the_delivery(db, job_id).id
-    with db.write() as session:
-        assert deliveries.claim(session=session, delivery_id=delivery_id, lease_seconds=30)
+    assert claim(db) == [delivery_id]
     slow = AttemptResult(ok=False, gone=False, status_code=429, latency_ms=1, error="429",
                          retry_after=600)
     with db.write() as session:
@@ -170,8 +188,7 @@ def test_a_lost_attempts_lease_expires_and_it_is_due_again(db: Database, tenant:
     job_id = job_with_callback(db, tenant)
     run_to_end(db, job_id)
     delivery_id = the_delivery(db, job_id).id
-    with db.write() as session:
-        deliveries.claim(session=session, delivery_id=delivery_id, lease_seconds=-1)
+    assert claim(db, lease=-1) == [delivery_id]
     with db.write() as session:
         assert deliveries.due(session=session, limit=10) == [delivery_id]
 
@@ -233,7 +250,9 @@ def test_any_exception_in_an_attempt_is_a_failed_attempt(monkeypatch: pytest.Mon
 
     runtime = SimpleNamespace(settings=Settings(), callbacks=Broken())
     # When the attempt is made
-    result = callback_tasks._attempt(runtime, "ten_a", "https://hooks.example.com/x", "{}", {})
+    delivery = deliveries.Claimed(id="msg_1", job_id="job_1", tenant_id="ten_a",
+                                  url="https://hooks.example.com/x", body="{}", attempts=1)
+    result = callback_tasks._attempt(runtime, delivery, ["whsec_" + "A" * 44])
     # Then it is a failed attempt the schedule counts, not an exception
     assert (result.ok, result.gone, result.status_code) == (False, False, None)
     assert result.error == "attempt failed: RuntimeError"
