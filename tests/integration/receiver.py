@@ -36,9 +36,11 @@ class _Quiet(ThreadingHTTPServer):
 
 
 @contextmanager
-def serve(answer: Answer, tls: ssl.SSLContext | None = None, port: int = 0) -> Iterator[Server]:
-    """Serve on 127.0.0.1 (`port`, or a free one) and let `answer` write every response."""
-    server = _Quiet(("127.0.0.1", port), _handler(answer))
+def serve(answer: Answer, tls: ssl.SSLContext | None = None, port: int = 0,
+          keep_alive: bool = False) -> Iterator[Server]:
+    """Serve on 127.0.0.1 (`port`, or a free one) and let `answer` write every response; with
+    `keep_alive`, HTTP/1.1 connections stay open between requests."""
+    server = _Quiet(("127.0.0.1", port), _handler(answer, keep_alive))
     port = server.server_address[1]
     state = Server(url=f"{'https' if tls else 'http'}://127.0.0.1:{port}", port=port)
     server.state = state  # type: ignore[attr-defined]
@@ -57,8 +59,10 @@ def serve(answer: Answer, tls: ssl.SSLContext | None = None, port: int = 0) -> I
         server.server_close()
 
 
-def _handler(answer: Answer) -> type[BaseHTTPRequestHandler]:
+def _handler(answer: Answer, keep_alive: bool) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1" if keep_alive else "HTTP/1.0"
+
         def do_POST(self) -> None:  # noqa: N802 - the http.server API
             body = self.rfile.read(int(self.headers.get("content-length", 0)))
             state: Server = self.server.state  # type: ignore[attr-defined]

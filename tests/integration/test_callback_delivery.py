@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 from standardwebhooks.webhooks import Webhook
 
+from adapters import netguard
 from adapters.callbacks import (
     Attempt,
     deliver,
@@ -156,6 +157,45 @@ def test_a_name_is_resolved_once_and_the_checked_address_is_what_is_connected_to
     assert attempt.ok, attempt.error
     assert asked == ["hooks.test"]
     assert hook.received[0].headers["host"] == f"hooks.test:{hook.port}"
+
+
+def test_a_kept_alive_connection_only_carries_requests_for_its_own_host_name(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # Given two names for the same loopback receiver, which keeps connections open
+    peers: list[tuple[str, int]] = []
+
+    def answer(handler: BaseHTTPRequestHandler) -> None:
+        peers.append((handler.headers["host"].split(":")[0], handler.client_address[1]))
+        reply(204, body=b"")(handler)
+
+    with fake_dns(monkeypatch, {"a.test": ["127.0.0.1"], "b.test": ["127.0.0.1"]}), \
+            serve(answer, keep_alive=True) as hook:
+        clients = netguard.Clients()
+        # When attempts go to one name, the other, and the first again, through pooled clients
+        for name in ("a.test", "a.test", "b.test", "a.test", "b.test"):
+            assert send(f"http://{name}:{hook.port}/hook", clients=clients).ok
+        clients.close()
+    # Then each name kept one connection, and none was used for the other name (TLS is
+    # verified per name: a connection opened for one must never carry another's request)
+    by_name = {name: {port for n, port in peers if n == name} for name in ("a.test", "b.test")}
+    assert len(by_name["a.test"]) == 1 and len(by_name["b.test"]) == 1, peers
+    assert by_name["a.test"].isdisjoint(by_name["b.test"])
+
+
+def test_a_pooled_request_is_checked_again_and_refused_when_the_name_moves(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # Given a pooled connection to a name that then resolves to a private address too
+    names = {"moves.test": ["127.0.0.1"]}
+    with fake_dns(monkeypatch, names), serve(reply(204, body=b""), keep_alive=True) as hook:
+        clients = netguard.Clients()
+        assert send(f"http://moves.test:{hook.port}/hook", clients=clients).ok
+        names["moves.test"] = ["127.0.0.1", "10.0.0.5"]
+        # When the next attempt is made through the same pool
+        attempt = send(f"http://moves.test:{hook.port}/hook", clients=clients)
+        clients.close()
+    # Then the guard refuses it although a checked connection is open, and nothing is sent
+    assert attempt.gone and attempt.error is not None and "10.0.0.5" in attempt.error
+    assert len(hook.received) == 1
 
 
 def test_a_name_with_any_refused_address_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
