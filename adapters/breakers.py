@@ -11,6 +11,7 @@ serialised behind pybreaker's per-process lock, which it holds for the whole gua
 import json
 import logging
 import threading
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import TypedDict, TypeVar
@@ -37,6 +38,7 @@ BREAKERS_KEY = "orch:breakers"
 UPSTREAMS_KEY = "orch:upstreams"
 EVENTS_KEY = "orch:breaker_events"
 EVENTS_KEPT = 100
+TRUST_SECONDS = 0.1
 STATE_GAUGE = {pybreaker.STATE_CLOSED: 0.0, pybreaker.STATE_HALF_OPEN: 1.0,
                pybreaker.STATE_OPEN: 2.0}
 
@@ -121,6 +123,43 @@ def call_with_retry(fn: Callable[[], T], policy: RetrySettings, *, upstream: str
 def _storage(client: redis.Redis, upstream: str) -> pybreaker.CircuitRedisStorage:
     return pybreaker.CircuitRedisStorage(pybreaker.STATE_CLOSED, client,
                                          namespace=f"orch:breaker:{upstream}")
+
+
+class _TrustingStorage(pybreaker.CircuitRedisStorage):
+    """A breaker's shared storage that trusts what it last saw of a healthy upstream for
+    `TRUST_SECONDS`: a `closed` state read (or a fail counter reset) that recently is not
+    read (or reset) again, so a call to a healthy upstream costs no Redis command instead of
+    two. An open or half-open state is read on every call; a change this process makes is
+    written at once; one another process makes is seen within `TRUST_SECONDS`; and a failure
+    of this process's always resets the counter on the next success."""
+
+    def __init__(self, client: redis.Redis, upstream: str) -> None:
+        super().__init__(pybreaker.STATE_CLOSED, client, namespace=f"orch:breaker:{upstream}")
+        self._closed_until = self._reset_until = 0.0
+
+    @property
+    def state(self) -> str:
+        if time.monotonic() < self._closed_until:
+            return pybreaker.STATE_CLOSED
+        value = str(pybreaker.CircuitRedisStorage.state.fget(self))  # type: ignore[attr-defined]
+        trusted = value == pybreaker.STATE_CLOSED
+        self._closed_until = time.monotonic() + TRUST_SECONDS if trusted else 0.0
+        return value
+
+    @state.setter
+    def state(self, state: str) -> None:
+        pybreaker.CircuitRedisStorage.state.fset(self, state)  # type: ignore[attr-defined]
+        self._closed_until = self._reset_until = 0.0
+
+    def increment_counter(self) -> None:
+        super().increment_counter()
+        self._reset_until = 0.0
+
+    def reset_counter(self) -> None:
+        if time.monotonic() < self._reset_until:
+            return
+        super().reset_counter()
+        self._reset_until = time.monotonic() + TRUST_SECONDS
 
 
 def _reopens_at(storage: pybreaker.CircuitRedisStorage, reset_timeout: float) -> datetime | None:
@@ -212,7 +251,7 @@ class Breakers:
             reset_timeout=self.settings.reset_timeout,
             exclude=[lambda exc: not should_retry(exc)],
             listeners=[_Recorder(self.client, upstream)],
-            state_storage=_storage(self.client, upstream), name=upstream,
+            state_storage=_TrustingStorage(self.client, upstream), name=upstream,
             throw_new_error_on_trip=False)
         self._breakers[upstream] = breaker
         return breaker

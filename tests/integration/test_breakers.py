@@ -8,6 +8,7 @@ import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pybreaker
@@ -16,7 +17,7 @@ import redis
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from adapters.breakers import EVENTS_KEY, Breakers, render_gauges
+from adapters.breakers import EVENTS_KEY, TRUST_SECONDS, Breakers, render_gauges
 from api.deps import Caller, get_caller, get_state
 from api.routes import breakers as breaker_routes
 from core.errors import NotFound, UpstreamError, UpstreamUnavailable
@@ -311,3 +312,39 @@ def test_each_state_change_is_recorded_once(client: redis.Redis, upstream: Upstr
     assert [(e["old"], e["new"]) for e in events] == [
         ("half-open", "closed"), ("open", "half-open"), ("closed", "open")]
     assert client.get(f"orch:metrics:breaker_changes:{NAME}") == b"3"
+
+
+def test_a_healthy_upstream_is_called_without_reading_redis_each_time_yet_an_open_is_seen(
+        broker_url: str, client: redis.Redis, upstream: Upstream) -> None:
+    # Given a process whose Redis commands are counted, calling a healthy upstream
+    counted = redis.Redis.from_url(_db_url(broker_url))
+    commands: list[str] = []
+    send = counted.execute_command
+
+    def count(*args: Any, **options: Any) -> Any:
+        commands.append(str(args[0]))
+        return send(*args, **options)
+
+    counted.execute_command = count  # type: ignore[method-assign]
+    here, elsewhere = Breakers(counted, SETTINGS), Breakers(client, SETTINGS)
+    upstream.status = 200
+    here.call(NAME, lambda: get(upstream))
+    # When it calls 50 times in a row
+    commands.clear()
+    started = time.monotonic()
+    for _ in range(50):
+        assert here.call(NAME, lambda: get(upstream)) == 200
+    elapsed = time.monotonic() - started
+    # Then the shared state was read (and the counter reset) at most once per trust window,
+    # not once each per call (100 commands)
+    assert len(commands) <= 2 * (elapsed / TRUST_SECONDS + 1) < 100, (len(commands), elapsed)
+    # And when another process opens the breaker, this one fails fast once the window passed
+    upstream.status = 500
+    for _ in range(SETTINGS.fail_max):
+        with pytest.raises(UpstreamError):
+            elsewhere.call(NAME, lambda: get(upstream))
+    hits = upstream.hits
+    time.sleep(TRUST_SECONDS + 0.05)
+    with pytest.raises(UpstreamUnavailable):
+        here.call(NAME, lambda: get(upstream))
+    assert upstream.hits == hits
