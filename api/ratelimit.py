@@ -13,21 +13,26 @@ from core.store.rates import Rate, Rates
 
 log = logging.getLogger(__name__)
 
-# KEYS: the key's bucket, the tenant's. ARGV: rate and burst of each (rate 0: no bucket).
-# Both buckets refill by the server's clock; a request takes a token from each, or from
-# neither when either is empty. Returns: allowed, then per bucket its whole tokens left,
-# seconds until it holds one token, seconds until it is full (as strings: Lua numbers
-# come back as integers).
+# KEYS: the key's bucket, the tenant's (each a string "tokens at", expiring once full again).
+# ARGV: rate and burst of each (rate 0: no bucket). Both buckets refill by the server's clock;
+# a request takes a token from each, or from neither when either is empty. Returns: allowed,
+# then per bucket its whole tokens left, seconds until it holds one token, seconds until it
+# is full (as strings: Lua numbers come back as integers). Five commands in all (the script,
+# TIME, one MGET, a SET per bucket).
 BUCKETS = """
 local now = redis.call('TIME')
 now = tonumber(now[1]) + tonumber(now[2]) / 1000000
+local held = redis.call('MGET', KEYS[1], KEYS[2])
 local levels, allowed = {}, 1
 for i = 1, 2 do
   local rate, burst = tonumber(ARGV[2 * i - 1]), tonumber(ARGV[2 * i])
   if rate > 0 then
-    local held = redis.call('HMGET', KEYS[i], 'tokens', 'at')
-    local tokens = tonumber(held[1]) or burst
-    local at = tonumber(held[2]) or now
+    local tokens, at = burst, now
+    if held[i] then
+      local space = string.find(held[i], ' ', 1, true)
+      tokens = tonumber(string.sub(held[i], 1, space - 1))
+      at = tonumber(string.sub(held[i], space + 1))
+    end
     levels[i] = math.min(burst, tokens + math.max(0, now - at) * rate)
     if levels[i] < 1 then allowed = 0 end
   end
@@ -39,8 +44,8 @@ for i = 1, 2 do
     table.insert(out, -1); table.insert(out, '0'); table.insert(out, '0')
   else
     local tokens = levels[i] - allowed
-    redis.call('HSET', KEYS[i], 'tokens', tostring(tokens), 'at', tostring(now))
-    redis.call('PEXPIRE', KEYS[i], math.ceil(burst / rate * 1000) + 1000)
+    redis.call('SET', KEYS[i], tostring(tokens) .. ' ' .. tostring(now),
+               'PX', math.ceil(burst / rate * 1000) + 1000)
     table.insert(out, math.floor(tokens))
     table.insert(out, tostring(math.max(0, 1 - tokens) / rate))
     table.insert(out, tostring((burst - tokens) / rate))
@@ -106,7 +111,7 @@ class RateLimiter:
             return None
         try:
             answer = self.script(
-                keys=[f"orch:rate:key:{key_id}", f"orch:rate:tenant:{tenant_id}"],
+                keys=[f"orch:bucket:key:{key_id}", f"orch:bucket:tenant:{tenant_id}"],
                 args=[rates.key.rate, rates.key.burst, rates.tenant.rate, rates.tenant.burst])
         except RedisError as exc:
             self._warn(exc)

@@ -102,11 +102,17 @@ def bare_celery(broker_url: str, logs: Path, args: argparse.Namespace,
         worker.stop()
 
 
-def redis_commands(client: redis.Redis) -> int:
-    """Commands the broker ran since its statistics were last reset (`INFO commandstats`)."""
-    stats = client.info("commandstats")
-    return sum(int(entry["calls"]) for name, entry in stats.items()
-               if name not in ("cmdstat_info", "cmdstat_config|resetstat"))
+def redis_commands(client: redis.Redis, per: int = 0, label: str = "") -> int:
+    """Commands the broker ran since its statistics were last reset (`INFO commandstats`); with
+    `per`, each command's count divided by it is printed (BENCH_COMMANDS=1)."""
+    stats = {name.removeprefix("cmdstat_"): int(entry["calls"])
+             for name, entry in client.info("commandstats").items()
+             if name not in ("cmdstat_info", "cmdstat_config|resetstat")}
+    if per and os.environ.get("BENCH_COMMANDS"):
+        print(f"{label} Redis commands per job/task:", ", ".join(
+            f"{name} {calls / per:.2f}" for name, calls in sorted(
+                stats.items(), key=lambda item: -item[1])), file=sys.stderr)
+    return sum(stats.values())
 
 
 def bare_drain(client: redis.Redis, tasks: int) -> tuple[float, float]:
@@ -122,7 +128,7 @@ def bare_drain(client: redis.Redis, tasks: int) -> tuple[float, float]:
     while int(client.get(bare.COUNTER) or 0) < tasks:
         time.sleep(0.005)
     rate = tasks / (time.perf_counter() - started)
-    return rate, redis_commands(client) / tasks
+    return rate, redis_commands(client, tasks, "bare") / tasks
 
 
 def bare_concurrency(client: redis.Redis, slow_url: str, args: argparse.Namespace) -> float:
@@ -233,7 +239,7 @@ class Orchestrator:
         while not self._all_done(ids):
             time.sleep(0.01)
         rate = jobs / (time.perf_counter() - started)
-        return rate, redis_commands(self.broker) / jobs
+        return rate, redis_commands(self.broker, jobs, "orchestrator") / jobs
 
     def concurrency(self, jobs: int, url: str, clients: int = 64) -> tuple[float, float]:
         """Seconds from the first submit until N `debug.http` jobs that each wait on the slow
