@@ -130,12 +130,14 @@ def slot_usage(state: AppState) -> dict[str, tuple[int, int]]:
 
 class WorkerFigures(Collector):
     """Step durations, job latencies, jobs queued and callback outcomes, as every process
-    counted them into Redis (`core.observations`)."""
+    counted them into Redis (`core.observations`; each adds its tally at most a second later,
+    this process its own before the scrape)."""
 
     def __init__(self, client: Any) -> None:
         self.client = client
 
     def collect(self) -> Iterator[Metric]:
+        observations.TALLY.flush()
         for key, name, text in (
                 (observations.STEPS, "orchestrator_step_duration_seconds",
                  "Steps' run time from start to success or failure, per intent."),

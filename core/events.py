@@ -8,7 +8,7 @@ from typing import Any
 import redis
 
 from core.models import JobEvent
-from core.observations import observe
+from core.observations import TALLY
 
 CHANNEL = "orch:events"
 LiveEvent = dict[str, Any]
@@ -34,10 +34,10 @@ def publish(client: redis.Redis, events: list[LiveEvent]) -> None:
     if not events:
         return
     try:
-        # One round trip: the announcement and the figures it carries.
+        # One round trip: the announcement, and the figures tallied in this process if due.
         pipe = client.pipeline(transaction=False)
         pipe.publish(CHANNEL, json.dumps(events, default=str))
-        observe(pipe, events)
+        TALLY.observe(client, pipe, events)
         pipe.execute()
     except redis.RedisError as exc:
         log.warning("could not publish %d live events: %s", len(events), exc)

@@ -1,15 +1,22 @@
 """Figures the workers see and the API exports, kept in Redis and fed by committed events.
 
 Every committed event passes through `core.events.publish` on its way to readers, whichever
-process committed it (a worker, the API, the sweeper); there its figures are counted into Redis
-hashes: step durations and job latencies as cumulative histogram buckets per intent, jobs
-queued per intent and callback delivery outcomes as counters. The API's `/metrics` reads them
-at scrape time, so every API process exports the same totals. Intents tenants name (`tool.*`,
-`agent.*`) count under their family: labels stay bounded and carry no tenant data.
+process committed it (a worker, the API, the sweeper); there its figures are tallied in the
+process and added to Redis hashes at most `FLUSH_SECONDS` later, one `HINCRBY` per bucket that
+changed (so counting costs no broker command per job): step durations and job latencies as
+histogram buckets per intent, jobs queued per intent and callback delivery outcomes as
+counters. The API's `/metrics` reads them at scrape time, so every API process exports the
+same totals; a process that dies loses at most its last `FLUSH_SECONDS` of counts. Intents
+tenants name (`tool.*`, `agent.*`) count under their family: labels stay bounded and carry no
+tenant data.
 """
 
 import json
+import logging
 import math
+import os
+import threading
+import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
@@ -29,6 +36,8 @@ DELIVERY_OUTCOMES = {EventType.callback_succeeded: "succeeded",
                      EventType.callback_failed: "failed", EventType.callback_dead: "dead"}
 TENANT_DEFINED = ("agent.", "tool.")
 SEP = "|"
+FLUSH_SECONDS = 1.0
+log = logging.getLogger(__name__)
 
 
 def metric_intent(name: str) -> str:
@@ -42,28 +51,97 @@ def _bucket(value: float) -> str:
     return "+Inf" if math.isinf(value) else repr(value)
 
 
-def _observe(pipe: Any, key: str, intent: str, seconds: float) -> None:
-    """Count `seconds` in the one bucket it falls in (two commands; the cumulative counts
-    Prometheus wants are summed at scrape)."""
+Counts = dict[tuple[str, str], float]
+
+
+def _observe(counts: Counts, key: str, intent: str, seconds: float) -> None:
+    """Count `seconds` in the one bucket it falls in (the cumulative counts Prometheus wants
+    are summed at scrape)."""
     label = metric_intent(intent)
     le = next((le for le in BUCKETS if seconds <= le), math.inf)
-    pipe.hincrby(key, f"{label}{SEP}{_bucket(le)}", 1)
-    pipe.hincrbyfloat(key, f"{label}{SEP}sum", seconds)
+    counts[(key, f"{label}{SEP}{_bucket(le)}")] += 1
+    counts[(key, f"{label}{SEP}sum")] += seconds
 
 
-def observe(pipe: Any, events: list[dict[str, Any]]) -> None:
-    """Add to `pipe` (a Redis pipeline the caller executes) the counts of the figures these
-    committed events carry."""
+def tally(counts: Counts, events: list[dict[str, Any]]) -> None:
+    """Add to `counts` the figures these committed events carry."""
     for event in events:
         kind, data = event["type"], event["data"]
         if kind in STEP_ENDS and data.get("duration_ms") is not None:
-            _observe(pipe, STEPS, data["intent"], data["duration_ms"] / 1000)
+            _observe(counts, STEPS, data["intent"], data["duration_ms"] / 1000)
         elif kind in TERMINAL_EVENTS and data.get("latency_ms") is not None:
-            _observe(pipe, JOBS, data["intent"], data["latency_ms"] / 1000)
+            _observe(counts, JOBS, data["intent"], data["latency_ms"] / 1000)
         elif kind in DELIVERY_OUTCOMES:
-            pipe.hincrby(DELIVERIES, DELIVERY_OUTCOMES[kind], 1)
+            counts[(DELIVERIES, DELIVERY_OUTCOMES[kind])] += 1
         elif kind == EventType.job_queued and data.get("intent"):
-            pipe.hincrby(SUBMITTED, metric_intent(data["intent"]), 1)
+            counts[(SUBMITTED, metric_intent(data["intent"]))] += 1
+
+
+def _write(pipe: Any, counts: Counts) -> None:
+    for (key, name), amount in counts.items():
+        if name.endswith(f"{SEP}sum"):
+            pipe.hincrbyfloat(key, name, amount)
+        else:
+            pipe.hincrby(key, name, int(amount))
+
+
+class Tally:
+    """This process's figures not yet added to Redis: added to a caller's pipeline when
+    `FLUSH_SECONDS` have passed, or by a background thread when no pipeline comes."""
+
+    def __init__(self) -> None:
+        self._counts: Counts = defaultdict(float)
+        self._lock = threading.Lock()
+        self._owner = 0  # the pid whose flusher runs (a forked child starts its own)
+        self._client: redis.Redis | None = None
+        self._due = 0.0
+
+    def observe(self, client: redis.Redis, pipe: Any, events: list[dict[str, Any]]) -> None:
+        """Tally `events`; when a flush is due, add every pending count to `pipe` (which the
+        caller executes now)."""
+        with self._lock:
+            self._client = client
+            if self._owner != os.getpid():
+                self._start()
+            tally(self._counts, events)
+            if self._counts and time.monotonic() >= self._due:
+                self._take(pipe)
+
+    def flush(self) -> None:
+        """Add the pending counts to Redis now (the API before a scrape; the flusher)."""
+        with self._lock:
+            client = self._client
+            if client is None or not self._counts:
+                return
+            pipe = client.pipeline(transaction=False)
+            counts = self._take(pipe)
+        try:
+            pipe.execute()
+        except redis.RedisError as exc:
+            with self._lock:  # kept for the next flush
+                for item, amount in counts.items():
+                    self._counts[item] += amount
+            log.warning("could not add %d figures to the metrics: %s", len(counts), exc)
+
+    def _take(self, pipe: Any) -> Counts:
+        counts, self._counts = self._counts, defaultdict(float)
+        self._due = time.monotonic() + FLUSH_SECONDS
+        _write(pipe, counts)
+        return counts
+
+    def _start(self) -> None:
+        self._owner, self._counts = os.getpid(), defaultdict(float)
+        self._due = time.monotonic() + FLUSH_SECONDS
+
+        def flusher() -> None:
+            while True:
+                time.sleep(FLUSH_SECONDS)
+                self.flush()
+
+        threading.Thread(target=flusher, name="orch-metrics", daemon=True).start()
+
+
+TALLY = Tally()
 
 
 @dataclass

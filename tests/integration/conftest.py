@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -69,6 +70,18 @@ class Stack:
                              headers={"Authorization": f"Bearer {METRICS_TOKEN}"})
         response.raise_for_status()
         return response.text
+
+    def metrics_with(self, sample: str, timeout: float = 10) -> str:
+        """The metrics once `sample` (a name with its labels) counts at least one (each worker
+        adds its tally of figures at most a second after it counted them)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            metrics = self.metrics()
+            found = re.search(rf"^{re.escape(sample)} (\S+)$", metrics, re.MULTILINE)
+            if found and float(found.group(1)) >= 1:
+                return metrics
+            assert time.monotonic() < deadline, f"{sample} not counted in the metrics"
+            time.sleep(0.2)
 
     def start_worker(self, name: str, pools: list[str], concurrency: int = 50,
                      prefetch: int | None = None) -> None:
