@@ -27,6 +27,7 @@ from core.errors import (
     NotFound,
     Unavailable,
 )
+from core.events import count_new
 from core.models import (
     KEY_ID,
     TERMINAL_EVENTS,
@@ -205,7 +206,7 @@ def _enqueue_or_discard(state: AppState, job: Job, handoff: Handoff) -> None:
             discard_submission(session=session, job_id=job.id)
         raise Unavailable("the broker could not be reached; the job was not started: retry "
                           "the request") from exc
-    after_commit(state, Handoff(handoff.events))
+    count_new(state.redis, handoff.events)
 
 
 def after_commit(state: AppState, handoff: Handoff) -> None:
@@ -285,16 +286,16 @@ def _enqueue_batch(state: AppState, created: list[tuple[Job, Handoff]]) -> None:
             for job_id in unsent:
                 discard_submission(session=session, job_id=job_id)
         left = set(unsent)
-        _publish_created(state, [(job, h) for job, h in created if job.id not in left])
+        _count_created(state, [(job, h) for job, h in created if job.id not in left])
         raise Unavailable(
             f"the broker could not be reached: {len(unsent)} new jobs of the batch were not "
             f"started, {len(created) - len(unsent)} were; retry the request (each job's "
             "idempotency key answers the ones that started)") from stopped.__cause__
-    _publish_created(state, created)
+    _count_created(state, created)
 
 
-def _publish_created(state: AppState, created: list[tuple[Job, Handoff]]) -> None:
-    after_commit(state, Handoff([event for _, handoff in created for event in handoff.events]))
+def _count_created(state: AppState, created: list[tuple[Job, Handoff]]) -> None:
+    count_new(state.redis, [event for _, handoff in created for event in handoff.events])
 
 
 def approve(state: AppState, tenant_id: str, job_id: str, token: str, key_id: str) -> None:
@@ -436,7 +437,7 @@ async def submit(
         job, created = await run_in_threadpool(_store_and_enqueue, state, job_id, request)
         if wait <= 0:
             return job, [], created
-        if created:
+        if created and not job.status.terminal:  # an empty plan ends at once
             await _await_terminal(state, job, queue, wait)
     if not created:
         with state.hub.subscribe(job.id) as queue:

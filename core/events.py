@@ -28,6 +28,14 @@ def event_dict(event: JobEvent, data: dict[str, Any] | None = None) -> LiveEvent
                          event.data if data is None else data, event.created_at)
 
 
+def count_new(client: redis.Redis, events: list[LiveEvent]) -> None:
+    """The events of jobs just created: counted, not announced. Nobody can follow a job yet
+    (its stream is opened by its id, which the API has not answered; the submitter's own wait
+    reads the store), and a follower reads the store before it listens, so announcing them
+    would cost every submission a broker round trip for no reader."""
+    TALLY.observe(client, None, events)
+
+
 def publish(client: redis.Redis, events: list[LiveEvent]) -> None:
     """Announce committed events and count their figures (`core.observations`); a lost
     message only delays readers who fall back to the store."""

@@ -96,15 +96,15 @@ class Tally:
         self._client: redis.Redis | None = None
         self._due = 0.0
 
-    def observe(self, client: redis.Redis, pipe: Any, events: list[dict[str, Any]]) -> None:
+    def observe(self, client: redis.Redis, pipe: Any | None, events: list[dict[str, Any]]) -> None:
         """Tally `events`; when a flush is due, add every pending count to `pipe` (which the
-        caller executes now)."""
+        caller executes now), or leave them to the flusher when there is no pipe."""
         with self._lock:
             self._client = client
             if self._owner != os.getpid():
                 self._start()
             tally(self._counts, events)
-            if self._counts and time.monotonic() >= self._due:
+            if pipe is not None and self._counts and time.monotonic() >= self._due:
                 self._take(pipe)
 
     def flush(self) -> None:

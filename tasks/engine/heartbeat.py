@@ -143,16 +143,21 @@ class Holdings:
         self.client, self.key, self.keep = client, HELD.format(runner=runner), int(keep) + 1
         self._recent: dict[str, float] = {}
         self._lock = threading.Lock()
+        self._expires = False  # whether the published set has its expiry already
 
     def received(self, task_id: str) -> None:
         """Add a message just received; a broker error is left to the next snapshot."""
         with self._lock:
             self._recent[task_id] = time.monotonic()
             with contextlib.suppress(redis.RedisError):
+                if self._expires:  # a set the last beat published, with its expiry: one command
+                    self.client.sadd(self.key, task_id)
+                    return
                 pipe = self.client.pipeline(transaction=False)
                 pipe.sadd(self.key, task_id)
                 pipe.expire(self.key, self.keep)
                 pipe.execute()
+                self._expires = True
 
     def publish(self, held: set[str], every: float) -> None:
         """Replace the published set with `held` and the messages received in the last beat."""
@@ -160,17 +165,20 @@ class Holdings:
             since = time.monotonic() - 2 * every
             self._recent = {t: at for t, at in self._recent.items() if at > since}
             ids = held | set(self._recent)
+            self._expires = False
             pipe = self.client.pipeline(transaction=True)
             pipe.delete(self.key)
             if ids:
                 pipe.sadd(self.key, *ids)
                 pipe.expire(self.key, self.keep)
             pipe.execute()
+            self._expires = bool(ids)
 
     def clear(self) -> None:
         """Hold nothing any more (a worker shutting down gives its messages back)."""
         with self._lock, contextlib.suppress(redis.RedisError):
             self._recent.clear()
+            self._expires = False
             self.client.delete(self.key)
 
 
