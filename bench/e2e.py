@@ -390,7 +390,7 @@ def report(bare: dict[str, Any], orch: dict[str, Any], args: argparse.Namespace)
         return callbacks_line(orch, args)
     commands = (f"Redis commands per job: orchestrator {orch['commands']:.1f}, bare Celery "
                 f"{bare['commands']:.1f} per task ({orch['commands'] / bare['commands']:.2f}x; "
-                "target <= 1.5x)")
+                "target <= 1.5x)") if "commands" in orch else ""
     if args.throughput_only:
         return (f"{args.api_workers} API process(es), {args.tools_workers} tools worker(s): "
                 f"{orch['jobs_per_s']:.0f} jobs/s, bare drain {bare['drain_per_s']:.0f}/s "
