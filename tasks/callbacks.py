@@ -10,6 +10,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 
 import redis
 from celery import Celery
+from celery.signals import worker_shutting_down
 from sqlalchemy.exc import SQLAlchemyError
 from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_exponential
 
@@ -33,6 +34,14 @@ Sending = dict[Future[AttemptResult], Claimed]
 
 _executor: ThreadPoolExecutor | None = None
 _executor_lock = threading.Lock()
+_shutting_down = threading.Event()
+
+
+@worker_shutting_down.connect
+def _stop_draining(**_: object) -> None:
+    """A worker told to stop finishes what it has in flight and hands the rest over, instead of
+    draining on while its warm shutdown waits."""
+    _shutting_down.set()
 
 
 def _senders(size: int) -> ThreadPoolExecutor:
@@ -64,7 +73,17 @@ def _attempt(rt: Resources, delivery: Claimed, secrets: list[str]) -> AttemptRes
 
 
 def _claim(rt: Resources, limit: int) -> list[tuple[Claimed, list[str]]]:
-    """Due deliveries (at most `limit`), each with its tenant's signing secrets."""
+    """Due deliveries (at most `limit`), each with its tenant's signing secrets; none while
+    the store cannot answer (they stay due)."""
+    try:
+        return _claim_due(rt, limit)
+    except SQLAlchemyError as exc:
+        log.warning("callbacks: could not claim due deliveries (%s)", type(exc).__name__)
+        time.sleep(POLL_SECONDS * 10)
+        return []
+
+
+def _claim_due(rt: Resources, limit: int) -> list[tuple[Claimed, list[str]]]:
     lease = rt.settings.callback.timeout + LEASE_MARGIN_SECONDS
     with rt.db.write() as session:
         claimed = deliveries.claim_due(session=session, limit=limit, lease_seconds=lease)
@@ -120,7 +139,7 @@ class Drainer:
         while True:
             now = time.monotonic()
             self._keep_hold(now)
-            stopping = now - self.started > MAX_DRAIN_SECONDS
+            stopping = now - self.started > MAX_DRAIN_SECONDS or _shutting_down.is_set()
             if not stopping and len(self.sending) < self.window and (
                     self.look or now - self.looked > LOOK_SECONDS or _signalled(self.rt.redis)):
                 self._claim_more(now)
@@ -158,8 +177,8 @@ class Drainer:
         self.sent += len(finished)
 
     def _hand_over(self) -> int:
-        """After `MAX_DRAIN_SECONDS`: let the key go and wake a fresh drain task (a task never
-        runs for ever)."""
+        """After `MAX_DRAIN_SECONDS`, or when its worker stops: let the key go and wake a fresh
+        drain task (a task never runs for ever, and another worker goes on)."""
         self.rt.redis.delete(outbox.DRAINER)
         outbox.wake(self.app, self.rt.redis)
         return self.sent
