@@ -6,11 +6,12 @@ process and added to Redis hashes at most `FLUSH_SECONDS` later, one `HINCRBY` p
 changed (so counting costs no broker command per job): step durations and job latencies as
 histogram buckets per intent, jobs queued per intent and callback delivery outcomes as
 counters. The API's `/metrics` reads them at scrape time, so every API process exports the
-same totals; a process that dies loses at most its last `FLUSH_SECONDS` of counts. Intents
+same totals; a process killed loses at most its last `FLUSH_SECONDS` of counts. Intents
 tenants name (`tool.*`, `agent.*`) count under their family: labels stay bounded and carry no
 tenant data.
 """
 
+import atexit
 import json
 import logging
 import math
@@ -139,6 +140,7 @@ class Tally:
                 self.flush()
 
         threading.Thread(target=flusher, name="orch-metrics", daemon=True).start()
+        atexit.register(self.flush)  # a process that stops in order loses nothing
 
 
 TALLY = Tally()
