@@ -378,6 +378,11 @@ def test_a_step_of_a_killed_worker_comes_back_when_its_restart_has_the_same_host
         assert job["status"] == "succeeded" and job["steps"][0]["attempts"] == 2
         assert time.monotonic() - killed_at < LOST_AFTER + 20 + CONTAINER_STEP_SECONDS
         assert received(second, job_id)
+        # sent again because its worker stopped beating (with host:pid alone, the other's
+        # beats kept the dead one alive: only the lost-message check sent it, by chance)
+        events = client.get(f"/v1/jobs/{job_id}/events").json()
+        requeued = [e for e in events if e["type"] == "step_requeued"]
+        assert len(requeued) == 1 and "stopped" in requeued[0]["data"]["reason"], events
     finally:
         for process in containers:
             process.stop()
