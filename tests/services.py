@@ -130,6 +130,7 @@ class Process:
         self.handle = open(log, "ab")  # noqa: SIM115 - closed in stop()
         self.popen = subprocess.Popen(args, env=env, stdout=self.handle, stderr=subprocess.STDOUT,
                                       start_new_session=True, cwd=cwd)
+        self.terminating = False
 
     @property
     def pid(self) -> int:
@@ -139,9 +140,15 @@ class Process:
         """Signal the process alone (not its children)."""
         os.kill(self.popen.pid, sig)
 
+    def terminate(self) -> None:
+        """Ask its process group to stop (SIGTERM, once) without waiting; `stop` waits."""
+        if self.popen.poll() is None and not self.terminating:
+            os.killpg(self.popen.pid, signal.SIGTERM)
+            self.terminating = True
+
     def stop(self) -> None:
         if self.popen.poll() is None:
-            os.killpg(self.popen.pid, signal.SIGTERM)
+            self.terminate()
             try:
                 self.popen.wait(timeout=15)
             except subprocess.TimeoutExpired:

@@ -96,9 +96,12 @@ class Stack:
         services.wait_http(f"{self.url}/ready", timeout=timeout)
 
     def stop(self) -> None:
-        for process in [*self.workers.values(), self.api, self.sweeper]:
-            if process is not None:
-                process.stop()
+        """Every process asked to stop at once, then each waited for (they stop side by side)."""
+        processes = [p for p in [*self.workers.values(), self.api, self.sweeper] if p is not None]
+        for process in processes:
+            process.terminate()
+        for process in processes:
+            process.stop()
         self.db.dispose()
 
 

@@ -316,7 +316,7 @@ def start_container_worker(stack: Stack, name: str) -> services.Process:
     """A tools worker as a container runs it: pid 1 in a PID namespace of its own, so a
     restarted one has the same host and pid as the one before it."""
     args = ["unshare", "--pid", "--fork", "--kill-child", str(services.BIN / "orchestrator"),
-            "worker", "--concurrency", "4", "--pool", "tools"]
+            "worker", "--concurrency", "1", "--prefetch", "1", "--pool", "tools"]
     return services.Process(args, stack.env, stack.logs / f"{name}.log")
 
 
@@ -327,35 +327,64 @@ def wait_log(process: services.Process, text: str, timeout: float = 60) -> None:
         time.sleep(0.2)
 
 
+def received(process: services.Process, job_id: str) -> bool:
+    return f"[{step_task_id(job_id, 0)}] received" in process.log.read_text(errors="replace")
+
+
+def warm_up(client: httpx.Client, containers: list[services.Process]) -> None:
+    """Have each worker run a step, so each beats as a runner (a worker opens its resources,
+    and stamps its runner id, on its first step)."""
+    deadline = time.monotonic() + 60
+    ran = [False] * len(containers)
+    tries = 0
+    while not all(ran):
+        assert time.monotonic() < deadline, "a worker never took a step"
+        # each worker runs one step at a time and holds no other: two at once go one to each
+        tries += 1
+        ids = [client.post("/v1/jobs", json={"intent": "debug.sleep", "inputs": {
+            "seconds": 0.5 + (tries * 10 + n) / 1e6}}).json()["job_id"]
+            for n in range(len(containers))]
+        assert {wait_job(client, job_id)["status"] for job_id in ids} == {"succeeded"}
+        ran = [was or any(received(c, job_id) for job_id in ids)
+               for was, c in zip(ran, containers, strict=True)]
+
+
+CONTAINER_STEP_SECONDS = 5  # long enough to be killed mid-run; it runs again to its end
+
+
 @pytest.mark.timeout(240)
 def test_a_step_of_a_killed_worker_comes_back_when_its_restart_has_the_same_host_and_pid(
         stack: Stack, client: httpx.Client) -> None:
-    # Given the tools pool served only by a worker that is pid 1 in its own PID namespace,
-    # running a step
+    # Given the tools pool served only by two workers that are each pid 1 in a PID namespace of
+    # their own on the same host, both beating as runners (a container restarted within
+    # WORKER_LOST_AFTER looks just like this), one of them running a step
     stack.workers.pop("tools").stop()
-    first = start_container_worker(stack, "container-1")
-    second: services.Process | None = None
+    containers = [start_container_worker(stack, f"container-{n}") for n in (1, 2)]
     try:
-        wait_log(first, " ready.")
-        job_id = client.post("/v1/jobs", json={"intent": "debug.sleep",
-                                               "inputs": {"seconds": 25}}).json()["job_id"]
+        for container in containers:
+            wait_log(container, " ready.")
+        warm_up(client, containers)
+        job_id = client.post("/v1/jobs", json={"intent": "debug.sleep", "inputs": {
+            "seconds": CONTAINER_STEP_SECONDS}}).json()["job_id"]
         wait_running(client, job_id, timeout=30)
-        # And its restart already beating, pid 1 again on the same host (a container
-        # restarted within WORKER_LOST_AFTER looks just like this)
-        second = start_container_worker(stack, "container-2")
-        wait_log(second, " ready.")
-        assert client.get(f"/v1/jobs/{job_id}").json()["status"] == "running", "too slow"
-        # When the first is SIGKILLed
+        first, second = sorted(containers, key=lambda c: not received(c, job_id))
+        assert received(first, job_id) and not received(second, job_id)
+        # When the one running it is SIGKILLed
         first.kill(signal.SIGKILL)
         killed_at = time.monotonic()
-        # Then the new process is not taken for the dead one: the step comes back long
-        # before the broker's visibility timeout, and runs to its end on the new worker
+        # Then the other (same host, pid 1 too) is not taken for the dead one: the step comes
+        # back long before the broker's visibility timeout, and runs to its end on it
         job = wait_job(client, job_id, timeout=VISIBILITY_TIMEOUT + 30)
         assert job["status"] == "succeeded" and job["steps"][0]["attempts"] == 2
-        assert time.monotonic() - killed_at < LOST_AFTER + 20 + 25
+        assert time.monotonic() - killed_at < LOST_AFTER + 20 + CONTAINER_STEP_SECONDS
+        assert received(second, job_id)
+        # sent again because its worker stopped beating (with host:pid alone, the other's
+        # beats kept the dead one alive: only the lost-message check sent it, by chance)
+        events = client.get(f"/v1/jobs/{job_id}/events").json()
+        requeued = [e for e in events if e["type"] == "step_requeued"]
+        assert len(requeued) == 1 and "stopped" in requeued[0]["data"]["reason"], events
     finally:
-        for process in (first, second):
-            if process is not None:
-                process.stop()
+        for process in containers:
+            process.stop()
         stack.start_worker("tools", ["tools"])
         stack.wait_ready()
