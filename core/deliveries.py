@@ -8,7 +8,7 @@ from datetime import datetime, timedelta
 from secrets import token_bytes
 from typing import Any
 
-from sqlalchemy import and_, insert, update
+from sqlalchemy import and_, bindparam, insert, update
 from sqlmodel import Session, col, select
 
 from core.errors import Conflict, NotFound
@@ -16,6 +16,7 @@ from core.models import Delivery, DeliveryAttempt, DeliveryStatus, EventType, Te
 from core.vault import Vault
 
 DELIVERIES = Delivery.__table__  # type: ignore[attr-defined]
+ATTEMPTS = DeliveryAttempt.__table__  # type: ignore[attr-defined]
 SECRET_PREFIX = "whsec_"
 SECRET_BYTES = 32
 
@@ -114,32 +115,68 @@ def claim_due(*, session: Session, limit: int, lease_seconds: float) -> list[Cla
     return [Claimed(*row) for row in rows]
 
 
+@dataclass(frozen=True)
+class Recorded:
+    """An attempt as stored: its delivery, job, number, the event it makes, and when the next
+    attempt is due (None: no more)."""
+
+    delivery_id: str
+    job_id: str
+    attempts: int
+    kind: EventType
+    next_attempt_at: datetime | None
+
+
+def _next(attempts: int, result: AttemptResult, schedule_seconds: list[float],
+          now: datetime) -> tuple[EventType, dict[str, Any]]:
+    """What an attempt's outcome makes of its delivery: the event, and the delivery's values."""
+    done = {"next_attempt_at": None, "finished_at": now}
+    if result.ok:
+        return EventType.callback_succeeded, {"status": DeliveryStatus.succeeded, **done}
+    if result.gone or attempts > len(schedule_seconds):
+        return EventType.callback_dead, {"status": DeliveryStatus.dead, **done}
+    wait = max(schedule_seconds[attempts - 1], result.retry_after or 0.0)
+    return EventType.callback_failed, {"status": DeliveryStatus.pending, "finished_at": None,
+                                       "next_attempt_at": now + timedelta(seconds=wait)}
+
+
+def record_many(*, session: Session, results: list[tuple[str, AttemptResult]],
+                schedule_seconds: list[float]) -> list[Recorded]:
+    """Store the attempts of leased deliveries and decide what comes next for each, in the
+    same few statements however many there are (rows locked in id order)."""
+    ids = sorted(delivery_id for delivery_id, _ in results)
+    held = {row.id: row for row in session.execute(
+        select(DELIVERIES.c.id, DELIVERIES.c.job_id,
+               DELIVERIES.c.attempts)
+        .where(DELIVERIES.c.id.in_(ids)).order_by(DELIVERIES.c.id).with_for_update())}
+    now, logged, changes, recorded = utcnow(), [], [], []
+    for delivery_id, result in results:
+        row = held[delivery_id]
+        kind, values = _next(row.attempts, result, schedule_seconds, now)
+        logged.append({"delivery_id": delivery_id, "number": row.attempts,
+                       "started_at": now - timedelta(milliseconds=result.latency_ms),
+                       "status_code": result.status_code, "latency_ms": result.latency_ms,
+                       "error": result.error})
+        changes.append({"b_id": delivery_id, "b_code": result.status_code,
+                        "b_error": result.error, **{f"b_{k}": v for k, v in values.items()}})
+        recorded.append(Recorded(delivery_id, row.job_id, row.attempts, kind,
+                                 values["next_attempt_at"]))
+    if logged:
+        session.execute(insert(ATTEMPTS), logged)
+        session.execute(update(DELIVERIES).where(DELIVERIES.c.id == bindparam("b_id")).values(
+            status=bindparam("b_status"), next_attempt_at=bindparam("b_next_attempt_at"),
+            finished_at=bindparam("b_finished_at"), last_status_code=bindparam("b_code"),
+            last_error=bindparam("b_error"), lease_until=None), changes)
+    return recorded
+
+
 def record(*, session: Session, delivery_id: str, result: AttemptResult,
            schedule_seconds: list[float]) -> tuple[Delivery, EventType]:
-    """Store an attempt and decide what comes next; returns the delivery and the event type."""
-    delivery = session.get_one(Delivery, delivery_id, with_for_update=True)
-    now = utcnow()
-    session.add(DeliveryAttempt(delivery_id=delivery_id, number=delivery.attempts,
-                                started_at=now - timedelta(milliseconds=result.latency_ms),
-                                status_code=result.status_code, latency_ms=result.latency_ms,
-                                error=result.error))
-    delivery.last_status_code, delivery.last_error = result.status_code, result.error
-    delivery.lease_until = None
-    if result.ok:
-        delivery.status, delivery.finished_at, delivery.next_attempt_at = (
-            DeliveryStatus.succeeded, now, None)
-        kind = EventType.callback_succeeded
-    elif result.gone or delivery.attempts > len(schedule_seconds):
-        delivery.status, delivery.finished_at, delivery.next_attempt_at = (
-            DeliveryStatus.dead, now, None)
-        kind = EventType.callback_dead
-    else:
-        wait = max(schedule_seconds[delivery.attempts - 1], result.retry_after or 0.0)
-        delivery.status, delivery.next_attempt_at = DeliveryStatus.pending, now + timedelta(
-            seconds=wait)
-        kind = EventType.callback_failed
-    session.add(delivery)
-    return delivery, kind
+    """Store one attempt and decide what comes next; returns the delivery and the event type."""
+    [recorded] = record_many(session=session, results=[(delivery_id, result)],
+                             schedule_seconds=schedule_seconds)
+    session.expire_all()
+    return session.get_one(Delivery, delivery_id), recorded.kind
 
 
 def due(*, session: Session, limit: int) -> list[str]:

@@ -19,7 +19,7 @@ from core import deliveries
 from core.deliveries import AttemptResult, Claimed
 from core.errors import UpstreamUnavailable
 from core.events import LiveEvent, publish
-from core.store.events import append_events
+from core.store.events import append_many
 from tasks.engine import outbox
 from tasks.engine.app import celery_app
 from tasks.engine.resources import Resources, resources
@@ -94,24 +94,23 @@ def _claim_due(rt: Resources, limit: int) -> list[tuple[Claimed, list[str]]]:
 
 
 def _record(rt: Resources, done: list[tuple[Claimed, AttemptResult]]) -> list[LiveEvent]:
-    """Record finished attempts and their events in one transaction (jobs in id order, so two
-    drainers never wait on each other's locks), patiently: a short store outage must not
-    lose them (a lost one is sent again when its lease expires)."""
+    """Record finished attempts and their events in one transaction of a few statements (rows
+    locked in id order, so two drainers never wait on each other's locks), patiently: a short
+    store outage must not lose them (a lost one is sent again when its lease expires)."""
     schedule = rt.settings.callback.schedule
     for attempt in Retrying(stop=stop_after_delay(RECORD_PATIENCE_SECONDS),
                             wait=wait_exponential(multiplier=0.1, max=2),
                             retry=retry_if_exception_type(SQLAlchemyError), reraise=True):
         with attempt, rt.db.write() as session:
-            events: list[LiveEvent] = []
-            for delivery, result in sorted(done, key=lambda d: (d[0].job_id, d[0].id)):
-                recorded, kind = deliveries.record(session=session, delivery_id=delivery.id,
-                                                   result=result, schedule_seconds=schedule)
-                events += append_events(session=session, job_id=delivery.job_id, items=[(kind, {
-                    "delivery_id": delivery.id, "attempt": recorded.attempts,
-                    "status_code": result.status_code, "error": result.error,
-                    "next_attempt_at": (recorded.next_attempt_at.isoformat()
-                                        if recorded.next_attempt_at else None)})])
-            return events
+            recorded = deliveries.record_many(
+                session=session, results=[(delivery.id, result) for delivery, result in done],
+                schedule_seconds=schedule)
+            return append_many(session=session, items=[(stored.job_id, [(stored.kind, {
+                "delivery_id": stored.delivery_id, "attempt": stored.attempts,
+                "status_code": result.status_code, "error": result.error,
+                "next_attempt_at": (stored.next_attempt_at.isoformat()
+                                    if stored.next_attempt_at else None)})])
+                for stored, (_, result) in zip(recorded, done, strict=True)])
     raise AssertionError("unreachable")  # pragma: no cover
 
 

@@ -11,10 +11,11 @@ from core import deliveries
 from core.db import Database
 from core.deliveries import AttemptResult
 from core.errors import Conflict
-from core.models import Delivery, DeliveryStatus, Tenant
+from core.models import Delivery, DeliveryStatus, Job, Tenant, utcnow
 from core.settings import Settings
+from core.store.events import append_many
 from core.store.ledger import begin_step, fail_step, finish_step
-from core.store.queries import cancel_job
+from core.store.queries import cancel_job, list_events
 from core.store.submission import submit_job
 from core.store.tables import NewStep, new_job_id
 from tasks import callbacks as callback_tasks
@@ -54,8 +55,6 @@ def the_delivery(db: Database, job_id: str) -> Delivery:
 
 
 def _tenant_of(db: Database, job_id: str) -> str:
-    from core.models import Job
-
     with db.read() as session:
         return session.get_one(Job, job_id).tenant_id
 
@@ -256,3 +255,51 @@ def test_any_exception_in_an_attempt_is_a_failed_attempt(monkeypatch: pytest.Mon
     # Then it is a failed attempt the schedule counts, not an exception
     assert (result.ok, result.gone, result.status_code) == (False, False, None)
     assert result.error == "attempt failed: RuntimeError"
+
+
+def test_a_batch_of_attempts_is_recorded_together_each_with_its_own_outcome(
+        db: Database, tenant: str) -> None:
+    # Given three jobs' deliveries claimed at once, the first job with a second delivery too
+    job_ids = [job_with_callback(db, tenant) for _ in range(3)]
+    for job_id in job_ids:
+        run_to_end(db, job_id)
+    with db.write() as session:
+        extra = deliveries.schedule(session=session, outcome=deliveries.Outcome(
+            job_id=job_ids[0], tenant_id=tenant, callback_url="https://example.com/h",
+            status="succeeded", intent="debug.echo", mode="agent", result=None, error=None,
+            created_at=utcnow(), started_at=None, finished_at=utcnow()))
+    ids = [the_delivery(db, job_id).id for job_id in job_ids[1:]]
+    with db.read() as session:
+        first = [d.id for d in deliveries.list_deliveries(
+            session=session, tenant_id=tenant, job_id=job_ids[0], status=None, limit=10)]
+    assert len(claim(db)) == 4
+    gone = AttemptResult(ok=False, gone=True, status_code=410, latency_ms=1, error="410",
+                         retry_after=None)
+    results = [(first[0], OK), (first[1], FAILED), (ids[0], gone), (ids[1], OK)]
+    # When their outcomes are recorded in one transaction, with an event each
+    with db.write() as session:
+        recorded = deliveries.record_many(session=session, results=results,
+                                          schedule_seconds=SCHEDULE)
+        events = append_many(session=session, items=[
+            (r.job_id, [(r.kind, {"delivery_id": r.delivery_id})]) for r in recorded])
+    # Then each delivery has its own outcome and logged attempt
+    kinds = {r.delivery_id: r.kind for r in recorded}
+    assert [kinds[d] for d, _ in results] == ["callback_succeeded", "callback_failed",
+                                              "callback_dead", "callback_succeeded"]
+    with db.read() as session:
+        stored = {d: session.get_one(Delivery, d) for d, _ in results}
+        logged = {d: deliveries.attempts(session=session, delivery_id=d) for d, _ in results}
+        first_log = list_events(session=session, job_id=job_ids[0], after=0, limit=100)
+    assert [stored[d].status for d, _ in results] == ["succeeded", "pending", "dead", "succeeded"]
+    assert stored[first[1]].next_attempt_at is not None and stored[first[0]].finished_at
+    assert all(stored[d].lease_until is None for d, _ in results)
+    assert {d: [(a.number, a.status_code) for a in log] for d, log in logged.items()} == {
+        first[0]: [(1, 200)], first[1]: [(1, 500)], ids[0]: [(1, 410)], ids[1]: [(1, 200)]}
+    # And each job's log goes on numbering without a gap, its two events in order
+    seqs = [e.seq for e in first_log]
+    assert seqs == list(range(1, len(seqs) + 1))
+    with db.read() as session:
+        assert session.get_one(Job, job_ids[0]).event_seq == seqs[-1]
+    assert [e.data.get("delivery_id") for e in first_log[-2:]] == first
+    assert sorted(e["job_id"] for e in events) == sorted([job_ids[0]] * 2 + job_ids[1:])
+    assert extra in first
