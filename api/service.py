@@ -389,7 +389,7 @@ def redeliver(state: AppState, tenant_id: str, delivery_id: str) -> Delivery:
     with state.db.write() as session:
         delivery = deliveries.redeliver(session=session, tenant_id=tenant_id,
                                         delivery_id=delivery_id)
-    after_commit(state, Handoff(deliver=[delivery_id]))
+    after_commit(state, Handoff(deliveries_due=True))
     return delivery
 
 

@@ -170,15 +170,6 @@ def record_many(*, session: Session, results: list[tuple[str, AttemptResult]],
     return recorded
 
 
-def record(*, session: Session, delivery_id: str, result: AttemptResult,
-           schedule_seconds: list[float]) -> tuple[Delivery, EventType]:
-    """Store one attempt and decide what comes next; returns the delivery and the event type."""
-    [recorded] = record_many(session=session, results=[(delivery_id, result)],
-                             schedule_seconds=schedule_seconds)
-    session.expire_all()
-    return session.get_one(Delivery, delivery_id), recorded.kind
-
-
 def due(*, session: Session, limit: int) -> list[str]:
     """Deliveries to send now; leases of attempts whose worker died are released first."""
     now = utcnow()

@@ -50,10 +50,11 @@ BATCH = 200
 
 
 def sweep(rt: Resources, app: Celery) -> int:
-    """Send every due delivery to the callbacks pool; returns how many."""
+    """Wake the callbacks drainer when deliveries are due; returns how many (up to BATCH)."""
     with rt.db.write() as session:
         due = deliveries.due(session=session, limit=BATCH)
-    hand_off(app, rt.redis, Handoff(deliver=list(due)))
+    if due:
+        hand_off(app, rt.redis, Handoff(deliveries_due=True))
     return len(due)
 
 

@@ -39,15 +39,15 @@ class NextStep:
 @dataclass
 class Handoff:
     """What a committed transaction leaves to do: publish its events, send a step (or none),
-    and send deliveries.
+    and wake the callbacks drainer.
 
-    Callbacks the events scheduled (`callback_scheduled`) are sent with them; `deliver` names
-    others that are due (the sweeper's, a redelivery).
+    The drainer is woken for callbacks the events scheduled (`callback_scheduled`), and when
+    `deliveries_due` says others are (the sweeper's look, a redelivery): the store says which.
     """
 
     events: list[LiveEvent] = field(default_factory=list)
     send: NextStep | None = None
-    deliver: list[str] = field(default_factory=list)
+    deliveries_due: bool = False
 
 
 def new_job_id() -> str:

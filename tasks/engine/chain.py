@@ -60,21 +60,21 @@ class SendStopped(Exception):
         self.sent = sent
 
 
-def send_deliveries(app: Celery, client: redis.Redis, events: Sequence[LiveEvent],
-                    due: Sequence[str]) -> None:
-    """Wake the callbacks pool for the callbacks these committed events scheduled, or those
-    `due` (the one place it is woken; the store says which are due, see `outbox`)."""
+def wake_deliveries(app: Celery, client: redis.Redis, events: Sequence[LiveEvent],
+                    due: bool) -> None:
+    """Wake the callbacks drainer when these committed events scheduled a callback or others
+    are `due` (the one place it is woken; the store says which are due, see `outbox`)."""
     if due or any(event["type"] == EventType.callback_scheduled for event in events):
         outbox.wake(app, client)
 
 
 def hand_off(app: Celery, client: redis.Redis, handoff: Handoff) -> None:
-    """After commit: announce the events, send the callbacks (scheduled or due) and the next
-    step.
+    """After commit: announce the events, wake the callbacks drainer (if callbacks are due)
+    and send the next step.
 
     A send that fails leaves the job quiet with no message; the sweeper sends it again.
     """
     publish(client, handoff.events)
-    send_deliveries(app, client, handoff.events, handoff.deliver)
+    wake_deliveries(app, client, handoff.events, handoff.deliveries_due)
     if handoff.send is not None:
         send_step(app, handoff.send)

@@ -126,9 +126,9 @@ def attempt(db: Database, delivery_id: str, result: AttemptResult) -> str:
         session.add(delivery)
     assert claim(db) == [delivery_id]
     with db.write() as session:
-        _, kind = deliveries.record(session=session, delivery_id=delivery_id, result=result,
-                                    schedule_seconds=SCHEDULE)
-    return kind
+        [recorded] = deliveries.record_many(session=session, results=[(delivery_id, result)],
+                                            schedule_seconds=SCHEDULE)
+    return recorded.kind
 
 
 def test_failures_follow_the_schedule_then_the_delivery_is_dead(db: Database,
@@ -152,8 +152,8 @@ def test_retry_after_longer_than_the_schedule_is_honoured(db: Database, tenant: 
     slow = AttemptResult(ok=False, gone=False, status_code=429, latency_ms=1, error="429",
                          retry_after=600)
     with db.write() as session:
-        deliveries.record(session=session, delivery_id=delivery_id, result=slow,
-                          schedule_seconds=SCHEDULE)
+        deliveries.record_many(session=session, results=[(delivery_id, slow)],
+                               schedule_seconds=SCHEDULE)
     with db.read() as session:
         stored = session.get_one(Delivery, delivery_id)
         assert stored.next_attempt_at is not None and stored.last_status_code == 429
