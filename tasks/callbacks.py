@@ -10,7 +10,6 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 
 import redis
 from celery import Celery
-from celery.signals import worker_shutting_down
 from sqlalchemy.exc import SQLAlchemyError
 from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_exponential
 
@@ -21,7 +20,7 @@ from core.errors import UpstreamUnavailable
 from core.events import LiveEvent, publish
 from core.store.events import append_many
 from tasks.engine import outbox
-from tasks.engine.app import celery_app
+from tasks.engine.app import celery_app, shutting_down
 from tasks.engine.resources import Resources, resources
 
 log = logging.getLogger(__name__)
@@ -34,16 +33,6 @@ Sending = dict[Future[AttemptResult], Claimed]
 
 _executor: ThreadPoolExecutor | None = None
 _executor_lock = threading.Lock()
-_shutting_down = threading.Event()
-
-
-@worker_shutting_down.connect
-def _stop_draining(**_: object) -> None:
-    """A worker told to stop finishes what it has in flight and hands the rest over, instead of
-    draining on while its warm shutdown waits."""
-    _shutting_down.set()
-
-
 def _senders(size: int) -> ThreadPoolExecutor:
     """This process's threads that send attempts (one pool, whatever the drainer)."""
     global _executor
@@ -138,7 +127,7 @@ class Drainer:
         while True:
             now = time.monotonic()
             self._keep_hold(now)
-            stopping = now - self.started > MAX_DRAIN_SECONDS or _shutting_down.is_set()
+            stopping = now - self.started > MAX_DRAIN_SECONDS or shutting_down.is_set()
             if not stopping and len(self.sending) < self.window and (
                     self.look or now - self.looked > LOOK_SECONDS or _signalled(self.rt.redis)):
                 self._claim_more(now)

@@ -1,10 +1,11 @@
 """The one Celery app: JSON only, late acks, a queue per pool, routing by task module."""
 
+import threading
 import time
 from typing import Any
 
 from celery import Celery
-from celery.signals import before_task_publish
+from celery.signals import before_task_publish, worker_shutting_down
 from kombu.entity import Exchange, Queue
 
 from core.models import PoolName
@@ -61,6 +62,17 @@ def create_celery() -> Celery:
         enable_utc=True,
     )
     return app
+
+
+shutting_down = threading.Event()
+"""Set once this worker is told to stop: a run that could go on (the callbacks drainer, a step
+task continuing a chain) hands its work over as a message instead, not making the warm
+shutdown wait."""
+
+
+@worker_shutting_down.connect
+def _shutting_down(**_: object) -> None:
+    shutting_down.set()
 
 
 @before_task_publish.connect

@@ -9,6 +9,7 @@ the plan grown, a wait, a retry or the failure) → hand off. Handlers are plain
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, replace
 from typing import Any, NoReturn, TypeVar
 
 import redis
@@ -34,11 +35,12 @@ from core.models import EventType
 from core.storable import REPLACEMENT, NotStorable, storable
 from core.store.events import append_events
 from core.store.ledger import StepStart, StepVerdict, begin_step, fail_step, finish_step, retry_step
-from core.store.tables import Handoff, NewStep, new_token
+from core.store.tables import Handoff, NewStep, NextStep, new_token
 from core.store.waits import hold_step, issue_resume_token, wait_step
 from tasks.engine.admission import Admission
+from tasks.engine.app import shutting_down
 from tasks.engine.cancellation import is_cancelled
-from tasks.engine.chain import hand_off
+from tasks.engine.chain import hand_off, step_signature, step_task_name
 from tasks.engine.context import Cancelled, Extend, Hold, StepContext, Wait
 from tasks.engine.registry import REGISTRY, Intent
 from tasks.engine.resources import Resources, resources
@@ -50,7 +52,29 @@ RECORD_RETRIES = 20
 RECORD_PATIENCE_SECONDS = 30
 BROKER_RETRY_SECONDS = 5
 BROKER_RETRIES = 20
+CONTINUE_SECONDS = 1.0
 STORE_ERRORS = (SQLAlchemyError, redis.RedisError)
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """The step a run of a step task is on: its message's own (`retries` is that message's
+    retry number), or the next one of the same pool, continued in the same run (`follow`):
+    no broker round trip between two steps of a chain that stay on one pool."""
+
+    job_id: str
+    index: int
+    retries: int = 0
+    follow: NextStep | None = None
+
+
+def _may_continue(rt: Resources, began: float) -> bool:
+    """Whether this run may take on the next step: only within `CONTINUE_SECONDS` of its
+    start (and the pool's margin between soft and hard time limits, which ends a prefork run),
+    so a run stays about as long as one step and a chain's steps interleave with other work."""
+    pool = rt.settings.pool
+    budget = min(CONTINUE_SECONDS, pool.time_limit - pool.soft_time_limit)
+    return time.monotonic() - began < budget and not shutting_down.is_set()
 
 
 class StepRefused(Exception):
@@ -72,10 +96,22 @@ class StepTask(Task):  # type: ignore[misc]
                     worker=resources().runner)
 
     def __call__(self, job_id: str, index: int, **_: Any) -> None:
-        rt, index = resources(), int(index)
+        rt, began = resources(), time.monotonic()
+        follow = self._run(rt, Delivery(job_id, int(index), self.request.retries or 0))
+        while follow is not None:
+            if not _may_continue(rt, began):
+                self._hand_off(rt, Handoff(send=follow))
+                return
+            set_context(step=follow.index)
+            follow = self._run(rt, Delivery(job_id, follow.index, follow=follow))
+
+    def _run(self, rt: Resources, delivery: Delivery) -> NextStep | None:
+        """Begin, execute and record one step; hand off what follows, except the next step
+        when it is of this task's pool: that is returned, for this run to continue with."""
+        job_id, index = delivery.job_id, delivery.index
         admission = Admission(rt)
         try:
-            start = self._begin(rt, job_id, index, admission)
+            start = self._begin(rt, delivery, admission)
         except BaseException:
             admission.release(self.app, job_id, index)
             raise
@@ -86,7 +122,7 @@ class StepTask(Task):  # type: ignore[misc]
         with rt.lock:
             rt.executing.add((job_id, index))
         try:
-            outcome = self._execute(rt, job_id, index, start)
+            outcome = self._execute(rt, delivery, start)
         except BaseException:
             # A retry, a cancel or a failure: recorded already; the slot is free.
             admission.release(self.app, job_id, index)
@@ -94,26 +130,36 @@ class StepTask(Task):  # type: ignore[misc]
         finally:
             with rt.lock:
                 rt.executing.discard((job_id, index))
-        self._hand_off(rt, outcome)
+        follow = outcome.send if outcome.send is not None and \
+            step_task_name(outcome.send.pool) == self.name else None
+        self._hand_off(rt, replace(outcome, send=None) if follow else outcome)
         admission.release(self.app, job_id, index)
+        return follow
 
-    def _begin(self, rt: Resources, job_id: str, index: int, admission: Admission) -> StepStart:
-        """The ledger's verdict; a step never runs unrecorded, so retry until the store answers."""
+    def _begin(self, rt: Resources, delivery: Delivery, admission: Admission) -> StepStart:
+        """The ledger's verdict; a step never runs unrecorded, so retry until the store answers
+        (a continued step is sent as a message of its own instead)."""
+        job_id, index = delivery.job_id, delivery.index
         try:
             with rt.db.write() as session:
                 return begin_step(
                     session=session, job_id=job_id, index=index, runner=rt.runner,
                     max_deliveries=rt.settings.orchestrator.max_step_deliveries,
-                    retries=self.request.retries or 0,
+                    retries=delivery.retries,
                     is_live=lambda runner: rt.is_live(runner, (job_id, index)),
                     literal=_literal, admit=admission)
         except STORE_ERRORS as exc:
             log.warning("step %s/%d: could not record its start (%s); retrying", job_id, index,
                         type(exc).__name__)
+            if delivery.follow is not None:
+                self._hand_off(rt, Handoff(send=delivery.follow))
+                raise Ignore("continued step sent as a message: the store did not answer") \
+                    from exc
             raise self.retry(countdown=RECORD_RETRY_SECONDS, max_retries=RECORD_RETRIES,
                              exc=exc) from exc
 
-    def _execute(self, rt: Resources, job_id: str, index: int, start: StepStart) -> Handoff:
+    def _execute(self, rt: Resources, delivery: Delivery, start: StepStart) -> Handoff:
+        job_id, index = delivery.job_id, delivery.index
         try:
             intent = REGISTRY.get(start.intent, start.tenant_id)
             inputs = intent.validate(start.inputs)
@@ -131,10 +177,10 @@ class StepTask(Task):  # type: ignore[misc]
         except Cancelled as exc:
             raise Ignore("job cancelled") from exc
         except UpstreamUnavailable as exc:
-            self._retry(rt, job_id, index, exc, exc.retry_after,
+            self._retry(rt, delivery, exc, exc.retry_after,
                         rt.settings.orchestrator.upstream_retries)
         except redis.RedisError as exc:
-            self._retry(rt, job_id, index, exc, BROKER_RETRY_SECONDS, BROKER_RETRIES)
+            self._retry(rt, delivery, exc, BROKER_RETRY_SECONDS, BROKER_RETRIES)
         except Exception as exc:
             error = f"{type(exc).__name__}: {exc}"
             self._hand_off(rt, self._write(rt, lambda s: fail_step(
@@ -214,10 +260,11 @@ class StepTask(Task):  # type: ignore[misc]
                                                            index=index, token=token))
         return f"{rt.settings.api.base_url}/v1/resume/{token}"
 
-    def _retry(self, rt: Resources, job_id: str, index: int, exc: Exception, countdown: float,
+    def _retry(self, rt: Resources, delivery: Delivery, exc: Exception, countdown: float,
                max_retries: int) -> NoReturn:
         """Try the step again later by a new message, or fail it once the retries are spent."""
-        if (self.request.retries or 0) >= max_retries:
+        job_id, index = delivery.job_id, delivery.index
+        if delivery.retries >= max_retries:
             error = f"{type(exc).__name__}: {exc}"
             self._hand_off(rt, self._write(rt, lambda s: fail_step(
                 session=s, job_id=job_id, index=index, error=error)))
@@ -225,7 +272,16 @@ class StepTask(Task):  # type: ignore[misc]
         reason = str(exc)
         self._hand_off(rt, self._write(rt, lambda s: retry_step(
             session=s, job_id=job_id, index=index, reason=reason)))
-        raise self.retry(countdown=countdown, max_retries=max_retries, exc=exc)
+        if delivery.follow is None:
+            raise self.retry(countdown=countdown, max_retries=max_retries, exc=exc)
+        # A continued step has no message to retry: its first retry is a message of its own.
+        try:
+            step_signature(self.app, delivery.follow).apply_async(
+                countdown=countdown, retries=delivery.retries + 1)
+        except (OperationalError, redis.RedisError, OSError) as failed:
+            log.warning("retry of a continued step not sent (%s); the sweeper will send it",
+                        type(failed).__name__)
+        raise Ignore(f"retried in {countdown:g}s by a message of its own: {reason}")
 
     def _write(self, rt: Resources, change: Callable[[Session], T]) -> T:
         """Run `change` in a transaction, patiently: a short store outage must not lose it (a

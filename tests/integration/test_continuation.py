@@ -1,0 +1,92 @@
+"""A chain's next step on the same pool runs in the run that finished the previous one.
+
+The step task hands its next step to itself instead of to the broker while its run is under
+a second old; a step of another pool, or one after that second, goes by message. Counted here
+from the workers' own `received` lines: one per message a worker took.
+
+The stack runs production's retry values (5 retries under a poison limit of 5): a continued
+step has no message of its own, so its first retry is one, and the ledger must count it.
+"""
+
+import re
+from collections.abc import Iterator
+
+import httpx
+import pytest
+import redis
+
+from tests.integration.conftest import Stack, running_stack, wait_job
+
+RETRIES = 5
+DB_INDEX = 8  # shared with test_callbacks' module stack: emptied first
+
+
+@pytest.fixture(scope="module")
+def stack(request: pytest.FixtureRequest, broker_url: str) -> Iterator[Stack]:
+    redis.Redis.from_url(broker_url.rsplit("/", 1)[0] + f"/{DB_INDEX}").flushdb()
+    env = {"ORCHESTRATOR_UPSTREAM_RETRIES": str(RETRIES),
+           "ORCHESTRATOR_MAX_STEP_DELIVERIES": str(RETRIES)}
+    with running_stack(request, "sqlite", DB_INDEX, env, name="continuation") as running:
+        yield running
+
+
+@pytest.fixture
+def client(stack: Stack) -> Iterator[httpx.Client]:
+    with stack.client() as http:
+        yield http
+
+
+def messages(stack: Stack, job_id: str) -> int:
+    """How many step messages of the job the tools worker took."""
+    log = (stack.logs / "tools.log").read_text()
+    return len(re.findall(rf"tasks\.tools\.step\[{job_id}-\d+\] received", log))
+
+
+def test_a_chain_on_one_pool_runs_in_one_message(stack: Stack, client: httpx.Client) -> None:
+    job = client.post("/v1/jobs", json={"intent": "debug.chain", "inputs": {"steps": 5}}).json()
+    done = wait_job(client, job["job_id"])
+    assert done["status"] == "succeeded"
+    assert [s["status"] for s in done["steps"]] == ["succeeded"] * 5
+    # One message brought the first step; the other four followed it in the same run
+    assert messages(stack, job["job_id"]) == 1
+    assert len({s["worker"] for s in done["steps"]}) == 1
+
+
+def test_a_chain_goes_on_by_message_once_its_run_is_a_second_old(
+        stack: Stack, client: httpx.Client) -> None:
+    # Each link waits 1.2 s: the run that ran one has passed its second
+    job = client.post("/v1/jobs", json={"intent": "debug.chain", "inputs": {
+        "steps": 3, "delay": 1.2}}).json()
+    assert wait_job(client, job["job_id"])["status"] == "succeeded"
+    assert messages(stack, job["job_id"]) == 3
+
+
+def test_a_step_of_another_pool_goes_by_message(stack: Stack, client: httpx.Client) -> None:
+    # The planner runs on `llm`; the two steps it adds run on `tools`
+    job = client.post("/v1/jobs", json={"intent": "debug.plan", "inputs": {"steps": [
+        {"intent": "debug.echo", "inputs": {"n": 1}},
+        {"intent": "debug.echo", "inputs": {"n": 2}}]}}).json()
+    done = wait_job(client, job["job_id"])
+    assert done["status"] == "succeeded"
+    # The first tools step came by message; the second followed it
+    assert messages(stack, job["job_id"]) == 1
+
+
+def test_an_open_breaker_in_a_continued_step_ends_as_the_upstreams_error(
+        stack: Stack, client: httpx.Client) -> None:
+    # Given a step that follows another in the same run, and whose upstream stays unavailable
+    job = client.post("/v1/jobs", json={"intent": "debug.plan", "inputs": {"steps": [
+        {"intent": "debug.echo", "inputs": {"n": 1}},
+        {"intent": "debug.fail", "inputs": {"unavailable_upstream": "flaky-api",
+                                            "retry_after": 0.1}}]}}).json()
+    done = wait_job(client, job["job_id"], timeout=60)
+    # Then it was tried 6 times (1 + 5 retries, each by a message of its own) and fails as
+    # the upstream's outage, not as poison; the step before it ran once
+    events = [e["type"] for e in client.get(f"/v1/jobs/{job['job_id']}/events").json()]
+    assert done["status"] == "failed"
+    assert "upstream flaky-api unavailable" in done["error"], done["error"]
+    assert "poison" not in done["error"]
+    assert events.count("step_retrying") == RETRIES
+    echo, fail = done["steps"][1:]
+    assert (echo["attempts"], fail["attempts"]) == (1, RETRIES + 1)
+    assert messages(stack, job["job_id"]) == 1 + RETRIES
