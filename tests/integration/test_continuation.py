@@ -4,8 +4,7 @@ The step task hands its next step to itself instead of to the broker while its r
 a second old; a step of another pool, or one after that second, goes by message. Counted here
 from the workers' own `received` lines: one per message a worker took.
 
-The stack runs production's retry values (5 retries under a poison limit of 5): a continued
-step has no message of its own, so its first retry is one, and the ledger must count it.
+A continued step's retries under production's values: `test_production_defaults`.
 """
 
 import re
@@ -17,16 +16,13 @@ import redis
 
 from tests.integration.conftest import Stack, running_stack, wait_job
 
-RETRIES = 5
 DB_INDEX = 8  # shared with test_callbacks' module stack: emptied first
 
 
 @pytest.fixture(scope="module")
 def stack(request: pytest.FixtureRequest, broker_url: str) -> Iterator[Stack]:
     redis.Redis.from_url(broker_url.rsplit("/", 1)[0] + f"/{DB_INDEX}").flushdb()
-    env = {"ORCHESTRATOR_UPSTREAM_RETRIES": str(RETRIES),
-           "ORCHESTRATOR_MAX_STEP_DELIVERIES": str(RETRIES)}
-    with running_stack(request, "sqlite", DB_INDEX, env, name="continuation") as running:
+    with running_stack(request, "sqlite", DB_INDEX, {}, name="continuation") as running:
         yield running
 
 
@@ -70,23 +66,3 @@ def test_a_step_of_another_pool_goes_by_message(stack: Stack, client: httpx.Clie
     assert done["status"] == "succeeded"
     # The first tools step came by message; the second followed it
     assert messages(stack, job["job_id"]) == 1
-
-
-def test_an_open_breaker_in_a_continued_step_ends_as_the_upstreams_error(
-        stack: Stack, client: httpx.Client) -> None:
-    # Given a step that follows another in the same run, and whose upstream stays unavailable
-    job = client.post("/v1/jobs", json={"intent": "debug.plan", "inputs": {"steps": [
-        {"intent": "debug.echo", "inputs": {"n": 1}},
-        {"intent": "debug.fail", "inputs": {"unavailable_upstream": "flaky-api",
-                                            "retry_after": 0.1}}]}}).json()
-    done = wait_job(client, job["job_id"], timeout=60)
-    # Then it was tried 6 times (1 + 5 retries, each by a message of its own) and fails as
-    # the upstream's outage, not as poison; the step before it ran once
-    events = [e["type"] for e in client.get(f"/v1/jobs/{job['job_id']}/events").json()]
-    assert done["status"] == "failed"
-    assert "upstream flaky-api unavailable" in done["error"], done["error"]
-    assert "poison" not in done["error"]
-    assert events.count("step_retrying") == RETRIES
-    echo, fail = done["steps"][1:]
-    assert (echo["attempts"], fail["attempts"]) == (1, RETRIES + 1)
-    assert messages(stack, job["job_id"]) == 1 + RETRIES

@@ -9,6 +9,7 @@ is seen.
 import time
 from collections.abc import Iterator
 from datetime import datetime
+from typing import Any
 
 import httpx
 import pytest
@@ -37,21 +38,31 @@ def client(defaults_stack: Stack) -> Iterator[httpx.Client]:
         yield http
 
 
+BROKEN = {"intent": "debug.fail", "inputs": {"unavailable_upstream": "flaky-api",
+                                            "retry_after": 0.1}}
+
+
+@pytest.mark.parametrize("job", [
+    BROKEN,
+    # A step continued in the run of the one before it: its retries start a message of its own
+    {"intent": "debug.plan", "inputs": {"steps": [
+        {"intent": "debug.echo", "inputs": {"n": 1}}, BROKEN]}},
+], ids=["own message", "continued"])
 def test_an_open_breaker_under_production_retries_ends_as_the_upstreams_error(
-        client: httpx.Client) -> None:
+        client: httpx.Client, job: dict[str, Any]) -> None:
     # Given a step whose upstream's breaker stays open, retried 5 times under a poison limit of 5
-    job = client.post("/v1/jobs", json={"intent": "debug.fail", "inputs": {
-        "unavailable_upstream": "flaky-api", "retry_after": 0.1}}).json()
+    submitted = client.post("/v1/jobs", json=job).json()
     # When every retry finds it open
-    finished = wait_job(client, job["job_id"], timeout=60)
+    finished = wait_job(client, submitted["job_id"], timeout=60)
     # Then the step was delivered 6 times (1 + 5 retries) and fails as the upstream's outage,
     # not as poison: the ledger counts deliberate retries apart from redeliveries
-    events = [e["type"] for e in client.get(f"/v1/jobs/{job['job_id']}/events").json()]
+    events = [e["type"] for e in client.get(f"/v1/jobs/{submitted['job_id']}/events").json()]
     assert finished["status"] == "failed"
     assert "upstream flaky-api unavailable" in finished["error"], finished["error"]
     assert "poison" not in finished["error"]
     assert events.count("step_retrying") == RETRIES
-    assert finished["steps"][0]["attempts"] == RETRIES + 1
+    assert finished["steps"][-1]["attempts"] == RETRIES + 1
+    assert [s["attempts"] for s in finished["steps"][:-1]] == [1] * (len(finished["steps"]) - 1)
 
 
 def test_the_old_webhook_secret_stops_signing_after_the_overlap(client: httpx.Client) -> None:
