@@ -4,6 +4,11 @@ Begin (the ledger's verdict, references resolved) → validate the inputs agains
 model → hold it for approval if it must be → run the handler → record the outcome (success,
 the plan grown, a wait, a retry or the failure) → hand off. Handlers are plain functions of a
 `StepContext`; they never touch the ledger.
+
+A run goes on with the job's next step when it is of the same pool and the run is under a
+second old (`CONTINUE_SECONDS`): the transaction that records a success also begins the next
+step, and no message goes through the broker between them. Past that second, or on another
+pool, the next step is sent as a message, and other work gets its turn.
 """
 
 import logging
@@ -68,6 +73,23 @@ class Delivery:
     follow: NextStep | None = None
 
 
+@dataclass(frozen=True)
+class Next:
+    """A step begun in the transaction that ended the one before it, for the run to go on."""
+
+    step: NextStep
+    start: StepStart
+    admission: Admission
+
+
+@dataclass
+class Run:
+    """One step's part of a run: when the run began, and the next step if it goes on."""
+
+    began: float
+    next: Next | None = None
+
+
 def _may_continue(rt: Resources, began: float) -> bool:
     """Whether this run may take on the next step: only within `CONTINUE_SECONDS` of its
     start (and the pool's margin between soft and hard time limits, which ends a prefork run),
@@ -97,48 +119,52 @@ class StepTask(Task):  # type: ignore[misc]
 
     def __call__(self, job_id: str, index: int, **_: Any) -> None:
         rt, began = resources(), time.monotonic()
-        follow = self._run(rt, Delivery(job_id, int(index), self.request.retries or 0))
+        follow = self._run(rt, Delivery(job_id, int(index), self.request.retries or 0), began)
         while follow is not None:
-            if not _may_continue(rt, began):
-                self._hand_off(rt, Handoff(send=follow))
-                return
-            set_context(step=follow.index)
-            follow = self._run(rt, Delivery(job_id, follow.index, follow=follow))
+            set_context(step=follow.step.index)
+            follow = self._run(rt, Delivery(job_id, follow.step.index, follow=follow.step),
+                               began, follow)
 
-    def _run(self, rt: Resources, delivery: Delivery) -> NextStep | None:
-        """Begin, execute and record one step; hand off what follows, except the next step
-        when it is of this task's pool: that is returned, for this run to continue with."""
+    def _run(self, rt: Resources, delivery: Delivery, began: float,
+             begun: Next | None = None) -> Next | None:
+        """Begin (unless the previous step's record `begun` it), execute and record one step,
+        and hand off what follows; the next step, when this run goes on with it, is returned
+        begun: its start was written in the transaction that recorded this one's end."""
         job_id, index = delivery.job_id, delivery.index
-        admission = Admission(rt)
-        try:
-            start = self._begin(rt, delivery, admission)
-        except BaseException:
-            admission.release(self.app, job_id, index)
-            raise
+        admission = begun.admission if begun else Admission(rt)
+        if begun is None:
+            try:
+                start = self._begin(rt, delivery, admission)
+            except BaseException:
+                admission.release(self.app, job_id, index)
+                raise
+            self._hand_off(rt, Handoff(start.events, start.next))
+        else:
+            start = begun.start
         bind(tenant=start.tenant_id or None)
-        self._hand_off(rt, Handoff(start.events, start.next))
         if start.verdict != StepVerdict.run:
             raise Ignore(start.reason or "already done")
+        run = Run(began)
         with rt.lock:
             rt.executing.add((job_id, index))
         try:
-            outcome = self._execute(rt, delivery, start)
+            outcome = self._execute(rt, delivery, start, run)
         except BaseException:
-            # A retry, a cancel or a failure: recorded already; the slot is free.
+            # A retry, a cancel or a failure: recorded already; the slot is free (and the
+            # next step's, if its start was in a transaction that did not commit).
             admission.release(self.app, job_id, index)
+            if run.next is not None:
+                run.next.admission.release(self.app, run.next.step.job_id, run.next.step.index)
             raise
         finally:
             with rt.lock:
                 rt.executing.discard((job_id, index))
-        follow = outcome.send if outcome.send is not None and \
-            step_task_name(outcome.send.pool) == self.name else None
-        self._hand_off(rt, replace(outcome, send=None) if follow else outcome)
+        self._hand_off(rt, outcome)
         admission.release(self.app, job_id, index)
-        return follow
+        return run.next
 
     def _begin(self, rt: Resources, delivery: Delivery, admission: Admission) -> StepStart:
-        """The ledger's verdict; a step never runs unrecorded, so retry until the store answers
-        (a continued step is sent as a message of its own instead)."""
+        """The ledger's verdict; a step never runs unrecorded, so retry until the store answers."""
         job_id, index = delivery.job_id, delivery.index
         try:
             with rt.db.write() as session:
@@ -151,14 +177,11 @@ class StepTask(Task):  # type: ignore[misc]
         except STORE_ERRORS as exc:
             log.warning("step %s/%d: could not record its start (%s); retrying", job_id, index,
                         type(exc).__name__)
-            if delivery.follow is not None:
-                self._hand_off(rt, Handoff(send=delivery.follow))
-                raise Ignore("continued step sent as a message: the store did not answer") \
-                    from exc
             raise self.retry(countdown=RECORD_RETRY_SECONDS, max_retries=RECORD_RETRIES,
                              exc=exc) from exc
 
-    def _execute(self, rt: Resources, delivery: Delivery, start: StepStart) -> Handoff:
+    def _execute(self, rt: Resources, delivery: Delivery, start: StepStart,
+                 run: Run) -> Handoff:
         job_id, index = delivery.job_id, delivery.index
         try:
             intent = REGISTRY.get(start.intent, start.tenant_id)
@@ -188,7 +211,7 @@ class StepTask(Task):  # type: ignore[misc]
             if getattr(exc, "expected", False):
                 raise StepRefused(error) from None
             raise
-        return self._outcome(rt, context, result)
+        return self._outcome(rt, context, result, run)
 
     def _context(self, rt: Resources, job_id: str, index: int, start: StepStart, intent: Intent,
                  inputs: BaseModel) -> StepContext:
@@ -202,7 +225,8 @@ class StepTask(Task):  # type: ignore[misc]
             plan_step=lambda name, step_inputs: _plan_step(start.tenant_id, name, step_inputs),
             emit=lambda kind, data: self._emit(rt, job_id, kind, data), resources=rt)
 
-    def _outcome(self, rt: Resources, context: StepContext, result: Any) -> Handoff:
+    def _outcome(self, rt: Resources, context: StepContext, result: Any,
+                 run: Run) -> Handoff:
         settings = rt.settings.orchestrator
         job_id, index = context.job_id, context.index
         if isinstance(result, Wait):
@@ -215,14 +239,40 @@ class StepTask(Task):  # type: ignore[misc]
             result, [])
         try:
             output = self._storable(rt, job_id, index, output)
-            return self._write(rt, lambda s: finish_step(
+            return self._write(rt, lambda s: self._go_on(rt, s, run, finish_step(
                 session=s, job_id=job_id, index=index, output=output, extend=steps,
-                max_steps=settings.max_steps))
+                max_steps=settings.max_steps)))
         except (NotStorable, DataError) as exc:
             # Never left running (the sweeper would run it again): the step fails, saying why.
             error = f"its output cannot be stored: {getattr(exc, 'orig', None) or exc}"
             return self._write(rt, lambda s: fail_step(session=s, job_id=job_id,
                                                              index=index, error=error))
+
+    def _go_on(self, rt: Resources, session: Session, run: Run, done: Handoff) -> Handoff:
+        """With the end just recorded, begin the next step in the same transaction when this
+        run goes on with it (same pool, run under a second old): no message, one transaction
+        less. A start that is not a go (throttled, ...) is handed off as its own would be."""
+        step, run.next = done.send, None
+        if step is None or step_task_name(step.pool) != self.name or \
+                not _may_continue(rt, run.began):
+            return done
+        admission = Admission(rt)
+        try:
+            with session.begin_nested():
+                start = begin_step(
+                    session=session, job_id=step.job_id, index=step.index, runner=rt.runner,
+                    max_deliveries=rt.settings.orchestrator.max_step_deliveries,
+                    is_live=lambda runner: rt.is_live(runner, (step.job_id, step.index)),
+                    literal=_literal, admit=admission)
+        except redis.RedisError as exc:  # its limit's slot could not be asked: by message
+            log.warning("step %s/%d: not continued (%s); sent as a message", step.job_id,
+                        step.index, type(exc).__name__)
+            return done
+        events = [*done.events, *start.events]
+        if start.verdict != StepVerdict.run:  # it took no slot: a slot is taken to run
+            return replace(done, events=events, send=start.next)
+        run.next = Next(step, start, admission)
+        return replace(done, events=events, send=None)
 
     def _storable(self, rt: Resources, job_id: str, index: int, output: Any) -> Any:
         """The output as the store can hold it; what was replaced is said in an event."""
