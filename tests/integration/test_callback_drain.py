@@ -17,6 +17,8 @@ from tests.integration.conftest import Stack, running_stack
 from tests.integration.receiver import Server, reply, serve
 
 DB_INDEX = 10
+NARROW_DB_INDEX = 8  # module stacks of test_callbacks and test_continuation: not alive now
+ALL_POOLS = ["llm", "tools", "flow", "callbacks", "memory"]
 
 
 @pytest.fixture(scope="module", params=["sqlite", "postgres"])
@@ -28,6 +30,19 @@ def drain_stack(request: pytest.FixtureRequest,
                        name=f"drain_{request.param}", split_workers=False,
                        concurrency=8) as running:
         # Without the sweeper nothing else would ever send a delivery the wake-up missed.
+        assert running.sweeper is not None
+        running.sweeper.stop()
+        running.sweeper = None
+        yield running
+
+
+@pytest.fixture
+def narrow_stack(request: pytest.FixtureRequest, broker: services.BrokerServer) -> Iterator[Stack]:
+    """One worker for every pool, two callback attempts in flight, no sweeper."""
+    redis.Redis.from_url(broker.url.rsplit("/", 1)[0] + f"/{NARROW_DB_INDEX}").flushdb()
+    with running_stack(request, "sqlite", NARROW_DB_INDEX, {
+            "CALLBACK_SWEEP_SECONDS": "3600", "CALLBACK_CONCURRENCY": "2"},
+            name="drain_narrow", split_workers=False, concurrency=8) as running:
         assert running.sweeper is not None
         running.sweeper.stop()
         running.sweeper = None
@@ -111,3 +126,32 @@ def test_attempts_to_a_slow_receiver_are_in_flight_together(drain_stack: Stack) 
     assert most[0] >= 8, most
     assert (starts[-1] - starts[0]).total_seconds() < 12
     assert {row["status"] for row in found} == {"succeeded"}
+
+
+def test_a_drainer_whose_worker_stops_hands_the_rest_to_the_next_worker(
+        narrow_stack: Stack) -> None:
+    # Given 40 callbacks to a receiver that takes 0.4 s each, two at a time (8 s in all)
+    client = narrow_stack.client()
+
+    def slow(handler: BaseHTTPRequestHandler) -> None:
+        time.sleep(0.4)
+        reply(204, body=b"")(handler)
+
+    with serve(slow) as hook:
+        job_ids = submit(client, f"{hook.url}/hook", 40)
+        wait_received(hook, 4)
+        # When the worker draining them is told to stop
+        started = time.monotonic()
+        narrow_stack.workers["all"].stop()
+        stopped, sent = time.monotonic() - started, len(hook.received)
+        # Then it stops once its attempts in flight end, not after the whole backlog (its warm
+        # shutdown would wait 7 s for it), and the next worker drains the rest
+        assert stopped < 4, f"the worker took {stopped:.1f} s to stop"
+        assert sent < 30, sent
+        narrow_stack.start_worker("all", ALL_POOLS, concurrency=8)
+        wait_received(hook, 40)
+        time.sleep(1.0)  # room for a duplicate to arrive
+        found = deliveries_of(client, job_ids)
+    ids = [seen.headers["webhook-id"] for seen in hook.received]
+    assert len(ids) == len(set(ids)) == 40
+    assert {(row["status"], row["attempts"]) for row in found} == {("succeeded", 1)}
