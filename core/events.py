@@ -33,7 +33,7 @@ def count_new(client: redis.Redis, events: list[LiveEvent]) -> None:
     (its stream is opened by its id, which the API has not answered; the submitter's own wait
     reads the store), and a follower reads the store before it listens, so announcing them
     would cost every submission a broker round trip for no reader."""
-    TALLY.observe(client, None, events)
+    TALLY.observe(client, events)
 
 
 def publish(client: redis.Redis, events: list[LiveEvent]) -> None:
@@ -41,11 +41,8 @@ def publish(client: redis.Redis, events: list[LiveEvent]) -> None:
     message only delays readers who fall back to the store."""
     if not events:
         return
+    TALLY.observe(client, events)
     try:
-        # One round trip: the announcement, and the figures tallied in this process if due.
-        pipe = client.pipeline(transaction=False)
-        pipe.publish(CHANNEL, json.dumps(events, default=str))
-        TALLY.observe(client, pipe, events)
-        pipe.execute()
+        client.publish(CHANNEL, json.dumps(events, default=str))
     except redis.RedisError as exc:
         log.warning("could not publish %d live events: %s", len(events), exc)

@@ -87,36 +87,33 @@ def _write(pipe: Any, counts: Counts) -> None:
 
 
 class Tally:
-    """This process's figures not yet added to Redis: added to a caller's pipeline when
-    `FLUSH_SECONDS` have passed, or by a background thread when no pipeline comes."""
+    """This process's figures not yet added to Redis, added by a background thread every
+    `FLUSH_SECONDS` (and before a scrape, and at exit) in one command per changed bucket."""
 
     def __init__(self) -> None:
         self._counts: Counts = defaultdict(float)
         self._lock = threading.Lock()
         self._owner = 0  # the pid whose flusher runs (a forked child starts its own)
         self._client: redis.Redis | None = None
-        self._due = 0.0
 
-    def observe(self, client: redis.Redis, pipe: Any | None, events: list[dict[str, Any]]) -> None:
-        """Tally `events`; when a flush is due, add every pending count to `pipe` (which the
-        caller executes now), or leave them to the flusher when there is no pipe."""
+    def observe(self, client: redis.Redis, events: list[dict[str, Any]]) -> None:
+        """Tally `events`; the flusher adds them to `client` within `FLUSH_SECONDS`."""
         with self._lock:
             self._client = client
             if self._owner != os.getpid():
                 self._start()
             tally(self._counts, events)
-            if pipe is not None and self._counts and time.monotonic() >= self._due:
-                self._take(pipe)
 
     def flush(self) -> None:
-        """Add the pending counts to Redis now (the API before a scrape; the flusher)."""
+        """Add the pending counts to Redis now (the flusher; the API before a scrape)."""
         with self._lock:
-            client = self._client
-            if client is None or not self._counts:
+            client, counts = self._client, self._counts
+            if client is None or not counts:
                 return
-            pipe = client.pipeline(transaction=False)
-            counts = self._take(pipe)
+            self._counts = defaultdict(float)
         try:
+            pipe = client.pipeline(transaction=False)
+            _write(pipe, counts)
             pipe.execute()
         except redis.RedisError as exc:
             with self._lock:  # kept for the next flush
@@ -124,15 +121,8 @@ class Tally:
                     self._counts[item] += amount
             log.warning("could not add %d figures to the metrics: %s", len(counts), exc)
 
-    def _take(self, pipe: Any) -> Counts:
-        counts, self._counts = self._counts, defaultdict(float)
-        self._due = time.monotonic() + FLUSH_SECONDS
-        _write(pipe, counts)
-        return counts
-
     def _start(self) -> None:
         self._owner, self._counts = os.getpid(), defaultdict(float)
-        self._due = time.monotonic() + FLUSH_SECONDS
 
         def flusher() -> None:
             while True:

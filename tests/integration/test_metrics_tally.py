@@ -37,13 +37,11 @@ def test_a_burst_of_jobs_costs_one_command_per_bucket_and_every_count_arrives(
         client: redis.Redis) -> None:
     # Given a process tally (a fresh one: the module's is shared with other tests)
     tally = observations.Tally()
-    tally.observe(client, client.pipeline(), [])  # its flusher starts
+    tally.observe(client, [])  # its flusher starts
     client.config_resetstat()
     # When 200 jobs of one intent end within the flush interval, each published
     for n in range(200):
-        pipe = client.pipeline(transaction=False)
-        tally.observe(client, pipe, finished("debug.echo", 3 + n % 2))
-        pipe.execute()
+        tally.observe(client, finished("debug.echo", 3 + n % 2))
     # Then, once flushed, the totals are exact...
     wait_for(lambda: client.hget(observations.SUBMITTED, "debug.echo") == b"200")
     steps = observations.histograms(client, observations.STEPS)["debug.echo"]
@@ -59,12 +57,7 @@ def test_a_burst_of_jobs_costs_one_command_per_bucket_and_every_count_arrives(
 def test_the_api_adds_its_own_tally_before_a_scrape(client: redis.Redis) -> None:
     # Given counts tallied but not yet due
     tally = observations.Tally()
-    pipe = client.pipeline(transaction=False)
-    tally.observe(client, pipe, [])
-    pipe.execute()
-    pipe = client.pipeline(transaction=False)
-    tally.observe(client, pipe, finished("debug.chain", 20))
-    pipe.execute()
+    tally.observe(client, finished("debug.chain", 20))
     assert client.hget(observations.SUBMITTED, "debug.chain") is None
     # When it flushes (as /metrics does first)
     tally.flush()
