@@ -258,13 +258,14 @@ class StepTask(Task):  # type: ignore[misc]
             return done
         admission = Admission(rt)
         try:
-            with session.begin_nested():
-                start = begin_step(
-                    session=session, job_id=step.job_id, index=step.index, runner=rt.runner,
-                    max_deliveries=rt.settings.orchestrator.max_step_deliveries,
-                    is_live=lambda runner: rt.is_live(runner, (step.job_id, step.index)),
-                    literal=_literal, admit=admission)
-        except redis.RedisError as exc:  # its limit's slot could not be asked: by message
+            start = begin_step(
+                session=session, job_id=step.job_id, index=step.index, runner=rt.runner,
+                max_deliveries=rt.settings.orchestrator.max_step_deliveries,
+                is_live=lambda runner: rt.is_live(runner, (step.job_id, step.index)),
+                literal=_literal, admit=admission)
+        except redis.RedisError as exc:
+            # Its limit's slot could not be asked (Redis, from `admit`, which comes before any
+            # write of the start): the end alone commits, and the step goes by message.
             log.warning("step %s/%d: not continued (%s); sent as a message", step.job_id,
                         step.index, type(exc).__name__)
             return done
