@@ -33,6 +33,8 @@ Sending = dict[Future[AttemptResult], Claimed]
 
 _executor: ThreadPoolExecutor | None = None
 _executor_lock = threading.Lock()
+
+
 def _senders(size: int) -> ThreadPoolExecutor:
     """This process's threads that send attempts (one pool, whatever the drainer)."""
     global _executor

@@ -29,7 +29,8 @@ def append_many(*, session: Session, items: list[tuple[str, Items]]) -> list[Liv
     rows locked in id order while numbering them); in the order given, per job."""
     by_job: dict[str, Items] = {}
     for job_id, job_items in items:
-        by_job.setdefault(job_id, []).extend(job_items)
+        if job_items:
+            by_job.setdefault(job_id, []).extend(job_items)
     if not by_job:
         return []
     seqs = dict(session.execute(
@@ -48,7 +49,4 @@ def append_many(*, session: Session, items: list[tuple[str, Items]]) -> list[Liv
 
 def append_events(*, session: Session, job_id: str, items: Items) -> list[LiveEvent]:
     """Append events to a job's log (the job row is locked while numbering them)."""
-    seq = session.execute(select(JOBS.c.event_seq).where(JOBS.c.id == job_id)
-                          .with_for_update()).scalar_one()
-    session.execute(update(JOBS).where(JOBS.c.id == job_id).values(event_seq=seq + len(items)))
-    return insert_events(session, job_id, seq, items)
+    return append_many(session=session, items=[(job_id, items)])

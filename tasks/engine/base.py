@@ -45,7 +45,7 @@ from core.store.waits import hold_step, issue_resume_token, wait_step
 from tasks.engine.admission import Admission
 from tasks.engine.app import shutting_down
 from tasks.engine.cancellation import is_cancelled
-from tasks.engine.chain import hand_off, step_signature, step_task_name
+from tasks.engine.chain import hand_off, send_step, step_task_name
 from tasks.engine.context import Cancelled, Extend, Hold, StepContext, Wait
 from tasks.engine.registry import REGISTRY, Intent
 from tasks.engine.resources import Resources, resources
@@ -327,8 +327,8 @@ class StepTask(Task):  # type: ignore[misc]
             raise self.retry(countdown=countdown, max_retries=max_retries, exc=exc)
         # A continued step has no message to retry: its first retry is a message of its own.
         try:
-            step_signature(self.app, delivery.follow).apply_async(
-                countdown=countdown, retries=delivery.retries + 1)
+            send_step(self.app, delivery.follow, countdown=countdown,
+                      retries=delivery.retries + 1)
         except (OperationalError, redis.RedisError, OSError) as failed:
             log.warning("retry of a continued step not sent (%s); the sweeper will send it",
                         type(failed).__name__)

@@ -6,6 +6,7 @@ off through `hand_off`, so "commit, then publish, then send" is written once.
 """
 
 from collections.abc import Sequence
+from typing import Any
 
 import redis
 from celery import Celery
@@ -34,8 +35,9 @@ def step_signature(app: Celery, step: NextStep) -> Signature:
     )
 
 
-def send_step(app: Celery, step: NextStep) -> None:
-    step_signature(app, step).apply_async()
+def send_step(app: Celery, step: NextStep, **options: Any) -> None:
+    """Send a step's message (`options`: Celery's, e.g. a retry's `countdown` and `retries`)."""
+    step_signature(app, step).apply_async(**options)
 
 
 def send_steps(app: Celery, steps: Sequence[NextStep]) -> int:
