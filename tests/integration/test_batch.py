@@ -1,10 +1,17 @@
 """`POST /v1/jobs:batch`: many jobs in one request, each its own job, key and result."""
 
+import json
 import uuid
 from typing import Any
 
 import httpx
+import pytest
+import redis
 
+from core.settings import get_settings
+from core.store.tables import NextStep
+from tasks.engine.app import create_celery
+from tasks.engine.chain import send_steps
 from tests import services
 from tests.integration.conftest import Stack, wait_job
 
@@ -85,3 +92,26 @@ def test_a_batch_the_broker_refuses_leaves_nothing_behind(
     accepted = client.post(BATCH, json={"jobs": jobs}).json()["jobs"]
     assert not any(a["deduplicated"] for a in accepted)
     assert [wait_job(client, a["job_id"])["status"] for a in accepted] == ["succeeded"] * 2
+
+
+def test_a_batch_of_steps_goes_to_the_broker_in_one_round_trip(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # Given a broker of its own (no other client reads from it) and 300 first steps
+    with services.redis_server() as broker:
+        monkeypatch.setenv("REDIS_URL", broker.url)
+        get_settings.cache_clear()
+        try:
+            app, client = create_celery(), redis.Redis.from_url(broker.url)
+            steps = [NextStep(f"job_{n}", 0, "debug.echo", "tools") for n in range(300)]
+            reads = int(client.info("stats")["total_reads_processed"])
+            # When they are sent as a batch submission sends them
+            sent = send_steps(app, steps)
+            # Then all arrived, in order, and the broker read them in a few reads, not one
+            # (a round trip) each
+            reads = int(client.info("stats")["total_reads_processed"]) - reads
+            assert sent == 300
+            queued = [json.loads(m)["headers"]["id"] for m in client.lrange("tools", 0, -1)]
+            assert queued[::-1] == [f"job_{n}-0" for n in range(300)]
+            assert reads < 60, f"{reads} reads for 300 messages"
+        finally:
+            get_settings.cache_clear()
