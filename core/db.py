@@ -1,9 +1,12 @@
 """Engines and sessions for the job store: SQLite (WAL) or Postgres, the same models."""
 
+import fcntl
+import os
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
+from types import TracebackType
 from typing import Any
 
 from sqlalchemy import Engine, event
@@ -34,6 +37,50 @@ def _sqlite_engine(url: str, begin: str, pool: dict[str, Any]) -> Engine:
     return engine
 
 
+class WriterTurn:
+    """SQLite's one writer, taken in turns: a process's threads queue on a lock, and the
+    thread whose turn it is queues with other processes on an exclusive `flock` of a file
+    beside the database, which the kernel hands over the moment its holder lets go. Without
+    it, a writer that finds another process writing waits in SQLite's busy handler, whose
+    sleeps grow to 100 ms a try, while the other process takes turn after turn."""
+
+    def __init__(self, path: str) -> None:
+        self._threads = threading.RLock()
+        self._depth = 0
+        self._path = f"{path}-writer"
+        self._fd, self._pid = -1, 0
+
+    def _file(self) -> int:
+        """This process's own open file: a forked child (a prefork pool's) shares its
+        parent's, and with it the parent's lock, so it opens the file again."""
+        if self._pid != os.getpid():
+            self._fd = os.open(self._path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            self._pid = os.getpid()
+        return self._fd
+
+    def __enter__(self) -> None:
+        self._threads.acquire()
+        if self._depth == 0:
+            try:
+                fcntl.flock(self._file(), fcntl.LOCK_EX)
+            except BaseException:
+                self._threads.release()
+                raise
+        self._depth += 1
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
+                 trace: TracebackType | None) -> None:
+        self._depth -= 1
+        if self._depth == 0:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+        self._threads.release()
+
+    def close(self) -> None:
+        if self._pid == os.getpid():
+            os.close(self._fd)
+            self._pid = 0
+
+
 class Database:
     """The job store's connections: `read()` for queries, `write()` for transactions."""
 
@@ -50,10 +97,13 @@ class Database:
             self._writer = _sqlite_engine(url, "BEGIN IMMEDIATE", pool)
         else:
             self._reader = self._writer = create_engine(url, pool_pre_ping=True, **pool)
-        # SQLite has one writer: this process's writers queue here, handed the turn the moment
-        # the last one commits, instead of each polling the file lock with SQLite's growing
-        # sleeps (up to 100 ms a try) while hundreds of threads ask at once.
-        self._turn = threading.RLock() if self.is_sqlite else nullcontext()
+        # SQLite has one writer: writers queue for it (`WriterTurn`), handed the turn the
+        # moment the last one commits, instead of each polling the file lock with SQLite's
+        # growing sleeps (up to 100 ms a try) while hundreds of threads ask at once.
+        path = make_url(url).database if self.is_sqlite else None
+        self._turn: AbstractContextManager[Any] = (
+            WriterTurn(path) if path and path != ":memory:" else
+            threading.RLock() if self.is_sqlite else nullcontext())
 
     @property
     def engine(self) -> Engine:
@@ -73,3 +123,5 @@ class Database:
     def dispose(self) -> None:
         self._reader.dispose()
         self._writer.dispose()
+        if isinstance(self._turn, WriterTurn):
+            self._turn.close()
