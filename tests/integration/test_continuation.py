@@ -8,12 +8,16 @@ A continued step's retries under production's values: `test_production_defaults`
 """
 
 import re
+import time
 from collections.abc import Iterator
 
 import httpx
 import pytest
 import redis
 
+from core.store.limits import set_concurrency_limit
+from core.store.tenants import tenant_for_key
+from tests import services
 from tests.integration.conftest import Stack, running_stack, wait_job
 
 DB_INDEX = 8  # shared with test_callbacks' module stack: emptied first
@@ -32,10 +36,10 @@ def client(stack: Stack) -> Iterator[httpx.Client]:
         yield http
 
 
-def messages(stack: Stack, job_id: str) -> int:
-    """How many step messages of the job the tools worker took."""
+def messages(stack: Stack, job_id: str, index: str = r"\d+") -> int:
+    """How many step messages of the job (of its step `index`) the tools worker took."""
     log = (stack.logs / "tools.log").read_text()
-    return len(re.findall(rf"tasks\.tools\.step\[{job_id}-\d+\] received", log))
+    return len(re.findall(rf"tasks\.tools\.step\[{job_id}-{index}\] received", log))
 
 
 def test_a_chain_on_one_pool_runs_in_one_message(stack: Stack, client: httpx.Client) -> None:
@@ -66,3 +70,36 @@ def test_a_step_of_another_pool_goes_by_message(stack: Stack, client: httpx.Clie
     assert done["status"] == "succeeded"
     # The first tools step came by message; the second followed it
     assert messages(stack, job["job_id"]) == 1
+
+
+def test_a_link_whose_slot_cannot_be_asked_for_goes_by_message_after_its_end_commits(
+        stack: Stack, broker: services.BrokerServer) -> None:
+    # Given a tenant whose links run under a concurrency limit (a start asks Redis for a slot)
+    key = stack.new_key()
+    with stack.db.write() as session:
+        tenant = tenant_for_key(session=session, raw_key=key)
+        assert tenant is not None
+        set_concurrency_limit(session=session, tenant_id=tenant, pattern="debug.chain.link",
+                              max_running=50)
+    client = stack.client(key)
+    # And a chain of two whose first link is running (it takes 0.8 s, within the run's second)
+    job = client.post("/v1/jobs", json={"intent": "debug.chain", "inputs": {
+        "steps": 2, "delay": 0.8}}).json()
+    deadline = time.monotonic() + 10
+    while client.get(f"/v1/jobs/{job['job_id']}").json()["steps"][0]["status"] != "running":
+        assert time.monotonic() < deadline, "the first link never started"
+        time.sleep(0.02)
+    # When Redis goes away before it ends, and comes back a moment after
+    broker.stop()
+    try:
+        time.sleep(1.5)
+    finally:
+        broker.start()
+    # Then its end was recorded all the same: it ran once, from its one message
+    done = wait_job(client, job["job_id"], timeout=60)
+    assert done["status"] == "succeeded", done
+    assert [s["attempts"] for s in done["steps"]] == [1, 1]
+    assert messages(stack, job["job_id"], "0") == 1
+    # And the second link came by a message of its own (the sweeper sent it: the hand-off had
+    # no broker), not in the same run
+    assert messages(stack, job["job_id"], "1") == 1
