@@ -10,6 +10,8 @@ from core.events import LiveEvent, event_payload
 from core.models import utcnow
 from core.store.tables import EVENTS, JOBS, Items
 
+EVENTS_INSERT = insert(EVENTS)
+
 
 def _rows(job_id: str, last_seq: int, items: Items, now: datetime) -> list[dict[str, Any]]:
     return [{"job_id": job_id, "seq": last_seq + n, "type": kind, "data": data,
@@ -20,7 +22,7 @@ def insert_events(session: Session, job_id: str, last_seq: int, items: Items) ->
     """Insert events numbered after `last_seq`; the caller moves the job's `event_seq` on."""
     rows = _rows(job_id, last_seq, items, utcnow())
     if rows:
-        session.execute(insert(EVENTS), rows)
+        session.execute(EVENTS_INSERT, rows)
     return [event_payload(**row) for row in rows]
 
 
@@ -43,7 +45,7 @@ def append_many(*, session: Session, items: list[tuple[str, Items]]) -> list[Liv
     now = utcnow()
     rows = [row for job_id, job_items in by_job.items()
             for row in _rows(job_id, seqs[job_id], job_items, now)]
-    session.execute(insert(EVENTS), rows)
+    session.execute(EVENTS_INSERT, rows)
     return [event_payload(**row) for row in rows]
 
 

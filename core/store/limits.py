@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 from fnmatch import fnmatchcase
 from typing import Any, Literal
 
-from sqlalchemy import func
+from sqlalchemy import bindparam, func
 from sqlmodel import Session, col, select
 
 from core.errors import NotFound
@@ -14,6 +14,9 @@ from core.models import ConcurrencyLimit, Job, JobStep, StepStatus, Tenant, Tena
 from core.settings import LimitSettings
 
 Period = Literal["day", "month"]
+LIMITS = ConcurrencyLimit.__table__  # type: ignore[attr-defined]
+RULES = select(LIMITS.c.pattern, LIMITS.c.max_running).where(  # read at every step's start
+    LIMITS.c.tenant_id == bindparam("tenant_id"))
 
 
 @dataclass(frozen=True)
@@ -40,8 +43,8 @@ def concurrency_rule(*, session: Session, tenant_id: str, intent: str,
     """The limit a step of `intent` runs under: the tenant's rules over the settings' defaults,
     the most specific matching pattern deciding; None: unlimited."""
     rules = dict(defaults)
-    rules.update({row.pattern: row.max_running for row in session.exec(
-        select(ConcurrencyLimit).where(ConcurrencyLimit.tenant_id == tenant_id))})
+    rules.update({row.pattern: row.max_running
+                  for row in session.execute(RULES, {"tenant_id": tenant_id})})
     matching = [p for p in rules if fnmatchcase(intent, p)]
     if not matching:
         return None

@@ -3,22 +3,31 @@
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import delete, insert
+from sqlalchemy import bindparam, delete, insert, select
 from sqlmodel import Session
 
-from core.models import EventType, IdempotencyRecord, Job, JobStatus, StepStatus, utcnow
+from core.models import EventType, Job, JobStatus, StepStatus, utcnow
 from core.store.events import insert_events
 from core.store.tables import EVENTS, IDEMPOTENCY, JOBS, STEPS, Handoff, Items, NewStep, NextStep
 
+# Built once: a submission's statements (the idempotency lookup is asked of every write).
+KEYED = (select(IDEMPOTENCY.c.job_id, IDEMPOTENCY.c.expires_at)
+         .where(IDEMPOTENCY.c.tenant_id == bindparam("tenant_id"),
+                IDEMPOTENCY.c.key == bindparam("key")).with_for_update())
+EXPIRED = delete(IDEMPOTENCY).where(IDEMPOTENCY.c.tenant_id == bindparam("tenant_id"),
+                                    IDEMPOTENCY.c.key == bindparam("key"))
+JOBS_INSERT, IDEMPOTENCY_INSERT, STEPS_INSERT = insert(JOBS), insert(IDEMPOTENCY), insert(STEPS)
 
-def _live_idempotency(*, session: Session, tenant_id: str, key: str) -> IdempotencyRecord | None:
-    """The tenant's record for `key`, locked, or None when there is none or it has expired."""
-    record = session.get(IdempotencyRecord, (tenant_id, key), with_for_update=True)
+
+def _live_idempotency(*, session: Session, tenant_id: str, key: str) -> str | None:
+    """The job of the tenant's record for `key` (locked), or None when there is none or it
+    has expired (then it is removed)."""
+    params = {"tenant_id": tenant_id, "key": key}
+    record = session.execute(KEYED, params).one_or_none()
     if record is not None and record.expires_at <= utcnow():
-        session.delete(record)
-        session.flush()
+        session.execute(EXPIRED, params)
         return None
-    return record
+    return None if record is None else str(record.job_id)
 
 
 def submit_job(
@@ -44,7 +53,7 @@ def submit_job(
     existing = None if idempotency_key is None else _live_idempotency(
         session=session, tenant_id=tenant_id, key=idempotency_key)
     if existing is not None:
-        return session.get_one(Job, existing.job_id), False, Handoff()
+        return session.get_one(Job, existing), False, Handoff()
     now = utcnow()
     empty = not steps
     job = Job.model_construct(
@@ -53,13 +62,13 @@ def submit_job(
         context=context, result=None, error=None, progress=1.0 if empty else 0.0,
         event_seq=2 if empty else 1, idempotency_key=idempotency_key, callback_url=callback_url,
         created_at=now, started_at=None, finished_at=now if empty else None)
-    session.execute(insert(JOBS), [job.model_dump()])
+    session.execute(JOBS_INSERT, [job.model_dump()])
     if idempotency_key is not None:
-        session.execute(insert(IDEMPOTENCY), [{
+        session.execute(IDEMPOTENCY_INSERT, [{
             "tenant_id": tenant_id, "key": idempotency_key, "job_id": job_id,
             "expires_at": now + timedelta(seconds=window)}])
     if steps:
-        session.execute(insert(STEPS), step_rows(job_id, 0, steps))
+        session.execute(STEPS_INSERT, step_rows(job_id, 0, steps))
     items: Items = [(EventType.job_queued, {"intent": intent, "mode": mode, "steps": len(steps)})]
     if empty:
         items.append((EventType.job_succeeded, {"result": None}))
