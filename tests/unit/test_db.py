@@ -15,7 +15,7 @@ from sqlalchemy import text
 from core.db import Database
 
 READ = text("SELECT 1")
-HOLDS = (0.45, 0.5, 0.55, 0.6, 0.65, 0.7, 0.75)
+HOLDS = (0.45, 0.5, 0.55, 0.6, 0.65)
 HOLDER = """
 import sys, time
 from sqlalchemy import text
