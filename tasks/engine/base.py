@@ -174,6 +174,10 @@ class StepTask(Task):  # type: ignore[misc]
                     retries=delivery.retries,
                     is_live=lambda runner: rt.is_live(runner, (job_id, index)),
                     literal=_literal, admit=admission)
+        except NotFound as exc:
+            # Not in the ledger: its job was removed (a batch whose broker trip failed after
+            # the messages arrived; the client was told to retry). Nothing to run or record.
+            raise Ignore(str(exc)) from exc
         except STORE_ERRORS as exc:
             log.warning("step %s/%d: could not record its start (%s); retrying", job_id, index,
                         type(exc).__name__)

@@ -1,6 +1,7 @@
 """`POST /v1/jobs:batch`: many jobs in one request, each its own job, key and result."""
 
 import json
+import time
 import uuid
 from typing import Any
 
@@ -11,7 +12,7 @@ import redis
 from core.settings import get_settings
 from core.store.tables import NextStep
 from tasks.engine.app import create_celery
-from tasks.engine.chain import send_steps
+from tasks.engine.chain import send_step, send_steps
 from tests import services
 from tests.integration.conftest import Stack, wait_job
 
@@ -115,3 +116,24 @@ def test_a_batch_of_steps_goes_to_the_broker_in_one_round_trip(
             assert reads < 60, f"{reads} reads for 300 messages"
         finally:
             get_settings.cache_clear()
+
+
+def test_a_message_whose_job_is_not_in_the_ledger_is_dropped_quietly(
+        stack: Stack, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Given a step message of a job the ledger does not have (a batch whose broker trip
+    # failed after its messages arrived: its jobs were removed, the client told to retry)
+    job_id = f"job_{uuid.uuid4().hex}"
+    monkeypatch.setenv("REDIS_URL", stack.env["REDIS_URL"])
+    get_settings.cache_clear()
+    try:
+        send_step(create_celery(), NextStep(job_id, 0, "debug.echo", "tools"))
+    finally:
+        get_settings.cache_clear()
+    # Then the worker drops it in one line, without an error and its traceback
+    log = stack.logs / "tools.log"
+    deadline = time.monotonic() + 15
+    while f"[{job_id}-0] ignored" not in log.read_text():
+        assert time.monotonic() < deadline, "the message was not dropped as ignored"
+        time.sleep(0.05)
+    lines = [line for line in log.read_text().splitlines() if job_id in line]
+    assert not [line for line in lines if "ERROR" in line or "raised" in line], lines
