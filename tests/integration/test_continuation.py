@@ -81,25 +81,25 @@ def test_a_link_whose_slot_cannot_be_asked_for_goes_by_message_after_its_end_com
         assert tenant is not None
         set_concurrency_limit(session=session, tenant_id=tenant, pattern="debug.chain.link",
                               max_running=50)
-    client = stack.client(key)
-    # And a chain of two whose first link is running (it takes 0.8 s, within the run's second)
-    job = client.post("/v1/jobs", json={"intent": "debug.chain", "inputs": {
-        "steps": 2, "delay": 0.8}}).json()
-    deadline = time.monotonic() + 10
-    while client.get(f"/v1/jobs/{job['job_id']}").json()["steps"][0]["status"] != "running":
-        assert time.monotonic() < deadline, "the first link never started"
-        time.sleep(0.02)
-    # When Redis goes away before it ends, and comes back a moment after
-    broker.stop()
-    try:
-        time.sleep(1.5)
-    finally:
-        broker.start()
-    # Then its end was recorded all the same: it ran once, from its one message
-    done = wait_job(client, job["job_id"], timeout=60)
-    assert done["status"] == "succeeded", done
-    assert [s["attempts"] for s in done["steps"]] == [1, 1]
-    assert messages(stack, job["job_id"], "0") == 1
-    # And the second link came by a message of its own (the sweeper sent it: the hand-off had
-    # no broker), not in the same run
-    assert messages(stack, job["job_id"], "1") == 1
+    with stack.client(key) as client:
+        # And a chain of two whose first link is running (it takes 0.8 s, within the run's second)
+        job = client.post("/v1/jobs", json={"intent": "debug.chain", "inputs": {
+            "steps": 2, "delay": 0.8}}).json()
+        deadline = time.monotonic() + 10
+        while client.get(f"/v1/jobs/{job['job_id']}").json()["steps"][0]["status"] != "running":
+            assert time.monotonic() < deadline, "the first link never started"
+            time.sleep(0.02)
+        # When Redis goes away before it ends, and comes back a moment after
+        broker.stop()
+        try:
+            time.sleep(1.5)
+        finally:
+            broker.start()
+        # Then its end was recorded all the same: it ran once, from its one message
+        done = wait_job(client, job["job_id"], timeout=60)
+        assert done["status"] == "succeeded", done
+        assert [s["attempts"] for s in done["steps"]] == [1, 1]
+        assert messages(stack, job["job_id"], "0") == 1
+        # And the second link came by a message of its own (the sweeper sent it: the hand-off had
+        # no broker), not in the same run
+        assert messages(stack, job["job_id"], "1") == 1
