@@ -22,20 +22,24 @@ def app(broker_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Celery]:
 def test_a_channel_sends_every_command_through_one_client(app: Celery) -> None:
     with app.connection_for_write() as connection:
         channel = connection.default_channel
-        # Given the clients a channel's commands go through, asked for from several threads
+        # Given the clients a channel's commands go through, asked for from several threads at
+        # once (the channel's first commands), then once more
         seen = []
+        together = threading.Barrier(8)
 
-        def ask() -> None:
+        def ask(wait: bool = True) -> None:
+            if wait:
+                together.wait(timeout=10)
             with channel.conn_or_acquire() as client:
                 assert client.ping()
                 seen.append(client)
 
-        threads = [threading.Thread(target=ask) for _ in range(4)]
+        threads = [threading.Thread(target=ask) for _ in range(8)]
         for thread in threads:
             thread.start()
         for thread in threads:
             thread.join()
-        ask()
+        ask(wait=False)
         # Then they are one client (not one built per command), on the channel's own pool
         assert len({id(client) for client in seen}) == 1
         assert seen[0].connection_pool is channel.pool
