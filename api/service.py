@@ -10,7 +10,7 @@ from datetime import datetime
 from typing import Any
 
 from fastapi.concurrency import run_in_threadpool
-from kombu.exceptions import OperationalError
+from kombu.exceptions import BatchPublishError, OperationalError
 from redis.exceptions import RedisError
 from sqlalchemy.exc import IntegrityError
 
@@ -60,7 +60,7 @@ from core.store.tables import Handoff, NewStep, new_job_id, step_task_id
 from core.store.waits import approve_step, reject_step, resume_step, submitting_key
 from tasks.engine import heartbeat, slots
 from tasks.engine.cancellation import UNREVOKE, clear, flag
-from tasks.engine.chain import SendStopped, hand_off, send_step, send_steps
+from tasks.engine.chain import hand_off, send_step, send_steps
 from tasks.engine.pools import POOLS
 from tasks.engine.registry import Intent
 from tasks.intents import REGISTRY
@@ -271,26 +271,23 @@ def _store_batch(state: AppState, items: list[BatchItem]) -> list[tuple[Job, boo
 
 
 def _enqueue_batch(state: AppState, created: list[tuple[Job, Handoff]]) -> None:
-    """Send the new jobs' first steps; those the broker did not take are removed as if never
-    submitted, and the caller is told how many of the batch started."""
+    """Send the new jobs' first steps in one round trip; if the broker does not take them,
+    those jobs are removed as if never submitted, and the caller is told so."""
     sends = [(job, handoff.send) for job, handoff in created if handoff.send is not None]
     try:
         send_steps(state.celery, [step for _, step in sends])
-    except SendStopped as stopped:
-        if not isinstance(stopped.__cause__, BROKER_ERRORS):
-            raise
-        unsent = [job.id for job, _ in sends[stopped.sent:]]
+    except (*BROKER_ERRORS, BatchPublishError) as exc:
+        unsent = {job.id for job, _ in sends}
         log.error("could not enqueue %d jobs of a batch: %s", len(unsent),
-                  type(stopped.__cause__).__name__)
+                  type(exc.__cause__ or exc).__name__)
         with state.db.write() as session:
             for job_id in unsent:
                 discard_submission(session=session, job_id=job_id)
-        left = set(unsent)
-        _count_created(state, [(job, h) for job, h in created if job.id not in left])
+        _count_created(state, [(job, h) for job, h in created if job.id not in unsent])
         raise Unavailable(
             f"the broker could not be reached: {len(unsent)} new jobs of the batch were not "
             f"started, {len(created) - len(unsent)} were; retry the request (each job's "
-            "idempotency key answers the ones that started)") from stopped.__cause__
+            "idempotency key answers the ones that started)") from exc
     _count_created(state, created)
 
 

@@ -80,8 +80,7 @@ STEP = (
 )
 
 REST = (
-    select(STEPS.c.index.label("idx"), STEPS.c.intent, STEPS.c.pool,
-           STEPS.c.status)
+    select(STEPS.c.index.label("idx"), STEPS.c.intent, STEPS.c.pool, STEPS.c.status)
     .where(STEPS.c.job_id == bindparam("job_id"), STEPS.c.index > bindparam("index"))
     .order_by(STEPS.c.index)
 )

@@ -11,7 +11,6 @@ from typing import Any
 import redis
 from celery import Celery
 from celery.canvas import Signature
-from kombu.exceptions import BatchPublishError
 
 from core.events import LiveEvent, publish
 from core.models import EventType
@@ -19,8 +18,9 @@ from core.store.tables import Handoff, NextStep, step_task_id
 from tasks.engine import outbox
 from tasks.engine.pools import POOLS
 
-SEND_PER_TRIP = 1000
-"""Messages sent in one broker round trip by `send_steps` (a whole batch submission)."""
+COMMANDS_PER_MESSAGE = 5
+"""At most, for kombu's Redis transport: an `LPUSH`, and a `PEXPIRE` for each of its four
+priority levels when the queue expires (so a batch is never flushed before its end)."""
 
 
 def step_task_name(pool: str) -> str:
@@ -44,35 +44,18 @@ def send_step(app: Celery, step: NextStep, **options: Any) -> None:
     step_signature(app, step).apply_async(**options)
 
 
-def send_steps(app: Celery, steps: Sequence[NextStep], per_trip: int = SEND_PER_TRIP) -> int:
-    """Send many steps in order, `per_trip` messages to a broker round trip (kombu's publish
-    batch: one pipeline); how many were sent before the broker failed (re-raised with it as
-    `SendStopped`). A trip that failed counts as unsent: its messages may have arrived, but
-    a message whose job is not in the ledger is dropped by the worker that takes it."""
-    sent = 0
-    try:
-        with app.producer_or_acquire() as producer:
-            for start in range(0, len(steps), per_trip):
-                trip = steps[start:start + per_trip]
-                # The batch's size counts broker commands, a few per message at most: it
-                # is flushed once, at the end of the trip.
-                with producer.batch(max_size=4 * len(trip)):
-                    for step in trip:
-                        step_signature(app, step).apply_async(producer=producer)
-                sent += len(trip)
-    except BatchPublishError as exc:  # the broker's own error is its cause
-        raise SendStopped(sent) from exc.__cause__ or exc
-    except Exception as exc:
-        raise SendStopped(sent) from exc
-    return sent
-
-
-class SendStopped(Exception):
-    """Raised when the broker failed partway through `send_steps`: `sent` steps went out."""
-
-    def __init__(self, sent: int) -> None:
-        super().__init__(f"the broker failed after {sent} steps were sent")
-        self.sent = sent
+def send_steps(app: Celery, steps: Sequence[NextStep]) -> None:
+    """Send many steps, in order, in one broker round trip (kombu's publish batch: one
+    pipeline, flushed at the end). kombu calls the delivery of a pipeline that failed
+    uncertain (`BatchPublishError`, the broker's error its cause), so a caller takes none of
+    them as sent: a message that arrived all the same, whose job it then removed, is dropped
+    by the worker that takes it."""
+    if not steps:
+        return
+    with app.producer_or_acquire() as producer, \
+            producer.batch(max_size=COMMANDS_PER_MESSAGE * len(steps)):
+        for step in steps:
+            step_signature(app, step).apply_async(producer=producer)
 
 
 def wake_deliveries(app: Celery, client: redis.Redis, events: Sequence[LiveEvent],

@@ -106,11 +106,10 @@ def test_a_batch_of_steps_goes_to_the_broker_in_one_round_trip(
             steps = [NextStep(f"job_{n}", 0, "debug.echo", "tools") for n in range(300)]
             reads = int(client.info("stats")["total_reads_processed"])
             # When they are sent as a batch submission sends them
-            sent = send_steps(app, steps)
+            send_steps(app, steps)
             # Then all arrived, in order, and the broker read them in a few reads, not one
             # (a round trip) each
             reads = int(client.info("stats")["total_reads_processed"]) - reads
-            assert sent == 300
             queued = [json.loads(m)["headers"]["id"] for m in client.lrange("tools", 0, -1)]
             assert queued[::-1] == [f"job_{n}-0" for n in range(300)]
             assert reads < 60, f"{reads} reads for 300 messages"
