@@ -107,12 +107,15 @@ def test_a_batch_of_steps_goes_to_the_broker_in_one_round_trip(
             reads = int(client.info("stats")["total_reads_processed"])
             # When they are sent as a batch submission sends them
             send_steps(app, steps)
-            # Then all arrived, in order, and the broker read them in a few reads, not one
-            # (a round trip) each
+            # Then all arrived, in order, and the broker read them in fewer reads than one per
+            # message. Sent one by one, each message is at least one read: the client waits for
+            # its reply before it sends the next (314 reads). A pipeline's bytes come in
+            # redis-py's pieces of about 6 KB, which the broker may read as they arrive: about
+            # 60 reads for these 300 messages on a loaded machine, fewer on a quiet one.
             reads = int(client.info("stats")["total_reads_processed"]) - reads
             queued = [json.loads(m)["headers"]["id"] for m in client.lrange("tools", 0, -1)]
             assert queued[::-1] == [f"job_{n}-0" for n in range(300)]
-            assert reads < 60, f"{reads} reads for 300 messages"
+            assert reads < len(steps) / 2, f"{reads} reads for {len(steps)} messages"
         finally:
             get_settings.cache_clear()
 
