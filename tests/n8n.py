@@ -1,6 +1,7 @@
 """A real n8n for the flow tests: Node 22 and n8n from the npm registry, cached outside the
 checkout, started on loopback with the test workflows imported and active."""
 
+import json
 import os
 import shutil
 import subprocess
@@ -44,6 +45,13 @@ def install() -> None:
         staging.rename(N8N_DIR)
 
 
+def webhook_paths() -> list[str]:
+    """The paths of the test workflows' webhooks."""
+    return [node["parameters"]["path"] for workflow in sorted(WORKFLOWS.glob("*.json"))
+            for node in json.loads(workflow.read_text())["nodes"]
+            if node["type"] == "n8n-nodes-base.webhook"]
+
+
 class N8n:
     """An n8n on a loopback port with its own user folder; `stop` and `start` at will."""
 
@@ -71,21 +79,24 @@ class N8n:
                            timeout=300)
 
     def start(self) -> None:
-        """Start n8n and wait until the workflows' webhooks answer (activation comes after
-        readiness)."""
+        """Start n8n and wait until every workflow's webhook is registered (activation comes
+        after readiness)."""
         self.process = services.Process([str(N8N), "start"], self.env, self.logs / "n8n.log")
         deadline = time.monotonic() + 180
-        while not self._answers():
+        while not all(self._registered(path) for path in webhook_paths()):
             if time.monotonic() > deadline:
                 raise TimeoutError(f"n8n did not start; see {self.logs / 'n8n.log'}")
             time.sleep(0.5)
 
-    def _answers(self) -> bool:
+    def _registered(self, path: str) -> bool:
+        """Whether the POST webhook at `path` is registered: n8n then refuses a GET of it
+        saying which method it takes. Not any 200: while its database migrates, n8n answers
+        every request 200 "n8n is starting up", and later an unknown webhook 404."""
         try:
-            return httpx.post(f"{self.webhook_base}/orch-sync", json={"inputs": {}},
-                              timeout=5).status_code == 200
+            answer = httpx.get(f"{self.webhook_base}/{path}", timeout=5)
         except httpx.HTTPError:
             return False
+        return answer.status_code == 404 and "Did you mean to make a POST request" in answer.text
 
     def stop(self) -> None:
         if self.process is not None:
