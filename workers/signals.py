@@ -55,7 +55,8 @@ def _start_background(sender: Any, **_: Any) -> None:
     worker = rt.settings.worker
     _background.append(heartbeat.start(rt.settings.broker.url, pools, sender.hostname,
                                        worker.heartbeat_seconds))
-    rt.holdings = heartbeat.Holdings(rt.redis, rt.runner, keep=worker.lost_after * 10)
+    rt.holdings = heartbeat.Holdings(rt.redis, rt.runner,
+                                     keep=worker.lost_after * heartbeat.KEEP_FACTOR)
     _background.append(heartbeat.start_holdings(rt.holdings, _held_steps,
                                                 worker.heartbeat_seconds))
     if POOLS[PoolName.tools].queue in pools:

@@ -5,7 +5,7 @@ the step) and returns a `Handoff`: the events to publish and the step to send on
 """
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from enum import StrEnum
 from types import SimpleNamespace
@@ -29,6 +29,19 @@ class StepVerdict(StrEnum):
     run = "run"
     done = "done"
     skip = "skip"
+    write = "write"  # asked with `claim` (nothing written), the answer needs a write
+
+
+@dataclass(frozen=True)
+class StartRecord:
+    """A step's start not yet written: what `record_start` writes with the step's first
+    write (its end, mostly), so a quick step costs one transaction."""
+
+    job_id: str
+    index: int
+    attempts: int
+    runner: str
+    at: datetime
 
 
 @dataclass
@@ -36,7 +49,8 @@ class StepStart:
     """The outcome of `begin_step`.
 
     `run` comes with the step's inputs (references resolved); `done` (it already succeeded)
-    with the next step to send again; `skip` with the reason and any events.
+    with the next step to send again; `skip` with the reason and any events; `write` (asked
+    without writing) says to ask again in a transaction that may write.
     """
 
     verdict: StepVerdict
@@ -48,6 +62,9 @@ class StepStart:
     tenant_id: str = ""
     approved: bool = False
     next: NextStep | None = None
+    unrecorded: StartRecord | None = None
+    attempts: int = 0  # asked with `claim`: the attempt it claimed (`write`: to ask again)
+    throttled: dict[str, Any] | None = None  # asked with `claim`: the event to record
 
 
 @dataclass
@@ -63,6 +80,9 @@ class Ledger:
 
 Admit = Callable[[Session, Ledger], dict[str, Any] | None]
 """Asked before a step starts: None lets it start; a dict (the limit) throttles it."""
+
+Claim = Callable[[int], int | None]
+"""Given the attempt a start would be, the attempt it is (None: a live runner has it)."""
 
 
 JOB_LOCK = (
@@ -188,7 +208,8 @@ def _output_of(session: Session, job_id: str, before: int) -> Callable[[int], An
 def begin_step(*, session: Session, job_id: str, index: int, runner: str, max_deliveries: int,
                retries: int = 0, is_live: Callable[[str], bool] = lambda _: False,
                literal: Callable[[str, str], bool] = lambda _i, _t: False,
-               admit: Admit | None = None) -> StepStart:
+               admit: Admit | None = None, claim: Claim | None = None,
+               attempts_from: int = 0) -> StepStart:
     """Record that `runner` (host:pid/start) took a step; say whether to run it, and with what.
 
     A step running on a live runner is a duplicate delivery (skipped); one whose runner died is
@@ -197,6 +218,12 @@ def begin_step(*, session: Session, job_id: str, index: int, runner: str, max_de
     References in the inputs are resolved unless `literal(intent, tenant)` says the intent
     takes them as they are (a planner whose inputs are steps for later). Last, `admit` may
     throttle it (a concurrency limit is full): it stays pending, unstarted and uncounted.
+
+    With `claim`, nothing is written when the step is to run: the start comes back unrecorded
+    (`StepStart.unrecorded`) for the caller to write with the step's first write, and `claim`
+    (given the attempt this would be) says which attempt it is, counting starts that other
+    runners never wrote (None: a live one runs it now). An answer that needs a write (poison,
+    a broken reference) comes back as `write`, with `attempts_from` for the second ask.
     """
     at = ledger(session, job_id, index)
     if at.status.terminal:
@@ -207,8 +234,16 @@ def begin_step(*, session: Session, job_id: str, index: int, runner: str, max_de
         return StepStart(StepVerdict.skip, reason=f"step is {at.step_status}")
     if at.step_status == StepStatus.running and at.row.runner and is_live(at.row.runner):
         return StepStart(StepVerdict.skip, reason=f"a duplicate: running on {at.row.runner}")
-    attempts = at.row.attempts + 1
+    attempts = max(at.row.attempts + 1, attempts_from)
+    if claim is not None:
+        claimed = claim(attempts)
+        if claimed is None:
+            return StepStart(StepVerdict.skip, reason="a duplicate: its start is not written "
+                             "yet by the live runner that has it")
+        attempts = claimed
     if attempts - at.row.attempts_base > max_deliveries + retries:
+        if claim is not None:
+            return StepStart(StepVerdict.write, attempts=attempts)
         error = (f"step {index} ({at.row.intent}) was delivered {attempts} times without "
                  "finishing; failed as poison")
         handoff = fail(session, at, error, step={"attempts": attempts}, job_error=error)
@@ -217,15 +252,48 @@ def begin_step(*, session: Session, job_id: str, index: int, runner: str, max_de
         inputs = at.row.inputs if literal(at.row.intent, at.row.tenant_id) else refs.resolve(
             at.row.inputs, _output_of(session, job_id, index))
     except refs.RefError as exc:
+        if claim is not None:
+            return StepStart(StepVerdict.write, attempts=attempts)
         handoff = fail(session, at, str(exc), step={"attempts": attempts})
         return StepStart(StepVerdict.skip, reason=str(exc), events=handoff.events)
     throttled = admit(session, at) if admit is not None else None
     if throttled is not None:
-        events = record(session, at, {}, {"status": StepStatus.pending, "runner": None},
-                        [(EventType.step_throttled, {"index": index, **throttled})])
+        if claim is not None:  # for the caller to write
+            return StepStart(StepVerdict.skip, reason="throttled by its concurrency limit",
+                             throttled=throttled, attempts=attempts)
         return StepStart(StepVerdict.skip, reason="throttled by its concurrency limit",
-                         events=events)
-    return _start(session, at, attempts, runner, inputs)
+                         events=_throttled(session, at, throttled))
+    start = StepStart(StepVerdict.run, inputs=inputs, intent=at.row.intent, pool=at.row.pool,
+                      tenant_id=at.row.tenant_id, approved=at.row.approved_at is not None)
+    record_at = StartRecord(job_id, index, attempts, runner, utcnow())
+    if claim is not None:
+        return replace(start, unrecorded=record_at)
+    return replace(start, events=_start(session, at, record_at))
+
+
+def _throttled(session: Session, at: Ledger, throttled: dict[str, Any]) -> list[LiveEvent]:
+    return record(session, at, {}, {"status": StepStatus.pending, "runner": None},
+                  [(EventType.step_throttled, {"index": at.index, **throttled})])
+
+
+def record_throttled(*, session: Session, job_id: str, index: int,
+                     throttled: dict[str, Any]) -> list[LiveEvent]:
+    """Record that a step asked without writing was throttled (still pending, unstarted)."""
+    at = ledger(session, job_id, index)
+    if at.status.terminal or at.step_status != StepStatus.pending:
+        return []
+    return _throttled(session, at, throttled)
+
+
+def record_start(*, session: Session, start: StartRecord) -> list[LiveEvent]:
+    """Write a step's start taken without writing: unless its job ended, the step ended, or
+    another delivery's start was written since (then this run's end finds the ledger as the
+    other left it)."""
+    at = ledger(session, start.job_id, start.index)
+    if at.status.terminal or at.step_status not in (StepStatus.pending, StepStatus.running) \
+            or at.row.attempts >= start.attempts:
+        return []
+    return _start(session, at, start)
 
 
 def _already_done(session: Session, at: Ledger) -> StepStart:
@@ -236,22 +304,17 @@ def _already_done(session: Session, at: Ledger) -> StepStart:
     return StepStart(StepVerdict.done, next=following)
 
 
-def _start(session: Session, at: Ledger, attempts: int, runner: str,
-           inputs: dict[str, Any]) -> StepStart:
-    now = utcnow()
+def _start(session: Session, at: Ledger, start: StartRecord) -> list[LiveEvent]:
     items: Items = []
     job: dict[str, Any] = {}
     if at.status == JobStatus.queued:
-        job = {"status": JobStatus.running, "started_at": now}
+        job = {"status": JobStatus.running, "started_at": start.at}
         items.append((EventType.job_started, {}))
     items.append((EventType.step_started, {"index": at.index, "intent": at.row.intent,
-                                           "pool": at.row.pool, "attempt": attempts,
-                                           "worker": runner}))
-    events = record(session, at, job, {"status": StepStatus.running, "attempts": attempts,
-                                       "runner": runner, "started_at": now}, items)
-    return StepStart(StepVerdict.run, events=events, inputs=inputs, intent=at.row.intent,
-                     pool=at.row.pool, tenant_id=at.row.tenant_id,
-                     approved=at.row.approved_at is not None)
+                                           "pool": at.row.pool, "attempt": start.attempts,
+                                           "worker": start.runner}))
+    return record(session, at, job, {"status": StepStatus.running, "attempts": start.attempts,
+                                     "runner": start.runner, "started_at": start.at}, items)
 
 
 def finish_step(*, session: Session, job_id: str, index: int, output: Any,

@@ -15,7 +15,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import Any, NoReturn, TypeVar
+from typing import Any, NoReturn, TypeVar, cast
 
 import redis
 from celery import Task
@@ -34,12 +34,21 @@ from tenacity import (
 
 from core import refs
 from core.errors import IntentNotFound, InvalidRequest, NotFound, UpstreamUnavailable
-from core.events import publish
+from core.events import LiveEvent, publish
 from core.logformat import bind, set_context
 from core.models import EventType
 from core.storable import REPLACEMENT, NotStorable, storable
 from core.store.events import append_events
-from core.store.ledger import StepStart, StepVerdict, begin_step, fail_step, finish_step, retry_step
+from core.store.ledger import (
+    StepStart,
+    StepVerdict,
+    begin_step,
+    fail_step,
+    finish_step,
+    record_start,
+    record_throttled,
+    retry_step,
+)
 from core.store.tables import Handoff, NewStep, NextStep, new_token
 from core.store.waits import hold_step, issue_resume_token, wait_step
 from tasks.engine.admission import Admission
@@ -49,6 +58,7 @@ from tasks.engine.chain import hand_off, send_step, step_task_name
 from tasks.engine.context import Cancelled, Extend, Hold, StepContext, Wait
 from tasks.engine.registry import REGISTRY, Intent
 from tasks.engine.resources import Resources, resources
+from tasks.engine.starts import Pending
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -84,9 +94,11 @@ class Next:
 
 @dataclass
 class Run:
-    """One step's part of a run: when the run began, and the next step if it goes on."""
+    """One step's part of a run: when the run began, its start if not written yet (written
+    with its first write), and the next step if it goes on."""
 
     began: float
+    pending: Pending | None = None
     next: Next | None = None
 
 
@@ -144,7 +156,7 @@ class StepTask(Task):  # type: ignore[misc]
         bind(tenant=start.tenant_id or None)
         if start.verdict != StepVerdict.run:
             raise Ignore(start.reason or "already done")
-        run = Run(began)
+        run = Run(began, rt.starts.hold(start.unrecorded) if start.unrecorded else None)
         with rt.lock:
             rt.executing.add((job_id, index))
         try:
@@ -159,30 +171,63 @@ class StepTask(Task):  # type: ignore[misc]
         finally:
             with rt.lock:
                 rt.executing.discard((job_id, index))
+            if run.pending is not None:
+                rt.starts.drop(run.pending)
         self._hand_off(rt, outcome)
         admission.release(self.app, job_id, index)
         return run.next
 
     def _begin(self, rt: Resources, delivery: Delivery, admission: Admission) -> StepStart:
-        """The ledger's verdict; a step never runs unrecorded, so retry until the store answers."""
+        """The ledger's verdict, asked without writing: a step to run comes with its start to
+        write with its first write (`tasks.engine.starts`). A verdict that must be written
+        (throttled, poison, a broken reference) is. A step never runs without the ledger's
+        word, so retry until the store answers."""
         job_id, index = delivery.job_id, delivery.index
+        claimed: list[int] = []
+
+        def live(runner: str) -> bool:
+            return rt.is_live(runner, (job_id, index))
+
+        def claim(attempts: int) -> int | None:
+            taken = rt.starts.claim(job_id, index, attempts, live)
+            claimed.extend([] if taken is None else [taken])
+            return taken
+
+        def ask(session: Session, attempts_from: int = 0, deferred: bool = True) -> StepStart:
+            return begin_step(
+                session=session, job_id=job_id, index=index, runner=rt.runner,
+                max_deliveries=rt.settings.orchestrator.max_step_deliveries,
+                retries=delivery.retries, is_live=live, literal=_literal, admit=admission,
+                claim=claim if deferred else None, attempts_from=attempts_from)
         try:
-            with rt.db.write() as session:
-                return begin_step(
-                    session=session, job_id=job_id, index=index, runner=rt.runner,
-                    max_deliveries=rt.settings.orchestrator.max_step_deliveries,
-                    retries=delivery.retries,
-                    is_live=lambda runner: rt.is_live(runner, (job_id, index)),
-                    literal=_literal, admit=admission)
-        except NotFound as exc:
-            # Not in the ledger: its job was removed (a batch whose broker trip failed after
-            # the messages arrived; the client was told to retry). Nothing to run or record.
-            raise Ignore(str(exc)) from exc
-        except STORE_ERRORS as exc:
-            log.warning("step %s/%d: could not record its start (%s); retrying", job_id, index,
-                        type(exc).__name__)
-            raise self.retry(countdown=RECORD_RETRY_SECONDS, max_retries=RECORD_RETRIES,
-                             exc=exc) from exc
+            with rt.db.read() as session:
+                start = ask(session)
+            if start.verdict == StepVerdict.run:
+                return start  # its lease kept until its start is written
+            if claimed:  # taken, but it does not run from here
+                rt.starts.release(job_id, index, claimed[-1])
+            if start.verdict == StepVerdict.write:
+                with rt.db.write() as session:
+                    return ask(session, start.attempts, deferred=False)
+            if start.throttled is not None:
+                with rt.db.write() as session:
+                    return replace(start, events=record_throttled(
+                        session=session, job_id=job_id, index=index,
+                        throttled=start.throttled))
+            return start
+        except BaseException as exc:
+            if claimed:
+                rt.starts.release(job_id, index, claimed[-1])
+            if isinstance(exc, NotFound):
+                # Not in the ledger: its job was removed (a batch whose broker trip failed
+                # after the messages arrived; the client was told to retry). Nothing to run.
+                raise Ignore(str(exc)) from exc
+            if isinstance(exc, STORE_ERRORS):
+                log.warning("step %s/%d: could not ask the ledger (%s); retrying", job_id,
+                            index, type(exc).__name__)
+                raise self.retry(countdown=RECORD_RETRY_SECONDS, max_retries=RECORD_RETRIES,
+                                 exc=exc) from exc
+            raise
 
     def _execute(self, rt: Resources, delivery: Delivery, start: StepStart,
                  run: Run) -> Handoff:
@@ -193,7 +238,7 @@ class StepTask(Task):  # type: ignore[misc]
             intent.authorize(inputs, start.tenant_id)
         except (IntentNotFound, InvalidRequest, NotFound) as exc:
             error = str(exc)
-            return self._write(rt, lambda s: fail_step(session=s, job_id=job_id,
+            return self._write(rt, job_id, index, lambda s: fail_step(session=s, job_id=job_id,
                                                              index=index, error=error))
         hold = None if start.approved else intent.hold(inputs)
         if hold is not None:
@@ -210,7 +255,7 @@ class StepTask(Task):  # type: ignore[misc]
             self._retry(rt, delivery, exc, BROKER_RETRY_SECONDS, BROKER_RETRIES)
         except Exception as exc:
             error = f"{type(exc).__name__}: {exc}"
-            self._hand_off(rt, self._write(rt, lambda s: fail_step(
+            self._hand_off(rt, self._write(rt, job_id, index, lambda s: fail_step(
                 session=s, job_id=job_id, index=index, error=error)))
             if getattr(exc, "expected", False):
                 raise StepRefused(error) from None
@@ -227,7 +272,7 @@ class StepTask(Task):  # type: ignore[misc]
             is_cancelled=lambda: _cancelled(rt, job_id),
             issue_resume_url=lambda: self._issue_resume_url(rt, job_id, index),
             plan_step=lambda name, step_inputs: _plan_step(start.tenant_id, name, step_inputs),
-            emit=lambda kind, data: self._emit(rt, job_id, kind, data), resources=rt)
+            emit=lambda kind, data: self._emit(rt, job_id, index, kind, data), resources=rt)
 
     def _outcome(self, rt: Resources, context: StepContext, result: Any,
                  run: Run) -> Handoff:
@@ -236,20 +281,20 @@ class StepTask(Task):  # type: ignore[misc]
         if isinstance(result, Wait):
             ttl = min(result.timeout or settings.wait_timeout, settings.wait_timeout)
             url = context.resume_url()
-            return self._write(rt, lambda s: wait_step(
+            return self._write(rt, job_id, index, lambda s: wait_step(
                 session=s, job_id=job_id, index=index, ttl=ttl, reason=result.reason,
                 resume_url=url, vault=rt.vault))
         output, steps = (result.output, result.steps) if isinstance(result, Extend) else (
             result, [])
         try:
             output = self._storable(rt, job_id, index, output)
-            return self._write(rt, lambda s: self._go_on(rt, s, run, finish_step(
+            return self._write(rt, job_id, index, lambda s: self._go_on(rt, s, run, finish_step(
                 session=s, job_id=job_id, index=index, output=output, extend=steps,
                 max_steps=settings.max_steps)))
         except (NotStorable, DataError) as exc:
             # Never left running (the sweeper would run it again): the step fails, saying why.
             error = f"its output cannot be stored: {getattr(exc, 'orig', None) or exc}"
-            return self._write(rt, lambda s: fail_step(session=s, job_id=job_id,
+            return self._write(rt, job_id, index, lambda s: fail_step(session=s, job_id=job_id,
                                                              index=index, error=error))
 
     def _go_on(self, rt: Resources, session: Session, run: Run, done: Handoff) -> Handoff:
@@ -289,7 +334,7 @@ class StepTask(Task):  # type: ignore[misc]
                 # The paths go to the tenant's event only: keys are the tenant's payload.
                 log.warning("step %s/%d: %d value(s) of its output replaced (%s)",
                             job_id, index, len(paths), reason)
-                self._emit(rt, job_id, EventType.step_output_replaced, {
+                self._emit(rt, job_id, index, EventType.step_output_replaced, {
                     "index": index, "paths": paths, "value": value, "reason": reason})
         return output
 
@@ -299,19 +344,20 @@ class StepTask(Task):  # type: ignore[misc]
                   rt.settings.orchestrator.approval_ttl)
         token = new_token("apv")
         approve = f"{rt.settings.api.base_url}/v1/jobs/{job_id}/approve"
-        return self._write(rt, lambda s: hold_step(
+        return self._write(rt, job_id, index, lambda s: hold_step(
             session=s, job_id=job_id, index=index, inputs=inputs, reason=hold.reason,
             token=token, ttl=ttl, approve_url=approve, vault=rt.vault))
 
-    def _emit(self, rt: Resources, job_id: str, kind: EventType, data: dict[str, Any]) -> None:
+    def _emit(self, rt: Resources, job_id: str, index: int, kind: EventType,
+              data: dict[str, Any]) -> None:
         """Append one event while the step runs, then announce it."""
-        events = self._write(rt, lambda s: append_events(session=s, job_id=job_id,
+        events = self._write(rt, job_id, index, lambda s: append_events(session=s, job_id=job_id,
                                                                items=[(kind, data)]))
         publish(rt.redis, events)
 
     def _issue_resume_url(self, rt: Resources, job_id: str, index: int) -> str:
         token = new_token("rsm")
-        self._write(rt, lambda s: issue_resume_token(session=s, job_id=job_id,
+        self._write(rt, job_id, index, lambda s: issue_resume_token(session=s, job_id=job_id,
                                                            index=index, token=token))
         return f"{rt.settings.api.base_url}/v1/resume/{token}"
 
@@ -321,11 +367,11 @@ class StepTask(Task):  # type: ignore[misc]
         job_id, index = delivery.job_id, delivery.index
         if delivery.retries >= max_retries:
             error = f"{type(exc).__name__}: {exc}"
-            self._hand_off(rt, self._write(rt, lambda s: fail_step(
+            self._hand_off(rt, self._write(rt, job_id, index, lambda s: fail_step(
                 session=s, job_id=job_id, index=index, error=error)))
             raise exc
         reason = str(exc)
-        self._hand_off(rt, self._write(rt, lambda s: retry_step(
+        self._hand_off(rt, self._write(rt, job_id, index, lambda s: retry_step(
             session=s, job_id=job_id, index=index, reason=reason)))
         if delivery.follow is None:
             raise self.retry(countdown=countdown, max_retries=max_retries, exc=exc)
@@ -338,7 +384,30 @@ class StepTask(Task):  # type: ignore[misc]
                         type(failed).__name__)
         raise Ignore(f"retried in {countdown:g}s by a message of its own: {reason}")
 
-    def _write(self, rt: Resources, change: Callable[[Session], T]) -> T:
+    def _write(self, rt: Resources, job_id: str, index: int,
+               change: Callable[[Session], T]) -> T:
+        """Run `change` to step `index` in a transaction, with the step's start when it is not
+        written yet (`tasks.engine.starts`): its events go with the change's `Handoff`, or are
+        announced at once."""
+        pending = rt.starts.pending(job_id, index)
+        if pending is None:
+            return self._transaction(rt, change)
+        with pending.lock:
+            if pending.recorded:
+                return self._transaction(rt, change)
+            started: list[LiveEvent] = []
+
+            def with_start(session: Session) -> T:
+                started[:] = record_start(session=session, start=pending.start)
+                return change(session)
+            done = self._transaction(rt, with_start)
+            pending.recorded = True
+        if isinstance(done, Handoff):
+            return cast(T, replace(done, events=[*started, *done.events]))
+        publish(rt.redis, started)
+        return done
+
+    def _transaction(self, rt: Resources, change: Callable[[Session], T]) -> T:
         """Run `change` in a transaction, patiently: a short store outage must not lose it (a
         value the store refuses, DataError, is not an outage: it is not tried again)."""
         retry = retry_if_exception_type(SQLAlchemyError) & retry_if_not_exception_type(DataError)

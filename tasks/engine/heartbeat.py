@@ -50,6 +50,8 @@ def start(url: str, pools: list[str], hostname: str, every: float) -> threading.
 # --- runners: every process that runs steps, so a dead one's steps can be sent again ---------
 
 RUNNERS = "orch:runners"
+KEEP_FACTOR = 10
+"""A runner is remembered `KEEP_FACTOR` × its lost-after time after its last beat."""
 
 
 def runner_id() -> str:
@@ -89,7 +91,7 @@ def start_runner(client: redis.Redis, runner: str, every: float,
     def beat() -> None:
         while not stop.is_set():
             with contextlib.suppress(redis.RedisError):
-                stamp_runner(client, runner, keep=lost_after * 10)
+                stamp_runner(client, runner, keep=lost_after * KEEP_FACTOR)
             stop.wait(every)
 
     threading.Thread(target=beat, name="orch-runner-heartbeat", daemon=True).start()

@@ -26,6 +26,7 @@ from core.settings import Settings, get_settings
 from core.vault import Vault
 from tasks.engine import heartbeat
 from tasks.engine.registry import REGISTRY
+from tasks.engine.starts import Starts
 
 REDIS_POOL_TIMEOUT = 20
 REDIS_MAX_CONNECTIONS = 100
@@ -108,6 +109,13 @@ class Resources:
         return HttpClient(self.settings.http, self.allowed_networks,
                           self.settings.retry, self.breakers, self.guarded_clients)
 
+    @cached_property
+    def starts(self) -> Starts:
+        """This process's step starts not written yet, and their leases (kept as long as a
+        dead runner is remembered, so its unwritten attempt counts at the next delivery)."""
+        return Starts(self.db, self.redis, self.runner,
+                      lease_seconds=self.settings.worker.lost_after * heartbeat.KEEP_FACTOR)
+
     def start_heartbeat(self) -> None:
         """Stamp this process as a live runner until it closes."""
         worker = self.settings.worker
@@ -132,6 +140,8 @@ class Resources:
             self.memory.embedder.close()
         if "guarded_clients" in self.__dict__:
             self.guarded_clients.close()
+        if "starts" in self.__dict__:
+            self.starts.close()
         self.db.dispose()
         self.redis.close()
 
