@@ -140,8 +140,8 @@ def _requeue_held(rt: Resources, app: Celery, runner: str, task_id: str) -> bool
     except NotFound:
         return False  # not a step of this job store
     if taken.send is not None:
-        log.warning("step %s of job %s: its worker %s stopped before starting it; sending it "
-                    "again", index, job_id, runner)
+        log.warning("step %s of job %s: its worker %s stopped before its start was written; "
+                    "sending it again", index, job_id, runner)
     hand_off(app, rt.redis, taken)
     return taken.send is not None
 

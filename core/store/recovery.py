@@ -80,16 +80,17 @@ def requeue_orphan(*, session: Session, orphan: Orphan) -> Handoff:
 
 
 def requeue_held(*, session: Session, job_id: str, index: int, runner: str) -> Handoff:
-    """Send again a step whose message `runner` had received but not started when it stopped.
+    """Send again a step whose message `runner` had received when it stopped, its start not
+    written (not begun, or running with its start still to write: `tasks.engine.starts`).
 
-    Only a step still pending is sent: one that started has a runner of its own (a live one
-    keeps it; `requeue_orphan` takes a dead one's), and one that ended is done.
+    Only a step still pending is sent: one whose start was written has a runner of its own (a
+    live one keeps it; `requeue_orphan` takes a dead one's), and one that ended is done.
     """
     at = ledger(session, job_id, index)
     if at.status.terminal or at.step_status != StepStatus.pending:
         return Handoff()
     events = record(session, at, {}, {}, [(EventType.step_requeued, {
-        "index": index, "reason": f"its worker {runner} stopped before starting it"})])
+        "index": index, "reason": f"its worker {runner} stopped before its start was written"})])
     return Handoff(events, NextStep(job_id, index, at.row.intent, at.row.pool))
 
 

@@ -111,6 +111,10 @@ def _may_continue(rt: Resources, began: float) -> bool:
     return time.monotonic() - began < budget and not shutting_down.is_set()
 
 
+class Unleased(Exception):
+    """Raised when a step's lease could not be asked for (Redis did not answer)."""
+
+
 class StepRefused(Exception):
     """Raised when a step failed by a refusal (an error marked `expected`): the step is failed
     in the ledger already, and the worker logs it in one line, without a traceback."""
@@ -189,7 +193,10 @@ class StepTask(Task):  # type: ignore[misc]
             return rt.is_live(runner, (job_id, index))
 
         def claim(attempts: int) -> int | None:
-            taken = rt.starts.claim(job_id, index, attempts, live)
+            try:
+                taken = rt.starts.claim(job_id, index, attempts, live)
+            except redis.RedisError as exc:
+                raise Unleased from exc
             claimed.extend([] if taken is None else [taken])
             return taken
 
@@ -200,8 +207,14 @@ class StepTask(Task):  # type: ignore[misc]
                 retries=delivery.retries, is_live=live, literal=_literal, admit=admission,
                 claim=claim if deferred else None, attempts_from=attempts_from)
         try:
-            with rt.db.read() as session:
-                start = ask(session)
+            try:
+                with rt.db.read() as session:
+                    start = ask(session)
+            except Unleased:
+                # Redis cannot lease it (an outage): its start is written now, and the ledger
+                # guards it as before starts were written late
+                with rt.db.write() as session:
+                    return ask(session, deferred=False)
             if start.verdict == StepVerdict.run:
                 return start  # its lease kept until its start is written
             if claimed:  # taken, but it does not run from here

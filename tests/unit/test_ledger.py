@@ -142,7 +142,7 @@ def test_a_pending_step_a_dead_runner_held_is_sent_again_only_while_pending(
         taken = requeue_held(session=session, job_id=job_id, index=0, runner="dead:1")
     assert taken.send is not None and taken.send.index == 0
     assert [(e["type"], e["data"]["reason"]) for e in taken.events] == [
-        ("step_requeued", "its worker dead:1 stopped before starting it")]
+        ("step_requeued", "its worker dead:1 stopped before its start was written")]
     # Then once it started (or ended) it is never sent again for that runner
     begin(db, job_id, 0, runner="live:2")
     with db.write() as session:
