@@ -127,6 +127,9 @@ def ledger(session: Session, job_id: str, index: int) -> Ledger:
     before the lock holder committed (a resume token used twice). Read after the lock, the
     step is as the last holder left it.
     """
+    taken = _taken(session, job_id, index)
+    if taken is not None:  # read and locked already, its start to be written
+        return taken.then
     job = session.execute(JOB_LOCK, {"job_id": job_id}).one_or_none()
     step = session.execute(STEP, {"job_id": job_id, "index": index}).one_or_none() \
         if job is not None else None
@@ -138,7 +141,13 @@ def ledger(session: Session, job_id: str, index: int) -> Ledger:
 
 def record(session: Session, at: Ledger, job: dict[str, Any], step: dict[str, Any],
            items: Items) -> list[LiveEvent]:
-    """Write a step's and its job's new values and the events that say so."""
+    """Write a step's and its job's new values and the events that say so (with its start
+    first, when the transaction took it: `take_start`)."""
+    taken = _taken(session, at.job_id, at.index)
+    if taken is not None:
+        del session.info[STARTING]
+        at, job, step = taken.read, {**taken.job, **job}, {**taken.step, **step}
+        items = [*taken.items, *items]
     if step:
         session.execute(STEP_UPDATE, {"at_job": at.job_id, "at_index": at.index, **step})
     return record_job(session, at.job_id, at.row, job, items)
@@ -286,14 +295,9 @@ def record_throttled(*, session: Session, job_id: str, index: int,
 
 
 def record_start(*, session: Session, start: StartRecord) -> list[LiveEvent]:
-    """Write a step's start taken without writing: unless its job ended, the step ended, or
-    another delivery's start was written since (then this run's end finds the ledger as the
-    other left it)."""
-    at = ledger(session, start.job_id, start.index)
-    if at.status.terminal or at.step_status not in (StepStatus.pending, StepStatus.running) \
-            or at.row.attempts >= start.attempts:
-        return []
-    return _start(session, at, start)
+    """Write a step's start taken without writing, alone (`take_start`'s rules)."""
+    take_start(session=session, start=start)
+    return write_start(session=session)
 
 
 def _already_done(session: Session, at: Ledger) -> StepStart:
@@ -305,6 +309,12 @@ def _already_done(session: Session, at: Ledger) -> StepStart:
 
 
 def _start(session: Session, at: Ledger, start: StartRecord) -> list[LiveEvent]:
+    return record(session, at, *_start_values(at, start))
+
+
+def _start_values(at: Ledger, start: StartRecord) -> tuple[dict[str, Any], dict[str, Any],
+                                                            Items]:
+    """What writing a start sets on the job and the step, and the events that say so."""
     items: Items = []
     job: dict[str, Any] = {}
     if at.status == JobStatus.queued:
@@ -313,8 +323,57 @@ def _start(session: Session, at: Ledger, start: StartRecord) -> list[LiveEvent]:
     items.append((EventType.step_started, {"index": at.index, "intent": at.row.intent,
                                            "pool": at.row.pool, "attempt": start.attempts,
                                            "worker": start.runner}))
-    return record(session, at, job, {"status": StepStatus.running, "attempts": start.attempts,
-                                     "runner": start.runner, "started_at": start.at}, items)
+    return job, {"status": StepStatus.running, "attempts": start.attempts,
+                 "runner": start.runner, "started_at": start.at}, items
+
+
+@dataclass
+class _Starting:
+    """A start taken into a transaction (`take_start`): the ledger as it was read, the values
+    and events the start adds, and the ledger as it will be once they are written."""
+
+    read: Ledger
+    job: dict[str, Any]
+    step: dict[str, Any]
+    items: Items
+    then: Ledger
+
+
+STARTING = "orch_starting"
+
+
+def take_start(*, session: Session, start: StartRecord) -> None:
+    """Take a step's start (taken without writing) into this transaction: the step's next
+    `record` writes it with its own values, in one update of each row and one insert of
+    events, and the ledger reads in between see the step as started. Nothing is taken when its
+    job or the step ended, or another delivery's start was written since (this run's end then
+    finds the ledger as the other left it). `write_start` writes what no record took."""
+    at = ledger(session, start.job_id, start.index)
+    if at.status.terminal or at.step_status not in (StepStatus.pending, StepStatus.running) \
+            or at.row.attempts >= start.attempts:
+        return
+    job, step, items = _start_values(at, start)
+    row = SimpleNamespace(**{**vars(at.row), "step": StepStatus.running,
+                             "attempts": start.attempts, "runner": start.runner,
+                             "step_started_at": start.at, **job})
+    then = Ledger(at.job_id, at.index, JobStatus(row.status), StepStatus.running, row)
+    session.info[STARTING] = _Starting(at, job, step, items, then)
+
+
+def write_start(*, session: Session) -> list[LiveEvent]:
+    """Write the start `take_start` took, if no record took it."""
+    starting = session.info.pop(STARTING, None)
+    if starting is None:
+        return []
+    return record(session, starting.read, starting.job, starting.step, starting.items)
+
+
+def _taken(session: Session, job_id: str, index: int) -> "_Starting | None":
+    starting = session.info.get(STARTING)
+    if isinstance(starting, _Starting) and (starting.read.job_id, starting.read.index) == \
+            (job_id, index):
+        return starting
+    return None
 
 
 def finish_step(*, session: Session, job_id: str, index: int, output: Any,

@@ -45,9 +45,10 @@ from core.store.ledger import (
     begin_step,
     fail_step,
     finish_step,
-    record_start,
     record_throttled,
     retry_step,
+    take_start,
+    write_start,
 )
 from core.store.tables import Handoff, NewStep, NextStep, new_token
 from core.store.waits import hold_step, issue_resume_token, wait_step
@@ -364,14 +365,14 @@ class StepTask(Task):  # type: ignore[misc]
     def _emit(self, rt: Resources, job_id: str, index: int, kind: EventType,
               data: dict[str, Any]) -> None:
         """Append one event while the step runs, then announce it."""
-        events = self._write(rt, job_id, index, lambda s: append_events(session=s, job_id=job_id,
-                                                               items=[(kind, data)]))
+        events = self._write(rt, job_id, index, lambda s: append_events(
+            session=s, job_id=job_id, items=[(kind, data)]), recorded=False)
         publish(rt.redis, events)
 
     def _issue_resume_url(self, rt: Resources, job_id: str, index: int) -> str:
         token = new_token("rsm")
-        self._write(rt, job_id, index, lambda s: issue_resume_token(session=s, job_id=job_id,
-                                                           index=index, token=token))
+        self._write(rt, job_id, index, lambda s: issue_resume_token(
+            session=s, job_id=job_id, index=index, token=token), recorded=False)
         return f"{rt.settings.api.base_url}/v1/resume/{token}"
 
     def _retry(self, rt: Resources, delivery: Delivery, exc: Exception, countdown: float,
@@ -397,11 +398,12 @@ class StepTask(Task):  # type: ignore[misc]
                         type(failed).__name__)
         raise Ignore(f"retried in {countdown:g}s by a message of its own: {reason}")
 
-    def _write(self, rt: Resources, job_id: str, index: int,
-               change: Callable[[Session], T]) -> T:
+    def _write(self, rt: Resources, job_id: str, index: int, change: Callable[[Session], T],
+               recorded: bool = True) -> T:
         """Run `change` to step `index` in a transaction, with the step's start when it is not
-        written yet (`tasks.engine.starts`): its events go with the change's `Handoff`, or are
-        announced at once."""
+        written yet (`tasks.engine.starts`): written by the change's own record of the step
+        (`recorded`: one update of each row, one insert of events), else before it. Its events
+        go with the change's `Handoff`, or are announced at once."""
         pending = rt.starts.pending(job_id, index)
         if pending is None:
             return self._transaction(rt, change)
@@ -411,8 +413,11 @@ class StepTask(Task):  # type: ignore[misc]
             started: list[LiveEvent] = []
 
             def with_start(session: Session) -> T:
-                started[:] = record_start(session=session, start=pending.start)
-                return change(session)
+                take_start(session=session, start=pending.start)
+                started[:] = [] if recorded else write_start(session=session)
+                done = change(session)
+                started.extend(write_start(session=session))  # a change that recorded none
+                return done
             done = self._transaction(rt, with_start)
             pending.recorded = True
         if isinstance(done, Handoff):
