@@ -18,9 +18,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import redis
-from sqlalchemy.exc import SQLAlchemyError
 
 from core.db import Database
+from core.errors import NotFound
 from core.events import LiveEvent, publish
 from core.store.ledger import StartRecord, record_start
 
@@ -149,9 +149,13 @@ class Starts:
             todo = [p for p in taken if not p.recorded]
             if not todo:
                 return 0
+            events: list[LiveEvent] = []
             with self.db.write() as session:
-                events: list[LiveEvent] = [
-                    e for p in todo for e in record_start(session=session, start=p.start)]
+                for pending in todo:
+                    try:
+                        events += record_start(session=session, start=pending.start)
+                    except NotFound:  # its job was removed: the run's own end will find so
+                        continue
             for pending in todo:
                 pending.recorded = True
         finally:
@@ -164,7 +168,7 @@ class Starts:
         while not self._stop.wait(self.after / 2):
             try:
                 self.record_due()
-            except (SQLAlchemyError, redis.RedisError) as exc:
+            except Exception as exc:  # noqa: BLE001 - the thread outlives any one round
                 log.warning("starts not written this round (%s); trying again",
                             type(exc).__name__)
 

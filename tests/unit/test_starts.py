@@ -1,14 +1,16 @@
-"""A step's start when Redis cannot lease it: written at once, as the ledger's own guard."""
+"""Starts written late: when Redis cannot lease one (written at once, as the ledger's own
+guard), and the recorder's round."""
 
 import redis
 
 from core.db import Database
-from core.models import StepStatus
+from core.models import StepStatus, utcnow
 from core.settings import get_settings
-from core.store.ledger import StepVerdict
+from core.store.ledger import StartRecord, StepVerdict
 from tasks.engine.admission import Admission
 from tasks.engine.base import Delivery
 from tasks.engine.resources import Resources
+from tasks.engine.starts import Starts
 from tasks.engine.steps import STEP_TASKS
 from tests.unit.keys import VAULT
 from tests.unit.test_store import load, submit
@@ -30,3 +32,20 @@ def test_a_step_redis_cannot_lease_has_its_start_written_before_it_runs(
     assert [e["type"] for e in start.events] == ["job_started", "step_started"]
     step = load(db, tenant, job_id)[1][0]
     assert (step.status, step.runner, step.attempts) == (StepStatus.running, "test:1", 1)
+
+
+def test_the_recorder_writes_the_due_starts_past_one_whose_job_is_gone(
+        db: Database, tenant: str) -> None:
+    # Given two steps running past `after` with their starts not written, one of a job that
+    # was removed meanwhile (a batch whose broker trip failed after its messages arrived)
+    job_id, _ = submit(db, tenant, steps=1)
+    starts = Starts(db, redis.Redis(port=1), "test:1", lease_seconds=10, after=0)
+    gone = starts.hold(StartRecord("job_gone", 0, 1, "test:1", utcnow()))
+    kept = starts.hold(StartRecord(job_id, 0, 1, "test:1", utcnow()))
+    # When the recorder's round runs
+    assert starts.record_due() == 2
+    starts.close()
+    # Then the other start is written, and neither is tried again
+    step = load(db, tenant, job_id)[1][0]
+    assert (step.status, step.runner, step.attempts) == (StepStatus.running, "test:1", 1)
+    assert gone.recorded and kept.recorded
