@@ -2,6 +2,9 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# Test files run on this many processes at once (pytest-xdist); the suite mostly waits on
+# real services, so two fill two cores.
+TEST_PROCESSES ?= 2
 
 .PHONY: install run test faults lint bench clean
 
@@ -23,7 +26,7 @@ test: install
 	$(BIN)/mypy .
 	$(BIN)/lint-imports
 	$(BIN)/python -m tests.n8n
-	$(BIN)/pytest
+	$(BIN)/pytest -n $(TEST_PROCESSES) --dist loadfile
 
 # The faults suite alone (it is part of `make test` too): processes killed, services down.
 faults: install

@@ -25,8 +25,9 @@ from tests import services  # noqa: E402
 WARMUP = 30
 HOPS = (
     "client's POST -> the job stored (HTTP, auth, rate limit, validation, its transaction)",
-    "-> its step started (commit, the first step's message, the worker taking it, the start)",
-    "-> its step finished (the start's commit and publish, the handler, the finish)",
+    "-> its step started (commit, the first step's message, the worker taking it, the ledger's"
+    " read, the start's lease)",
+    "-> its step finished (the handler, the end's statements with the start's merged in)",
     "-> the answer received (commit, publish, the API woken, its read, the HTTP answer)",
 )
 

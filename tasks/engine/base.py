@@ -219,7 +219,7 @@ class StepTask(Task):  # type: ignore[misc]
             if start.verdict == StepVerdict.run:
                 return start  # its lease kept until its start is written
             if claimed:  # taken, but it does not run from here
-                rt.starts.release(job_id, index, claimed[-1])
+                rt.starts.release(job_id, index, claimed.pop())
             if start.verdict == StepVerdict.write:
                 with rt.db.write() as session:
                     return ask(session, start.attempts, deferred=False)

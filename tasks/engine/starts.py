@@ -29,8 +29,9 @@ RECORD_AFTER = 0.5
 """Seconds a step runs before its start is written without waiting for its end."""
 LEASE = "orch:start:{job_id}-{index}"
 
-# KEYS: the lease. ARGV: the value to set, the value expected now. Sets it when it still holds
-# what the caller saw (another taker may have been first); returns what it holds otherwise.
+# KEYS: the lease. ARGV: the value to set, the value expected now, the lease's milliseconds.
+# Sets it (for that long) when it still holds what the caller saw (another taker may have been
+# first); returns what it holds otherwise.
 TAKE_OVER = """
 local now = redis.call('GET', KEYS[1])
 if now and now ~= ARGV[2] then return now end

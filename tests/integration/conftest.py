@@ -25,6 +25,7 @@ from core.store.tenants import create_tenant_key
 from core.vault import Vault, new_key
 from tests import n8n as n8n_service
 from tests import services
+from tests.conftest import keep
 from tests.integration import sshd as sshd_service
 from tests.n8n import N8n
 
@@ -287,36 +288,47 @@ def ssh_servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SshServers
             server.stop()
 
 
-@pytest.fixture(scope="session", params=["sqlite", "postgres"])
-def stack(request: pytest.FixtureRequest, broker_url: str, flow_ports: FlowPorts,
-          mcp_servers: Path, ssh_servers: SshServers) -> Iterator[Stack]:
-    """The whole stack on one job-store backend: API, a tools worker, a prefork memory worker,
-    a worker for the rest, the sweeper; flows and MCP servers configured."""
-    db_index = 1 if request.param == "sqlite" else 2
+def _shared_stack(request: pytest.FixtureRequest, backend: str, flow_ports: FlowPorts,
+                  mcp_servers: Path, ssh_servers: SshServers) -> Iterator[Stack]:
+    db_index = 1 if backend == "sqlite" else 2
     extra = {"N8N_WEBHOOK_BASE": f"http://127.0.0.1:{flow_ports.n8n}/webhook",
              "ACTIVEPIECES_BASE": f"http://127.0.0.1:{flow_ports.activepieces}/api/v1/webhooks",
              "FLOWS_FILE": str(FLOWS_FILE),
              "BREAKER_OVERRIDES": json.dumps({"flow": 2, "ssh": SSH_BREAKER_FAIL_MAX}),
              "ORCHESTRATOR_FLOW_TIMEOUT": "10", "MCP_SERVERS_FILE": str(mcp_servers),
              "SSH_HOSTS": ssh_servers.hosts}
-    with running_stack(request, request.param, db_index, extra) as running:
+    with running_stack(request, backend, db_index, extra) as running:
         yield running
 
 
-KEPT_LOGS: list[Path] = []
+@pytest.fixture(scope="session")
+def sqlite_stack(request: pytest.FixtureRequest, flow_ports: FlowPorts, mcp_servers: Path,
+                 ssh_servers: SshServers) -> Iterator[Stack]:
+    yield from _shared_stack(request, "sqlite", flow_ports, mcp_servers, ssh_servers)
+
+
+@pytest.fixture(scope="session")
+def postgres_stack(request: pytest.FixtureRequest, flow_ports: FlowPorts, mcp_servers: Path,
+                   ssh_servers: SshServers) -> Iterator[Stack]:
+    yield from _shared_stack(request, "postgres", flow_ports, mcp_servers, ssh_servers)
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def stack(request: pytest.FixtureRequest) -> Stack:
+    """The whole stack on one job-store backend: API, a tools worker, a prefork memory worker,
+    a worker for the rest, the sweeper; flows and MCP servers configured. One of each backend
+    serves the run (a process's share of it, under pytest-xdist), started when first asked
+    for and kept: tests of a file run on one process, and both backends stay up between them."""
+    running: Stack = request.getfixturevalue(f"{request.param}_stack")
+    return running
 
 
 def _keep_logs_if_failed(logs: Path, failed: bool) -> None:
     """A stack's logs (and SQLite store) are kept for a failed test only."""
     if failed:
-        KEPT_LOGS.append(logs)
+        keep(logs)
     else:
         shutil.rmtree(logs, ignore_errors=True)
-
-
-def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
-    for logs in KEPT_LOGS:
-        terminalreporter.write_line(f"stack logs of failed tests kept in {logs}")
 
 
 @pytest.fixture

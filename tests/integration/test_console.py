@@ -34,9 +34,9 @@ from core.models import Job, JobStatus, utcnow
 from core.settings import BreakerSettings
 from core.store.tenants import create_tenant_key
 from core.vault import Vault
+from tests.conftest import keep
 from tests.integration import agent_server
 from tests.integration.conftest import (
-    KEPT_LOGS,
     SECRET_KEY,
     SshServers,
     Stack,
@@ -134,7 +134,7 @@ def _page(request: pytest.FixtureRequest, browser: Browser, stack: Stack, off_ho
             ARTIFACTS.mkdir(parents=True, exist_ok=True)
             shot = ARTIFACTS / f"{request.node.name}-{uuid.uuid4().hex[:6]}.png"
             page.screenshot(path=str(shot), full_page=True)
-            KEPT_LOGS.append(shot)
+            keep(shot)
         context.close()
 
 
