@@ -135,7 +135,8 @@ def broken_embeddings() -> Iterator[Server]:
 def remote_stack(stack: Stack, broken_embeddings: Server) -> Iterator[Stack]:
     """An API and a memory worker on their own broker database, embedding through the server."""
     port = services.free_port()
-    env = {**stack.env, "REDIS_URL": stack.env["REDIS_URL"].rsplit("/", 1)[0] + "/5",
+    own = 5 if stack.db.is_sqlite else 6  # a breaker's state is per broker database
+    env = {**stack.env, "REDIS_URL": stack.env["REDIS_URL"].rsplit("/", 1)[0] + f"/{own}",
            "API_PORT": str(port), "API_PUBLIC_URL": f"http://127.0.0.1:{port}",
            "EMBEDDINGS_BASE_URL": f"{broken_embeddings.url}/v1", "EMBEDDINGS_MODEL": "test-embed",
            "BREAKER_FAIL_MAX": "1", "BREAKER_RESET_TIMEOUT": "60", "RETRY_ATTEMPTS": "2",
