@@ -65,6 +65,7 @@ class StepStart:
     unrecorded: StartRecord | None = None
     attempts: int = 0  # asked with `claim`: the attempt it claimed (`write`: to ask again)
     throttled: dict[str, Any] | None = None  # asked with `claim`: the event to record
+    rest: "Rest | None" = None  # `run`: the steps after it, for `finish_step`
 
 
 @dataclass
@@ -78,6 +79,10 @@ class Ledger:
     row: Any
 
 
+Rest = list[tuple[int, str, str]]
+"""The steps after one, in order: index, intent, pool. They change only by that step's own
+end (a plan it extends), so read when it begins they hold at its end."""
+
 Admit = Callable[[Session, Ledger], dict[str, Any] | None]
 """Asked before a step starts: None lets it start; a dict (the limit) throttles it."""
 
@@ -85,18 +90,27 @@ Claim = Callable[[int], int | None]
 """Given the attempt a start would be, the attempt it is (None: a live runner has it)."""
 
 
+JOB_COLUMNS = (JOBS.c.status, JOBS.c.event_seq, JOBS.c.tenant_id,
+               JOBS.c.intent.label("job_intent"), JOBS.c.mode, JOBS.c.callback_url,
+               JOBS.c.created_at, JOBS.c.started_at)
+STEP_COLUMNS = (STEPS.c.status.label("step"), STEPS.c.attempts, STEPS.c.intent, STEPS.c.pool,
+                STEPS.c.inputs, STEPS.c.output, STEPS.c.runner, STEPS.c.attempts_base,
+                STEPS.c.started_at.label("step_started_at"), STEPS.c.approved_at,
+                STEPS.c.token_hash, STEPS.c.deadline, STEPS.c.early_output)
 JOB_LOCK = (
-    select(JOBS.c.status, JOBS.c.event_seq, JOBS.c.tenant_id,  # type: ignore[call-overload]
-           JOBS.c.intent.label("job_intent"), JOBS.c.mode, JOBS.c.callback_url,
-           JOBS.c.created_at, JOBS.c.started_at)
+    select(*JOB_COLUMNS)  # type: ignore[call-overload]
     .where(JOBS.c.id == bindparam("job_id")).with_for_update()
 )
 STEP = (
-    select(STEPS.c.status.label("step"), STEPS.c.attempts,  # type: ignore[call-overload]
-           STEPS.c.intent, STEPS.c.pool, STEPS.c.inputs, STEPS.c.output, STEPS.c.runner,
-           STEPS.c.attempts_base, STEPS.c.started_at.label("step_started_at"),
-           STEPS.c.approved_at, STEPS.c.token_hash, STEPS.c.deadline, STEPS.c.early_output)
+    select(*STEP_COLUMNS)  # type: ignore[call-overload]
     .where(STEPS.c.job_id == bindparam("job_id"), STEPS.c.index == bindparam("index"))
+)
+# SQLite's transactions hold the whole database (a writer's from its BEGIN IMMEDIATE), so there
+# a job and its step are read in one statement.
+JOB_STEP = (
+    select(*JOB_COLUMNS, *STEP_COLUMNS)  # type: ignore[call-overload]
+    .select_from(JOBS.join(STEPS, STEPS.c.job_id == JOBS.c.id))
+    .where(JOBS.c.id == bindparam("job_id"), STEPS.c.index == bindparam("index"))
 )
 
 REST = (
@@ -122,20 +136,26 @@ def lock_job(session: Session, job_id: str) -> Any:
 def ledger(session: Session, job_id: str, index: int) -> Ledger:
     """Lock the job, then read it with step `index`.
 
-    Two statements, on purpose: under READ COMMITTED a statement that waited for the job's lock
-    re-reads only the locked row, so a step read in the same statement could be the version from
-    before the lock holder committed (a resume token used twice). Read after the lock, the
-    step is as the last holder left it.
+    On Postgres two statements, on purpose: under READ COMMITTED a statement that waited for
+    the job's lock re-reads only the locked row, so a step read in the same statement could be
+    the version from before the lock holder committed (a resume token used twice). Read after
+    the lock, the step is as the last holder left it. SQLite has no row locks (a writer holds
+    the database from its first statement): one statement reads both.
     """
     taken = _taken(session, job_id, index)
     if taken is not None:  # read and locked already, its start to be written
         return taken.then
-    job = session.execute(JOB_LOCK, {"job_id": job_id}).one_or_none()
-    step = session.execute(STEP, {"job_id": job_id, "index": index}).one_or_none() \
-        if job is not None else None
-    if job is None or step is None:
+    key = {"job_id": job_id, "index": index}
+    if session.get_bind().dialect.name == "sqlite":
+        both = session.execute(JOB_STEP, key).one_or_none()
+        mapping = None if both is None else dict(both._mapping)
+    else:
+        job = session.execute(JOB_LOCK, key).one_or_none()
+        step = session.execute(STEP, key).one_or_none() if job is not None else None
+        mapping = None if job is None or step is None else {**job._mapping, **step._mapping}
+    if mapping is None:
         raise NotFound(f"step {index} of job {job_id} not found")
-    row = SimpleNamespace(**job._mapping, **step._mapping)
+    row = SimpleNamespace(**mapping)
     return Ledger(job_id, index, JobStatus(row.status), StepStatus(row.step), row)
 
 
@@ -273,7 +293,8 @@ def begin_step(*, session: Session, job_id: str, index: int, runner: str, max_de
         return StepStart(StepVerdict.skip, reason="throttled by its concurrency limit",
                          events=_throttled(session, at, throttled))
     start = StepStart(StepVerdict.run, inputs=inputs, intent=at.row.intent, pool=at.row.pool,
-                      tenant_id=at.row.tenant_id, approved=at.row.approved_at is not None)
+                      tenant_id=at.row.tenant_id, approved=at.row.approved_at is not None,
+                      rest=[(r.idx, r.intent, r.pool) for r in _rest(session, job_id, index)])
     record_at = StartRecord(job_id, index, attempts, runner, utcnow())
     if claim is not None:
         return replace(start, unrecorded=record_at)
@@ -377,8 +398,10 @@ def _taken(session: Session, job_id: str, index: int) -> "_Starting | None":
 
 
 def finish_step(*, session: Session, job_id: str, index: int, output: Any,
-                extend: list[NewStep] | None = None, max_steps: int = 0) -> Handoff:
-    """Record a step's output, and the steps it adds to the plan; say what runs next.
+                extend: list[NewStep] | None = None, max_steps: int = 0,
+                rest: Rest | None = None) -> Handoff:
+    """Record a step's output, and the steps it adds to the plan; say what runs next (from
+    `rest`, the steps after it as its start read them, when given).
 
     The job ends when no step follows. A step that already ended (a duplicate, or cancelled
     with its job) is left as it is.
@@ -386,13 +409,14 @@ def finish_step(*, session: Session, job_id: str, index: int, output: Any,
     at = ledger(session, job_id, index)
     if at.step_status.finished:
         return Handoff()
-    return succeed(session, at, output, extend or [], max_steps, [])
+    return succeed(session, at, output, extend or [], max_steps, [], rest)
 
 
 def succeed(session: Session, at: Ledger, output: Any, extend: list[NewStep], max_steps: int,
-            items: Items) -> Handoff:
+            items: Items, rest: Rest | None = None) -> Handoff:
     """Mark the step succeeded, grow the plan by `extend`, end the job or name the next step."""
-    rest = [(r.idx, r.intent, r.pool) for r in _rest(session, at.job_id, at.index)]
+    rest = [*rest] if rest is not None else [
+        (r.idx, r.intent, r.pool) for r in _rest(session, at.job_id, at.index)]
     items = [*items, (EventType.step_succeeded, {"index": at.index, "intent": at.row.intent,
                                                  "worker": at.row.runner,
                                                  "duration_ms": _ms(at.row.step_started_at)})]

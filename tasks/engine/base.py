@@ -274,7 +274,7 @@ class StepTask(Task):  # type: ignore[misc]
             if getattr(exc, "expected", False):
                 raise StepRefused(error) from None
             raise
-        return self._outcome(rt, context, result, run)
+        return self._outcome(rt, context, result, start, run)
 
     def _context(self, rt: Resources, job_id: str, index: int, start: StepStart, intent: Intent,
                  inputs: BaseModel) -> StepContext:
@@ -288,7 +288,7 @@ class StepTask(Task):  # type: ignore[misc]
             plan_step=lambda name, step_inputs: _plan_step(start.tenant_id, name, step_inputs),
             emit=lambda kind, data: self._emit(rt, job_id, index, kind, data), resources=rt)
 
-    def _outcome(self, rt: Resources, context: StepContext, result: Any,
+    def _outcome(self, rt: Resources, context: StepContext, result: Any, start: StepStart,
                  run: Run) -> Handoff:
         settings = rt.settings.orchestrator
         job_id, index = context.job_id, context.index
@@ -304,7 +304,7 @@ class StepTask(Task):  # type: ignore[misc]
             output = self._storable(rt, job_id, index, output)
             return self._write(rt, job_id, index, lambda s: self._go_on(rt, s, run, finish_step(
                 session=s, job_id=job_id, index=index, output=output, extend=steps,
-                max_steps=settings.max_steps)))
+                max_steps=settings.max_steps, rest=start.rest)))
         except (NotStorable, DataError) as exc:
             # Never left running (the sweeper would run it again): the step fails, saying why.
             error = f"its output cannot be stored: {getattr(exc, 'orig', None) or exc}"
