@@ -105,8 +105,8 @@ STEP = (
     select(*STEP_COLUMNS)  # type: ignore[call-overload]
     .where(STEPS.c.job_id == bindparam("job_id"), STEPS.c.index == bindparam("index"))
 )
-# SQLite's transactions hold the whole database (a writer's from its BEGIN IMMEDIATE), so there
-# a job and its step are read in one statement.
+# A job and its step in one statement: where no row lock is taken (SQLite, whose writer holds
+# the whole database from its BEGIN IMMEDIATE; a read that writes nothing).
 JOB_STEP = (
     select(*JOB_COLUMNS, *STEP_COLUMNS)  # type: ignore[call-overload]
     .select_from(JOBS.join(STEPS, STEPS.c.job_id == JOBS.c.id))
@@ -133,8 +133,9 @@ def lock_job(session: Session, job_id: str) -> Any:
     return job
 
 
-def ledger(session: Session, job_id: str, index: int) -> Ledger:
-    """Lock the job, then read it with step `index`.
+def ledger(session: Session, job_id: str, index: int, lock: bool = True) -> Ledger:
+    """Lock the job, then read it with step `index` (`lock=False`: only read them, for a
+    transaction that writes nothing).
 
     On Postgres two statements, on purpose: under READ COMMITTED a statement that waited for
     the job's lock re-reads only the locked row, so a step read in the same statement could be
@@ -146,7 +147,7 @@ def ledger(session: Session, job_id: str, index: int) -> Ledger:
     if taken is not None:  # read and locked already, its start to be written
         return taken.then
     key = {"job_id": job_id, "index": index}
-    if session.get_bind().dialect.name == "sqlite":
+    if not lock or session.get_bind().dialect.name == "sqlite":
         both = session.execute(JOB_STEP, key).one_or_none()
         mapping = None if both is None else dict(both._mapping)
     else:
@@ -254,7 +255,7 @@ def begin_step(*, session: Session, job_id: str, index: int, runner: str, max_de
     runners never wrote (None: a live one runs it now). An answer that needs a write (poison,
     a broken reference) comes back as `write`, with `attempts_from` for the second ask.
     """
-    at = ledger(session, job_id, index)
+    at = ledger(session, job_id, index, lock=claim is None)  # with `claim`, nothing is written
     if at.status.terminal:
         return StepStart(StepVerdict.skip, reason=f"job is {at.status}")
     if at.step_status == StepStatus.succeeded:
