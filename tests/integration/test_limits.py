@@ -131,8 +131,11 @@ def test_a_cancelled_waiting_step_leaves_its_limits_queue(stack: Stack) -> None:
     tenant = limit(stack, key, "debug.sleep", 1)
     broker = redis.Redis.from_url(stack.env["REDIS_URL"])
     with stack.client(key) as client:
-        running, waiting = sleeps(client, 2, 2)
-        wait_event(client, waiting, "step_throttled")
+        jobs = sleeps(client, 2, 2)
+        # (either may be first to the worker: the one throttled waits)
+        wait_until(lambda: any(throttled(client, job) for job in jobs), "a throttled step")
+        waiting = next(job for job in jobs if throttled(client, job))
+        running = next(job for job in jobs if job != waiting)
         assert slots.in_use(broker, f"{tenant}:debug.sleep") == (1, 1)
         # When the waiting job is cancelled
         client.post(f"/v1/jobs/{waiting}/cancel")
@@ -270,6 +273,11 @@ def wait_until(done: Any, what: Any, timeout: float = 30) -> None:
 def wait_started(client: httpx.Client, job_id: str) -> None:
     wait_until(lambda: client.get(f"/v1/jobs/{job_id}").json()["steps"][0]["status"]
                == "running", job_id)
+
+
+def throttled(client: httpx.Client, job_id: str) -> bool:
+    return any(e["type"] == "step_throttled"
+               for e in client.get(f"/v1/jobs/{job_id}/events").json())
 
 
 def wait_event(client: httpx.Client, job_id: str, kind: str) -> None:
