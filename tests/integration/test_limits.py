@@ -133,8 +133,9 @@ def test_a_cancelled_waiting_step_leaves_its_limits_queue(stack: Stack) -> None:
     with stack.client(key) as client:
         jobs = sleeps(client, 2, 2)
         # (either may be first to the worker: the one throttled waits)
-        wait_until(lambda: any(throttled(client, job) for job in jobs), "a throttled step")
-        waiting = next(job for job in jobs if throttled(client, job))
+        wait_until(lambda: any(has_event(client, job, "step_throttled") for job in jobs),
+                   "a throttled step")
+        waiting = next(job for job in jobs if has_event(client, job, "step_throttled"))
         running = next(job for job in jobs if job != waiting)
         assert slots.in_use(broker, f"{tenant}:debug.sleep") == (1, 1)
         # When the waiting job is cancelled
@@ -275,11 +276,9 @@ def wait_started(client: httpx.Client, job_id: str) -> None:
                == "running", job_id)
 
 
-def throttled(client: httpx.Client, job_id: str) -> bool:
-    return any(e["type"] == "step_throttled"
-               for e in client.get(f"/v1/jobs/{job_id}/events").json())
+def has_event(client: httpx.Client, job_id: str, kind: str) -> bool:
+    return any(e["type"] == kind for e in client.get(f"/v1/jobs/{job_id}/events").json())
 
 
 def wait_event(client: httpx.Client, job_id: str, kind: str) -> None:
-    wait_until(lambda: any(e["type"] == kind for e in client.get(
-        f"/v1/jobs/{job_id}/events").json()), (job_id, kind))
+    wait_until(lambda: has_event(client, job_id, kind), (job_id, kind))
