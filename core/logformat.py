@@ -45,6 +45,12 @@ def formatter(kind: str) -> logging.Formatter:
     return logging.Formatter(TEXT)
 
 
+def quiet_libraries() -> None:
+    """Keep the `QUIETED` libraries' INFO lines out of every log, text or JSON."""
+    for name in QUIETED:
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
 def configure(kind: str, level: int = logging.INFO) -> None:
     """Log to stderr in the `kind` format through one root handler, with the context."""
     handler = logging.StreamHandler()
@@ -54,12 +60,14 @@ def configure(kind: str, level: int = logging.INFO) -> None:
     root.handlers[:] = [handler]
     root.setLevel(level)
     logging.captureWarnings(True)
-    for name in QUIETED:
-        logging.getLogger(name).setLevel(logging.WARNING)
+    quiet_libraries()
 
 
 def uvicorn_config(base: dict[str, Any], kind: str) -> dict[str, Any]:
-    """uvicorn's logging dictConfig, its lines as JSON when `kind` is json."""
+    """uvicorn's logging dictConfig, its lines as JSON when `kind` is json; the `QUIETED`
+    libraries from warnings up (a config, so each of several API processes applies it)."""
+    base = {**base, "loggers": {**base.get("loggers", {}),
+                                **{name: {"level": "WARNING"} for name in QUIETED}}}
     if kind != "json":
         return base
     json_formatter = {"()": "pythonjsonlogger.json.JsonFormatter", "fmt": JSON_FIELDS,

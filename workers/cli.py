@@ -111,6 +111,7 @@ def worker(
 ) -> None:
     """Run one worker process for a pool (threads, or prefork for CPU-bound pools)."""
     import workers.signals  # noqa: F401  (per-process resources, heartbeats, MCP discovery)
+    from core.logformat import quiet_libraries
     from tasks.engine.app import celery_app
     from tasks.engine.pools import POOLS
 
@@ -118,15 +119,16 @@ def worker(
     if unknown:
         raise typer.BadParameter(f"unknown pool {unknown}; pools are {sorted(POOLS)}")
     settings = get_settings()
+    quiet_libraries()  # Celery's own text logging leaves other loggers' levels as they are
     if settings.log.format == "json":
         _json_worker_logs()
     prefetch = prefetch or min(POOLS[p].prefetch for p in pool)
     # A worker serving a network-bound pool runs threads, even beside a CPU-bound one.
     execution = "prefork" if all(POOLS[p].execution == "prefork" for p in pool) else "threads"
     # In JSON, Celery's banner (printed, not logged) is left out.
-    quiet = ["--quiet"] if settings.log.format == "json" else []
+    banner = ["--quiet"] if settings.log.format == "json" else []
     celery_app.worker_main([
-        *quiet, "worker", "--queues", ",".join(POOLS[p].queue for p in pool),
+        *banner, "worker", "--queues", ",".join(POOLS[p].queue for p in pool),
         "--hostname", f"{'+'.join(pool)}@%h-{os.getpid()}", "--pool", execution,
         "--concurrency", str(concurrency or max(settings.pool.concurrency(p) for p in pool)),
         "--prefetch-multiplier", str(prefetch), "--loglevel", "INFO", "--without-gossip",

@@ -219,7 +219,7 @@ class Sweeper:
 
 def run() -> None:
     """Sweep every `CALLBACK_SWEEP_SECONDS` until SIGTERM or SIGINT."""
-    from core.logformat import configure
+    from core.logformat import configure, quiet_libraries
     from core.settings import get_settings
     from tasks.engine.app import celery_app
 
@@ -228,6 +228,7 @@ def run() -> None:
     else:
         logging.basicConfig(level=logging.INFO,
                             format="%(asctime)s %(levelname)s sweeper %(message)s")
+        quiet_libraries()
     rt = open_resources(runner=False)
     stop = threading.Event()
 

@@ -13,6 +13,7 @@ from celery import Celery
 
 from tests import services
 from tests.integration.conftest import Stack, wait_job
+from tests.integration.receiver import reply, serve
 from tests.integration.test_jobs import read_until
 
 FLOWER_AUTH = ("ops", "s3cret")
@@ -29,6 +30,24 @@ def test_a_steps_output_is_not_logged_but_its_id_is(stack: Stack, client: httpx.
     log = (stack.logs / "tools.log").read_text()
     assert f"[{job_id}-0] succeeded in" in log
     assert secret not in log
+
+
+def test_a_called_urls_query_is_not_logged(stack: Stack, client: httpx.Client) -> None:
+    # Given an upstream whose URL carries a credential in its query
+    secret = f"token-{uuid.uuid4().hex}"
+    with serve(reply(200)) as upstream:
+        job_id = client.post("/v1/jobs", json={"intent": "debug.http", "inputs": {
+            "url": f"{upstream.url}/hook?token={secret}", "body": {}}}).json()["job_id"]
+        # When a step has called it
+        assert wait_job(client, job_id)["status"] == "succeeded"
+        assert upstream.received[0].path.endswith(secret)
+    # Then the worker's log names the step and its outcome, not the URL it called
+    log = stack.logs / "tools.log"
+    deadline = time.monotonic() + 10
+    while f"[{job_id}-0] succeeded in" not in log.read_text():
+        assert time.monotonic() < deadline, "the step's outcome was never logged"
+        time.sleep(0.05)
+    assert secret not in log.read_text()
 
 
 @contextmanager
