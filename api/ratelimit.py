@@ -1,5 +1,6 @@
 """Requests per second per API key and per tenant: two token buckets in Redis, shared by every
-API process, taken together by one Lua script (sent once, then called by its SHA)."""
+API process, kept in one hash per tenant and taken together by one Lua script (sent once, then
+called by its SHA)."""
 
 import logging
 import math
@@ -13,19 +14,23 @@ from core.store.rates import Rate, Rates
 
 log = logging.getLogger(__name__)
 
-# KEYS: the key's bucket, the tenant's (each a string "tokens at", expiring once full again).
-# ARGV: rate and burst of each (rate 0: no bucket). Both buckets refill by the server's clock;
-# a request takes a token from each, or from neither when either is empty. Returns: allowed,
-# then per bucket its whole tokens left, seconds until it holds one token, seconds until it
-# is full (as strings: Lua numbers come back as integers). Five commands in all (the script,
-# TIME, one MGET, a SET per bucket).
+# KEYS: the tenant's hash of buckets: field `tenant` is the tenant's, `key:<id>` each key's (a
+# string "tokens at"), `until` when the hash expires. ARGV: the key's field, then rate and burst
+# of the key's bucket and of the tenant's (rate 0: no bucket). Buckets refill by the server's
+# clock; a request takes a token from each, or from neither when either is empty. The hash
+# lives until every bucket in it is full again (a missing bucket is a full one); its expiry is
+# pushed a window further only when a bucket would outlive it, so most requests set none.
+# Returns: allowed, then per bucket its whole tokens left, seconds until it holds one token,
+# seconds until it is full (as strings: Lua numbers come back as integers). Four commands (the
+# script, TIME, one HMGET, one HSET), and a PEXPIREAT about once a window.
 BUCKETS = """
 local now = redis.call('TIME')
 now = tonumber(now[1]) + tonumber(now[2]) / 1000000
-local held = redis.call('MGET', KEYS[1], KEYS[2])
-local levels, allowed = {}, 1
+local fields = {ARGV[1], 'tenant'}
+local held = redis.call('HMGET', KEYS[1], fields[1], fields[2], 'until')
+local levels, allowed, window = {}, 1, 0
 for i = 1, 2 do
-  local rate, burst = tonumber(ARGV[2 * i - 1]), tonumber(ARGV[2 * i])
+  local rate, burst = tonumber(ARGV[2 * i]), tonumber(ARGV[2 * i + 1])
   if rate > 0 then
     local tokens, at = burst, now
     if held[i] then
@@ -35,24 +40,34 @@ for i = 1, 2 do
     end
     levels[i] = math.min(burst, tokens + math.max(0, now - at) * rate)
     if levels[i] < 1 then allowed = 0 end
+    window = math.max(window, burst / rate)
   end
 end
-local out = {allowed}
+local out, written, full = {allowed}, {}, now
 for i = 1, 2 do
-  local rate, burst = tonumber(ARGV[2 * i - 1]), tonumber(ARGV[2 * i])
+  local rate, burst = tonumber(ARGV[2 * i]), tonumber(ARGV[2 * i + 1])
   if levels[i] == nil then
     table.insert(out, -1); table.insert(out, '0'); table.insert(out, '0')
   else
     local tokens = levels[i] - allowed
-    redis.call('SET', KEYS[i], tostring(tokens) .. ' ' .. tostring(now),
-               'PX', math.ceil(burst / rate * 1000) + 1000)
+    table.insert(written, fields[i])
+    table.insert(written, tostring(tokens) .. ' ' .. tostring(now))
+    full = math.max(full, now + (burst - tokens) / rate)
     table.insert(out, math.floor(tokens))
     table.insert(out, tostring(math.max(0, 1 - tokens) / rate))
     table.insert(out, tostring((burst - tokens) / rate))
   end
 end
+local expires = full + 1 > (tonumber(held[3]) or 0)
+if expires then
+  table.insert(written, 'until'); table.insert(written, tostring(full + 1 + window))
+end
+redis.call('HSET', KEYS[1], unpack(written))
+if expires then redis.call('PEXPIREAT', KEYS[1], math.ceil((full + 1 + window) * 1000)) end
 return out
 """
+BUCKETS_KEY = "orch:buckets:{tenant_id}"
+"""One key per tenant: a script touches one slot, as Redis Cluster requires."""
 WARN_EVERY = 60.0  # seconds between warnings that the limiter is failing open
 
 
@@ -111,8 +126,9 @@ class RateLimiter:
             return None
         try:
             answer = self.script(
-                keys=[f"orch:bucket:key:{key_id}", f"orch:bucket:tenant:{tenant_id}"],
-                args=[rates.key.rate, rates.key.burst, rates.tenant.rate, rates.tenant.burst])
+                keys=[BUCKETS_KEY.format(tenant_id=tenant_id)],
+                args=[f"key:{key_id}", rates.key.rate, rates.key.burst, rates.tenant.rate,
+                      rates.tenant.burst])
         except RedisError as exc:
             self._warn(exc)
             return None

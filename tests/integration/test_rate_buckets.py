@@ -1,5 +1,6 @@
 """The rate limiter's two token buckets in a real Valkey: a key's, and its tenant's shared by
-all its keys; a refusal takes from neither; five broker commands a request."""
+all its keys, in one hash per tenant that outlives every bucket's refill; a refusal takes from
+neither; four broker commands a request."""
 
 import time
 from collections.abc import Iterator
@@ -7,7 +8,7 @@ from collections.abc import Iterator
 import pytest
 import redis
 
-from api.ratelimit import RateLimiter
+from api.ratelimit import BUCKETS_KEY, RateLimiter
 from core.store.rates import Rate, Rates
 from tests import services
 
@@ -52,17 +53,41 @@ def test_a_keys_bucket_refuses_alone_and_refills_by_the_clock(client: redis.Redi
     assert {b.name: b.remaining for b in verdict.buckets} == {"key": 0, "tenant": 96}
 
 
-def test_a_request_costs_five_broker_commands(client: redis.Redis) -> None:
-    # Given a limiter whose script is loaded
+def test_a_request_costs_four_broker_commands(client: redis.Redis) -> None:
+    # Given a limiter whose script is loaded, with buckets that take 100 s to fill (so the
+    # hash's expiry, set by the first request, is not pushed again during the test)
     limiter = RateLimiter(client)
-    rates = Rates(key=Rate(rate=1000, burst=1000), tenant=Rate(rate=1000, burst=1000))
+    rates = Rates(key=Rate(rate=1000, burst=100_000), tenant=Rate(rate=1000, burst=100_000))
     limiter.take("key_d", "ten_a", rates)
     client.config_resetstat()
     # When 100 requests are checked
     for _ in range(100):
         limiter.take("key_d", "ten_a", rates)
-    # Then the broker ran five commands each (the script, TIME, one MGET, a SET per bucket)
+    # Then the broker ran four commands each (the script, TIME, one HMGET, one HSET)
     stats = client.info("commandstats")
     calls = {name.removeprefix("cmdstat_"): int(entry["calls"]) for name, entry in stats.items()
              if name not in ("cmdstat_info", "cmdstat_config|resetstat")}
-    assert sum(calls.values()) == 500, calls
+    assert sum(calls.values()) == 400, calls
+
+
+def test_the_buckets_outlive_their_refill_and_then_go(client: redis.Redis) -> None:
+    # Given a key's bucket of 4 that refills 2 a second (full 2 s after it was emptied), and
+    # a tenant's that refills much faster
+    limiter = RateLimiter(client)
+    rates = Rates(key=Rate(rate=2, burst=4), tenant=Rate(rate=100, burst=100))
+    key = BUCKETS_KEY.format(tenant_id="ten_a")
+    # When the key's bucket is emptied, and asked again 1.2 s later (it has 2 tokens again)
+    assert allowed(limiter, "key_e", rates, 5) == [True] * 4 + [False]
+    expiry = client.pttl(key)
+    time.sleep(1.2)
+    again = limiter.take("key_e", "ten_a", rates)
+    # Then until it was full again, the hash was kept: the bucket was not forgotten (a
+    # forgotten one would be full: 4 tokens, 3 after this request)
+    assert again is not None and again.allowed
+    assert {b.name: b.remaining for b in again.buckets}["key"] == 1
+    assert expiry >= 2000
+    # And once every bucket in it is full, the hash goes by itself (within a window more)
+    deadline = time.monotonic() + 2 + 1 + 2 + 1
+    while client.exists(key):
+        assert time.monotonic() < deadline, client.pttl(key)
+        time.sleep(0.1)
