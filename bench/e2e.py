@@ -13,8 +13,10 @@ import sys
 import tempfile
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +30,7 @@ from sqlmodel import col, func, select  # noqa: E402
 
 from core.db import Database  # noqa: E402
 from core.migrate import upgrade  # noqa: E402
-from core.models import TERMINAL, Job  # noqa: E402
+from core.models import TERMINAL, Job, JobStep  # noqa: E402
 from core.store.tenants import create_tenant_key  # noqa: E402
 from core.vault import Vault, new_key  # noqa: E402
 from tests import services  # noqa: E402
@@ -176,6 +178,7 @@ class Orchestrator:
                       for n in range(args.tools_workers)]
         self.api = services.start_api(env, logs / "api.log")
         self.env, self.logs, self.profile = env, logs, args.profile
+        self.timeline = args.timeline
         self.spies: list[subprocess.Popen[bytes]] = []
         self.callbacks_worker = self._start_callbacks()
         self.processes = [*self.tools, services.start_worker(
@@ -255,6 +258,8 @@ class Orchestrator:
         failed = self._failed(ids)
         if failed:
             raise RuntimeError(f"{failed} debug.http jobs failed")
+        if self.timeline:
+            print(timeline(self.db, ids))
         return time.perf_counter() - started, submitted
 
     def callbacks(self, jobs: int, hook: str, clients: int) -> tuple[float, float]:
@@ -328,6 +333,32 @@ class Orchestrator:
             count = session.exec(select(func.count()).select_from(Job).where(
                 col(Job.id).in_(ids), col(Job.status).in_(list(TERMINAL)))).one()
         return int(count) == len(ids)
+
+
+def timeline(db: Database, ids: list[str]) -> str:
+    """Where the jobs' time went, from their stored timestamps: when they were stored, their
+    steps started and ended (seconds after the first was stored: min, p10, p50, p90, p99,
+    max), and how many steps started in each quarter second."""
+    with db.read() as session:
+        jobs = session.exec(select(Job).where(col(Job.id).in_(ids))).all()
+        steps = session.exec(select(JobStep).where(col(JobStep.job_id).in_(ids))).all()
+    first = min(job.created_at for job in jobs)
+
+    def after(moments: list[datetime | None]) -> list[float]:
+        return sorted((at - first).total_seconds() for at in moments if at is not None)
+
+    def spread(name: str, moments: list[datetime | None]) -> str:
+        seconds = after(moments)
+        marks = (seconds[int(p * (len(seconds) - 1))] for p in (0, 0.1, 0.5, 0.9, 0.99, 1))
+        return f"  {name:<14}" + " ".join(f"{mark:6.3f}" for mark in marks)
+
+    starts = Counter(int(s * 4) for s in after([step.started_at for step in steps]))
+    return "\n".join([
+        "timeline (s after the first job was stored: min p10 p50 p90 p99 max)",
+        spread("stored", [job.created_at for job in jobs]),
+        spread("step started", [step.started_at for step in steps]),
+        spread("step ended", [step.finished_at for step in steps]),
+        f"  steps started per 0.25 s: {[starts[n] for n in range(max(starts) + 1)]}"])
 
 
 def spy(process: services.Process, out: Path) -> subprocess.Popen[bytes]:
@@ -462,6 +493,9 @@ def main() -> None:
                         "POST /v1/jobs:batch, this many per request (default: one per POST).")
     parser.add_argument("--callbacks", type=int, default=2000,
                         help="Jobs with a callback in the callbacks measure.")
+    parser.add_argument("--timeline", action="store_true",
+                        help="Print when the concurrency measure's jobs were stored and their "
+                        "steps started and ended.")
     parser.add_argument("--profile", default="",
                         help="Write py-spy flame graphs of the API and a tools worker here.")
     args = parser.parse_args()
