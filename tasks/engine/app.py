@@ -13,7 +13,7 @@ from core.observations import SENT_HEADER
 from core.settings import get_settings
 
 # Outlive a broker outage; Flower events of ignored steps; quiet logs.
-from tasks.engine import broker_clients, broker_loss, events, logs  # noqa: F401
+from tasks.engine import acks, broker_clients, broker_loss, events, logs  # noqa: F401
 from tasks.engine.pools import POOLS, Pool
 
 # Imported by each worker at start: the step tasks, the callback task and every intent family.

@@ -7,10 +7,10 @@ calls then meet a channel without a connection, fail inside kombu with an `Attri
 unrecoverable: the whole worker exits.
 
 - the restore at close (seen with a step waiting on a retry countdown during a 15 s restart);
-- the ack (or reject) of a message that channel delivered, for a step that ended while the
-  broker was away: Celery runs it on its event loop as soon as the worker has reconnected,
-  so the worker dies right after the broker comes back (seen after an 11-minute outage; any
-  outage a held step outlives does it).
+- the ack (sent by `acks`, with the helpers here) or reject of a message that channel
+  delivered, for a step that ended while the broker was away: Celery runs it on its event
+  loop as soon as the worker has reconnected, so the worker dies right after the broker comes
+  back (seen after an 11-minute outage; any outage a held step outlives does it).
 
 Neither needs the dead channel: the message stays in the broker's unacknowledged index, the
 broker puts it back once the visibility timeout has passed, and its redelivery finds the step
@@ -26,7 +26,6 @@ from kombu.transport import redis as kombu_redis
 
 log = logging.getLogger(__name__)
 _restore = kombu_redis.QoS.restore_unacked
-_ack = kombu_redis.QoS.ack
 _reject = kombu_redis.QoS.reject
 GONE = (AttributeError, redis.RedisError, OSError)
 
@@ -41,12 +40,12 @@ def _restore_or_let_go(self: Any, client: Any = None) -> None:
         self._delivered.clear()
 
 
-def _detached(qos: Any) -> bool:
+def detached(qos: Any) -> bool:
     """Whether the channel that delivered the message was closed with a lost connection."""
     return qos.channel.connection is None
 
 
-def _let_go(qos: Any, what: str, delivery_tag: str, exc: Exception | None) -> None:
+def let_go(qos: Any, what: str, delivery_tag: str, exc: Exception | None) -> None:
     reason = type(exc).__name__ if exc else "its channel closed with the lost connection"
     log.warning("could not %s message %s (%s); it stays in the broker's unacked index until "
                 "the visibility timeout, and its redelivery finds the step ended",
@@ -54,28 +53,16 @@ def _let_go(qos: Any, what: str, delivery_tag: str, exc: Exception | None) -> No
     qos._delivered.pop(delivery_tag, None)
 
 
-def _ack_or_let_go(self: Any, delivery_tag: str) -> None:
-    if _detached(self):
-        return _let_go(self, "acknowledge", delivery_tag, None)
-    try:
-        _ack(self, delivery_tag)  # type: ignore[no-untyped-call]
-    except GONE as exc:
-        if not _detached(self):
-            raise
-        _let_go(self, "acknowledge", delivery_tag, exc)
-
-
 def _reject_or_let_go(self: Any, delivery_tag: str, requeue: bool = False) -> None:
-    if _detached(self):
-        return _let_go(self, "reject", delivery_tag, None)
+    if detached(self):
+        return let_go(self, "reject", delivery_tag, None)
     try:
         _reject(self, delivery_tag, requeue)  # type: ignore[no-untyped-call]
     except GONE as exc:
-        if not _detached(self):
+        if not detached(self):
             raise
-        _let_go(self, "reject", delivery_tag, exc)
+        let_go(self, "reject", delivery_tag, exc)
 
 
 kombu_redis.QoS.restore_unacked = _restore_or_let_go  # type: ignore[method-assign]
-kombu_redis.QoS.ack = _ack_or_let_go  # type: ignore[method-assign]
 kombu_redis.QoS.reject = _reject_or_let_go  # type: ignore[method-assign]
