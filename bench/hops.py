@@ -62,7 +62,7 @@ def main() -> None:
     args = parser.parse_args()
     logs = Path(tempfile.mkdtemp(prefix="orch-hops-"))
     stack_args = argparse.Namespace(batch=0, api_workers=1, threads=500, tools_workers=1,
-                                    profile="")
+                                    profile="", timeline=False)
     with services.redis_server() as broker, (
             services.postgres_server() if args.postgres else
             nullcontext(f"sqlite:///{logs}/hops.db")) as database_url:
