@@ -174,16 +174,25 @@ class Orchestrator:
                "RATE_LIMIT_KEY_RATE": "1000000", "RATE_LIMIT_KEY_BURST": "1000000",
                "RATE_LIMIT_TENANT_RATE": "1000000", "RATE_LIMIT_TENANT_BURST": "1000000",
                "API_WORKERS": str(args.api_workers)}
-        self.tools = [services.start_worker(env, ["tools"], logs / f"tools{n}.log", args.threads)
-                      for n in range(args.tools_workers)]
-        self.api = services.start_api(env, logs / "api.log")
         self.env, self.logs, self.profile = env, logs, args.profile
         self.timeline = args.timeline
         self.spies: list[subprocess.Popen[bytes]] = []
-        self.callbacks_worker = self._start_callbacks()
-        self.processes = [*self.tools, services.start_worker(
-            env, ["llm", "memory", "flow"], logs / "others.log", 4), self.api]
-        services.wait_http(f"{self.url}/ready", timeout=60)
+        self.processes: list[services.Process] = []
+        try:  # a stack that does not come up is stopped, not left running
+            self.tools = [services.start_worker(env, ["tools"], logs / f"tools{n}.log",
+                                                args.threads) for n in range(args.tools_workers)]
+            self.processes += self.tools
+            self.api = services.start_api(env, logs / "api.log")
+            self.processes += [self.api, services.start_worker(
+                env, ["llm", "memory", "flow"], logs / "others.log", 4)]
+            self.callbacks_worker = self._start_callbacks()
+            self.processes.append(self.callbacks_worker)
+            services.wait_http(f"{self.url}/ready", timeout=60)
+        except BaseException:
+            for process in self.processes:
+                process.stop()
+            raise
+        self.processes.remove(self.callbacks_worker)  # restarted by a measure: closed apart
         self.http = httpx.Client(base_url=self.url, timeout=30,
                                  headers={"Authorization": f"Bearer {self.key}"})
 
