@@ -80,8 +80,7 @@ def _stop_background(**_: Any) -> None:
 
 @task_received.connect
 def _received(request: Any, **_: Any) -> None:
-    # Published at once (by the holdings' sender): a worker killed before its next beat has
-    # its messages known.
+    # Published at once: a worker killed before its next beat has its messages known.
     holdings = resources().holdings
     if holdings is not None and _is_step(request):
         holdings.received(request.id)

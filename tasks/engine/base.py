@@ -161,8 +161,6 @@ class StepTask(Task):  # type: ignore[misc]
         bind(tenant=start.tenant_id or None)
         if start.verdict != StepVerdict.run:
             raise Ignore(start.reason or "already done")
-        if begun is None and rt.holdings is not None:  # known as held before it runs
-            rt.holdings.wait_published(self.request.id)
         run = Run(began, rt.starts.hold(start.unrecorded) if start.unrecorded else None)
         with rt.lock:
             rt.executing.add((job_id, index))

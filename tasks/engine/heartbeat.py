@@ -135,76 +135,38 @@ def release(client: redis.Redis, runner: str, task_ids: Iterable[str]) -> None:
 class Holdings:
     """The step messages this consuming process holds, published under its runner id.
 
-    Each message is published as soon as it is received (so one received just before the
-    process dies is known), by a thread of its own: the consumer's thread, which also receives
-    the next messages, only queues it, and the sender publishes all those queued meanwhile in one
-    command. A step waits until its message is published before it runs
-    (`wait_published`), so a step that kills its worker is known as held. A snapshot of
-    Celery's own request state replaces the set every beat, so messages that ended, or that
-    Celery dropped with a lost connection, leave it. A message received within the last beat
-    stays until a snapshot has seen it.
+    Each message is added the moment it is received (so one received just before the process
+    dies is known); a snapshot of Celery's own request state replaces the set every beat, so
+    messages that ended, or that Celery dropped with a lost connection, leave it. A message
+    received within the last beat stays until a snapshot has seen it.
     """
 
     def __init__(self, client: redis.Redis, runner: str, keep: float) -> None:
         self.client, self.key, self.keep = client, HELD.format(runner=runner), int(keep) + 1
         self._recent: dict[str, float] = {}
-        self._unsent: list[str] = []
-        self._sending: set[str] = set()  # received, and not published yet
         self._lock = threading.Lock()
-        self._changed = threading.Condition(self._lock)
-        self._writing = threading.Lock()  # one write of the published set at a time
         self._expires = False  # whether the published set has its expiry already
-        self._sender: threading.Thread | None = None
-        self._stopped = False
 
     def received(self, task_id: str) -> None:
-        """Queue a message just received for the sender to publish."""
+        """Add a message just received; a broker error is left to the next snapshot."""
         with self._lock:
             self._recent[task_id] = time.monotonic()
-            self._sending.add(task_id)
-            self._unsent.append(task_id)
-            if self._sender is None:
-                self._sender = threading.Thread(target=self._send_loop, daemon=True,
-                                                name="orch-holdings-sender")
-                self._sender.start()
-            self._changed.notify_all()
-
-    def wait_published(self, task_id: str, timeout: float = 2.0) -> None:
-        """Until `task_id`'s message was published, or its try failed (a broker error is left
-        to the next snapshot); at most `timeout` seconds."""
-        deadline = time.monotonic() + timeout
-        with self._lock:
-            while task_id in self._sending and (left := deadline - time.monotonic()) > 0:
-                self._changed.wait(left)
-
-    def _send_loop(self) -> None:
-        while True:
-            with self._lock:
-                while not self._unsent and not self._stopped:
-                    self._changed.wait()
-                if self._stopped:
+            with contextlib.suppress(redis.RedisError):
+                if self._expires:  # a set the last beat published, with its expiry: one command
+                    self.client.sadd(self.key, task_id)
                     return
-                ids, self._unsent = self._unsent, []
-            with self._writing, contextlib.suppress(redis.RedisError):
-                if self._expires:  # a set the last beat published, with its expiry
-                    self.client.sadd(self.key, *ids)
-                else:
-                    pipe = self.client.pipeline(transaction=False)
-                    pipe.sadd(self.key, *ids)
-                    pipe.expire(self.key, self.keep)
-                    pipe.execute()
-                    self._expires = True
-            with self._lock:
-                self._sending.difference_update(ids)
-                self._changed.notify_all()
+                pipe = self.client.pipeline(transaction=False)
+                pipe.sadd(self.key, task_id)
+                pipe.expire(self.key, self.keep)
+                pipe.execute()
+                self._expires = True
 
     def publish(self, held: set[str], every: float) -> None:
         """Replace the published set with `held` and the messages received in the last beat."""
-        with self._writing:
-            with self._lock:
-                since = time.monotonic() - 2 * every
-                self._recent = {t: at for t, at in self._recent.items() if at > since}
-                ids = held | set(self._recent)
+        with self._lock:
+            since = time.monotonic() - 2 * every
+            self._recent = {t: at for t, at in self._recent.items() if at > since}
+            ids = held | set(self._recent)
             self._expires = False
             pipe = self.client.pipeline(transaction=True)
             pipe.delete(self.key)
@@ -216,13 +178,8 @@ class Holdings:
 
     def clear(self) -> None:
         """Hold nothing any more (a worker shutting down gives its messages back)."""
-        with self._lock:
-            self._stopped = True
+        with self._lock, contextlib.suppress(redis.RedisError):
             self._recent.clear()
-            self._unsent.clear()
-            self._sending.clear()
-            self._changed.notify_all()
-        with self._writing, contextlib.suppress(redis.RedisError):
             self._expires = False
             self.client.delete(self.key)
 
