@@ -86,7 +86,13 @@ def bare_celery(broker_url: str, logs: Path, args: argparse.Namespace,
         bare.noop.delay(0).get(timeout=60)
         client = redis.Redis.from_url(broker_url)
         if args.concurrency_only:
-            return {"concurrent_s": bare_concurrency(client, slow_url, args)}
+            cpu = cpu_seconds(worker.pid)
+            seconds = bare_concurrency(client, slow_url, args)
+            if args.timeline:
+                used = cpu_seconds(worker.pid) - cpu
+                print(f"bare Celery's worker used {used:.2f} CPU seconds "
+                      f"({used / args.concurrent * 1000:.2f} ms a task)")
+            return {"concurrent_s": seconds}
         if args.callbacks_only:
             return {}
         if args.throughput_only:
@@ -256,7 +262,7 @@ class Orchestrator:
     def concurrency(self, jobs: int, url: str, clients: int = 64) -> tuple[float, float]:
         """Seconds from the first submit until N `debug.http` jobs that each wait on the slow
         server are terminal, and how long submitting them took."""
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), [cpu_seconds(p.pid) for p in self.processes]
         ids = self.submit_many(jobs, clients,
                                lambda i: ("debug.http", {"url": url, "body": {"i": i}}))
         submitted = time.perf_counter() - started
@@ -269,7 +275,15 @@ class Orchestrator:
             raise RuntimeError(f"{failed} debug.http jobs failed")
         if self.timeline:
             print(timeline(self.db, ids))
+            used = {self._name(p): cpu_seconds(p.pid) - before
+                    for p, before in zip(self.processes, cpu, strict=True)}
+            print("  CPU seconds used meanwhile: " + ", ".join(
+                f"{name} {seconds:.2f} ({seconds / jobs * 1000:.2f} ms a job)"
+                for name, seconds in used.items()))
         return time.perf_counter() - started, submitted
+
+    def _name(self, process: services.Process) -> str:
+        return process.log.stem  # tools0, api, others
 
     def callbacks(self, jobs: int, hook: str, clients: int) -> tuple[float, float]:
         """Signed callbacks a second to the loopback receiver, two ways: `jobs` jobs with a
@@ -342,6 +356,12 @@ class Orchestrator:
             count = session.exec(select(func.count()).select_from(Job).where(
                 col(Job.id).in_(ids), col(Job.status).in_(list(TERMINAL)))).one()
         return int(count) == len(ids)
+
+
+def cpu_seconds(pid: int) -> float:
+    """User and system CPU seconds of a process and its waited-for children so far (Linux)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return sum(int(f) for f in fields[11:15]) / os.sysconf("SC_CLK_TCK")
 
 
 def timeline(db: Database, ids: list[str]) -> str:
