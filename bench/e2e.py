@@ -275,15 +275,12 @@ class Orchestrator:
             raise RuntimeError(f"{failed} debug.http jobs failed")
         if self.timeline:
             print(timeline(self.db, ids))
-            used = {self._name(p): cpu_seconds(p.pid) - before
+            used = {p.log.stem: cpu_seconds(p.pid) - before  # tools0, api, others
                     for p, before in zip(self.processes, cpu, strict=True)}
             print("  CPU seconds used meanwhile: " + ", ".join(
                 f"{name} {seconds:.2f} ({seconds / jobs * 1000:.2f} ms a job)"
                 for name, seconds in used.items()))
         return time.perf_counter() - started, submitted
-
-    def _name(self, process: services.Process) -> str:
-        return process.log.stem  # tools0, api, others
 
     def callbacks(self, jobs: int, hook: str, clients: int) -> tuple[float, float]:
         """Signed callbacks a second to the loopback receiver, two ways: `jobs` jobs with a
@@ -524,7 +521,7 @@ def main() -> None:
                         help="Jobs with a callback in the callbacks measure.")
     parser.add_argument("--timeline", action="store_true",
                         help="Print when the concurrency measure's jobs were stored and their "
-                        "steps started and ended.")
+                        "steps started and ended, and the CPU each process used meanwhile.")
     parser.add_argument("--profile", default="",
                         help="Write py-spy flame graphs of the API and a tools worker here.")
     args = parser.parse_args()
