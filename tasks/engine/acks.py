@@ -2,11 +2,10 @@
 
 Celery runs a step's late ack on the consumer's event loop (kombu's connection is not
 thread-safe), and with kombu's Redis transport each ack is a round trip (`MULTI`, `ZREM`,
-`HDEL`, `EXEC`) made by the thread that also receives messages. When hundreds of steps ended at
-once, the loop spent its turns acknowledging them one by one and received nothing for a second
-or more (`bench/e2e.py --timeline`: no step started while the first ones ended). The acks
-asked for in one turn are now sent at the end of that turn, before the loop polls again, as one
-transaction whatever their number: the same four commands for one message or five hundred.
+`HDEL`, `EXEC`) made by the thread that also receives messages: when hundreds of steps end at
+once, that thread acknowledges them one by one. The acks asked for in one turn are sent at the
+end of that turn, before the loop polls again, as one transaction whatever their number: the
+same four commands for one message or five hundred.
 
 An ack asked for on another thread, or outside a worker's loop, is sent at once, as kombu would.
 An ack not yet sent when the worker dies leaves its message in the unacknowledged index, as a
