@@ -262,7 +262,8 @@ class Orchestrator:
     def concurrency(self, jobs: int, url: str, clients: int = 64) -> tuple[float, float]:
         """Seconds from the first submit until N `debug.http` jobs that each wait on the slow
         server are terminal, and how long submitting them took."""
-        started, cpu = time.perf_counter(), [cpu_seconds(p.pid) for p in self.processes]
+        cpu = [cpu_seconds(p.pid) for p in self.processes] if self.timeline else []
+        started = time.perf_counter()
         ids = self.submit_many(jobs, clients,
                                lambda i: ("debug.http", {"url": url, "body": {"i": i}}))
         submitted = time.perf_counter() - started
