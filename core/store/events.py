@@ -20,7 +20,14 @@ def _rows(job_id: str, last_seq: int, items: Items, now: datetime) -> list[dict[
 
 def insert_events(session: Session, job_id: str, last_seq: int, items: Items) -> list[LiveEvent]:
     """Insert events numbered after `last_seq`; the caller moves the job's `event_seq` on."""
-    rows = _rows(job_id, last_seq, items, utcnow())
+    return insert_many(session, [(job_id, last_seq, items)])
+
+
+def insert_many(session: Session, logs: list[tuple[str, int, Items]]) -> list[LiveEvent]:
+    """Insert events into many jobs' logs in one statement: each job's (id, last seq, items)
+    numbered after its last seq; the caller moves each job's `event_seq` on."""
+    now = utcnow()
+    rows = [row for job_id, last_seq, items in logs for row in _rows(job_id, last_seq, items, now)]
     if rows:
         session.execute(EVENTS_INSERT, rows)
     return [event_payload(**row) for row in rows]
@@ -42,11 +49,8 @@ def append_many(*, session: Session, items: list[tuple[str, Items]]) -> list[Liv
         event_seq=bindparam("b_seq")),
         [{"b_id": job_id, "b_seq": seqs[job_id] + len(job_items)}
          for job_id, job_items in by_job.items()])
-    now = utcnow()
-    rows = [row for job_id, job_items in by_job.items()
-            for row in _rows(job_id, seqs[job_id], job_items, now)]
-    session.execute(EVENTS_INSERT, rows)
-    return [event_payload(**row) for row in rows]
+    return insert_many(session, [(job_id, seqs[job_id], job_items)
+                                 for job_id, job_items in by_job.items()])
 
 
 def append_events(*, session: Session, job_id: str, items: Items) -> list[LiveEvent]:

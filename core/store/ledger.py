@@ -11,14 +11,15 @@ from enum import StrEnum
 from types import SimpleNamespace
 from typing import Any
 
-from sqlalchemy import bindparam, insert, update
+from sqlalchemy import bindparam, exists, insert, tuple_, update
 from sqlmodel import Session, select
 
 from core import deliveries, refs
 from core.errors import NotFound
 from core.events import LiveEvent
 from core.models import TERMINAL_EVENTS, EventType, JobStatus, StepStatus, utcnow
-from core.store.events import insert_events
+from core.store.events import insert_events, insert_many
+from core.store.limits import LIMITS
 from core.store.submission import step_rows
 from core.store.tables import JOBS, STEPS, Handoff, Items, NewStep, NextStep
 
@@ -34,7 +35,7 @@ class StepVerdict(StrEnum):
 
 @dataclass(frozen=True)
 class StartRecord:
-    """A step's start not yet written: what `record_start` writes with the step's first
+    """A step's start not yet written: what `take_start` writes with the step's first
     write (its end, mostly), so a quick step costs one transaction."""
 
     job_id: str
@@ -90,9 +91,12 @@ Claim = Callable[[int], int | None]
 """Given the attempt a start would be, the attempt it is (None: a live runner has it)."""
 
 
+# Whether the job's tenant has concurrency rules of its own, read with the job: a step of a
+# tenant with none is admitted on the settings' defaults without a query of its own.
+LIMITED = exists().where(LIMITS.c.tenant_id == JOBS.c.tenant_id).label("limited")
 JOB_COLUMNS = (JOBS.c.status, JOBS.c.event_seq, JOBS.c.tenant_id,
                JOBS.c.intent.label("job_intent"), JOBS.c.mode, JOBS.c.callback_url,
-               JOBS.c.created_at, JOBS.c.started_at)
+               JOBS.c.created_at, JOBS.c.started_at, LIMITED)
 STEP_COLUMNS = (STEPS.c.status.label("step"), STEPS.c.attempts, STEPS.c.intent, STEPS.c.pool,
                 STEPS.c.inputs, STEPS.c.output, STEPS.c.runner, STEPS.c.attempts_base,
                 STEPS.c.started_at.label("step_started_at"), STEPS.c.approved_at,
@@ -111,6 +115,18 @@ JOB_STEP = (
     select(*JOB_COLUMNS, *STEP_COLUMNS)  # type: ignore[call-overload]
     .select_from(JOBS.join(STEPS, STEPS.c.job_id == JOBS.c.id))
     .where(JOBS.c.id == bindparam("job_id"), STEPS.c.index == bindparam("index"))
+)
+
+# Many jobs locked at once, in id order (so two writers never wait on each other in a
+# circle), and their steps read after: `record_starts`.
+JOBS_LOCK = (
+    select(JOBS.c.id, *JOB_COLUMNS)  # type: ignore[call-overload]
+    .where(JOBS.c.id.in_(bindparam("ids", expanding=True))).order_by(JOBS.c.id)
+    .with_for_update()
+)
+STEPS_AT = (
+    select(STEPS.c.job_id, STEPS.c.index.label("idx"), *STEP_COLUMNS)  # type: ignore[call-overload]
+    .where(tuple_(STEPS.c.job_id, STEPS.c.index).in_(bindparam("keys", expanding=True)))
 )
 
 REST = (
@@ -316,10 +332,48 @@ def record_throttled(*, session: Session, job_id: str, index: int,
     return _throttled(session, at, throttled)
 
 
-def record_start(*, session: Session, start: StartRecord) -> list[LiveEvent]:
-    """Write a step's start taken without writing, alone (`take_start`'s rules)."""
-    take_start(session=session, start=start)
-    return write_start(session=session)
+def record_starts(*, session: Session, starts: list[StartRecord]) -> list[LiveEvent]:
+    """Write many steps' starts taken without writing, in the same few statements however
+    many: their jobs locked in id order, then their steps read (after the locks, as `ledger`
+    reads), one update of the steps, one of the jobs for each set of columns, one insert of
+    events. Each by `take_start`'s rules: a start whose job or step ended, whose start another
+    delivery wrote since, or whose job is gone, is left out."""
+    if not starts:
+        return []
+    jobs = {row.id: dict(row._mapping) for row in session.execute(
+        JOBS_LOCK, {"ids": sorted({start.job_id for start in starts})})}
+    steps = {(row.job_id, row.idx): row._mapping for row in session.execute(
+        STEPS_AT, {"keys": [(start.job_id, start.index) for start in starts]})}
+    step_values, job_values, logs = [], dict[str, dict[str, Any]](), []
+    for start in sorted(starts, key=lambda start: (start.job_id, start.index)):
+        job, step = jobs.get(start.job_id), steps.get((start.job_id, start.index))
+        if job is None or step is None:
+            continue
+        at = Ledger(start.job_id, start.index, JobStatus(job["status"]),
+                    StepStatus(step["step"]), SimpleNamespace(**job, **step))
+        if not _startable(at, start):
+            continue
+        values, step_set, items = _start_values(at, start)
+        step_values.append({"at_job": start.job_id, "at_index": start.index, **step_set})
+        logs.append((start.job_id, job["event_seq"], items))
+        job |= {**values, "event_seq": job["event_seq"] + len(items)}  # for its next start
+        job_values[start.job_id] = {**job_values.get(start.job_id, {}), **values,
+                                    "event_seq": job["event_seq"]}
+    if step_values:
+        session.execute(STEP_UPDATE, step_values)
+    by_columns: dict[frozenset[str], list[dict[str, Any]]] = {}
+    for job_id, values in job_values.items():  # executemany takes one set of columns
+        by_columns.setdefault(frozenset(values), []).append({"at_job": job_id, **values})
+    for rows in by_columns.values():
+        session.execute(JOB_UPDATE, rows)
+    return insert_many(session, logs)
+
+
+def _startable(at: Ledger, start: StartRecord) -> bool:
+    """Whether a start taken without writing is still to be written: its job and its step
+    have not ended, and no other delivery's start was written since."""
+    return not at.status.terminal and at.step_status in (
+        StepStatus.pending, StepStatus.running) and at.row.attempts < start.attempts
 
 
 def _already_done(session: Session, at: Ledger) -> StepStart:
@@ -371,8 +425,7 @@ def take_start(*, session: Session, start: StartRecord) -> None:
     job or the step ended, or another delivery's start was written since (this run's end then
     finds the ledger as the other left it). `write_start` writes what no record took."""
     at = ledger(session, start.job_id, start.index)
-    if at.status.terminal or at.step_status not in (StepStatus.pending, StepStatus.running) \
-            or at.row.attempts >= start.attempts:
+    if not _startable(at, start):
         return
     job, step, items = _start_values(at, start)
     row = SimpleNamespace(**{**vars(at.row), "step": StepStatus.running,

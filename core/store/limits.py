@@ -39,12 +39,14 @@ def _specificity(pattern: str) -> tuple[bool, int]:
 
 
 def concurrency_rule(*, session: Session, tenant_id: str, intent: str,
-                     defaults: dict[str, int]) -> Rule | None:
+                     defaults: dict[str, int], own: bool = True) -> Rule | None:
     """The limit a step of `intent` runs under: the tenant's rules over the settings' defaults,
-    the most specific matching pattern deciding; None: unlimited."""
+    the most specific matching pattern deciding; None: unlimited. `own=False` says the tenant
+    has no rules of its own (read with its job): only the defaults are looked at."""
     rules = dict(defaults)
-    rules.update({row.pattern: row.max_running
-                  for row in session.execute(RULES, {"tenant_id": tenant_id})})
+    if own:
+        rules.update({row.pattern: row.max_running
+                      for row in session.execute(RULES, {"tenant_id": tenant_id})})
     matching = [p for p in rules if fnmatchcase(intent, p)]
     if not matching:
         return None

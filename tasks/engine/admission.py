@@ -37,7 +37,8 @@ class Admission:
         the `step_throttled` event says about the limit."""
         row = at.row
         rule = concurrency_rule(session=session, tenant_id=row.tenant_id, intent=row.intent,
-                                defaults=self.rt.settings.limits.concurrency)
+                                defaults=self.rt.settings.limits.concurrency,
+                                own=row.limited)
         if rule is None:
             return None
         step = NextStep(at.job_id, at.index, row.intent, row.pool)

@@ -20,9 +20,8 @@ from dataclasses import dataclass, field
 import redis
 
 from core.db import Database
-from core.errors import NotFound
-from core.events import LiveEvent, publish
-from core.store.ledger import StartRecord, record_start
+from core.events import publish
+from core.store.ledger import StartRecord, record_starts
 
 log = logging.getLogger(__name__)
 RECORD_AFTER = 0.5
@@ -150,13 +149,8 @@ class Starts:
             todo = [p for p in taken if not p.recorded]
             if not todo:
                 return 0
-            events: list[LiveEvent] = []
-            with self.db.write() as session:
-                for pending in todo:
-                    try:
-                        events += record_start(session=session, start=pending.start)
-                    except NotFound:  # its job was removed: the run's own end will find so
-                        continue
+            with self.db.write() as session:  # a removed job's: left to the run's own end
+                events = record_starts(session=session, starts=[p.start for p in todo])
             for pending in todo:
                 pending.recorded = True
         finally:

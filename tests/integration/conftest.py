@@ -222,6 +222,21 @@ def own_database(request: pytest.FixtureRequest, backend: str, name: str, logs: 
 
 
 @contextmanager
+def store_of_its_own(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory,
+                     name: str) -> Iterator[Database]:
+    """A migrated job store of a test module's own on the backend `request.param` names
+    (`sqlite` or `postgres`), for tests of the store itself on both."""
+    logs: Path = tmp_path_factory.mktemp(name)
+    url = own_database(request, request.param, f"{name}_{uuid.uuid4().hex[:8]}", logs)
+    upgrade(url)
+    database = Database(url)
+    try:
+        yield database
+    finally:
+        database.dispose()
+
+
+@contextmanager
 def running_stack(request: pytest.FixtureRequest, backend: str, db_index: int,
                   extra_env: dict[str, str], name: str = "orchestrator",
                   split_workers: bool = True, broker_url: str | None = None,

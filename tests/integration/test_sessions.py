@@ -3,16 +3,14 @@ sees the other's messages, through the API's list or the recent messages a chat 
 
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
 from core.db import Database
-from core.migrate import upgrade
 from core.store.sessions import Turn, add_turns, list_messages, open_session, recent_messages
 from core.store.tenants import create_tenant_key
 from core.vault import Vault, new_key
-from tests.integration.conftest import own_database
+from tests.integration.conftest import store_of_its_own
 
 SESSION = "shared-session-id"
 
@@ -20,12 +18,8 @@ SESSION = "shared-session-id"
 @pytest.fixture(scope="module", params=["sqlite", "postgres"])
 def db(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
        ) -> Iterator[Database]:
-    logs: Path = tmp_path_factory.mktemp("sessions")
-    url = own_database(request, request.param, f"sessions_{uuid.uuid4().hex[:8]}", logs)
-    upgrade(url)
-    database = Database(url)
-    yield database
-    database.dispose()
+    with store_of_its_own(request, tmp_path_factory, "sessions") as database:
+        yield database
 
 
 def _tenant_with_messages(db: Database, words: list[str]) -> str:
