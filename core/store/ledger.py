@@ -11,7 +11,7 @@ from enum import StrEnum
 from types import SimpleNamespace
 from typing import Any
 
-from sqlalchemy import bindparam, exists, insert, tuple_, update
+from sqlalchemy import bindparam, case, exists, insert, tuple_, update
 from sqlmodel import Session, select
 
 from core import deliveries, refs
@@ -71,13 +71,15 @@ class StepStart:
 
 @dataclass
 class Ledger:
-    """A job and one of its steps as the ledger has them, the job row locked."""
+    """A job and one of its steps as the ledger has them, the job row locked; with
+    `following`, the steps after it (idx, intent, pool, status), read in the same statement."""
 
     job_id: str
     index: int
     status: JobStatus
     step_status: StepStatus
     row: Any
+    following: list[Any] | None = None
 
 
 Rest = list[tuple[int, str, str]]
@@ -134,6 +136,24 @@ REST = (
     .where(STEPS.c.job_id == bindparam("job_id"), STEPS.c.index > bindparam("index"))
     .order_by(STEPS.c.index)
 )
+# A step and the steps after it in one statement (a step's begin reads both): its own row
+# first; the rows after carry only what `Rest` needs (their inputs and outputs left NULL).
+_OWN_ONLY = {"inputs", "output", "early_output"}
+STEP_ON_COLUMNS = (
+    STEPS.c.index.label("idx"),
+    *(case((STEPS.c.index == bindparam("index"), column), else_=None).label(column.name)
+      if column.name in _OWN_ONLY else column for column in STEP_COLUMNS))
+STEP_ON = (
+    select(*STEP_ON_COLUMNS)
+    .where(STEPS.c.job_id == bindparam("job_id"), STEPS.c.index >= bindparam("index"))
+    .order_by(STEPS.c.index)
+)
+JOB_STEP_ON = (
+    select(*JOB_COLUMNS, *STEP_ON_COLUMNS)  # type: ignore[call-overload]
+    .select_from(JOBS.join(STEPS, STEPS.c.job_id == JOBS.c.id))
+    .where(JOBS.c.id == bindparam("job_id"), STEPS.c.index >= bindparam("index"))
+    .order_by(STEPS.c.index)
+)
 # Built once: the values to set are the parameters given with them. These run at every step's
 # start and end; building them per call was about 40 % of a step's store time.
 STEP_UPDATE = update(STEPS).where(STEPS.c.job_id == bindparam("at_job"),
@@ -149,9 +169,10 @@ def lock_job(session: Session, job_id: str) -> Any:
     return job
 
 
-def ledger(session: Session, job_id: str, index: int, lock: bool = True) -> Ledger:
+def ledger(session: Session, job_id: str, index: int, lock: bool = True,
+           following: bool = False) -> Ledger:
     """Lock the job, then read it with step `index` (`lock=False`: only read them, for a
-    transaction that writes nothing).
+    transaction that writes nothing; `following`: and the steps after it, in the same read).
 
     On Postgres two statements, on purpose: under READ COMMITTED a statement that waited for
     the job's lock re-reads only the locked row, so a step read in the same statement could be
@@ -163,17 +184,19 @@ def ledger(session: Session, job_id: str, index: int, lock: bool = True) -> Ledg
     if taken is not None:  # read and locked already, its start to be written
         return taken.then
     key = {"job_id": job_id, "index": index}
+    rows: list[dict[str, Any]] = []
     if not lock or session.get_bind().dialect.name == "sqlite":
-        both = session.execute(JOB_STEP, key).one_or_none()
-        mapping = None if both is None else dict(both._mapping)
-    else:
-        job = session.execute(JOB_LOCK, key).one_or_none()
-        step = session.execute(STEP, key).one_or_none() if job is not None else None
-        mapping = None if job is None or step is None else {**job._mapping, **step._mapping}
-    if mapping is None:
+        rows = [dict(r._mapping) for r in session.execute(
+            JOB_STEP_ON if following else JOB_STEP, key)]
+    elif (job := session.execute(JOB_LOCK, key).one_or_none()) is not None:
+        rows = [{**job._mapping, **r._mapping} for r in session.execute(
+            STEP_ON if following else STEP, key)]
+    if not rows or rows[0].get("idx", index) != index:
         raise NotFound(f"step {index} of job {job_id} not found")
-    row = SimpleNamespace(**mapping)
-    return Ledger(job_id, index, JobStatus(row.status), StepStatus(row.step), row)
+    row = SimpleNamespace(**rows[0])
+    after = [SimpleNamespace(idx=r["idx"], intent=r["intent"], pool=r["pool"],
+                             status=r["step"]) for r in rows[1:]] if following else None
+    return Ledger(job_id, index, JobStatus(row.status), StepStatus(row.step), row, after)
 
 
 def record(session: Session, at: Ledger, job: dict[str, Any], step: dict[str, Any],
@@ -239,6 +262,11 @@ def _rest(session: Session, job_id: str, index: int) -> list[Any]:
     return list(session.execute(REST, {"job_id": job_id, "index": index}))
 
 
+def _after(session: Session, at: Ledger) -> list[Any]:
+    """The steps after `at`'s, as read with it, else read now."""
+    return at.following if at.following is not None else _rest(session, at.job_id, at.index)
+
+
 def _output_of(session: Session, job_id: str, before: int) -> Callable[[int], Any]:
     def output(index: int) -> Any:
         if index >= before:
@@ -271,7 +299,8 @@ def begin_step(*, session: Session, job_id: str, index: int, runner: str, max_de
     runners never wrote (None: a live one runs it now). An answer that needs a write (poison,
     a broken reference) comes back as `write`, with `attempts_from` for the second ask.
     """
-    at = ledger(session, job_id, index, lock=claim is None)  # with `claim`, nothing is written
+    # With `claim`, nothing is written; the steps after it are read with it (`Rest`)
+    at = ledger(session, job_id, index, lock=claim is None, following=True)
     if at.status.terminal:
         return StepStart(StepVerdict.skip, reason=f"job is {at.status}")
     if at.step_status == StepStatus.succeeded:
@@ -311,7 +340,7 @@ def begin_step(*, session: Session, job_id: str, index: int, runner: str, max_de
                          events=_throttled(session, at, throttled))
     start = StepStart(StepVerdict.run, inputs=inputs, intent=at.row.intent, pool=at.row.pool,
                       tenant_id=at.row.tenant_id, approved=at.row.approved_at is not None,
-                      rest=[(r.idx, r.intent, r.pool) for r in _rest(session, job_id, index)])
+                      rest=[(r.idx, r.intent, r.pool) for r in _after(session, at)])
     record_at = StartRecord(job_id, index, attempts, runner, utcnow())
     if claim is not None:
         return replace(start, unrecorded=record_at)
@@ -377,7 +406,7 @@ def _startable(at: Ledger, start: StartRecord) -> bool:
 
 
 def _already_done(session: Session, at: Ledger) -> StepStart:
-    rest = _rest(session, at.job_id, at.index)
+    rest = _after(session, at)
     if rest and StepStatus(rest[0].status) != StepStatus.pending:
         return StepStart(StepVerdict.skip, reason="a redelivery of a step whose chain went on")
     following = NextStep(at.job_id, rest[0].idx, rest[0].intent, rest[0].pool) if rest else None

@@ -1,5 +1,6 @@
-"""Starts written late, many at once (`record_starts`, the recorder's round), and a step's
-admission without a query of the limits for a tenant that has none: on both job stores."""
+"""On both job stores: starts written late, many at once (`record_starts`, the recorder's
+round); a step's begin in one read; its admission without a query of the limits for a tenant
+that has none."""
 
 import uuid
 from collections.abc import Iterator
@@ -15,6 +16,7 @@ from core.models import JobStatus, StepStatus, utcnow
 from core.settings import get_settings
 from core.store.ledger import (
     StartRecord,
+    StepStart,
     StepVerdict,
     begin_step,
     record_starts,
@@ -23,6 +25,7 @@ from core.store.ledger import (
 )
 from core.store.limits import set_concurrency_limit
 from core.store.queries import cancel_job, get_job, job_steps, list_events
+from core.store.tables import NewStep
 from core.store.tenants import create_tenant_key
 from core.vault import Vault, new_key
 from tasks.engine.admission import Admission
@@ -166,11 +169,29 @@ def _resources(db: Database) -> Resources:
                      runner="host:7", vault=Vault([new_key()]))
 
 
-def _begin(db: Database, job_id: str, admission: Admission) -> StepVerdict:
+def _begin(db: Database, job_id: str, admission: Admission, index: int = 0) -> StepStart:
     with db.read() as session:
-        return begin_step(session=session, job_id=job_id, index=0, runner="host:7",
-                          max_deliveries=5, admit=admission,
-                          claim=lambda attempts: attempts).verdict
+        return begin_step(session=session, job_id=job_id, index=index, runner="host:7",
+                          max_deliveries=5, admit=admission, claim=lambda attempts: attempts)
+
+
+def test_a_step_begins_with_one_read_of_its_job_itself_and_the_steps_after(
+        db: Database, tenant: str, statements: list[str]) -> None:
+    # Given a job of four steps (its tenant without limits of its own)
+    job_id, _ = submit(db, tenant, key=uuid.uuid4().hex, plan=[
+        NewStep(f"debug.step{i}", "tools" if i % 2 else "llm", {"i": i}) for i in range(4)])
+    rt = _resources(db)
+    try:
+        statements.clear()
+        # When a worker begins its second step
+        start = _begin(db, job_id, Admission(rt), index=1)
+    finally:
+        rt.close()
+    # Then one statement read it, with its own inputs and the steps after it, in order
+    assert [s for s in statements if s.lstrip().startswith("SELECT")] == statements[-1:]
+    assert (start.verdict, start.intent, start.inputs) == (StepVerdict.run, "debug.step1",
+                                                            {"i": 1})
+    assert start.rest == [(2, "debug.step2", "llm"), (3, "debug.step3", "tools")]
 
 
 def test_a_tenant_without_limits_of_its_own_is_admitted_without_reading_them(
@@ -181,7 +202,7 @@ def test_a_tenant_without_limits_of_its_own_is_admitted_without_reading_them(
     try:
         statements.clear()
         # When a worker begins it
-        verdict = _begin(db, job_id, Admission(rt))
+        verdict = _begin(db, job_id, Admission(rt)).verdict
     finally:
         rt.close()
     # Then it runs (the ledger read), and no statement read the limits on its own
