@@ -406,10 +406,10 @@ class StepTask(Task):  # type: ignore[misc]
         go with the change's `Handoff`, or are announced at once."""
         pending = rt.starts.pending(job_id, index)
         if pending is None:
-            return self._transaction(rt, change)
+            return self._transaction(rt, job_id, change)
         with pending.lock:
             if pending.recorded:
-                return self._transaction(rt, change)
+                return self._transaction(rt, job_id, change)
             started: list[LiveEvent] = []
 
             def with_start(session: Session) -> T:
@@ -418,22 +418,23 @@ class StepTask(Task):  # type: ignore[misc]
                 done = change(session)
                 started.extend(write_start(session=session))  # a change that recorded none
                 return done
-            done = self._transaction(rt, with_start)
+            done = self._transaction(rt, job_id, with_start)
             pending.recorded = True
         if isinstance(done, Handoff):
             return cast(T, replace(done, events=[*started, *done.events]))
         publish(rt.redis, started)
         return done
 
-    def _transaction(self, rt: Resources, change: Callable[[Session], T]) -> T:
-        """Run `change` in a transaction, patiently: a short store outage must not lose it (a
-        value the store refuses, DataError, is not an outage: it is not tried again)."""
+    def _transaction(self, rt: Resources, job_id: str, change: Callable[[Session], T]) -> T:
+        """Run `change` to a job in a transaction, maybe with other steps' (`core.commits`),
+        patiently: a short store outage must not lose it (a value the store refuses,
+        DataError, is not an outage: it is not tried again)."""
         retry = retry_if_exception_type(SQLAlchemyError) & retry_if_not_exception_type(DataError)
         for attempt in Retrying(stop=stop_after_delay(RECORD_PATIENCE_SECONDS),
                                 wait=wait_exponential(multiplier=0.1, max=2),
                                 retry=retry, reraise=True):
-            with attempt, rt.db.write() as session:
-                return change(session)
+            with attempt:
+                return rt.commits.run(job_id, change)
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _hand_off(self, rt: Resources, handoff: Handoff) -> None:

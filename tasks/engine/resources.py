@@ -20,6 +20,7 @@ from adapters.mcp import McpClient
 from adapters.ssh import SshClient
 from adapters.upstream import Upstream
 from adapters.vectors import build_index
+from core.commits import Commits
 from core.db import Database
 from core.memory.search import Memory
 from core.settings import Settings, get_settings
@@ -46,6 +47,11 @@ class Resources:
     lock: threading.Lock = field(default_factory=threading.Lock)
     holdings: heartbeat.Holdings | None = None
     _beat: threading.Event | None = None
+
+    @cached_property
+    def commits(self) -> Commits:
+        """This process's group commits of its steps' writes to the store."""
+        return Commits(self.db)
 
     @cached_property
     def breakers(self) -> Breakers:

@@ -221,19 +221,18 @@ def own_database(request: pytest.FixtureRequest, backend: str, name: str, logs: 
     return base.rsplit("/", 1)[0] + f"/{name}"
 
 
-@contextmanager
-def store_of_its_own(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory,
-                     name: str) -> Iterator[Database]:
-    """A migrated job store of a test module's own on the backend `request.param` names
-    (`sqlite` or `postgres`), for tests of the store itself on both."""
+@pytest.fixture(scope="module", params=["sqlite", "postgres"])
+def own_store(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+              ) -> Iterator[Database]:
+    """A migrated job store of the test module's own, on each backend in turn: for tests of
+    the store itself on both."""
+    name = request.module.__name__.rsplit(".", 1)[-1].removeprefix("test_")
     logs: Path = tmp_path_factory.mktemp(name)
     url = own_database(request, request.param, f"{name}_{uuid.uuid4().hex[:8]}", logs)
     upgrade(url)
     database = Database(url)
-    try:
-        yield database
-    finally:
-        database.dispose()
+    yield database
+    database.dispose()
 
 
 @contextmanager

@@ -30,15 +30,12 @@ from core.store.tenants import create_tenant_key
 from core.vault import Vault, new_key
 from tasks.engine.admission import Admission
 from tasks.engine.resources import Resources
-from tests.integration.conftest import store_of_its_own
 from tests.unit.test_store import submit
 
 
-@pytest.fixture(scope="module", params=["sqlite", "postgres"])
-def db(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-       ) -> Iterator[Database]:
-    with store_of_its_own(request, tmp_path_factory, "starts") as database:
-        yield database
+@pytest.fixture
+def db(own_store: Database) -> Database:
+    return own_store
 
 
 @pytest.fixture

@@ -2,7 +2,6 @@
 sees the other's messages, through the API's list or the recent messages a chat plans with."""
 
 import uuid
-from collections.abc import Iterator
 
 import pytest
 
@@ -10,16 +9,13 @@ from core.db import Database
 from core.store.sessions import Turn, add_turns, list_messages, open_session, recent_messages
 from core.store.tenants import create_tenant_key
 from core.vault import Vault, new_key
-from tests.integration.conftest import store_of_its_own
 
 SESSION = "shared-session-id"
 
 
-@pytest.fixture(scope="module", params=["sqlite", "postgres"])
-def db(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-       ) -> Iterator[Database]:
-    with store_of_its_own(request, tmp_path_factory, "sessions") as database:
-        yield database
+@pytest.fixture
+def db(own_store: Database) -> Database:
+    return own_store
 
 
 def _tenant_with_messages(db: Database, words: list[str]) -> str:
