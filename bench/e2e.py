@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 import redis
@@ -37,6 +37,7 @@ from tests import services  # noqa: E402
 
 CONCURRENCY_PATIENCE = 300.0
 LIVE = [status for status in JobStatus if not status.terminal]  # not ended yet
+T = TypeVar("T")
 
 
 SECRET_KEY = new_key()  # the stack's ORCHESTRATOR_SECRET_KEY
@@ -87,22 +88,13 @@ def bare_celery(broker_url: str, logs: Path, args: argparse.Namespace,
         bare.noop.delay(0).get(timeout=60)
         client = redis.Redis.from_url(broker_url)
         if args.concurrency_only:
-            cpu = cpu_seconds(worker.pid)
-            seconds = bare_concurrency(client, slow_url, args)
-            if args.timeline:
-                used = cpu_seconds(worker.pid) - cpu
-                print(f"bare Celery's worker used {used:.2f} CPU seconds "
-                      f"({used / args.concurrent * 1000:.2f} ms a task)")
-            return {"concurrent_s": seconds}
+            return {"concurrent_s": with_cpu(worker, args.concurrent, args.timeline,
+                                             lambda: bare_concurrency(client, slow_url, args))}
         if args.callbacks_only:
             return {}
         if args.throughput_only:
-            cpu = cpu_seconds(worker.pid)
-            rate, commands = bare_drain(client, drain)
-            if args.timeline:
-                used = cpu_seconds(worker.pid) - cpu
-                print(f"bare Celery's worker used {used:.2f} CPU seconds "
-                      f"({used / drain * 1000:.2f} ms a task)")
+            rate, commands = with_cpu(worker, drain, args.timeline,
+                                      lambda: bare_drain(client, drain))
             return {"drain_per_s": rate, "commands": commands}
         rtt = timed(n, lambda i: bare.noop.delay(i).get(timeout=10))
         chain5 = timed(max(n // 4, 10), lambda i: celery_chain(
@@ -114,6 +106,18 @@ def bare_celery(broker_url: str, logs: Path, args: argparse.Namespace,
                 "concurrent_s": bare_concurrency(client, slow_url, args)}
     finally:
         worker.stop()
+
+
+def with_cpu(worker: services.Process, tasks: int, shown: bool, measure: Callable[[], T]) -> T:
+    """`measure()`; with `shown` (`--timeline`), the CPU bare Celery's worker used meanwhile
+    is printed, in all and per task."""
+    cpu = cpu_seconds(worker.pid)
+    result = measure()
+    if shown:
+        used = cpu_seconds(worker.pid) - cpu
+        print(f"bare Celery's worker used {used:.2f} CPU seconds "
+              f"({used / tasks * 1000:.2f} ms a task)")
+    return result
 
 
 def redis_commands(client: redis.Redis, per: int = 0, label: str = "") -> int:
@@ -546,7 +550,8 @@ def main() -> None:
                         help="Jobs with a callback in the callbacks measure.")
     parser.add_argument("--timeline", action="store_true",
                         help="Print when the concurrency measure's jobs were stored and their "
-                        "steps started and ended, and the CPU each process used meanwhile.")
+                        "steps started and ended, and the CPU each process (and bare Celery's "
+                        "worker) used in that measure and the throughput measure.")
     parser.add_argument("--profile", default="",
                         help="Write py-spy flame graphs of the API and a tools worker here.")
     args = parser.parse_args()
