@@ -183,9 +183,11 @@ class PostgresIndex:
         where, params = tag_filter("tags", tags, "postgresql")
         connection = session.connection()
         # Filters are applied while the HNSW graph is walked (pgvector 0.8 iterative scans),
-        # so a small namespace in a large table still gets its `limit` nearest items.
+        # so a small namespace in a large table still gets its `limit` nearest items. Set for
+        # the connection, not the transaction: a read has none (`Database.read`). Every
+        # search sets both before its query, so what a pooled connection keeps is never used.
         connection.execute(text("SELECT set_config('hnsw.iterative_scan', 'relaxed_order', "
-                                "true), set_config('hnsw.ef_search', :ef, true)"),
+                                "false), set_config('hnsw.ef_search', :ef, false)"),
                            {"ef": str(max(40, 2 * limit))})
         distance = f"embedding::vector({dim}) <=> :q"
         statement = text(

@@ -82,7 +82,12 @@ class WriterTurn:
 
 
 class Database:
-    """The job store's connections: `read()` for queries, `write()` for transactions."""
+    """The job store's connections: `read()` for queries, `write()` for transactions.
+
+    On SQLite a read is one transaction (one snapshot for all its statements); on Postgres
+    each of its statements commits on its own (`AUTOCOMMIT`), as READ COMMITTED would see
+    them anyway, so nothing in a read may rely on a transaction (`SET LOCAL`, a lock held to
+    its end)."""
 
     def __init__(self, url: str, pool_size: int = 10, max_overflow: int = 20) -> None:
         self.url = url
@@ -96,7 +101,11 @@ class Database:
             self._reader = _sqlite_engine(url, "BEGIN", pool)
             self._writer = _sqlite_engine(url, "BEGIN IMMEDIATE", pool)
         else:
-            self._reader = self._writer = create_engine(url, pool_pre_ping=True, **pool)
+            self._writer = create_engine(url, pool_pre_ping=True, **pool)
+            # Reads run without a transaction: under READ COMMITTED each statement sees the
+            # latest commits anyway, so a BEGIN and a ROLLBACK around them (two round trips
+            # a read) bought nothing; the pool is the writer's.
+            self._reader = self._writer.execution_options(isolation_level="AUTOCOMMIT")
         # SQLite has one writer: writers queue for it (`WriterTurn`), handed the turn the
         # moment the last one commits, instead of each polling the file lock with SQLite's
         # growing sleeps (up to 100 ms a try) while hundreds of threads ask at once.

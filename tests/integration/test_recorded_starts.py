@@ -74,7 +74,8 @@ def statements(db: Database) -> Iterator[list[str]]:
     def note(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
         seen.append(statement)
 
-    engines = {db._reader, db._writer}  # one on Postgres, two on SQLite
+    # Two on SQLite; on Postgres the reader is the writer with other options, its events too.
+    engines = {engine.pool: engine for engine in (db._writer, db._reader)}.values()
     for engine in engines:
         event.listen(engine, "before_cursor_execute", note)
     yield seen

@@ -1,0 +1,91 @@
+"""Postgres reads without a transaction (`Database.read`), and what has to hold without one:
+the vector index's per-search settings still reach its query."""
+
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from sqlalchemy import insert, text
+from sqlmodel import Session
+
+from adapters.vectors import PostgresIndex
+from core.db import Database
+from core.memory.tables import ITEMS, MemoryScope, item_id_of, item_key_of, scope_of
+from core.migrate import upgrade
+from core.store.tenants import create_tenant_key
+from core.vault import Vault, new_key
+from tests.integration.conftest import own_database
+
+DIM = 256
+# The shape of the index's semantic query (`PostgresIndex.semantic`), for its plan.
+SEARCH = (f"SELECT id FROM memory_items WHERE dim = {DIM} AND scope = :scope AND model = 'm' "
+          f"ORDER BY embedding::vector({DIM}) <=> array_fill(0.5, ARRAY[{DIM}])::vector LIMIT 20")
+
+
+@pytest.fixture(scope="module")
+def db(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+       ) -> Iterator[Database]:
+    logs: Path = tmp_path_factory.mktemp("postgres_reads")
+    url = own_database(request, "postgres", f"reads_{uuid.uuid4().hex[:8]}", logs)
+    upgrade(url)
+    database = Database(url)
+    yield database
+    database.dispose()
+
+
+def _state(session: Session, pid: int) -> str:
+    """What Postgres says the backend `pid` is doing, asked by another connection."""
+    return str(session.execute(text("SELECT state FROM pg_stat_activity WHERE pid = :pid"),
+                               {"pid": pid}).scalar_one())
+
+
+def test_a_read_holds_no_transaction_open_between_its_statements(db: Database) -> None:
+    with db.read() as session, db.write() as other:
+        pid = session.execute(text("SELECT pg_backend_pid()")).scalar_one()
+        # A transaction would show "idle in transaction", and cost a BEGIN and a ROLLBACK.
+        assert _state(other, pid) == "idle"
+
+
+def test_a_write_is_still_one_transaction(db: Database) -> None:
+    with db.write() as session, db.read() as other:
+        pid = session.execute(text("SELECT pg_backend_pid()")).scalar_one()
+        assert _state(other, pid) == "idle in transaction"
+
+
+def _items(scope: str, tenant_id: str, vectors: np.ndarray) -> list[dict[str, object]]:
+    rows = []
+    for i, vector in enumerate(vectors):
+        item_id = item_id_of(scope, f"item {i}")
+        rows.append({"id": item_id, "key": item_key_of(item_id), "scope": scope,
+                     "tenant_id": tenant_id, "namespace": scope, "text": f"item {i}",
+                     "tags": [], "metadata": {}, "model": "m", "dim": DIM, "embedding": vector})
+    return rows
+
+
+def test_a_namespace_of_a_tenth_of_the_table_gets_all_its_nearest_items(db: Database) -> None:
+    """The HNSW walk goes on past other namespaces' items (iterative scans, set for each
+    search): without it, the 40 nearest items of the whole table are filtered down to the
+    namespace's share of them, here about 4 of the 20 asked for."""
+    rng = np.random.default_rng(7)
+    with db.write() as session:
+        tenant, _ = create_tenant_key(session=session, tenant_name="vectors", vault=Vault(
+            [new_key()]))
+        big, small = scope_of(tenant.id, "big"), scope_of(tenant.id, "small")
+        for scope, n in ((big, 2700), (small, 300)):
+            session.execute(insert(ITEMS), _items(scope, tenant.id, rng.standard_normal(
+                (n, DIM), dtype=np.float32)))
+    with db.write() as session:
+        session.execute(text("ANALYZE memory_items"))
+    scope = MemoryScope(scope=small, tenant_id=tenant.id, namespace="small", model="m", dim=DIM)
+    with db.read() as session:
+        # The HNSW index, as the planner picks on a large table (on this small one it would
+        # read the namespace's rows by their index and sort them).
+        session.execute(text("SET enable_sort = off"))
+        plan = session.execute(text(f"EXPLAIN {SEARCH}"), {"scope": small}).scalars().all()
+        assert any("ix_memory_items_hnsw_256" in line for line in plan)
+        hits = PostgresIndex().semantic(session, scope, rng.standard_normal(
+            DIM, dtype=np.float32), limit=20, tags=[])
+        session.execute(text("RESET enable_sort"))
+    assert len(hits) == 20
