@@ -118,6 +118,8 @@ JOB_STEP = (
     .select_from(JOBS.join(STEPS, STEPS.c.job_id == JOBS.c.id))
     .where(JOBS.c.id == bindparam("job_id"), STEPS.c.index == bindparam("index"))
 )
+# The same, both rows locked (Postgres), the job's first: see `ledger()`.
+JOB_STEP_LOCK = JOB_STEP.with_for_update()
 
 # Many jobs locked at once, in id order (so two writers never wait on each other in a
 # circle), and their steps read after: `record_starts`.
@@ -174,11 +176,12 @@ def ledger(session: Session, job_id: str, index: int, lock: bool = True,
     """Lock the job, then read it with step `index` (`lock=False`: only read them, for a
     transaction that writes nothing; `following`: and the steps after it, in the same read).
 
-    On Postgres two statements, on purpose: under READ COMMITTED a statement that waited for
-    the job's lock re-reads only the locked row, so a step read in the same statement could be
-    the version from before the lock holder committed (a resume token used twice). Read after
-    the lock, the step is as the last holder left it. SQLite has no row locks (a writer holds
-    the database from its first statement): one statement reads both.
+    On Postgres the job and its step are both locked, in one statement: under READ COMMITTED
+    a statement that waited for a lock re-reads the rows it locks, and only those, so a step
+    read unlocked beside its locked job could be the version from before the lock holder
+    committed (a resume token used twice). Every path that changes a step locks its job
+    first, so the step's lock never waits after the job's. SQLite has no row locks (a writer
+    holds the database from its first statement): one statement reads both, unlocked.
     """
     taken = _taken(session, job_id, index)
     if taken is not None:  # read and locked already, its start to be written
@@ -188,6 +191,8 @@ def ledger(session: Session, job_id: str, index: int, lock: bool = True,
     if not lock or session.get_bind().dialect.name == "sqlite":
         rows = [dict(r._mapping) for r in session.execute(
             JOB_STEP_ON if following else JOB_STEP, key)]
+    elif not following:
+        rows = [dict(r._mapping) for r in session.execute(JOB_STEP_LOCK, key)]
     elif (job := session.execute(JOB_LOCK, key).one_or_none()) is not None:
         rows = [{**job._mapping, **r._mapping} for r in session.execute(
             STEP_ON if following else STEP, key)]

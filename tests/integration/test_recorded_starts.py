@@ -19,6 +19,7 @@ from core.store.ledger import (
     StepStart,
     StepVerdict,
     begin_step,
+    finish_step,
     record_starts,
     take_start,
     write_start,
@@ -74,8 +75,9 @@ def statements(db: Database) -> Iterator[list[str]]:
     def note(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
         seen.append(statement)
 
-    # Two on SQLite; on Postgres the reader is the writer with other options, its events too.
-    engines = {engine.pool: engine for engine in (db._writer, db._reader)}.values()
+    # Two on SQLite; on Postgres the reader is the writer with other options, and the
+    # writer's listeners hear it too.
+    engines = [db._writer] if db._reader.pool is db._writer.pool else [db._writer, db._reader]
     for engine in engines:
         event.listen(engine, "before_cursor_execute", note)
     yield seen
@@ -194,6 +196,32 @@ def test_a_step_begins_with_one_read_of_its_job_itself_and_the_steps_after(
     assert (start.verdict, start.intent, start.inputs) == (StepVerdict.run, "debug.step1",
                                                             {"i": 1})
     assert start.rest == [(2, "debug.step2", "llm"), (3, "debug.step3", "tools")]
+
+
+def test_a_step_ends_with_one_read_of_its_job_and_itself_both_locked(
+        db: Database, tenant: str, statements: list[str]) -> None:
+    # Given a begun step of a job of two
+    job_id, _ = submit(db, tenant, key=uuid.uuid4().hex, plan=[
+        NewStep(f"debug.step{i}", "tools", {"i": i}) for i in range(2)])
+    rt = _resources(db)
+    try:
+        start = _begin(db, job_id, Admission(rt))
+    finally:
+        rt.close()
+    assert start.unrecorded is not None
+    statements.clear()
+    # When its end is written, its start with it
+    with db.write() as session:
+        take_start(session=session, start=start.unrecorded)
+        done = finish_step(session=session, job_id=job_id, index=0, output={"ok": True},
+                           rest=start.rest)
+    # Then one statement read (and on Postgres locked) the job and the step, and the next
+    # step is named
+    selects = [s for s in statements if s.lstrip().startswith("SELECT")]
+    assert len(selects) == 1, selects
+    if not db.is_sqlite:
+        assert selects[0].rstrip().endswith("FOR UPDATE")
+    assert done.send is not None and done.send.index == 1
 
 
 def test_a_tenant_without_limits_of_its_own_is_admitted_without_reading_them(
