@@ -7,10 +7,12 @@ from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, cast
 
+import psycopg
 from sqlalchemy import Engine, event
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError
 from sqlmodel import Session, create_engine
 
 
@@ -134,3 +136,23 @@ class Database:
         self._writer.dispose()
         if isinstance(self._turn, WriterTurn):
             self._turn.close()
+
+
+@contextmanager
+def pipelined(session: Session) -> Iterator[None]:
+    """Writes sent without waiting for each one's answer: on Postgres all of the block's
+    statements go in one round trip (psycopg's pipeline mode), their first error raised on
+    leaving it as SQLAlchemy's error for it (a `DataError`, an `IntegrityError`…), as if its
+    statement had raised it; elsewhere nothing changes. Nothing in the block may read what a
+    statement returned (a SELECT's rows, a `rowcount`): it arrives only at the end."""
+    connection = session.connection()
+    if connection.dialect.name != "postgresql":
+        yield
+        return
+    raw = cast("psycopg.Connection[Any]", connection.connection.dbapi_connection)
+    try:
+        with raw.pipeline():
+            yield
+    except psycopg.Error as exc:
+        raise DBAPIError.instance(None, None, exc, psycopg.Error,
+                                  dialect=connection.dialect) from exc

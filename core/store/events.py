@@ -10,7 +10,8 @@ from core.events import LiveEvent, event_payload
 from core.models import utcnow
 from core.store.tables import EVENTS, JOBS, Items
 
-EVENTS_INSERT = insert(EVENTS)
+# Inline: nothing is read back (no RETURNING of the new row's id), so it can be pipelined.
+EVENTS_INSERT = insert(EVENTS).inline()
 
 
 def _rows(job_id: str, last_seq: int, items: Items, now: datetime) -> list[dict[str, Any]]:

@@ -15,6 +15,7 @@ from sqlalchemy import bindparam, case, exists, insert, tuple_, update
 from sqlmodel import Session, select
 
 from core import deliveries, refs
+from core.db import pipelined
 from core.errors import NotFound
 from core.events import LiveEvent
 from core.models import TERMINAL_EVENTS, EventType, JobStatus, StepStatus, utcnow
@@ -213,15 +214,15 @@ def record(session: Session, at: Ledger, job: dict[str, Any], step: dict[str, An
         del session.info[STARTING]
         at, job, step = taken.read, {**taken.job, **job}, {**taken.step, **step}
         items = [*taken.items, *items]
-    if step:
-        session.execute(STEP_UPDATE, {"at_job": at.job_id, "at_index": at.index, **step})
-    return record_job(session, at.job_id, at.row, job, items)
+    return record_job(session, at.job_id, at.row, job, items,
+                      {"at_job": at.job_id, "at_index": at.index, **step} if step else None)
 
 
 def record_job(session: Session, job_id: str, locked: Any, job: dict[str, Any],
-               items: Items) -> list[LiveEvent]:
-    """Write a locked job's new values and the events that say so: every change of a job and
-    its log goes through here.
+               items: Items, step: dict[str, Any] | None = None) -> list[LiveEvent]:
+    """Write a locked job's new values (and a step's: `STEP_UPDATE`'s parameters) and the
+    events that say so: every change of a job and its log goes through here, its writes in
+    one round trip (`pipelined`).
 
     When these values end the job (and only then: a job that already ended scheduled its
     callback then), its callback is scheduled in the same transaction (the outbox).
@@ -236,9 +237,12 @@ def record_job(session: Session, job_id: str, locked: Any, job: dict[str, Any],
             result=job.get("result"), error=job.get("error"), created_at=locked.created_at,
             started_at=job.get("started_at", locked.started_at), finished_at=job["finished_at"])
         items = [*items, _callback_item(session, outcome)]
-    session.execute(JOB_UPDATE, {"at_job": job_id, "event_seq": locked.event_seq + len(items),
-                                 **job})
-    return insert_events(session, job_id, locked.event_seq, items)
+    with pipelined(session):
+        if step:
+            session.execute(STEP_UPDATE, step)
+        session.execute(JOB_UPDATE, {"at_job": job_id,
+                                     "event_seq": locked.event_seq + len(items), **job})
+        return insert_events(session, job_id, locked.event_seq, items)
 
 
 def _ms(since: datetime | None) -> int | None:
@@ -370,8 +374,9 @@ def record_starts(*, session: Session, starts: list[StartRecord]) -> list[LiveEv
     """Write many steps' starts taken without writing, in the same few statements however
     many: their jobs locked in id order, then their steps read (after the locks, as `ledger`
     reads), one update of the steps, one of the jobs for each set of columns, one insert of
-    events. Each by `take_start`'s rules: a start whose job or step ended, whose start another
-    delivery wrote since, or whose job is gone, is left out."""
+    events, these three in one round trip (`pipelined`). Each by `take_start`'s rules: a start
+    whose job or step ended, whose start another delivery wrote since, or whose job is gone,
+    is left out."""
     if not starts:
         return []
     jobs = {row.id: dict(row._mapping) for row in session.execute(
@@ -393,14 +398,15 @@ def record_starts(*, session: Session, starts: list[StartRecord]) -> list[LiveEv
         job |= {**values, "event_seq": job["event_seq"] + len(items)}  # for its next start
         job_values[start.job_id] = {**job_values.get(start.job_id, {}), **values,
                                     "event_seq": job["event_seq"]}
-    if step_values:
-        session.execute(STEP_UPDATE, step_values)
     by_columns: dict[frozenset[str], list[dict[str, Any]]] = {}
     for job_id, values in job_values.items():  # executemany takes one set of columns
         by_columns.setdefault(frozenset(values), []).append({"at_job": job_id, **values})
-    for rows in by_columns.values():
-        session.execute(JOB_UPDATE, rows)
-    return insert_many(session, logs)
+    with pipelined(session):
+        if step_values:
+            session.execute(STEP_UPDATE, step_values)
+        for rows in by_columns.values():
+            session.execute(JOB_UPDATE, rows)
+        return insert_many(session, logs)
 
 
 def _startable(at: Ledger, start: StartRecord) -> bool:

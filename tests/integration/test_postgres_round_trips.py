@@ -1,22 +1,30 @@
-"""Postgres reads without a transaction (`Database.read`), and what has to hold without one:
-the vector index's per-search settings still reach its query."""
+"""Fewer round trips to Postgres: reads without a transaction (`Database.read`), and what has
+to hold without one (the vector index's per-search settings still reach its query); a
+record's writes sent in one pipeline (`pipelined`), their errors still SQLAlchemy's."""
 
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import cast
 
 import numpy as np
+import psycopg
 import pytest
-from sqlalchemy import insert, text
+from sqlalchemy import Connection, event, insert, text
+from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
 
 from adapters.vectors import PostgresIndex
-from core.db import Database
+from core.db import Database, pipelined
 from core.memory.tables import ITEMS, MemoryScope, item_id_of, item_key_of, scope_of
 from core.migrate import upgrade
+from core.models import JobStatus
+from core.store.ledger import finish_step
+from core.store.queries import get_job
 from core.store.tenants import create_tenant_key
 from core.vault import Vault, new_key
 from tests.integration.conftest import own_database
+from tests.unit.test_store import begin, submit
 
 DIM = 256
 # The shape of the index's semantic query (`PostgresIndex.semantic`), for its plan.
@@ -27,8 +35,8 @@ SEARCH = (f"SELECT id FROM memory_items WHERE dim = {DIM} AND scope = :scope AND
 @pytest.fixture(scope="module")
 def db(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
        ) -> Iterator[Database]:
-    logs: Path = tmp_path_factory.mktemp("postgres_reads")
-    url = own_database(request, "postgres", f"reads_{uuid.uuid4().hex[:8]}", logs)
+    logs: Path = tmp_path_factory.mktemp("postgres_round_trips")
+    url = own_database(request, "postgres", f"trips_{uuid.uuid4().hex[:8]}", logs)
     upgrade(url)
     database = Database(url)
     yield database
@@ -89,3 +97,57 @@ def test_a_namespace_of_a_tenth_of_the_table_gets_all_its_nearest_items(db: Data
             DIM, dtype=np.float32), limit=20, tags=[])
         session.execute(text("RESET enable_sort"))
     assert len(hits) == 20
+
+
+@pytest.fixture(scope="module")
+def tenant(db: Database) -> str:
+    with db.write() as session:
+        found, _ = create_tenant_key(session=session, tenant_name="trips", vault=Vault(
+            [new_key()]))
+        return found.id
+
+
+def test_a_steps_end_sends_its_writes_in_one_pipeline(db: Database, tenant: str) -> None:
+    # Given a running step of a job of one
+    job_id, _ = submit(db, tenant, steps=1, key=uuid.uuid4().hex)
+    start = begin(db, job_id, 0)
+    sent: list[tuple[str, bool]] = []
+
+    def note(conn: Connection, _cursor: object, statement: str, *_: object) -> None:
+        raw = cast("psycopg.Connection[object]", conn.connection.dbapi_connection)
+        sent.append((statement.split()[0], bool(raw.pgconn.pipeline_status)))
+
+    event.listen(db.engine, "before_cursor_execute", note)
+    try:
+        # When its end is recorded
+        with db.write() as session:
+            finish_step(session=session, job_id=job_id, index=0, output={"ok": True},
+                        rest=start.rest)
+    finally:
+        event.remove(db.engine, "before_cursor_execute", note)
+    # Then the read waited for its answer, and the step's, the job's and the events' writes
+    # went in one pipeline
+    assert sent == [("SELECT", False), ("UPDATE", True), ("UPDATE", True), ("INSERT", True)]
+    with db.read() as session:
+        assert get_job(session=session, tenant_id=tenant, job_id=job_id).status == \
+            JobStatus.succeeded
+
+
+def test_a_pipelined_writes_error_is_sqlalchemys_and_nothing_of_it_is_kept(
+        db: Database, tenant: str) -> None:
+    """Whenever psycopg raises it (at a later statement, or only when the pipeline ends), a
+    write's error is SQLAlchemy's, as the store's callers expect (`DataError` fails a step
+    instead of retrying it, for one)."""
+    job_id, _ = submit(db, tenant, steps=1, key=uuid.uuid4().hex)
+    insert_event = "INSERT INTO job_events (job_id, seq, type, data, created_at) " \
+                   "VALUES (%s, 1, 't', '{}', now())"
+    with pytest.raises(IntegrityError, match="uq_job_events_job_seq"), db.write() as session, \
+            pipelined(session):
+        raw = cast("psycopg.Connection[object]",
+                   session.connection().connection.dbapi_connection)
+        raw.execute(insert_event, [job_id])
+        raw.execute(insert_event, [job_id])  # the same number again
+    with db.read() as session:
+        kept = session.execute(text("SELECT count(*) FROM job_events WHERE job_id = :job "
+                                    "AND type = 't'"), {"job": job_id}).scalar_one()
+    assert kept == 0
