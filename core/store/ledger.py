@@ -11,7 +11,7 @@ from enum import StrEnum
 from types import SimpleNamespace
 from typing import Any
 
-from sqlalchemy import bindparam, case, exists, insert, tuple_, update
+from sqlalchemy import bindparam, case, exists, tuple_, update
 from sqlmodel import Session, select
 
 from core import deliveries, refs
@@ -21,7 +21,7 @@ from core.events import LiveEvent
 from core.models import TERMINAL_EVENTS, EventType, JobStatus, StepStatus, utcnow
 from core.store.events import insert_events, insert_many
 from core.store.limits import LIMITS
-from core.store.submission import step_rows
+from core.store.submission import STEPS_INSERT, step_rows
 from core.store.tables import JOBS, STEPS, Handoff, Items, NewStep, NextStep
 
 
@@ -520,7 +520,7 @@ def succeed(session: Session, at: Ledger, output: Any, extend: list[NewStep], ma
             return fail(session, at, f"the plan would grow to {total} steps, more than the "
                         f"limit of {max_steps} (ORCHESTRATOR_MAX_STEPS)")
         start = at.index + 1 + len(rest)
-        session.execute(insert(STEPS), step_rows(at.job_id, start, extend))
+        session.execute(STEPS_INSERT, step_rows(at.job_id, start, extend))
         added = [(start + n, step.intent, step.pool) for n, step in enumerate(extend)]
         rest += added
         items.append((EventType.plan_extended, {"index": at.index, "steps": [

@@ -6,6 +6,7 @@ from typing import Any
 from sqlalchemy import bindparam, delete, insert, select
 from sqlmodel import Session
 
+from core.db import pipelined
 from core.models import EventType, Job, JobStatus, StepStatus, utcnow
 from core.store.events import insert_events
 from core.store.tables import EVENTS, IDEMPOTENCY, JOBS, STEPS, Handoff, Items, NewStep, NextStep
@@ -16,7 +17,9 @@ KEYED = (select(IDEMPOTENCY.c.job_id, IDEMPOTENCY.c.expires_at)
                 IDEMPOTENCY.c.key == bindparam("key")).with_for_update())
 EXPIRED = delete(IDEMPOTENCY).where(IDEMPOTENCY.c.tenant_id == bindparam("tenant_id"),
                                     IDEMPOTENCY.c.key == bindparam("key"))
-JOBS_INSERT, IDEMPOTENCY_INSERT, STEPS_INSERT = insert(JOBS), insert(IDEMPOTENCY), insert(STEPS)
+# Inline: none reads anything back (a step row's id), so they can share one pipeline.
+JOBS_INSERT, IDEMPOTENCY_INSERT, STEPS_INSERT = (
+    insert(JOBS).inline(), insert(IDEMPOTENCY).inline(), insert(STEPS).inline())
 
 
 def _live_idempotency(*, session: Session, tenant_id: str, key: str) -> str | None:
@@ -62,17 +65,18 @@ def submit_job(
         context=context, result=None, error=None, progress=1.0 if empty else 0.0,
         event_seq=2 if empty else 1, idempotency_key=idempotency_key, callback_url=callback_url,
         created_at=now, started_at=None, finished_at=now if empty else None)
-    session.execute(JOBS_INSERT, [job.model_dump()])
-    if idempotency_key is not None:
-        session.execute(IDEMPOTENCY_INSERT, [{
-            "tenant_id": tenant_id, "key": idempotency_key, "job_id": job_id,
-            "expires_at": now + timedelta(seconds=window)}])
-    if steps:
-        session.execute(STEPS_INSERT, step_rows(job_id, 0, steps))
     items: Items = [(EventType.job_queued, {"intent": intent, "mode": mode, "steps": len(steps)})]
     if empty:
         items.append((EventType.job_succeeded, {"result": None}))
-    events = insert_events(session, job_id, 0, items)
+    with pipelined(session):  # a repeat's key (an IntegrityError) is raised as it ends
+        session.execute(JOBS_INSERT, [job.model_dump()])
+        if idempotency_key is not None:
+            session.execute(IDEMPOTENCY_INSERT, [{
+                "tenant_id": tenant_id, "key": idempotency_key, "job_id": job_id,
+                "expires_at": now + timedelta(seconds=window)}])
+        if steps:
+            session.execute(STEPS_INSERT, step_rows(job_id, 0, steps))
+        events = insert_events(session, job_id, 0, items)
     send = None if empty else NextStep(job_id, 0, steps[0].intent, steps[0].pool)
     return job, True, Handoff(events, send)
 

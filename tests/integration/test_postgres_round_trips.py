@@ -107,30 +107,47 @@ def tenant(db: Database) -> str:
         return found.id
 
 
-def test_a_steps_end_sends_its_writes_in_one_pipeline(db: Database, tenant: str) -> None:
-    # Given a running step of a job of one
-    job_id, _ = submit(db, tenant, steps=1, key=uuid.uuid4().hex)
-    start = begin(db, job_id, 0)
-    sent: list[tuple[str, bool]] = []
+@pytest.fixture
+def sent(db: Database) -> Iterator[list[tuple[str, bool]]]:
+    """Each statement sent meanwhile: its verb, and whether it went in a pipeline."""
+    seen: list[tuple[str, bool]] = []
 
     def note(conn: Connection, _cursor: object, statement: str, *_: object) -> None:
         raw = cast("psycopg.Connection[object]", conn.connection.dbapi_connection)
-        sent.append((statement.split()[0], bool(raw.pgconn.pipeline_status)))
+        seen.append((statement.split()[0], bool(raw.pgconn.pipeline_status)))
 
     event.listen(db.engine, "before_cursor_execute", note)
-    try:
-        # When its end is recorded
-        with db.write() as session:
-            finish_step(session=session, job_id=job_id, index=0, output={"ok": True},
-                        rest=start.rest)
-    finally:
-        event.remove(db.engine, "before_cursor_execute", note)
+    yield seen
+    event.remove(db.engine, "before_cursor_execute", note)
+
+
+def test_a_steps_end_sends_its_writes_in_one_pipeline(db: Database, tenant: str,
+                                                      sent: list[tuple[str, bool]]) -> None:
+    # Given a running step of a job of one
+    job_id, _ = submit(db, tenant, steps=1, key=uuid.uuid4().hex)
+    start = begin(db, job_id, 0)
+    sent.clear()
+    # When its end is recorded
+    with db.write() as session:
+        finish_step(session=session, job_id=job_id, index=0, output={"ok": True},
+                    rest=start.rest)
     # Then the read waited for its answer, and the step's, the job's and the events' writes
     # went in one pipeline
     assert sent == [("SELECT", False), ("UPDATE", True), ("UPDATE", True), ("INSERT", True)]
     with db.read() as session:
         assert get_job(session=session, tenant_id=tenant, job_id=job_id).status == \
             JobStatus.succeeded
+
+
+def test_a_submission_sends_its_rows_in_one_pipeline(db: Database, tenant: str,
+                                                     sent: list[tuple[str, bool]]) -> None:
+    key = uuid.uuid4().hex
+    job_id, created = submit(db, tenant, steps=2, key=key)
+    # The key's lookup waited for its answer; the job, its key, its steps and its first event
+    # went in one pipeline
+    assert created and sent == [("SELECT", False)] + [("INSERT", True)] * 4
+    # and a repeat of the key still finds the job
+    assert submit(db, tenant, steps=2, key=key) == (job_id, False)
 
 
 def test_a_pipelined_writes_error_is_sqlalchemys_and_nothing_of_it_is_kept(
