@@ -181,8 +181,9 @@ def ledger(session: Session, job_id: str, index: int, lock: bool = True,
     a statement that waited for a lock re-reads the rows it locks, and only those, so a step
     read unlocked beside its locked job could be the version from before the lock holder
     committed (a resume token used twice). Every path that changes a step locks its job
-    first, so the step's lock never waits after the job's. SQLite has no row locks (a writer
-    holds the database from its first statement): one statement reads both, unlocked.
+    first, or locks nothing else (`issue_resume_token`), so waiting for a step while holding
+    its job never closes a circle. SQLite has no row locks (a writer holds the database from
+    its first statement): one statement reads both, unlocked.
     """
     taken = _taken(session, job_id, index)
     if taken is not None:  # read and locked already, its start to be written

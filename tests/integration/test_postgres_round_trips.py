@@ -91,11 +91,13 @@ def test_a_namespace_of_a_tenth_of_the_table_gets_all_its_nearest_items(db: Data
         # The HNSW index, as the planner picks on a large table (on this small one it would
         # read the namespace's rows by their index and sort them).
         session.execute(text("SET enable_sort = off"))
-        plan = session.execute(text(f"EXPLAIN {SEARCH}"), {"scope": small}).scalars().all()
-        assert any("ix_memory_items_hnsw_256" in line for line in plan)
-        hits = PostgresIndex().semantic(session, scope, rng.standard_normal(
-            DIM, dtype=np.float32), limit=20, tags=[])
-        session.execute(text("RESET enable_sort"))
+        try:
+            plan = session.execute(text(f"EXPLAIN {SEARCH}"), {"scope": small}).scalars().all()
+            assert any("ix_memory_items_hnsw_256" in line for line in plan)
+            hits = PostgresIndex().semantic(session, scope, rng.standard_normal(
+                DIM, dtype=np.float32), limit=20, tags=[])
+        finally:
+            session.execute(text("RESET enable_sort"))
     assert len(hits) == 20
 
 
