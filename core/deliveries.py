@@ -16,6 +16,8 @@ from core.models import Delivery, DeliveryAttempt, DeliveryStatus, EventType, Te
 from core.vault import Vault
 
 DELIVERIES = Delivery.__table__  # type: ignore[attr-defined]
+# Inline: reads nothing back, so a job's end can send it in its pipeline (`record_job`).
+DELIVERIES_INSERT = insert(DELIVERIES).inline()
 ATTEMPTS = DeliveryAttempt.__table__  # type: ignore[attr-defined]
 SECRET_PREFIX = "whsec_"
 SECRET_BYTES = 32
@@ -71,7 +73,7 @@ def schedule(*, session: Session, outcome: Outcome) -> str:
     """Write the outbox row for a job that just ended, due now; returns its id."""
     delivery_id = f"msg_{uuid.uuid4().hex}"
     now = utcnow()
-    session.execute(insert(DELIVERIES), [{
+    session.execute(DELIVERIES_INSERT, [{
         "id": delivery_id, "job_id": outcome.job_id, "tenant_id": outcome.tenant_id,
         "url": outcome.callback_url, "body": body_for(outcome), "status": DeliveryStatus.pending,
         "attempts": 0, "next_attempt_at": now, "created_at": now}])

@@ -108,10 +108,6 @@ JOB_LOCK = (
     select(*JOB_COLUMNS)  # type: ignore[call-overload]
     .where(JOBS.c.id == bindparam("job_id")).with_for_update()
 )
-STEP = (
-    select(*STEP_COLUMNS)  # type: ignore[call-overload]
-    .where(STEPS.c.job_id == bindparam("job_id"), STEPS.c.index == bindparam("index"))
-)
 # A job and its step in one statement: where no row lock is taken (SQLite, whose writer holds
 # the whole database from its BEGIN IMMEDIATE; a read that writes nothing).
 JOB_STEP = (
@@ -196,8 +192,8 @@ def ledger(session: Session, job_id: str, index: int, lock: bool = True,
     elif not following:
         rows = [dict(r._mapping) for r in session.execute(JOB_STEP_LOCK, key)]
     elif (job := session.execute(JOB_LOCK, key).one_or_none()) is not None:
-        rows = [{**job._mapping, **r._mapping} for r in session.execute(
-            STEP_ON if following else STEP, key)]
+        # A step and the steps after it, read after their job's lock (not locked themselves)
+        rows = [{**job._mapping, **r._mapping} for r in session.execute(STEP_ON, key)]
     if not rows or rows[0].get("idx", index) != index:
         raise NotFound(f"step {index} of job {job_id} not found")
     row = SimpleNamespace(**rows[0])
@@ -231,14 +227,15 @@ def record_job(session: Session, job_id: str, locked: Any, job: dict[str, Any],
     ends = "status" in job and JobStatus(job["status"]).terminal
     if ends:
         items = [_ended(kind, data, locked) for kind, data in items]
-    if ends and locked.callback_url:
-        outcome = deliveries.Outcome(
-            job_id=job_id, tenant_id=locked.tenant_id, callback_url=locked.callback_url,
-            status=str(job["status"]), intent=locked.job_intent, mode=locked.mode,
-            result=job.get("result"), error=job.get("error"), created_at=locked.created_at,
-            started_at=job.get("started_at", locked.started_at), finished_at=job["finished_at"])
-        items = [*items, _callback_item(session, outcome)]
     with pipelined(session):
+        if ends and locked.callback_url:
+            outcome = deliveries.Outcome(
+                job_id=job_id, tenant_id=locked.tenant_id, callback_url=locked.callback_url,
+                status=str(job["status"]), intent=locked.job_intent, mode=locked.mode,
+                result=job.get("result"), error=job.get("error"), created_at=locked.created_at,
+                started_at=job.get("started_at", locked.started_at),
+                finished_at=job["finished_at"])
+            items = [*items, _callback_item(session, outcome)]
         if step:
             session.execute(STEP_UPDATE, step)
         session.execute(JOB_UPDATE, {"at_job": job_id,

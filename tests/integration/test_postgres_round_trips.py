@@ -21,6 +21,8 @@ from core.migrate import upgrade
 from core.models import JobStatus
 from core.store.ledger import finish_step
 from core.store.queries import get_job
+from core.store.submission import submit_job
+from core.store.tables import NewStep, new_job_id
 from core.store.tenants import create_tenant_key
 from core.vault import Vault, new_key
 from tests.integration.conftest import own_database
@@ -139,6 +141,29 @@ def test_a_steps_end_sends_its_writes_in_one_pipeline(db: Database, tenant: str,
     with db.read() as session:
         assert get_job(session=session, tenant_id=tenant, job_id=job_id).status == \
             JobStatus.succeeded
+
+
+def test_an_end_with_a_callback_schedules_it_in_the_same_pipeline(
+        db: Database, tenant: str, sent: list[tuple[str, bool]]) -> None:
+    # Given a running step of a job of one, with a callback URL
+    with db.write() as session:
+        job, _, _ = submit_job(
+            session=session, job_id=new_job_id(), tenant_id=tenant, intent="debug.echo",
+            mode="agent", inputs={}, context={}, callback_url="https://hooks.example/done",
+            steps=[NewStep("debug.echo", "tools", {})], idempotency_key=None, window=60)
+    start = begin(db, job.id, 0)
+    sent.clear()
+    # When its end is recorded
+    with db.write() as session:
+        finish_step(session=session, job_id=job.id, index=0, output={"ok": True},
+                    rest=start.rest)
+    # Then its callback's outbox row went with the step's, the job's and the events' writes
+    assert sent == [("SELECT", False)] + [("INSERT", True), ("UPDATE", True),
+                                          ("UPDATE", True), ("INSERT", True)]
+    with db.read() as session:
+        due = session.execute(text("SELECT count(*) FROM deliveries WHERE job_id = :job"),
+                              {"job": job.id}).scalar_one()
+    assert due == 1
 
 
 def test_a_submission_sends_its_rows_in_one_pipeline(db: Database, tenant: str,
