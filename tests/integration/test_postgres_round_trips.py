@@ -18,8 +18,8 @@ from adapters.vectors import PostgresIndex
 from core.db import Database, pipelined
 from core.memory.tables import ITEMS, MemoryScope, item_id_of, item_key_of, scope_of
 from core.migrate import upgrade
-from core.models import JobStatus
-from core.store.ledger import finish_step
+from core.models import JobStatus, utcnow
+from core.store.ledger import StartRecord, finish_step, record_starts
 from core.store.queries import get_job
 from core.store.submission import submit_job
 from core.store.tables import NewStep, new_job_id
@@ -164,6 +164,19 @@ def test_an_end_with_a_callback_schedules_it_in_the_same_pipeline(
         due = session.execute(text("SELECT count(*) FROM deliveries WHERE job_id = :job"),
                               {"job": job.id}).scalar_one()
     assert due == 1
+
+
+def test_the_recorders_starts_are_written_in_one_pipeline(
+        db: Database, tenant: str, sent: list[tuple[str, bool]]) -> None:
+    jobs = [submit(db, tenant, steps=1, key=uuid.uuid4().hex)[0] for _ in range(3)]
+    sent.clear()
+    with db.write() as session:
+        record_starts(session=session, starts=[StartRecord(job_id, 0, 1, "host:7", utcnow())
+                                               for job_id in jobs])
+    # The jobs' lock and their steps' read waited for their answers; the steps', the jobs'
+    # and the events' writes (one statement each, however many starts) went in one pipeline
+    assert sent == [("SELECT", False), ("SELECT", False), ("UPDATE", True), ("UPDATE", True),
+                    ("INSERT", True)]
 
 
 def test_a_submission_sends_its_rows_in_one_pipeline(db: Database, tenant: str,
